@@ -1,0 +1,159 @@
+"""Build the knowledge world's sources as datasets: Caption0, VQA0, pure text, other, detection.
+
+Each builder is a pure function of the world config, so a rebuild gives identical shards (same
+content hash). `python launch/build.py` builds all of them; training builds what a recipe needs.
+
+  caption0   short, partial AltText-like captions (seed 000 "Caption0")
+  vqa0       template Q/A turns on the scene graph (seed 000 "VQA0"); chart scenes included
+  text       encyclopedia passages, text-only scene stories and theme prose
+  other      OCR on signs and grounding (boxes in pixels) (seed 000 "Other": OCR, grounding)
+  detection  COCO-instances-style JSON + PNGs with attributes and relations (for the MMGIC builder)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mmkd.schema import Sample, Turn
+from mmkd.shards import ShardWriter, write_json_atomic
+from mmkd.world import encyclopedia, language
+from mmkd.world.render import render
+from mmkd.world.scene import KINDS, THEMES, WorldConfig, sample_scene, scene_rng
+
+BUILDER_VERSION = 1
+
+
+def _objects_or_chart(cfg: WorldConfig, split: str, i: int):
+    """VQA0 images: object scenes and charts (signs belong to the OCR part of 'other')."""
+    scene = sample_scene(cfg, split, i)
+    return sample_scene(cfg, split, i, layout="objects") if scene.layout == "sign" else scene
+
+
+def caption0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    captions: Counter = Counter()
+    for i in _progress(n, "caption0"):
+        scene = sample_scene(cfg, "caption0", i)
+        text = language.alt_text(scene, scene_rng(cfg, "caption0-text", i))
+        captions[text] += 1
+        writer.write(Sample(id=f"caption0-{i:07d}", kind="caption", source="caption0", caption_tag="Caption0",
+                            images=[render(scene, cfg.image_size)], text=text, metadata={"scene": scene.to_json()}))
+    writer.extra["most_common_caption"] = captions.most_common(1)[0][0]
+
+
+def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    prior: dict[str, Counter] = {}
+    for i in _progress(n, "vqa0"):
+        scene = _objects_or_chart(cfg, "vqa0", i)
+        rng = scene_rng(cfg, "vqa0-qa", i)
+        gens = language.CHART_QUESTIONS if scene.layout == "chart" else language.OBJECT_QUESTIONS
+        qas = language.ask_many(scene, rng, gens, turns)
+        for qa in qas:
+            prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
+        writer.write(Sample(id=f"vqa0-{i:07d}", kind="vqa", source="vqa0", images=[render(scene, cfg.image_size)],
+                            turns=[Turn(qa.question, qa.answer) for qa in qas],
+                            metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]}))
+    writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
+
+
+def text(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    for i in _progress(n, "text"):
+        rng = scene_rng(cfg, "text", i)
+        u = rng.random()
+        if u < 0.4:
+            body, genre = encyclopedia.passage(rng, rng.choice(KINDS)), "encyclopedia"
+        elif u < 0.8:
+            body, genre = language.scene_prose(sample_scene(cfg, "text", i, layout="objects"), rng), "story"
+        else:
+            body, genre = language.theme_prose(rng.choice(sorted(THEMES)), rng), "theme"
+        writer.write(Sample(id=f"text-{i:07d}", kind="text", source="text", text=body, metadata={"genre": genre}))
+
+
+def other(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    prior: dict[str, Counter] = {}
+    ground = language.q_ground(cfg.image_size)
+    for i in _progress(n, "other"):
+        rng = scene_rng(cfg, "other-qa", i)
+        if i % 2 == 0:
+            scene = sample_scene(cfg, "other", i, layout="sign")
+            qas = [language.q_ocr(scene, rng)]
+        else:
+            scene = sample_scene(cfg, "other", i, layout="objects")
+            qas = [qa for qa in (ground(scene, rng), ground(scene, rng)) if qa is not None]
+            qas = list({qa.question: qa for qa in qas}.values())
+            if not qas:
+                continue  # no uniquely nameable object to ground
+        for qa in qas:
+            prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
+        writer.write(Sample(id=f"other-{i:07d}", kind="other", source="other", images=[render(scene, cfg.image_size)],
+                            turns=[Turn(qa.question, qa.answer) for qa in qas],
+                            metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]}))
+    writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
+
+
+SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
+    "caption0": caption0,
+    "vqa0": vqa0,
+    "text": text,
+    "other": other,
+}
+
+
+def _progress(n: int, name: str) -> Iterator[int]:
+    return iter(tqdm(range(n), desc=f"build {name}", unit="sample", leave=False, mininterval=1.0))
+
+
+def provenance(cfg: WorldConfig, source: str, n: int, turns: int) -> dict:
+    return {"builder": f"world/{source}", "version": BUILDER_VERSION, "world": asdict(cfg), "n": n, "vqa_turns": turns}
+
+
+def build_source(cfg: WorldConfig, source: str, n: int, out_dir: Path, samples_per_shard: int, turns: int,
+                 patch_size: int = 8) -> dict:
+    """Build one world source into `out_dir` (shards + manifest); returns the manifest."""
+    with ShardWriter(out_dir, source, provenance(cfg, source, n, turns), samples_per_shard=samples_per_shard,
+                     image_size=cfg.image_size, tokens_per_image=(cfg.image_size // patch_size) ** 2) as w:
+        SOURCES[source](cfg, n, w, turns)
+    return json.loads((out_dir / "manifest.json").read_text())
+
+
+def build_detection(cfg: WorldConfig, n: int, out_dir: Path) -> Path:
+    """COCO-instances-style annotations (+ VG-style relations and attributes) for `n` object scenes."""
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    categories = [{"id": i + 1, "name": k} for i, k in enumerate(KINDS)]
+    cat_id = {c["name"]: c["id"] for c in categories}
+    images, annotations, relations = [], [], []
+    for i in _progress(n, "detection"):
+        scene = sample_scene(cfg, "detection", i, layout="objects")
+        file_name = f"{scene.id}.png"
+        render(scene, cfg.image_size).save(images_dir / file_name)
+        images.append({"id": i, "file_name": file_name, "width": cfg.image_size, "height": cfg.image_size,
+                       "theme": scene.theme})
+        first = len(annotations)
+        for o in scene.objects:
+            x0, y0, x1, y1 = o.box(cfg.image_size)
+            annotations.append({"id": len(annotations), "image_id": i, "category_id": cat_id[o.kind],
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+                                "attributes": {"colour": o.colour, "size": o.size, "position": o.position}})
+        for a, rel, b in scene.relations():
+            relations.append({"image_id": i, "subject_id": first + a, "predicate": rel, "object_id": first + b})
+    path = out_dir / "instances.json"
+    write_json_atomic(path, {"info": provenance(cfg, "detection", n, 0), "images": images,
+                             "annotations": annotations, "categories": categories, "relations": relations})
+    return path
+
+
+def corpus(root: Path, sources: list[str]) -> Iterator[str]:
+    """All text of the given built sources, for training the tokenizer."""
+    from mmkd.shards import open_dataset
+
+    for source in sources:
+        for s in open_dataset(root / source).iter(images=False):
+            yield s.text
+            for t in s.turns:
+                yield t.question + " " + t.answer

@@ -1,0 +1,136 @@
+"""Typed run configuration: Hydra composes YAML, `to_run_config` turns it into these dataclasses.
+
+Unknown keys and wrong types fail at once with the key's full name (OmegaConf structured merge), and
+`RunConfig.validate()` checks values before any data is built or any step is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mmkd.model.config import ModelConfig
+from mmkd.world.benchmarks import ABILITIES
+from mmkd.world.scene import WorldConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and what would be right."""
+
+
+@dataclass
+class RecipeConfig:
+    """A data mixture. Weights are fractions of training *samples* drawn from each source."""
+
+    name: str = "baseline"
+    description: str = ""
+    weight_unit: str = "samples"
+    mixture: dict[str, float] = field(default_factory=dict)
+
+    def active(self) -> dict[str, float]:
+        """Sources with a positive weight (a child recipe removes a parent's source with weight 0)."""
+        return {k: v for k, v in self.mixture.items() if v > 0}
+
+    def validate(self) -> RecipeConfig:
+        if self.weight_unit != "samples":
+            raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: only 'samples' is supported")
+        for k, v in self.mixture.items():
+            if v < 0:
+                raise ConfigError(f"recipe.mixture.{k}={v}: weights must be >= 0")
+        total = sum(self.active().values())
+        if not self.active() or not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ConfigError(f"recipe {self.name!r}: recipe.mixture weights sum to {total:.4f}; they must sum to 1")
+        return self
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"  # world datasets are built under <root>/world-<hash of the world config>/
+    world: WorldConfig = field(default_factory=WorldConfig)
+    # Number of samples to build per world source.
+    sizes: dict[str, int] = field(
+        default_factory=lambda: {"caption0": 20000, "vqa0": 10000, "text": 8000, "other": 6000, "detection": 500}
+    )
+    vqa_turns: int = 4
+    bench_per_ability: int = 200
+    vocab_size: int = 1024
+    samples_per_shard: int = 2000
+    # Datasets built elsewhere (real data, annotator outputs): source name -> dataset directory.
+    sources: dict[str, str] = field(default_factory=dict)
+    num_workers: int = 1
+
+
+@dataclass
+class TrainConfig:
+    # Budget: the number of training samples (seed 000 states budgets in samples).
+    budget_samples: int = 60000
+    global_batch: int = 64
+    micro_batch: int = 64
+    lr: float = 1e-3
+    # Adam betas and eps of seed 000 Sec. 3.2.
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    grad_clip: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
+    resume: bool = True
+    threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
+
+
+@dataclass
+class EvalConfig:
+    after_train: bool = True
+    abilities: list[str] = field(default_factory=lambda: list(ABILITIES))
+    max_items: int = 0  # 0: every item of each benchmark
+    batch_size: int = 64
+    max_new_tokens: int = 40
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    run_dir: str = "runs/default"
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> RunConfig:
+        for part in (self.recipe, self.model, self.data.world):
+            try:
+                part.validate()
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        t = self.train
+        if t.global_batch % t.micro_batch:
+            raise ConfigError(f"train.global_batch={t.global_batch} must be a multiple of train.micro_batch={t.micro_batch}")
+        if t.budget_samples < t.global_batch:
+            raise ConfigError(f"train.budget_samples={t.budget_samples} is smaller than one global batch ({t.global_batch})")
+        if not 0 <= t.warmup_frac < 1:
+            raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
+        bad = [a for a in self.eval.abilities if a not in ABILITIES]
+        if bad:
+            raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")
+        return self
+
+
+def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
+    """Merge composed config onto the typed schema; a misspelt key or wrong type names the key."""
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"config key {key!r}: {str(e).splitlines()[0]}") from None
+    assert isinstance(run, RunConfig)
+    return run.validate()

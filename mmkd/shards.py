@@ -1,0 +1,226 @@
+"""Webdataset shards for `Sample`s, plus the per-dataset `manifest.json`.
+
+Layout of one dataset directory:
+    manifest.json         written last; a dataset without it is incomplete and never read
+    shard-000000.tar      webdataset convention: members `<key>.json`, `<key>.0.png`, `<key>.1.png`...
+
+Shards are written to `*.tar.tmp` and renamed when closed, and the manifest names the shards it covers,
+so a crash mid-build leaves nothing a reader would pick up. Images are stored pre-resized as PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from mmkd.schema import Sample
+
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to a temp file in the same directory, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _png_bytes(im: Image.Image, size: int | None) -> bytes:
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # reproducible bytes: the same samples give the same shard hash
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ShardWriter:
+    """Write validated samples into size-bounded shards and a manifest; use as a context manager.
+
+    `tokens_per_image` feeds the manifest's image-token estimate (e.g. (image_size / patch) ** 2).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        name: str,
+        provenance: dict[str, Any],
+        samples_per_shard: int = 2000,
+        image_size: int | None = None,
+        tokens_per_image: int = 0,
+    ):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.name, self.provenance = name, provenance
+        self.samples_per_shard, self.image_size = samples_per_shard, image_size
+        self.tokens_per_image = tokens_per_image
+        self._tar: tarfile.TarFile | None = None
+        self._tmp: Path | None = None
+        self._in_shard = 0
+        self._shards: list[dict[str, Any]] = []
+        self._kinds: Counter[str] = Counter()
+        self._text_chars = 0
+        self._images = 0
+        self._ids: set[str] = set()
+        # Builder-specific manifest fields (e.g. answer priors), merged in at close().
+        self.extra: dict[str, Any] = {}
+
+    def write(self, sample: Sample) -> None:
+        sample.validate()
+        if sample.id in self._ids:
+            raise ValueError(f"dataset {self.name!r}: duplicate sample id {sample.id!r}")
+        self._ids.add(sample.id)
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        _add_member(self._tar, f"{sample.id}.json", json.dumps(sample.to_json()).encode())
+        for i, im in enumerate(sample.images):
+            _add_member(self._tar, f"{sample.id}.{i}.png", _png_bytes(im, self.image_size))
+        self._in_shard += 1
+        self._kinds[sample.kind] += 1
+        self._text_chars += len(sample.text) + sum(len(t.question) + len(t.answer) for t in sample.turns)
+        self._images += len(sample.images)
+        if self._in_shard >= self.samples_per_shard:
+            self._close_shard()
+
+    def _open(self) -> None:
+        final = self.out_dir / f"shard-{len(self._shards):06d}.tar"
+        self._tmp = final.with_suffix(".tar.tmp")
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        assert self._tar is not None and self._tmp is not None
+        self._tar.close()
+        final = self._tmp.with_suffix("")  # drop ".tmp"
+        os.replace(self._tmp, final)
+        self._shards.append({"file": final.name, "num_samples": self._in_shard, "sha256": _sha256(final)})
+        self._tar = None
+
+    def close(self) -> dict[str, Any]:
+        """Finish the last shard and write the manifest; returns the manifest."""
+        if self._tar is not None:
+            self._close_shard()
+        content = hashlib.sha256("".join(s["sha256"] for s in self._shards).encode()).hexdigest()
+        manifest = {
+            "name": self.name,
+            "num_samples": sum(s["num_samples"] for s in self._shards),
+            "kinds": dict(sorted(self._kinds.items())),
+            "num_images": self._images,
+            "image_size": self.image_size,
+            # ~4 characters per BPE token is the usual rule of thumb for English text.
+            "text_tokens_est": self._text_chars // 4,
+            "image_tokens_est": self._images * self.tokens_per_image,
+            "shards": self._shards,
+            "content_hash": content,
+            "provenance": self.provenance,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **self.extra,
+        }
+        write_json_atomic(self.out_dir / MANIFEST, manifest)
+        return manifest
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._tar is not None:  # leave no half-written shard behind
+            self._tar.close()
+            assert self._tmp is not None
+            self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Dataset:
+    """A finished dataset directory: its manifest and the paths of its shards."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.root / s["file"] for s in self.manifest["shards"]]
+
+    def __len__(self) -> int:
+        return self.manifest["num_samples"]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.iter()
+
+    def iter(self, images: bool = True) -> Iterator[Sample]:
+        """All samples in order; `images=False` skips PNG decoding (text-only passes are ~10x faster)."""
+        for path in self.shard_paths:
+            yield from iter_shard(path, images=images)
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: {root} is not a finished dataset (build it first)")
+    manifest = json.loads(path.read_text())
+    for s in manifest["shards"]:
+        if not (root / s["file"]).exists():
+            raise FileNotFoundError(f"{root / s['file']} is listed in {path} but missing")
+    return Dataset(root, manifest)
+
+
+def is_complete(root: str | Path) -> bool:
+    return (Path(root) / MANIFEST).exists()
+
+
+def iter_shard(path: str | Path, images: bool = True) -> Iterator[Sample]:
+    """Stream the samples of one shard in write order (`images=False`: samples come without pixels)."""
+    with tarfile.open(path, "r") as tar:
+        key, record, pixels = None, None, {}
+        for member in tar:
+            stem, ext = member.name.split(".", 1)
+            if key is not None and stem != key:
+                yield _assemble(path, record, pixels, images)
+                record, pixels = None, {}
+            key = stem
+            if ext == "json":
+                record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+            elif images:
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data)).convert("RGB")
+            else:
+                pixels[int(ext.split(".")[0])] = None
+        if key is not None:
+            yield _assemble(path, record, pixels, images)
+
+
+def _assemble(path: str | Path, record: dict | None, pixels: dict, images: bool) -> Sample:
+    if record is None:
+        raise ValueError(f"{path}: a sample has images but no .json member")
+    if len(pixels) != record["num_images"]:
+        raise ValueError(f"{path}: sample {record['id']!r} has {len(pixels)} images, json says {record['num_images']}")
+    return Sample.from_json(record, [pixels[i] for i in range(len(pixels))] if images else [])

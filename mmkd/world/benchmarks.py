@@ -1,0 +1,234 @@
+"""Held-out benchmarks of the knowledge world, one per ability.
+
+Items are drawn from their own split ("bench-<ability>"), so no benchmark image is a training image.
+Multiple-choice items carry their options (scored by option likelihood); open items (OCR, chart value)
+are scored by exact match of a generated answer; captioning items carry reference captions (CIDEr).
+
+Existence follows POPE (Li et al., 2023): half the questions ask about a present kind, the other half
+about an absent kind chosen at random, by popularity (the most frequent kinds in training images), or
+adversarially (the kinds that co-occur most with the ones present).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from mmkd.world import encyclopedia
+from mmkd.world.language import (
+    QA,
+    dense_caption,
+    q_chart_value,
+    q_colour,
+    q_count,
+    q_count_all,
+    q_ocr,
+    q_relation,
+    q_size,
+    q_what_at,
+    q_where,
+)
+from mmkd.world.render import render
+from mmkd.world.scene import COLOURS, KINDS, POSITIONS, SIZES, Scene, WorldConfig, sample_scene
+
+ABILITIES = (
+    "existence",
+    "attribute",
+    "counting",
+    "spatial",
+    "ocr",
+    "chart",
+    "knowledge",
+    "knowledge_in_image",
+    "captioning",
+)
+NEGATIVE_TYPES = ("random", "popular", "adversarial")
+YES_NO = ["yes", "no"]
+
+
+@dataclass
+class BenchItem:
+    id: str
+    ability: str
+    qtype: str
+    question: str  # empty for captioning: the model continues the image with a caption
+    answer: str
+    options: list[str] | None = None  # None: open answer (generation)
+    image: Image.Image | None = None
+    references: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("id", "ability", "qtype", "question", "answer", "options", "references", "metadata")}
+        if self.image is not None:
+            buf = io.BytesIO()
+            self.image.save(buf, format="PNG")
+            d["image"] = base64.b64encode(buf.getvalue()).decode()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BenchItem:
+        d = dict(d)
+        image = d.pop("image", None)
+        if image is not None:
+            image = Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB")
+        return cls(image=image, **d)
+
+
+def kind_statistics(cfg: WorldConfig, split: str, n: int) -> tuple[Counter, dict[str, Counter]]:
+    """Kind frequency and kind co-occurrence over `n` scenes of a training split (for POPE negatives)."""
+    freq: Counter = Counter()
+    co: dict[str, Counter] = {k: Counter() for k in KINDS}
+    for i in range(n):
+        kinds = sample_scene(cfg, split, i, layout="objects").kinds()
+        freq.update(kinds)
+        for a in kinds:
+            co[a].update(k for k in kinds if k != a)
+    return freq, co
+
+
+class _Builder:
+    def __init__(self, cfg: WorldConfig, freq: Counter, co: dict[str, Counter]):
+        self.cfg, self.freq, self.co = cfg, freq, co
+
+    def scenes(self, ability: str, **kw) -> Iterator[Scene]:
+        i = 0
+        while True:
+            yield sample_scene(self.cfg, f"bench-{ability}", i, **kw)
+            i += 1
+
+    def item(self, scene: Scene, ability: str, qa: QA, options: list[str] | None, **meta) -> BenchItem:
+        image = render(scene, self.cfg.image_size)
+        return BenchItem(f"{ability}-{len(self._made)}", ability, qa.qtype, qa.question, qa.answer, options, image,
+                         metadata={"scene": scene.to_json(), **meta})
+
+    def existence(self, n: int) -> list[BenchItem]:
+        rng = random.Random(f"{self.cfg.seed}/existence")
+        for scene in self.scenes("existence", layout="objects"):
+            if len(self._made) == n:
+                break
+            present = sorted(scene.kinds())
+            absent = [k for k in KINDS if k not in present]
+            if len(self._made) % 2 == 0:
+                kind, answer, neg = rng.choice(present), "yes", None
+            else:
+                neg = NEGATIVE_TYPES[(len(self._made) // 2) % 3]
+                if neg == "random":
+                    kind = rng.choice(absent)
+                elif neg == "popular":
+                    kind = max(absent, key=lambda k: (self.freq[k], k))
+                else:
+                    kind = max(absent, key=lambda k: (sum(self.co[p][k] for p in present), k))
+                answer = "no"
+            qa = QA("exist", f"Is there a {kind} in the image?", answer)
+            self._made.append(self.item(scene, "existence", qa, YES_NO, negative=neg))
+        return self._made
+
+    def from_generators(self, ability: str, n: int, gens, layout: str = "objects") -> list[BenchItem]:
+        rng = random.Random(f"{self.cfg.seed}/{ability}")
+        for scene in self.scenes(ability, layout=layout):
+            if len(self._made) == n:
+                break
+            gen, options = gens[len(self._made) % len(gens)]
+            qa = gen(scene, rng)
+            if qa is None:
+                continue
+            self._made.append(self.item(scene, ability, qa, options))
+        return self._made
+
+    def knowledge(self, n: int, with_image: bool) -> list[BenchItem]:
+        ability = "knowledge_in_image" if with_image else "knowledge"
+        rng = random.Random(f"{self.cfg.seed}/{ability}")
+        scenes = self.scenes(ability, layout="objects", n_objects=1)
+        while len(self._made) < n:
+            attribute = encyclopedia.ATTRIBUTES[len(self._made) % len(encyclopedia.ATTRIBUTES)]
+            options = encyclopedia.options_for(attribute)
+            if with_image:
+                scene = next(scenes)
+                kind = scene.objects[0].kind
+                qa = QA(f"kii_{attribute}", encyclopedia.IMAGE_QUESTIONS[attribute], encyclopedia.FACTS[kind][attribute])
+                self._made.append(self.item(scene, ability, qa, options))
+            else:
+                kind = rng.choice(KINDS)
+                question = encyclopedia.QUESTIONS[attribute].format(kind=kind)
+                answer = encyclopedia.FACTS[kind][attribute]
+                self._made.append(BenchItem(f"{ability}-{len(self._made)}", ability, f"knowledge_{attribute}",
+                                            question, answer, options, metadata={"kind": kind}))
+        return self._made
+
+    def captioning(self, n: int, n_refs: int = 5) -> list[BenchItem]:
+        rng = random.Random(f"{self.cfg.seed}/captioning")
+        for scene in self.scenes("captioning", layout="objects"):
+            if len(self._made) == n:
+                break
+            refs = [dense_caption(scene, rng) for _ in range(n_refs)]
+            item = self.item(scene, "captioning", QA("caption", "", refs[0]), None)
+            item.references = refs
+            self._made.append(item)
+        return self._made
+
+    def build(self, ability: str, n: int) -> list[BenchItem]:
+        self._made: list[BenchItem] = []
+        counts = [str(i) for i in range(1, self.cfg.max_objects + 1)]
+        colours, kinds = sorted(COLOURS), list(KINDS)
+        if ability == "existence":
+            return self.existence(n)
+        if ability == "attribute":
+            return self.from_generators(ability, n, [(q_colour, colours), (q_size, list(SIZES))])
+        if ability == "counting":
+            return self.from_generators(ability, n, [(_present_count, counts), (q_count_all, counts)])
+        if ability == "spatial":
+            gens = [(q_where, list(POSITIONS)), (q_what_at, kinds), (q_relation, YES_NO)]
+            return self.from_generators(ability, n, gens)
+        if ability == "ocr":
+            return self.from_generators(ability, n, [(q_ocr, None)], layout="sign")
+        if ability == "chart":
+            return self.from_generators(ability, n, [(q_chart_value, None)], layout="chart")
+        if ability in ("knowledge", "knowledge_in_image"):
+            return self.knowledge(n, with_image=ability == "knowledge_in_image")
+        if ability == "captioning":
+            return self.captioning(n)
+        raise ValueError(f"unknown ability {ability!r}; known: {ABILITIES}")
+
+
+def _present_count(scene: Scene, rng: random.Random) -> QA | None:
+    """Counting benchmark questions ask about kinds that are present (answers 1..max_objects)."""
+    qa = q_count(scene, rng)
+    return None if qa is None or qa.answer == "0" else qa
+
+
+def build_benchmarks(
+    cfg: WorldConfig, out_dir: str | Path, n_per_ability: int, stats_split: str = "vqa0", stats_n: int = 2000
+) -> dict[str, int]:
+    """Write `<out_dir>/<ability>.jsonl` for every ability; returns item counts."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(cfg, *kind_statistics(cfg, stats_split, stats_n))
+    counts = {}
+    for ability in ABILITIES:
+        items = builder.build(ability, n_per_ability)
+        tmp = out_dir / f"{ability}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(it.to_json()) + "\n" for it in items))
+        tmp.replace(out_dir / f"{ability}.jsonl")
+        counts[ability] = len(items)
+    return counts
+
+
+def load_benchmark(path: str | Path) -> list[BenchItem]:
+    path = Path(path)
+    items = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        try:
+            items.append(BenchItem.from_json(json.loads(line)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}:{i + 1}: malformed benchmark item ({e})") from e
+    return items

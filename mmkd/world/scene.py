@@ -1,0 +1,217 @@
+"""Scene graphs of the knowledge world.
+
+A scene is one of three layouts:
+  objects  1..max_objects shapes on a 3x3 grid (kind, colour, size, cell), one shape per cell
+  sign     a word written on a placard (OCR)
+  chart    a bar chart of 2..4 coloured bars with integer values 1..5
+Themes are coarse semantic categories (the background and which kinds usually appear); colour, size,
+position and count are the fine attributes that differ inside a theme. Image pairing (seed 000,
+Sec. 4.2.1) aligns on the first and contrasts on the second.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+KINDS = ("ball", "box", "tent", "star", "kite", "ring")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (30, 160, 60),
+    "blue": (40, 80, 225),
+    "yellow": (240, 200, 20),
+    "purple": (150, 50, 190),
+    "orange": (245, 125, 15),
+}
+SIZES = ("small", "large")
+# Theme -> (background colour, kinds that usually appear there). Every kind belongs to two themes.
+THEMES: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
+    "garden": ((226, 242, 220), ("ball", "kite", "tent")),
+    "bedroom": ((246, 236, 218), ("ball", "box", "ring")),
+    "campsite": ((236, 230, 245), ("tent", "star", "kite")),
+    "shop": ((222, 232, 246), ("box", "ring", "star")),
+}
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "middle", "right")
+POSITIONS = tuple(
+    "center" if (r, c) == ("middle", "middle") else f"{r} {c}" for r in ROWS for c in COLS
+)  # index = 3 * row + col
+RELATIONS = ("left of", "right of", "above", "below")
+LAYOUTS = ("objects", "sign", "chart")
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def make_word(rng: random.Random) -> str:
+    """A pronounceable two-syllable word for signs (e.g. 'bako')."""
+    return rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES)
+
+
+@dataclass
+class WorldConfig:
+    """Everything that shapes the world; all sources and benchmarks derive from it."""
+
+    seed: int = 0
+    image_size: int = 64
+    max_objects: int = 4
+    # Probability that an object's kind comes from its theme's pool rather than from all kinds.
+    theme_affinity: float = 0.85
+    # Fraction of sign and chart scenes in a generic scene stream (the rest are object scenes).
+    sign_fraction: float = 0.1
+    chart_fraction: float = 0.1
+    # Max shift of an object inside its cell, as a fraction of the cell, so no two images are equal.
+    jitter: float = 0.08
+
+    def validate(self) -> WorldConfig:
+        if self.image_size < 24:
+            raise ValueError(f"world.image_size={self.image_size}: must be >= 24 to draw a 3x3 grid")
+        if not 1 <= self.max_objects <= 9:
+            raise ValueError(f"world.max_objects={self.max_objects}: must be in 1..9 (one object per cell)")
+        for name in ("theme_affinity", "sign_fraction", "chart_fraction", "jitter"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"world.{name}={v}: must be in [0, 1]")
+        if self.sign_fraction + self.chart_fraction > 1.0:
+            raise ValueError("world.sign_fraction + world.chart_fraction must be <= 1")
+        return self
+
+
+@dataclass
+class SceneObject:
+    kind: str
+    colour: str
+    size: str
+    cell: int  # 0..8, row-major
+    dx: float = 0.0  # jitter inside the cell, fraction of the cell
+    dy: float = 0.0
+
+    @property
+    def row(self) -> int:
+        return self.cell // 3
+
+    @property
+    def col(self) -> int:
+        return self.cell % 3
+
+    @property
+    def position(self) -> str:
+        return POSITIONS[self.cell]
+
+    def box(self, image_size: int) -> tuple[int, int, int, int]:
+        """Pixel box (x0, y0, x1, y1) of the object in an image of `image_size`."""
+        cell = image_size / 3
+        extent = cell * (0.84 if self.size == "large" else 0.5)
+        cx = (self.col + 0.5 + self.dx) * cell
+        cy = (self.row + 0.5 + self.dy) * cell
+        h = extent / 2
+        return (round(cx - h), round(cy - h), round(cx + h), round(cy + h))
+
+
+@dataclass
+class Scene:
+    id: str
+    theme: str
+    layout: str
+    objects: list[SceneObject] = field(default_factory=list)
+    word: str | None = None
+    bars: list[tuple[str, int]] = field(default_factory=list)  # (colour, value) left to right
+
+    def kinds(self) -> set[str]:
+        return {o.kind for o in self.objects}
+
+    def count(self, kind: str) -> int:
+        return sum(o.kind == kind for o in self.objects)
+
+    def at(self, cell: int) -> SceneObject | None:
+        return next((o for o in self.objects if o.cell == cell), None)
+
+    def relation_holds(self, a: SceneObject, rel: str, b: SceneObject) -> bool:
+        """Grid relations: 'left of' means a strictly smaller column, 'above' a smaller row."""
+        return {
+            "left of": a.col < b.col,
+            "right of": a.col > b.col,
+            "above": a.row < b.row,
+            "below": a.row > b.row,
+        }[rel]
+
+    def relations(self) -> list[tuple[int, str, int]]:
+        """Every true pairwise relation as (index a, relation, index b)."""
+        return [
+            (i, rel, j)
+            for i, a in enumerate(self.objects)
+            for j, b in enumerate(self.objects)
+            if i != j
+            for rel in RELATIONS
+            if self.relation_holds(a, rel, b)
+        ]
+
+    def reference(self, obj: SceneObject) -> str | None:
+        """The shortest unambiguous noun phrase for `obj`, or None when none is unique."""
+        same_kind = [o for o in self.objects if o.kind == obj.kind]
+        if len(same_kind) == 1:
+            return obj.kind
+        if sum(o.colour == obj.colour for o in same_kind) == 1:
+            return f"{obj.colour} {obj.kind}"
+        return None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "theme": self.theme,
+            "layout": self.layout,
+            "objects": [vars(o) for o in self.objects],
+            "word": self.word,
+            "bars": [list(b) for b in self.bars],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Scene:
+        return cls(
+            id=d["id"],
+            theme=d["theme"],
+            layout=d["layout"],
+            objects=[SceneObject(**o) for o in d["objects"]],
+            word=d["word"],
+            bars=[(c, v) for c, v in d["bars"]],
+        )
+
+
+def scene_rng(cfg: WorldConfig, split: str, index: int) -> random.Random:
+    """One independent stream per (seed, split, index): splits never share images."""
+    return random.Random(f"mmkd-world/{cfg.seed}/{split}/{index}")
+
+
+def sample_scene(
+    cfg: WorldConfig,
+    split: str,
+    index: int,
+    layout: str | None = None,
+    n_objects: int | None = None,
+) -> Scene:
+    """The scene at `index` of `split`; `layout` / `n_objects` force a kind of scene."""
+    rng = scene_rng(cfg, split, index)
+    theme = rng.choice(sorted(THEMES))
+    if layout is None:
+        u = rng.random()
+        layout = "sign" if u < cfg.sign_fraction else "chart" if u < cfg.sign_fraction + cfg.chart_fraction else "objects"
+    scene = Scene(id=f"{split}-{index:07d}", theme=theme, layout=layout)
+    if layout == "sign":
+        scene.word = make_word(rng)
+    elif layout == "chart":
+        colours = rng.sample(sorted(COLOURS), rng.randint(2, 4))
+        scene.bars = [(c, rng.randint(1, 5)) for c in colours]
+    else:
+        n = n_objects or rng.randint(1, cfg.max_objects)
+        pool = THEMES[theme][1]
+        for cell in sorted(rng.sample(range(9), n)):
+            kind = rng.choice(pool) if rng.random() < cfg.theme_affinity else rng.choice(KINDS)
+            scene.objects.append(
+                SceneObject(
+                    kind=kind,
+                    colour=rng.choice(sorted(COLOURS)),
+                    size=rng.choice(SIZES),
+                    cell=cell,
+                    dx=round(rng.uniform(-cfg.jitter, cfg.jitter), 3),
+                    dy=round(rng.uniform(-cfg.jitter, cfg.jitter), 3),
+                )
+            )
+    return scene
