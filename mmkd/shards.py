@@ -17,7 +17,7 @@ import os
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,16 +197,22 @@ def is_complete(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).exists()
 
 
-def iter_shard(path: str | Path, images: bool = True) -> Iterator[Sample]:
-    """Stream the samples of one shard in write order (`images=False`: samples come without pixels)."""
+def iter_shard(path: str | Path, images: bool = True, select: Callable[[int], bool] | None = None) -> Iterator[Sample]:
+    """Stream the samples of one shard in write order.
+
+    `images=False` yields samples without pixels; `select(i)` keeps only the i-th samples it accepts
+    (the others are skipped without decoding).
+    """
     with tarfile.open(path, "r") as tar:
-        key, record, pixels = None, None, {}
+        key, record, pixels, index = None, None, {}, -1
         for member in tar:
             stem, ext = member.name.split(".", 1)
-            if key is not None and stem != key:
-                yield _assemble(path, record, pixels, images)
-                record, pixels = None, {}
-            key = stem
+            if stem != key:
+                if key is not None and (select is None or select(index)):
+                    yield _assemble(path, record, pixels, images)
+                key, record, pixels, index = stem, None, {}, index + 1
+            if select is not None and not select(index):
+                continue
             if ext == "json":
                 record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
             elif images:
@@ -214,7 +220,7 @@ def iter_shard(path: str | Path, images: bool = True) -> Iterator[Sample]:
                 pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data)).convert("RGB")
             else:
                 pixels[int(ext.split(".")[0])] = None
-        if key is not None:
+        if key is not None and (select is None or select(index)):
             yield _assemble(path, record, pixels, images)
 
 

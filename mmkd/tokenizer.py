@@ -55,6 +55,14 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file {path} does not exist (build the data first)")
         return cls(HFTokenizer.from_file(str(path)))
 
+    @classmethod
+    def from_str(cls, data: str) -> Tokenizer:
+        return cls(HFTokenizer.from_str(data))
+
+    def to_str(self) -> str:
+        """The whole tokenizer as JSON, so a checkpoint carries its own tokenizer."""
+        return self._tok.to_str()
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()

@@ -119,7 +119,7 @@ class _Builder:
             present = sorted(scene.kinds())
             absent = [k for k in KINDS if k not in present]
             if len(self._made) % 2 == 0:
-                kind, answer, neg = rng.choice(present), "yes", None
+                kind, answer, neg = rng.choice(present), "yes", "present"
             else:
                 neg = NEGATIVE_TYPES[(len(self._made) // 2) % 3]
                 if neg == "random":
@@ -130,7 +130,7 @@ class _Builder:
                     kind = max(absent, key=lambda k: (sum(self.co[p][k] for p in present), k))
                 answer = "no"
             qa = QA("exist", f"Is there a {kind} in the image?", answer)
-            self._made.append(self.item(scene, "existence", qa, YES_NO, negative=neg))
+            self._made.append(self.item(scene, "existence", qa, YES_NO, pope=neg))
         return self._made
 
     def from_generators(self, ability: str, n: int, gens, layout: str = "objects") -> list[BenchItem]:

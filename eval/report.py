@@ -1,0 +1,34 @@
+"""The benchmark table of one run: score with its 95% CI beside chance and the blind baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: float | None, metric: str) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if metric == "cider" else f"{100 * v:.1f}"
+
+
+def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
+    """One row per ability. 'beats both' means the CI's lower end is above chance and blind."""
+    lines = [
+        f"### {title}",
+        "",
+        "| ability | metric | n | score ± 95% CI | chance | blind | beats both |",
+        "| --- | --- | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    for ability, r in results.items():
+        m = r["metric"]
+        ci = _fmt(r["ci95"], m)
+        floor = max(r["blind"], r["chance"] or 0.0)
+        beats = "yes" if r["score"] - r["ci95"] > floor else "no"
+        lines.append(f"| {ability} | {m} | {r['n']} | {_fmt(r['score'], m)} ± {ci} | {_fmt(r['chance'], m)} | "
+                     f"{_fmt(r['blind'], m)} | {beats} |")
+        for name, v in r.get("breakdown", {}).items():
+            lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {_fmt(v, m)} | | | |")
+    lines.append("")
+    lines.append("Accuracy and exact match in %, captioning in CIDEr-D. Blind: the most frequent training "
+                 "answer for the question's type, without looking at the image.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Run the knowledge-world benchmarks on a model.
+
+Multiple choice is scored by option likelihood (seed 003 E.2): the option whose tokens (and the EOS
+that ends an answer) have the highest summed log-probability after the prompt wins. Open answers
+(OCR, chart values) are generated greedily and scored by exact match; captions by CIDEr-D.
+
+Each ability is reported next to its chance level and a *blind* baseline: the answer picked from
+the question alone, i.e. the training answer most frequent for the question's type (answer priors
+recorded by the VQA0 and other builders); a caption's blind baseline is the most frequent Caption0.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mmkd.loader import image_tensor
+from mmkd.metrics import cider_d, exact_match, mean_ci95
+from mmkd.model import VLM
+from mmkd.templates import IGNORE, Templates
+from mmkd.world.benchmarks import BenchItem, load_benchmark
+
+
+def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
+    ims = [image_tensor(it.image, size) for it in items if it.image is not None]
+    return torch.stack(ims) if ims else None
+
+
+@torch.no_grad()
+def option_loglik(model: VLM, templates: Templates, items: list[BenchItem], batch_size: int) -> list[list[float]]:
+    """Summed log-probability of every option of every item."""
+    rows = [(i, templates.prompt_ids(it.question, it.image is not None), templates.answer_ids(opt), it)
+            for i, it in enumerate(items) for opt in it.options or []]
+    scores: list[list[float]] = [[] for _ in items]
+    pad = templates.tok.pad_id
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        length = max(len(p) + len(a) for _, p, a, _ in chunk)
+        ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+        labels = torch.full((len(chunk), length), IGNORE, dtype=torch.long)
+        for b, (_, p, a, _) in enumerate(chunk):
+            ids[b, : len(p) + len(a)] = torch.tensor(p + a)
+            labels[b, len(p) : len(p) + len(a)] = torch.tensor(a)
+        logp = model(ids, _pixels([it for *_, it in chunk], model.cfg.image_size)).log_softmax(-1)[:, :-1]
+        target = labels[:, 1:]
+        tok = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != IGNORE)
+        for b, (i, *_) in enumerate(chunk):
+            scores[i].append(float(tok[b].sum()))
+    return scores
+
+
+@torch.no_grad()
+def generate(model: VLM, templates: Templates, items: list[BenchItem], batch_size: int, max_new_tokens: int,
+             stop_at_newline: bool) -> list[str]:
+    """Greedy decoding from each item's prompt (left-padded batches)."""
+    tok = templates.tok
+    stops = {tok.eos_id} | (set(tok.encode("\n")) if stop_at_newline else set())
+    outputs = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        prompts = [templates.prompt_ids(it.question, it.image is not None) for it in chunk]
+        length = max(len(p) for p in prompts)
+        ids = torch.full((len(chunk), length), tok.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), length), dtype=torch.bool)
+        for b, p in enumerate(prompts):
+            ids[b, length - len(p) :] = torch.tensor(p)
+            mask[b, length - len(p) :] = True
+        pixels = _pixels(chunk, model.cfg.image_size)
+        new = [[] for _ in chunk]
+        done = [False] * len(chunk)
+        for _ in range(max_new_tokens):
+            if ids.shape[1] >= model.cfg.max_seq_len:
+                break
+            nxt = model(ids, pixels, attention_mask=mask)[:, -1].argmax(-1)  # [B]
+            for b, t in enumerate(nxt.tolist()):
+                if not done[b]:
+                    if t in stops:
+                        done[b] = True
+                    else:
+                        new[b].append(t)
+            if all(done):
+                break
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones((len(chunk), 1), dtype=torch.bool)], dim=1)
+        outputs += [tok.decode(n).strip() for n in new]
+    return outputs
+
+
+def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.Random) -> str:
+    """The answer from the question alone: the most frequent training answer of the item's type."""
+    counts = prior.get(item.qtype, {})
+    if item.options:
+        if not any(counts.get(o, 0) for o in item.options):
+            return rng.choice(item.options)  # no prior for this type: a guess, i.e. chance
+        return max(item.options, key=lambda o: counts.get(o, 0))
+    return max(counts, key=counts.get) if counts else ""
+
+
+def evaluate_ability(model: VLM, templates: Templates, items: list[BenchItem], prior: dict, blind_caption: str,
+                     batch_size: int, max_new_tokens: int, seed: int) -> tuple[dict[str, Any], list[dict]]:
+    ability = items[0].ability
+    rng = random.Random(f"{seed}/blind/{ability}")
+    if items[0].options is not None:
+        loglik = option_loglik(model, templates, items, batch_size)
+        preds = [it.options[max(range(len(s)), key=s.__getitem__)] for it, s in zip(items, loglik)]
+        scores = [float(p == it.answer) for p, it in zip(preds, items)]
+        blind = [float(blind_answer(it, prior, rng) == it.answer) for it in items]
+        chance = sum(1 / len(it.options) for it in items) / len(items)
+        metric = "accuracy"
+    elif ability == "captioning":
+        preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=False)
+        refs = [it.references for it in items]
+        scores = cider_d(preds, refs)
+        blind = cider_d([blind_caption] * len(items), refs)
+        chance, metric = None, "cider"
+    else:
+        preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=True)
+        scores = [exact_match(p, it.answer) for p, it in zip(preds, items)]
+        blind = [exact_match(blind_answer(it, prior, rng), it.answer) for it in items]
+        chance, metric = 0.0, "exact_match"
+    score, ci = mean_ci95(scores)
+    result: dict[str, Any] = {"metric": metric, "n": len(items), "score": score, "ci95": ci,
+                              "chance": chance, "blind": sum(blind) / len(blind)}
+    groups = defaultdict(list)
+    for it, s in zip(items, scores):
+        groups[it.metadata.get("pope") or it.qtype].append(s)
+    if len(groups) > 1:
+        result["breakdown"] = {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+    records = [{"id": it.id, "qtype": it.qtype, "question": it.question, "answer": it.answer,
+                "prediction": p, "score": s} for it, p, s in zip(items, preds, scores)]
+    return result, records
+
+
+def answer_priors(world_root: Path) -> tuple[dict[str, dict[str, int]], str]:
+    prior: dict[str, dict[str, int]] = {}
+    for source in ("vqa0", "other"):
+        prior.update(json.loads((world_root / source / "manifest.json").read_text()).get("answer_prior", {}))
+    caption = json.loads((world_root / "caption0" / "manifest.json").read_text())["most_common_caption"]
+    return prior, caption
+
+
+def evaluate_world(model: VLM, templates: Templates, world_root: Path, abilities: list[str], out_dir: Path,
+                   batch_size: int = 64, max_new_tokens: int = 40, max_items: int = 0, seed: int = 0) -> dict:
+    """Evaluate every ability; writes `results.json` and `predictions.jsonl` into `out_dir`."""
+    model.eval()
+    prior, blind_caption = answer_priors(world_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, records = {}, []
+    for ability in tqdm(abilities, desc="eval", unit="ability"):
+        items = load_benchmark(world_root / "bench" / f"{ability}.jsonl")
+        items = items[:max_items] if max_items else items
+        results[ability], recs = evaluate_ability(model, templates, items, prior, blind_caption, batch_size,
+                                                  max_new_tokens, seed)
+        records += [{"ability": ability, **r} for r in recs]
+    tmp = out_dir / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(out_dir / "predictions.jsonl")
+    return results
+

@@ -1,0 +1,34 @@
+"""Train a recipe on its mixture, then evaluate it (the main entry point).
+
+    python launch/train.py recipe=baseline                      # build world data, train, eval, table
+    torchrun --nproc_per_node=2 launch/train.py recipe=baseline # 2 ranks (gloo on CPU)
+    python launch/train.py -m recipe=baseline seed=0,1,2        # Hydra multirun sweep
+    python launch/train.py recipe=baseline model=micro train=smoke   # seconds: check a config runs
+
+Outputs go to runs/<recipe>/seed<seed>/: config.yaml, mixture.json, metrics.jsonl, checkpoints/,
+eval/results.json and eval/report.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from mmkd.config import ConfigError, to_run_config
+from mmkd.distributed import init_distributed
+from mmkd.pipeline import run
+
+
+@hydra.main(config_path="../recipes", config_name="config", version_base=None)
+def main(dcfg: DictConfig) -> None:
+    try:
+        cfg = to_run_config(dcfg)
+        run(cfg, init_distributed())
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Data loading: per-source streams, the weighted mixture sampler, and padded batches.
+
+Splitting work: every (rank, worker) pair is one *reader*. A source with at least as many shards as
+readers is split by shard; otherwise by sample index (sample i goes to reader i % readers), so two
+ranks never read the same sample within an epoch. Each reader reshuffles its shard order every epoch
+and passes samples through a shuffle buffer.
+
+Determinism and resumption: every random stream is seeded from (seed, rank, worker, start_step), so a
+run restarted from a checkpoint at step s draws a fixed (though not the original) continuation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mmkd.schema import Sample
+from mmkd.shards import iter_shard, open_dataset
+from mmkd.templates import IGNORE, Encoded, Templates
+
+
+class MixtureSampler:
+    """Draws source names with probability equal to their weight (weights are sample fractions)."""
+
+    def __init__(self, weights: dict[str, float], seed: int | str):
+        self.names = sorted(weights)
+        total = sum(weights[n] for n in self.names)
+        self.cum = np.cumsum([weights[n] / total for n in self.names])
+        self.rng = random.Random(seed)
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        i = int(np.searchsorted(self.cum, self.rng.random(), side="right"))
+        return self.names[min(i, len(self.names) - 1)]
+
+
+def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int = 512) -> Iterator[Sample]:
+    """An endless, shuffled stream of this reader's share of one dataset."""
+    ds = open_dataset(root)
+    shards = ds.shard_paths
+    starts = np.cumsum([0] + [s["num_samples"] for s in ds.manifest["shards"]])  # global index of shard[0]
+    by_shard = len(shards) >= readers
+    mine = list(range(len(shards)))[reader::readers] if by_shard else list(range(len(shards)))
+    rng = random.Random(seed)
+    pool: list[Sample] = []
+    while True:
+        rng.shuffle(mine)
+        seen = 0
+        for k in mine:
+            select = None if by_shard else (lambda i, o=int(starts[k]): (o + i) % readers == reader)
+            for sample in iter_shard(shards[k], select=select):
+                seen += 1
+                pool.append(sample)
+                if len(pool) >= buffer:
+                    yield pool.pop(rng.randrange(len(pool)))
+        if not seen:
+            raise ValueError(f"{root}: reader {reader} of {readers} gets no samples ({len(ds)} in the dataset)")
+        rng.shuffle(pool)
+        while len(pool) > buffer // 2:  # drain part of the buffer so epochs mix but memory stays bounded
+            yield pool.pop()
+
+
+class MixtureDataset(IterableDataset):
+    """Endless stream of encoded samples following the recipe's mixture, one stream per reader."""
+
+    def __init__(self, sources: dict[str, Path], weights: dict[str, float], templates: Templates,
+                 seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0):
+        missing = set(weights) - set(sources)
+        if missing:
+            raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
+        self.sources, self.weights, self.templates = sources, weights, templates
+        self.seed, self.rank, self.world_size, self.start_step = seed, rank, world_size, start_step
+
+    def __iter__(self) -> Iterator[tuple[Encoded, dict]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader, readers = self.rank * workers + worker, self.world_size * workers
+        tag = f"{self.seed}/{reader}/{self.start_step}"
+        streams = {
+            name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}") for name in self.weights
+        }
+        for name in MixtureSampler(self.weights, seed=f"{tag}/mixture"):
+            sample = next(streams[name])
+            yield self.templates.encode(sample), {"id": sample.id, "source": name, "kind": sample.kind}
+
+
+def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """[3, size, size] float in [-1, 1] (resized when the stored size differs)."""
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+@dataclass
+class Collator:
+    pad_id: int
+    image_size: int
+
+    def __call__(self, items: list[tuple[Encoded, dict]]) -> dict:
+        length = max(len(enc) for enc, _ in items)
+        ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+        images = []
+        for b, (enc, _) in enumerate(items):
+            ids[b, : len(enc)] = torch.tensor(enc.input_ids)
+            labels[b, : len(enc)] = torch.tensor(enc.labels)
+            images += [image_tensor(im, self.image_size) for im in enc.images]
+        pixels = torch.stack(images) if images else None  # [N_images, 3, H, W], in sequence order
+        return {"input_ids": ids, "labels": labels, "pixels": pixels, "meta": [m for _, m in items]}
+
+
+def make_loader(dataset: MixtureDataset, micro_batch: int, pad_id: int, image_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=micro_batch,
+        collate_fn=Collator(pad_id, image_size),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

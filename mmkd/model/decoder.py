@@ -1,0 +1,113 @@
+"""Decoder-only LM: RMSNorm, RoPE, SwiGLU and grouped-query attention (seed 000 Sec. 3.2).
+
+Module and parameter names follow Hugging Face's Llama (`layers.N.self_attn.q_proj`, ...) and RoPE
+uses its rotate-half convention, so export is a rename, not a weight permutation (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmkd.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)  # [L, Dh/2]
+    emb = torch.cat([freqs, freqs], dim=-1)  # [L, Dh]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads, self.kv_heads = cfg.heads, cfg.kv_heads
+        self.head_dim = cfg.width // cfg.heads
+        self.q_proj = nn.Linear(cfg.width, cfg.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.width, cfg.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.width, cfg.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.heads * self.head_dim, cfg.width, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape  # [B, T, D]
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.width, cfg.ffn, bias=False)
+        self.up_proj = nn.Linear(cfg.width, cfg.ffn, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn, cfg.width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.width, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.width, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """Runs on embeddings (so the VLM can place image features) and returns final hidden states."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.width, cfg.norm_eps)
+        cos, sin = rope_tables(cfg.width // cfg.heads, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, T, D]. attention_mask: [B, T] bool, False on (left) padding; None = all valid."""
+        t = x.shape[1]
+        if attention_mask is None:
+            cos, sin, mask = self.rope_cos[:t], self.rope_sin[:t], None  # [T, Dh]
+        else:
+            # Positions count valid tokens only, so a left-padded prompt sees the positions it trained with.
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, T]
+            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # [B, 1, T, Dh]
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            mask = causal & attention_mask[:, None, None, :]
+            mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)  # pad rows attend to themselves
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x)

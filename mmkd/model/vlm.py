@@ -1,0 +1,66 @@
+"""The dense VLM: image features are projected and written into the decoder's input embeddings at
+the `<image>` positions of the sequence, so any number of images can sit anywhere in a sequence."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmkd.model.config import ModelConfig
+from mmkd.model.decoder import Decoder
+from mmkd.model.projector import Projector
+from mmkd.model.vision import VisionEncoder
+from mmkd.templates import IGNORE
+
+
+class VLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, image_token_id: int):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (from the tokenizer) before building the model")
+        self.cfg, self.image_token_id = cfg, image_token_id
+        self.vision = VisionEncoder(cfg)
+        self.projector = Projector(cfg.vision_width, cfg.width)
+        self.decoder = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.decoder.embed_tokens.weight
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def embed(self, input_ids: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+        x = self.decoder.embed_tokens(input_ids)  # [B, T, D]
+        slots = input_ids == self.image_token_id  # [B, T]
+        n_slots = int(slots.sum())
+        if pixels is None:
+            if n_slots:
+                raise ValueError(f"{n_slots} <image> tokens but no pixels were given")
+            return x
+        feats = self.projector(self.vision(pixels))  # [N, P, D]
+        if n_slots != feats.shape[0] * feats.shape[1]:
+            raise ValueError(f"{n_slots} <image> tokens for {feats.shape[0]} images of {feats.shape[1]} tokens")
+        return x.masked_scatter(slots[..., None], feats.to(x.dtype).reshape(-1, x.shape[-1]))
+
+    def forward(self, input_ids: torch.Tensor, pixels: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        """Logits [B, T, V]; with `labels`, (sum of next-token losses, number of supervised tokens).
+
+        The loss is a sum so the trainer can divide by the *global* supervised-token count.
+        """
+        logits = self.lm_head(self.decoder(self.embed(input_ids, pixels), attention_mask))
+        if labels is None:
+            return logits
+        target = labels[:, 1:]
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE,
+                               reduction="sum")
+        return loss, (target != IGNORE).sum()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,69 @@
+"""One run of a recipe: check sources -> build what is missing -> train -> evaluate -> report.
+
+`launch/train.py` (Hydra) and the tests both call `run()`, so the CLI adds nothing but config
+composition. Under torchrun, rank 0 builds data while the other ranks wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mmkd.config import RunConfig
+from mmkd.data_builders.sources import check_sources, prepare_world, source_dirs, world_dir
+from mmkd.distributed import DistInfo, barrier
+from mmkd.eval.report import markdown_table
+from mmkd.eval.world_bench import evaluate_world
+from mmkd.model import VLM
+from mmkd.shards import write_json_atomic
+from mmkd.templates import Templates
+from mmkd.tokenizer import Tokenizer
+from mmkd.trainer import train
+
+
+def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
+    """The mixture as trained: weights, their unit, and each source's manifest identity."""
+    out = {"recipe": cfg.recipe.name, "weight_unit": cfg.recipe.weight_unit, "sources": {}}
+    for name, weight in cfg.recipe.active().items():
+        m = json.loads((dirs[name] / "manifest.json").read_text())
+        out["sources"][name] = {"weight": weight, "path": str(dirs[name]), "num_samples": m["num_samples"],
+                                "kinds": m["kinds"], "content_hash": m["content_hash"]}
+    return out
+
+
+def evaluate(model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str) -> dict:
+    templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+    e = cfg.eval
+    results = evaluate_world(model, templates, world_root, e.abilities, out_dir, e.batch_size, e.max_new_tokens,
+                             e.max_items, cfg.seed)
+    write_json_atomic(out_dir / "results.json", {"recipe": cfg.recipe.name, "seed": cfg.seed,
+                                                 "model": cfg.model.name, "abilities": results})
+    table = markdown_table(results, title)
+    (out_dir / "report.md").write_text(table)
+    return results
+
+
+def run(cfg: RunConfig, info: DistInfo) -> dict | None:
+    """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
+    names = sorted(cfg.recipe.active())
+    check_sources(cfg.recipe.name, names, cfg.data)  # before any compute
+    run_dir = Path(cfg.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_world(cfg.data, cfg.model.patch_size)
+    barrier()
+    world_root = world_dir(cfg.data)
+    dirs = source_dirs(names, cfg.data, world_root)
+    tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+    if info.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
+        write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))
+    model = train(cfg, dirs, tokenizer, run_dir, info)
+    if not (cfg.eval.after_train and info.is_main):
+        return None
+    results = evaluate(model, cfg, tokenizer, world_root, run_dir / "eval", f"{cfg.recipe.name} (seed {cfg.seed})")
+    print("\n" + (run_dir / "eval" / "report.md").read_text())
+    return results

@@ -1,0 +1,104 @@
+"""Turn samples into token ids, loss labels and the images they place.
+
+Each image becomes `image_tokens` copies of the `<image>` id; the model swaps in vision features at
+those positions. Labels are -100 (no loss) on BOS, images, questions and padding; the loss covers
+captions, answers (and the separator/EOS that ends them) and pure text. Layouts:
+
+  caption / pair   <bos> [img]... caption <eos>
+  vqa / other      <bos> [img] "Question: q1\nAnswer:" " a1" "\n" ... "Question: qn\nAnswer:" " an" <eos>
+  text             <bos> text <eos>
+  interleaved      <bos> text [img] text [img] ... <eos>
+Evaluation builds its prompts with `prompt_ids` so they match training exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from mmkd.schema import IMAGE_MARKER, Sample
+from mmkd.tokenizer import Tokenizer
+
+IGNORE = -100
+
+
+def question_text(question: str) -> str:
+    return f"Question: {question}\nAnswer:"
+
+
+def answer_text(answer: str) -> str:
+    return f" {answer}"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+
+    def add(self, ids: list[int], loss: bool) -> None:
+        self.input_ids += ids
+        self.labels += ids if loss else [IGNORE] * len(ids)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class Templates:
+    def __init__(self, tokenizer: Tokenizer, image_tokens: int, max_seq_len: int):
+        self.tok, self.image_tokens, self.max_seq_len = tokenizer, image_tokens, max_seq_len
+        self._newline = tokenizer.encode("\n")
+
+    def _image(self, enc: Encoded, image: Image.Image) -> None:
+        enc.add([self.tok.image_id] * self.image_tokens, loss=False)
+        enc.images.append(image)
+
+    def encode(self, sample: Sample) -> Encoded:
+        enc = Encoded()
+        enc.add([self.tok.bos_id], loss=False)
+        if sample.kind in ("caption", "pair"):
+            for im in sample.images:
+                self._image(enc, im)
+            enc.add(self.tok.encode(sample.text), loss=True)
+        elif sample.kind in ("vqa", "other"):
+            self._image(enc, sample.images[0])
+            for i, turn in enumerate(sample.turns):
+                if i:
+                    enc.add(self._newline, loss=True)
+                enc.add(self.tok.encode(question_text(turn.question)), loss=False)
+                enc.add(self.tok.encode(answer_text(turn.answer)), loss=True)
+        elif sample.kind == "text":
+            enc.add(self.tok.encode(sample.text), loss=True)
+        elif sample.kind == "interleaved":
+            pieces = sample.text.split(IMAGE_MARKER)
+            for i, piece in enumerate(pieces):
+                if piece:
+                    enc.add(self.tok.encode(piece), loss=True)
+                if i < len(sample.images):
+                    self._image(enc, sample.images[i])
+        else:
+            raise ValueError(f"sample {sample.id!r}: no template for kind {sample.kind!r}")
+        enc.add([self.tok.eos_id], loss=True)
+        return self._truncate(enc, sample.id)
+
+    def _truncate(self, enc: Encoded, sample_id: str) -> Encoded:
+        if len(enc) <= self.max_seq_len:
+            return enc
+        # Cut text at the end; never cut through an image's tokens.
+        cut = self.max_seq_len
+        while cut > 0 and enc.input_ids[cut - 1] == self.tok.image_id and enc.input_ids[cut] == self.tok.image_id:
+            cut -= 1
+        kept_images = sum(1 for t in enc.input_ids[:cut] if t == self.tok.image_id) // self.image_tokens
+        if cut == 0:
+            raise ValueError(f"sample {sample_id!r}: its images alone exceed max_seq_len={self.max_seq_len}")
+        return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[:kept_images])
+
+    def prompt_ids(self, question: str, with_image: bool) -> list[int]:
+        """The tokens before an answer: <bos> [img] "Question: ...\\nAnswer:" (or <bos> [img] for captions)."""
+        ids = [self.tok.bos_id] + ([self.tok.image_id] * self.image_tokens if with_image else [])
+        return ids + (self.tok.encode(question_text(question)) if question else [])
+
+    def answer_ids(self, answer: str, as_caption: bool = False) -> list[int]:
+        """An answer (or caption) and the EOS that ends it, tokenized as in training."""
+        return self.tok.encode(answer if as_caption else answer_text(answer)) + [self.tok.eos_id]

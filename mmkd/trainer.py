@@ -1,0 +1,132 @@
+"""The training loop: one function, a step that fits on a screen, checkpoint/log as plain `if` blocks.
+
+Loss normalisation: each step sums token losses over all micro-batches and ranks and divides by the
+global number of supervised tokens, so a long caption and a one-word answer weigh per token alike
+whatever the batch split (STYLE.md rule 7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mmkd.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mmkd.config import ConfigError, RunConfig
+from mmkd.distributed import DistInfo, all_reduce_sum, parallelize, unwrap
+from mmkd.loader import MixtureDataset, make_loader
+from mmkd.model import VLM
+from mmkd.templates import Templates
+from mmkd.tokenizer import Tokenizer
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay to `min_ratio * peak` at the last step."""
+    warmup = max(1, round(total * warmup_frac))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = tokenizer.vocab_size
+    elif cfg.model.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer size {tokenizer.vocab_size}")
+    torch.manual_seed(cfg.seed)
+    return VLM(cfg.model, tokenizer.image_id)
+
+
+def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:
+    now = asdict(cfg)
+    diff = [f"{sec}.{k}" for sec in ("recipe", "model", "train") for k in now[sec]
+            if k not in ("resume", "log_every", "checkpoint_every") and saved[sec].get(k) != now[sec][k]]
+    if diff:
+        raise ConfigError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+                          "use another run_dir or train.resume=false")
+
+
+def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo) -> VLM:
+    """Train on the recipe's mixture for `train.budget_samples`; returns the (unwrapped) model."""
+    t = cfg.train
+    torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
+    model = build_model(cfg, tokenizer)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                                 weight_decay=t.weight_decay)
+    total_steps = t.budget_samples // t.global_batch
+    accum = t.global_batch // (t.micro_batch * info.world_size)
+    if accum < 1 or t.global_batch % (t.micro_batch * info.world_size):
+        raise ConfigError(f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
+                          f"({t.micro_batch} x {info.world_size})")
+    step = 0
+    found = latest_checkpoint(run_dir) if t.resume else None
+    if found is not None:
+        state = load_checkpoint(found)
+        _check_resumable(state["config"], cfg, run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    ddp_model = parallelize(model, info)
+    templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+    dataset = MixtureDataset(sources, cfg.recipe.active(), templates, cfg.seed, info.rank, info.world_size, step)
+    batches = iter(make_loader(dataset, t.micro_batch, tokenizer.pad_id, cfg.model.image_size, cfg.data.num_workers))
+    metrics = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.recipe.name}", unit="step", disable=not info.is_main)
+    window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
+
+    def state_dict() -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(cfg),
+                "tokenizer": tokenizer.to_str()}
+
+    while step < total_steps:
+        lr = lr_at(step, total_steps, t.lr, t.warmup_frac, t.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [next(batches) for _ in range(accum)]
+        n_global = all_reduce_sum(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float())
+        step_loss = torch.zeros(())
+        for i, b in enumerate(micro):
+            sync = i == accum - 1 or info.world_size == 1
+            ctx = nullcontext() if sync else ddp_model.no_sync()
+            with ctx:
+                loss_sum, _ = ddp_model(b["input_ids"], b["pixels"], labels=b["labels"])
+                # DDP averages gradients over ranks; multiply back so the result is sum / global count.
+                (loss_sum * info.world_size / n_global).backward()
+            step_loss += loss_sum.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["loss"] += float(all_reduce_sum(step_loss) / n_global)
+        window["tokens"] += int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
+        window["samples"] += t.global_batch
+        window["steps"] += 1
+        bar.update(1)
+
+        if step % t.log_every == 0 or step == total_steps:
+            dt = time.perf_counter() - window["t0"]
+            record = {"step": step, "samples": step * t.global_batch, "loss": window["loss"] / window["steps"],
+                      "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": window["tokens"] / dt,
+                      "samples_per_s": window["samples"] / dt}
+            bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.0f}")
+            if metrics:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
+
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and info.is_main:
+            save_checkpoint(run_dir, step, state_dict())
+
+    bar.close()
+    if info.is_main:
+        save_checkpoint(run_dir, step, state_dict(), final=True)
+        metrics.close()
+    return unwrap(ddp_model)
