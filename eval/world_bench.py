@@ -1,7 +1,7 @@
 """Run the knowledge-world benchmarks on a model.
 
-Multiple choice is scored by option likelihood (seed 003 E.2): the option whose tokens (and the EOS
-that ends an answer) have the highest summed log-probability after the prompt wins. Open answers
+Multiple choice is scored by option likelihood (seed 003 E.2): the option whose tokens have the
+highest summed log-probability after the prompt wins. Open answers
 (OCR, chart values) are generated greedily and scored by exact match; captions by CIDEr-D.
 
 Each ability is reported next to its chance level and a *blind* baseline: the answer picked from

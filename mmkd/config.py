@@ -69,7 +69,7 @@ class TrainConfig:
     # Budget: the number of training samples (seed 000 states budgets in samples).
     budget_samples: int = 60000
     global_batch: int = 64
-    micro_batch: int = 64
+    micro_batch: int = 32
     lr: float = 1e-3
     # Adam betas and eps of seed 000 Sec. 3.2.
     beta1: float = 0.9
@@ -83,6 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     resume: bool = True
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
+    trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
 
 
 @dataclass

@@ -70,20 +70,25 @@ def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int 
 
 
 class MixtureDataset(IterableDataset):
-    """Endless stream of encoded samples following the recipe's mixture, one stream per reader."""
+    """Endless stream of padded micro-batches following the recipe's mixture, one stream per reader.
 
-    def __init__(self, sources: dict[str, Path], weights: dict[str, float], templates: Templates,
-                 seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0):
+    Length bucketing: `bucket` micro-batches' worth of samples are sorted by length, cut into
+    micro-batches and yielded in random order, so little compute goes to padding while the mixture
+    proportions hold over every pool (a step of several micro-batches still mixes lengths and kinds).
+    """
+
+    def __init__(self, sources: dict[str, Path], weights: dict[str, float], templates: Templates, seed: int,
+                 micro_batch: int, image_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
+                 bucket: int = 8):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
         self.sources, self.weights, self.templates = sources, weights, templates
         self.seed, self.rank, self.world_size, self.start_step = seed, rank, world_size, start_step
+        self.micro_batch, self.bucket = micro_batch, bucket
+        self.collate = Collator(templates.tok.pad_id, image_size)
 
-    def __iter__(self) -> Iterator[tuple[Encoded, dict]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        reader, readers = self.rank * workers + worker, self.world_size * workers
+    def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
         tag = f"{self.seed}/{reader}/{self.start_step}"
         streams = {
             name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}") for name in self.weights
@@ -91,6 +96,19 @@ class MixtureDataset(IterableDataset):
         for name in MixtureSampler(self.weights, seed=f"{tag}/mixture"):
             sample = next(streams[name])
             yield self.templates.encode(sample), {"id": sample.id, "source": name, "kind": sample.kind}
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader, readers = self.rank * workers + worker, self.world_size * workers
+        rng = random.Random(f"{self.seed}/{reader}/{self.start_step}/bucket")
+        stream = self.samples(reader, readers)
+        while True:
+            pool = sorted((next(stream) for _ in range(self.micro_batch * self.bucket)), key=lambda x: len(x[0]))
+            batches = [pool[i : i + self.micro_batch] for i in range(0, len(pool), self.micro_batch)]
+            rng.shuffle(batches)
+            for batch in batches:
+                yield self.collate(batch)
 
 
 def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -119,12 +137,7 @@ class Collator:
         return {"input_ids": ids, "labels": labels, "pixels": pixels, "meta": [m for _, m in items]}
 
 
-def make_loader(dataset: MixtureDataset, micro_batch: int, pad_id: int, image_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=micro_batch,
-        collate_fn=Collator(pad_id, image_size),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
+def make_loader(dataset: MixtureDataset, num_workers: int) -> DataLoader:
+    """Batches come ready-made from the dataset (bucketed); workers only move the work off the trainer."""
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      prefetch_factor=4 if num_workers > 0 else None)

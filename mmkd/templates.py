@@ -99,6 +99,7 @@ class Templates:
         ids = [self.tok.bos_id] + ([self.tok.image_id] * self.image_tokens if with_image else [])
         return ids + (self.tok.encode(question_text(question)) if question else [])
 
-    def answer_ids(self, answer: str, as_caption: bool = False) -> list[int]:
-        """An answer (or caption) and the EOS that ends it, tokenized as in training."""
-        return self.tok.encode(answer if as_caption else answer_text(answer)) + [self.tok.eos_id]
+    def answer_ids(self, answer: str) -> list[int]:
+        """An answer's tokens as in training. No terminator: in training an answer is followed by a newline
+        or EOS depending on whether more turns follow, so scoring it would only add noise."""
+        return self.tok.encode(answer_text(answer))

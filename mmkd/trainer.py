@@ -76,9 +76,11 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
         step = state["step"]
     ddp_model = parallelize(model, info)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
-    dataset = MixtureDataset(sources, cfg.recipe.active(), templates, cfg.seed, info.rank, info.world_size, step)
-    batches = iter(make_loader(dataset, t.micro_batch, tokenizer.pad_id, cfg.model.image_size, cfg.data.num_workers))
+    dataset = MixtureDataset(sources, cfg.recipe.active(), templates, cfg.seed, t.micro_batch, cfg.model.image_size,
+                             info.rank, info.world_size, start_step=step)
+    batches = iter(make_loader(dataset, cfg.data.num_workers))
     metrics = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
+    trace = open(run_dir / f"samples.rank{info.rank}.txt", "a") if t.trace_samples else None
     bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.recipe.name}", unit="step", disable=not info.is_main)
     window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
 
@@ -91,6 +93,8 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [next(batches) for _ in range(accum)]
+        if trace:
+            trace.write("".join(m["id"] + "\n" for b in micro for m in b["meta"]))
         n_global = all_reduce_sum(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float())
         step_loss = torch.zeros(())
         for i, b in enumerate(micro):
@@ -129,4 +133,6 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
     if info.is_main:
         save_checkpoint(run_dir, step, state_dict(), final=True)
         metrics.close()
+    if trace:
+        trace.close()
     return unwrap(ddp_model)

@@ -54,13 +54,13 @@ class VLM(nn.Module):
 
         The loss is a sum so the trainer can divide by the *global* supervised-token count.
         """
-        logits = self.lm_head(self.decoder(self.embed(input_ids, pixels), attention_mask))
+        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask)  # [B, T, D]
         if labels is None:
-            return logits
+            return self.lm_head(hidden)
         target = labels[:, 1:]
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE,
-                               reduction="sum")
-        return loss, (target != IGNORE).sum()
+        keep = target != IGNORE  # the head runs only where a loss is taken (not on images or prompts)
+        logits = self.lm_head(hidden[:, :-1][keep])  # [N_supervised, V]
+        return F.cross_entropy(logits.float(), target[keep], reduction="sum"), keep.sum()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

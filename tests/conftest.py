@@ -1,0 +1,48 @@
+"""Shared fixtures: a small world built once per test session (seconds), and a micro model config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from mmkd.config import DataConfig, RunConfig, to_run_config
+from mmkd.data_builders.sources import prepare_world
+from mmkd.model.config import ModelConfig
+from mmkd.tokenizer import Tokenizer
+from mmkd.world.scene import WorldConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_SIZES = {"caption0": 400, "vqa0": 300, "text": 300, "other": 200, "detection": 20}
+
+
+def small_data(root: Path) -> DataConfig:
+    return DataConfig(root=str(root), world=WorldConfig(image_size=48), sizes=dict(SMALL_SIZES),
+                      bench_per_ability=12, vocab_size=512, samples_per_shard=100, num_workers=0)
+
+
+def model_config(name: str) -> ModelConfig:
+    """A named size exactly as the recipes/model/<name>.yaml file declares it."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                                               OmegaConf.load(REPO / "recipes" / "model" / f"{name}.yaml")))
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> tuple[DataConfig, Path]:
+    data = small_data(tmp_path_factory.mktemp("data"))
+    return data, prepare_world(data)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(world) -> Tokenizer:
+    return Tokenizer.load(world[1] / "tokenizer.json")
+
+
+def micro_run_config(data: DataConfig, run_dir: Path, **train) -> RunConfig:
+    cfg = to_run_config({"run_dir": str(run_dir), "model": OmegaConf.load(REPO / "recipes/model/micro.yaml"),
+                         "train": {"budget_samples": 256, "global_batch": 16, "micro_batch": 8, "log_every": 2,
+                                   "checkpoint_every": 4, **train},
+                         "eval": {"max_items": 6}})
+    cfg.data = data
+    return cfg

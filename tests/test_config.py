@@ -1,0 +1,92 @@
+"""Configs compose through Hydra, and every mistake names the key that is wrong."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mmkd.config import ConfigError, RecipeConfig, to_run_config
+from mmkd.data_builders.sources import SourceError, check_sources
+from mmkd.config import DataConfig
+from tests.conftest import REPO
+
+RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
+
+
+def _compose(*overrides):
+    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_composes_and_sums_to_one(recipe):
+    cfg = to_run_config(_compose(f"recipe={recipe}"))
+    assert cfg.recipe.name == recipe and cfg.run_dir == f"runs/{recipe}/seed0"
+    assert abs(sum(cfg.recipe.active().values()) - 1) < 1e-9
+
+
+def test_child_recipes_state_only_their_difference():
+    base = to_run_config(_compose("recipe=baseline")).recipe.active()
+    v2 = to_run_config(_compose("recipe=pair_caption_v2")).recipe.active()
+    assert base == {"caption0": 0.28, "vqa0": 0.17, "text": 0.40, "other": 0.15}
+    assert v2 == {"pair_caption": 0.28, "vqa0": 0.17, "text": 0.40, "other": 0.15}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"train": {"lrr": 1}}, "train.lrr"),
+        ({"model": {"width": "wide"}}, "model.width"),
+        ({"data": {"world": {"colours": 3}}}, "data.world.colours"),
+    ],
+)
+def test_unknown_keys_and_bad_types_name_the_key(cfg, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_run_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"recipe": {"mixture": {"caption0": 0.5, "text": 0.4}}}, "sum to 0.9000"),
+        ({"recipe": {"mixture": {"caption0": -0.1, "text": 1.1}}}, r"recipe\.mixture\.caption0=-0\.1"),
+        ({"model": {"kv_heads": 3}}, r"model\.kv_heads=3"),
+        ({"model": {"image_size": 50}}, r"model\.image_size=50"),
+        ({"train": {"global_batch": 64, "micro_batch": 24}}, r"train\.global_batch=64"),
+        ({"eval": {"abilities": ["existence", "telepathy"]}}, "telepathy"),
+        ({"data": {"world": {"max_objects": 12}}}, r"world\.max_objects=12"),
+    ],
+)
+def test_bad_values_are_rejected_before_compute(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        to_run_config(cfg)
+
+
+def test_recipe_needing_an_annotator_fails_naming_the_source():
+    recipe = to_run_config(_compose("recipe=caption_only")).recipe
+    with pytest.raises(SourceError, match="needs source 'caption1'.*annotator"):
+        check_sources(recipe.name, sorted(recipe.active()), DataConfig())
+    with pytest.raises(SourceError, match="unknown source 'captoin0'"):
+        check_sources("mine", ["captoin0"], DataConfig())
+    with pytest.raises(SourceError, match=r"data\.sources\.caption1="):
+        check_sources("mine", ["caption1"], DataConfig(sources={"caption1": "/nonexistent"}))
+
+
+def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, str(REPO / "launch/train.py"), f"run_dir={tmp_path}/r",
+                               f"data.root={tmp_path}/data", *args], capture_output=True, text=True, cwd=tmp_path)
+
+    bad = cli("train.lrr=1")
+    assert bad.returncode != 0 and "train.lrr" in bad.stderr
+    typo = cli("+train.lrr=1")
+    assert typo.returncode != 0 and "config error: config key 'train.lrr'" in typo.stderr
+    annotated = cli("recipe=pair_caption_v2")
+    assert annotated.returncode != 0 and "needs source 'pair_caption'" in annotated.stderr
+    assert not (tmp_path / "data").exists()  # failed before building anything
+
+
+def test_recipe_validate_directly():
+    with pytest.raises(ConfigError, match="weight_unit"):
+        RecipeConfig(mixture={"a": 1.0}, weight_unit="tokens").validate()

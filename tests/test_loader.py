@@ -1,0 +1,86 @@
+from collections import Counter
+
+import torch
+
+from mmkd.loader import MixtureDataset, MixtureSampler, source_stream
+from mmkd.schema import Sample, Turn
+from mmkd.templates import IGNORE, Templates
+from mmkd.world.scene import WorldConfig, sample_scene
+from mmkd.world.render import render
+
+
+def test_sampler_proportions_within_one_percent_over_10k_draws():
+    weights = {"caption0": 0.28, "vqa0": 0.17, "text": 0.40, "other": 0.15}
+    for seed in range(3):
+        sampler = MixtureSampler(weights, seed=seed)
+        counts = Counter(next(sampler) for _ in range(10_000))
+        for name, w in weights.items():
+            assert abs(counts[name] / 10_000 - w) < 0.01, (name, counts)
+
+
+def test_sampler_is_deterministic_per_seed():
+    w = {"a": 0.5, "b": 0.5}
+    draw = lambda s: [next(MixtureSampler(w, s)) for _ in range(50)]  # noqa: E731
+    assert draw(1) == draw(1) and draw(1) != draw(2)
+
+
+def _ids(root, reader, readers, n):
+    stream = source_stream(root, reader, readers, seed=f"t{reader}", buffer=8)
+    return [next(stream).id for _ in range(n)]
+
+
+def test_two_ranks_read_disjoint_samples_by_sample_and_by_shard(world):
+    data, root = world
+    # vqa0: 300 samples in 3 shards -> 2 readers split by shard; 4 readers split by sample index.
+    for readers in (2, 4):
+        per_reader = [set(_ids(root / "vqa0", r, readers, 300 // readers)) for r in range(readers)]
+        for a in range(readers):
+            for b in range(a + 1, readers):
+                assert not per_reader[a] & per_reader[b]
+        assert len(set().union(*per_reader)) >= 0.9 * 300
+
+
+def test_loss_mask_covers_answers_and_text_never_images_or_questions(tokenizer):
+    t = Templates(tokenizer, image_tokens=36, max_seq_len=400)
+    im = render(sample_scene(WorldConfig(image_size=48), "x", 0), 48)
+    enc = t.encode(Sample("v", "vqa", "vqa0", [im], turns=[Turn("Is there a ball?", "yes"), Turn("How many?", "2")]))
+    ids, labels = enc.input_ids, enc.labels
+    assert ids[0] == tokenizer.bos_id and labels[0] == IGNORE
+    image_pos = [i for i, x in enumerate(ids) if x == tokenizer.image_id]
+    assert image_pos == list(range(1, 37)) and all(labels[i] == IGNORE for i in image_pos)
+    supervised = tokenizer.decode([x for x, y in zip(ids, labels) if y != IGNORE])
+    unsupervised = tokenizer.decode([x for x, y in zip(ids, labels) if y == IGNORE])
+    assert supervised.split() == ["yes", "2"] and labels[-1] == tokenizer.eos_id
+    assert "Is there a ball?" in unsupervised and "How many?" in unsupervised
+    cap = t.encode(Sample("c", "caption", "caption0", [im], text="a red ball", caption_tag="Caption0"))
+    assert tokenizer.decode([x for x, y in zip(cap.input_ids, cap.labels) if y != IGNORE]) == "a red ball"
+    assert cap.labels[:37] == [IGNORE] * 37
+    txt = t.encode(Sample("t", "text", "text", text="A ball is a toy."))
+    assert txt.labels[1:] == txt.input_ids[1:]
+
+
+def test_truncation_never_cuts_an_image(tokenizer):
+    t = Templates(tokenizer, image_tokens=36, max_seq_len=60)
+    im = render(sample_scene(WorldConfig(image_size=48), "x", 0), 48)
+    text = " ".join(["one <image>"] * 3).replace("<image>", "<image>")
+    enc = t.encode(Sample("i", "interleaved", "s", [im] * 3, text=text))
+    n_img = sum(x == tokenizer.image_id for x in enc.input_ids)
+    assert len(enc) <= 60 and n_img == 36 * len(enc.images) == 36
+
+
+def test_batches_follow_the_mixture_and_pad_correctly(world, tokenizer):
+    data, root = world
+    weights = {"caption0": 0.5, "text": 0.5}
+    t = Templates(tokenizer, 36, 160)
+    ds = MixtureDataset({k: root / k for k in weights}, weights, t, seed=0, micro_batch=8, image_size=48)
+    it = iter(ds)
+    kinds = Counter()
+    for _ in range(50):
+        b = next(it)
+        ids, labels = b["input_ids"], b["labels"]
+        assert ids.shape == labels.shape and ids.shape[0] == 8
+        n_images = int((ids == tokenizer.image_id).sum()) // 36
+        assert (b["pixels"] is None and n_images == 0) or b["pixels"].shape == (n_images, 3, 48, 48)
+        assert torch.all(labels[ids == tokenizer.pad_id] == IGNORE)
+        kinds.update(m["source"] for m in b["meta"])
+    assert abs(kinds["caption0"] / 400 - 0.5) < 0.1

@@ -1,0 +1,86 @@
+"""Training on the micro model: the loss falls, runs are reproducible, resume continues a run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+from mmkd.data_builders.sources import source_dirs
+from mmkd.distributed import DistInfo
+from mmkd.trainer import lr_at, train
+from tests.conftest import REPO, SMALL_SIZES, micro_run_config
+
+
+def _train(world, tokenizer, run_dir, **kw):
+    data, root = world
+    cfg = micro_run_config(data, run_dir, **kw)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train(cfg, source_dirs(sorted(cfg.recipe.active()), data, root), tokenizer, run_dir, DistInfo())
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_same_config_gives_same_losses(world, tokenizer, tmp_path):
+    a = _train(world, tokenizer, tmp_path / "a", budget_samples=640, lr=3e-3)
+    assert a[-1]["loss"] < 0.7 * a[0]["loss"]
+    assert a[-1]["step"] == 40 and a[-1]["samples"] == 640
+    assert all(r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 for r in a)
+    b = _train(world, tokenizer, tmp_path / "b", budget_samples=640, lr=3e-3)
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+
+
+def test_checkpoints_and_resume(world, tokenizer, tmp_path):
+    run = tmp_path / "r"
+    _train(world, tokenizer, run, budget_samples=128)  # 8 steps, checkpoint every 4
+    final = load_checkpoint(run)
+    assert final["step"] == 8 and latest_checkpoint(run).name == "final.pt"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == ["step-00000004.pt"]
+    # Resume from the step-4 checkpoint as if the run had crashed there: it finishes at step 8.
+    (run / "checkpoints" / "final.pt").unlink()
+    (run / "checkpoints" / "latest").write_text("step-00000004.pt\n")
+    metrics = _train(world, tokenizer, run, budget_samples=128)
+    assert metrics[-1]["step"] == 8 and [m["step"] for m in metrics].count(6) == 2  # 6 logged by both runs
+    assert load_checkpoint(run)["step"] == 8
+
+
+def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
+    run = tmp_path / "r"
+    _train(world, tokenizer, run, budget_samples=64)
+    try:
+        _train(world, tokenizer, run, budget_samples=64, lr=0.5)
+    except ValueError as e:
+        assert "train.lr" in str(e)
+    else:
+        raise AssertionError("resuming with another lr must fail")
+
+
+def test_schedule_warms_up_then_decays_to_min_ratio():
+    lrs = [lr_at(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0 and max(lrs) == 1.0
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and abs(lrs[-1] - 0.1) < 0.01
+
+
+def test_torchrun_two_ranks_on_cpu(world, tmp_path):
+    """Two gloo ranks train together, read disjoint samples, and rank 0 writes one final checkpoint."""
+    data, _ = world
+    sizes = [f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(REPO / "launch/train.py"), "model=micro", "train=smoke", "train.budget_samples=128",
+           "eval.after_train=false", "train.trace_samples=true", f"run_dir={tmp_path}/run", f"data.root={data.root}", "data.num_workers=0",
+           f"data.bench_per_ability={data.bench_per_ability}", f"data.vocab_size={data.vocab_size}",
+           f"data.samples_per_shard={data.samples_per_shard}", *sizes]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run")["step"] == 4
+    seen = [set((tmp_path / "run" / f"samples.rank{r}.txt").read_text().split()) for r in (0, 1)]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_state_dict_round_trip(world, tokenizer, tmp_path):
+    _train(world, tokenizer, tmp_path / "r", budget_samples=32)
+    state = load_checkpoint(tmp_path / "r")
+    assert set(state) >= {"model", "optimizer", "config", "tokenizer", "step"}
+    assert all(isinstance(v, torch.Tensor) for v in state["model"].values())

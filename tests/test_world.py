@@ -1,0 +1,166 @@
+"""The world is deterministic, and every fact its language states holds in the scene graph.
+
+The checker below re-derives each fact from the scene with its own parsing, independent of the
+generators in mmkd.world.language.
+"""
+
+import io
+import random
+import re
+
+from mmkd.world import encyclopedia, language
+from mmkd.world.benchmarks import build_benchmarks, load_benchmark
+from mmkd.world.render import render
+from mmkd.world.scene import COLOURS, KINDS, POSITIONS, THEMES, Scene, WorldConfig, sample_scene
+
+CFG = WorldConfig(image_size=48)
+K, C, P = "|".join(KINDS), "|".join(COLOURS), "|".join(POSITIONS)
+PHRASE = re.compile(rf"\ba (?:(small|large) )?(?:({C}) )?({K})(?: at the ({P}))?")
+
+
+def _png(im):
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _matches(o, size, colour, kind, pos):
+    return o.kind == kind and size in (None, o.size) and colour in (None, o.colour) and pos in (None, o.position)
+
+
+def check_caption(scene: Scene, text: str) -> int:
+    """Assert every object phrase / theme / word / bar in `text` holds; returns facts checked."""
+    facts = 0
+    if scene.layout == "objects":
+        for size, colour, kind, pos in PHRASE.findall(text):
+            assert any(_matches(o, size or None, colour or None, kind, pos or None) for o in scene.objects), text
+            facts += 1
+        theme = re.search(r"\bin a (\w+)$|^a (\w+) with", text)
+        if theme:
+            assert scene.theme in theme.groups(), text
+    elif scene.layout == "sign":
+        for word in re.findall(r"says (\w+)$|^(?!a sign$)(\w+) sign$", text):
+            assert scene.word in word, text
+    else:
+        for colour, value in re.findall(rf"a ({C}) bar of (\d)", text):
+            assert (colour, int(value)) in scene.bars, text
+            facts += 1
+    return facts
+
+
+def _ref(scene: Scene, ref: str):
+    words = ref.split()
+    found = [o for o in scene.objects if o.kind == words[-1] and (len(words) == 1 or o.colour == words[0])]
+    assert len(found) == 1, f"reference {ref!r} is not unique in {scene.id}"
+    return found[0]
+
+
+def expected_answer(scene: Scene, q: str) -> str:
+    if m := re.fullmatch(r"Is there a (\w+) in the image\?", q):
+        return "yes" if m[1] in scene.kinds() else "no"
+    if m := re.fullmatch(r"What colour is the (.+)\?", q):
+        return _ref(scene, m[1]).colour
+    if m := re.fullmatch(r"What size is the (.+)\?", q):
+        return _ref(scene, m[1]).size
+    if m := re.fullmatch(r"How many (\w+) are there\?", q):
+        if m[1] == "objects":
+            return str(len(scene.objects))
+        return str(sum(encyclopedia.plural(o.kind) == m[1] for o in scene.objects))
+    if m := re.fullmatch(r"Where is the (.+)\?", q):
+        return _ref(scene, m[1]).position
+    if m := re.fullmatch(r"What is at the (.+)\?", q):
+        return scene.objects[[o.position for o in scene.objects].index(m[1])].kind
+    if m := re.fullmatch(r"Is the (.+) (left of|right of|above|below) the (.+)\?", q):
+        a, b = _ref(scene, m[1]), _ref(scene, m[3])
+        dr, dc = a.row - b.row, a.col - b.col
+        holds = {"left of": dc < 0, "right of": dc > 0, "above": dr < 0, "below": dr > 0}[m[2]]
+        return "yes" if holds else "no"
+    if q == "Where was this picture taken?":
+        return scene.theme
+    if m := re.fullmatch(r"What is the value of the (\w+) bar\?", q):
+        return str(dict(scene.bars)[m[1]])
+    if q == "Which bar is the tallest?":
+        return max(scene.bars, key=lambda b: b[1])[0]
+    if q == "What word is written on the sign?":
+        return scene.word
+    if m := re.fullmatch(r"Give the box of the (.+)\.", q):
+        return "[" + ", ".join(map(str, _ref(scene, m[1]).box(CFG.image_size))) + "]"
+    if m := re.fullmatch(r"What is in the box \[(\d+), (\d+), (\d+), (\d+)\]\?", q):
+        box = tuple(int(v) for v in m.groups())
+        return next(o.kind for o in scene.objects if o.box(CFG.image_size) == box)
+    raise AssertionError(f"unknown question template: {q!r}")
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    for i in range(20):
+        a, b = sample_scene(CFG, "vqa0", i), sample_scene(CFG, "vqa0", i)
+        assert a == b and _png(render(a, 48)) == _png(render(b, 48))
+    other = WorldConfig(image_size=48, seed=1)
+    assert [sample_scene(CFG, "vqa0", i) for i in range(20)] != [sample_scene(other, "vqa0", i) for i in range(20)]
+
+
+def test_every_caption_and_answer_holds_in_its_scene_graph():
+    facts = answers = 0
+    ground = language.q_ground(CFG.image_size)
+    for i in range(600):
+        scene = sample_scene(CFG, "check", i)
+        rng = random.Random(i)
+        facts += check_caption(scene, language.alt_text(scene, rng))
+        facts += check_caption(scene, language.dense_caption(scene, rng))
+        if scene.layout == "objects":
+            gens = [*language.OBJECT_QUESTIONS, ground]
+        elif scene.layout == "chart":
+            gens = list(language.CHART_QUESTIONS)
+        else:
+            gens = [language.q_ocr]
+        for qa in language.ask_many(scene, rng, gens, len(gens)):
+            assert qa.answer == expected_answer(scene, qa.question), (scene, qa)
+            answers += 1
+    assert facts > 1000 and answers > 2000
+
+
+def test_scene_graph_geometry():
+    for i in range(200):
+        s = sample_scene(CFG, "geo", i, layout="objects")
+        cells = [o.cell for o in s.objects]
+        assert len(set(cells)) == len(cells) and 1 <= len(cells) <= CFG.max_objects
+        for o in s.objects:
+            x0, y0, x1, y1 = o.box(48)
+            assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 48
+            assert x0 // 16 <= o.col <= (x1 - 1) // 16  # the box overlaps its own grid cell
+
+
+def test_themes_are_coarse_categories_with_fine_attribute_variation():
+    scenes = [sample_scene(CFG, "theme", i, layout="objects") for i in range(400)]
+    for theme, (_, pool) in THEMES.items():
+        kinds = [o.kind for s in scenes if s.theme == theme for o in s.objects]
+        in_pool = sum(k in pool for k in kinds) / len(kinds)
+        assert in_pool > 0.8  # a theme is recognisable from which kinds it holds
+        colours = {o.colour for s in scenes if s.theme == theme for o in s.objects}
+        assert len(colours) == len(COLOURS)  # fine attributes vary inside a theme
+
+
+def test_benchmarks_are_disjoint_from_training_and_well_formed(tmp_path):
+    counts = build_benchmarks(CFG, tmp_path, n_per_ability=30, stats_n=200)
+    assert set(counts.values()) == {30}
+    train_images = {_png(render(sample_scene(CFG, "vqa0", i), 48)) for i in range(300)}
+    for ability in counts:
+        items = load_benchmark(tmp_path / f"{ability}.jsonl")
+        for it in items:
+            if it.options is not None:
+                assert it.answer in it.options and len(set(it.options)) == len(it.options)
+            if it.image is not None:
+                assert _png(it.image) not in train_images
+                scene = Scene.from_json(it.metadata["scene"])
+                assert scene.id.startswith(f"bench-{ability}")
+                if it.question and it.qtype not in ("caption",) and not it.qtype.startswith("kii_"):
+                    assert it.answer == expected_answer(scene, it.question)
+            if ability == "captioning":
+                assert len(it.references) == 5
+                for ref in it.references:
+                    check_caption(Scene.from_json(it.metadata["scene"]), ref)
+            if ability == "knowledge":
+                assert it.image is None and it.answer == encyclopedia.FACTS[it.metadata["kind"]][it.qtype[10:]]
+    existence = load_benchmark(tmp_path / "existence.jsonl")
+    assert sum(it.answer == "yes" for it in existence) == 15
+    assert {it.metadata["pope"] for it in existence} == {"present", "random", "popular", "adversarial"}
