@@ -41,8 +41,17 @@ def caption0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         scene = sample_scene(cfg, "caption0", i)
         text = language.alt_text(scene, scene_rng(cfg, "caption0-text", i))
         captions[text] += 1
-        writer.write(Sample(id=f"caption0-{i:07d}", kind="caption", source="caption0", caption_tag="Caption0",
-                            images=[render(scene, cfg.image_size)], text=text, metadata={"scene": scene.to_json()}))
+        writer.write(
+            Sample(
+                id=f"caption0-{i:07d}",
+                kind="caption",
+                source="caption0",
+                caption_tag="Caption0",
+                images=[render(scene, cfg.image_size)],
+                text=text,
+                metadata={"scene": scene.to_json()},
+            )
+        )
     writer.extra["most_common_caption"] = captions.most_common(1)[0][0]
 
 
@@ -55,9 +64,16 @@ def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         qas = language.ask_many(scene, rng, gens, turns)
         for qa in qas:
             prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
-        writer.write(Sample(id=f"vqa0-{i:07d}", kind="vqa", source="vqa0", images=[render(scene, cfg.image_size)],
-                            turns=[Turn(qa.question, qa.answer) for qa in qas],
-                            metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]}))
+        writer.write(
+            Sample(
+                id=f"vqa0-{i:07d}",
+                kind="vqa",
+                source="vqa0",
+                images=[render(scene, cfg.image_size)],
+                turns=[Turn(qa.question, qa.answer) for qa in qas],
+                metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
+            )
+        )
     writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
 
 
@@ -71,7 +87,9 @@ def text(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
             body, genre = language.scene_prose(sample_scene(cfg, "text", i, layout="objects"), rng), "story"
         else:
             body, genre = language.theme_prose(rng.choice(sorted(THEMES)), rng), "theme"
-        writer.write(Sample(id=f"text-{i:07d}", kind="text", source="text", text=body, metadata={"genre": genre}))
+        writer.write(
+            Sample(id=f"text-{i:07d}", kind="text", source="text", text=body, metadata={"genre": genre})
+        )
 
 
 def other(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
@@ -90,9 +108,16 @@ def other(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
                 continue  # no uniquely nameable object to ground
         for qa in qas:
             prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
-        writer.write(Sample(id=f"other-{i:07d}", kind="other", source="other", images=[render(scene, cfg.image_size)],
-                            turns=[Turn(qa.question, qa.answer) for qa in qas],
-                            metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]}))
+        writer.write(
+            Sample(
+                id=f"other-{i:07d}",
+                kind="other",
+                source="other",
+                images=[render(scene, cfg.image_size)],
+                turns=[Turn(qa.question, qa.answer) for qa in qas],
+                metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
+            )
+        )
     writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
 
 
@@ -109,14 +134,33 @@ def _progress(n: int, name: str) -> Iterator[int]:
 
 
 def provenance(cfg: WorldConfig, source: str, n: int, turns: int) -> dict:
-    return {"builder": f"world/{source}", "version": BUILDER_VERSION, "world": asdict(cfg), "n": n, "vqa_turns": turns}
+    return {
+        "builder": f"world/{source}",
+        "version": BUILDER_VERSION,
+        "world": asdict(cfg),
+        "n": n,
+        "vqa_turns": turns,
+    }
 
 
-def build_source(cfg: WorldConfig, source: str, n: int, out_dir: Path, samples_per_shard: int, turns: int,
-                 patch_size: int = 8) -> dict:
+def build_source(
+    cfg: WorldConfig,
+    source: str,
+    n: int,
+    out_dir: Path,
+    samples_per_shard: int,
+    turns: int,
+    patch_size: int = 8,
+) -> dict:
     """Build one world source into `out_dir` (shards + manifest); returns the manifest."""
-    with ShardWriter(out_dir, source, provenance(cfg, source, n, turns), samples_per_shard=samples_per_shard,
-                     image_size=cfg.image_size, tokens_per_image=(cfg.image_size // patch_size) ** 2) as w:
+    with ShardWriter(
+        out_dir,
+        source,
+        provenance(cfg, source, n, turns),
+        samples_per_shard=samples_per_shard,
+        image_size=cfg.image_size,
+        tokens_per_image=(cfg.image_size // patch_size) ** 2,
+    ) as w:
         SOURCES[source](cfg, n, w, turns)
     return json.loads((out_dir / "manifest.json").read_text())
 
@@ -132,19 +176,44 @@ def build_detection(cfg: WorldConfig, n: int, out_dir: Path) -> Path:
         scene = sample_scene(cfg, "detection", i, layout="objects")
         file_name = f"{scene.id}.png"
         render(scene, cfg.image_size).save(images_dir / file_name)
-        images.append({"id": i, "file_name": file_name, "width": cfg.image_size, "height": cfg.image_size,
-                       "theme": scene.theme})
+        images.append(
+            {
+                "id": i,
+                "file_name": file_name,
+                "width": cfg.image_size,
+                "height": cfg.image_size,
+                "theme": scene.theme,
+            }
+        )
         first = len(annotations)
         for o in scene.objects:
             x0, y0, x1, y1 = o.box(cfg.image_size)
-            annotations.append({"id": len(annotations), "image_id": i, "category_id": cat_id[o.kind],
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-                                "attributes": {"colour": o.colour, "size": o.size, "position": o.position}})
+            annotations.append(
+                {
+                    "id": len(annotations),
+                    "image_id": i,
+                    "category_id": cat_id[o.kind],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "attributes": {"colour": o.colour, "size": o.size, "position": o.position},
+                }
+            )
         for a, rel, b in scene.relations():
-            relations.append({"image_id": i, "subject_id": first + a, "predicate": rel, "object_id": first + b})
+            relations.append(
+                {"image_id": i, "subject_id": first + a, "predicate": rel, "object_id": first + b}
+            )
     path = out_dir / "instances.json"
-    write_json_atomic(path, {"info": provenance(cfg, "detection", n, 0), "images": images,
-                             "annotations": annotations, "categories": categories, "relations": relations})
+    write_json_atomic(
+        path,
+        {
+            "info": provenance(cfg, "detection", n, 0),
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+            "relations": relations,
+        },
+    )
     return path
 
 

@@ -24,11 +24,15 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
         ci = _fmt(r["ci95"], m)
         floor = max(r["blind"], r["chance"] or 0.0)
         beats = "yes" if r["score"] - r["ci95"] > floor else "no"
-        lines.append(f"| {ability} | {m} | {r['n']} | {_fmt(r['score'], m)} ± {ci} | {_fmt(r['chance'], m)} | "
-                     f"{_fmt(r['blind'], m)} | {beats} |")
+        lines.append(
+            f"| {ability} | {m} | {r['n']} | {_fmt(r['score'], m)} ± {ci} | {_fmt(r['chance'], m)} | "
+            f"{_fmt(r['blind'], m)} | {beats} |"
+        )
         for name, v in r.get("breakdown", {}).items():
             lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {_fmt(v, m)} | | | |")
     lines.append("")
-    lines.append("Accuracy and exact match in %, captioning in CIDEr-D. Blind: the most frequent training "
-                 "answer for the question's type, without looking at the image.")
+    lines.append(
+        "Accuracy and exact match in %, captioning in CIDEr-D. Blind: the most frequent training "
+        "answer for the question's type, without looking at the image."
+    )
     return "\n".join(lines) + "\n"

@@ -33,10 +33,15 @@ def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def option_loglik(model: VLM, templates: Templates, items: list[BenchItem], batch_size: int) -> list[list[float]]:
+def option_loglik(
+    model: VLM, templates: Templates, items: list[BenchItem], batch_size: int
+) -> list[list[float]]:
     """Summed log-probability of every option of every item."""
-    rows = [(i, templates.prompt_ids(it.question, it.image is not None), templates.answer_ids(opt), it)
-            for i, it in enumerate(items) for opt in it.options or []]
+    rows = [
+        (i, templates.prompt_ids(it.question, it.image is not None), templates.answer_ids(opt), it)
+        for i, it in enumerate(items)
+        for opt in it.options or []
+    ]
     scores: list[list[float]] = [[] for _ in items]
     pad = templates.tok.pad_id
     for start in range(0, len(rows), batch_size):
@@ -56,8 +61,14 @@ def option_loglik(model: VLM, templates: Templates, items: list[BenchItem], batc
 
 
 @torch.no_grad()
-def generate(model: VLM, templates: Templates, items: list[BenchItem], batch_size: int, max_new_tokens: int,
-             stop_at_newline: bool) -> list[str]:
+def generate(
+    model: VLM,
+    templates: Templates,
+    items: list[BenchItem],
+    batch_size: int,
+    max_new_tokens: int,
+    stop_at_newline: bool,
+) -> list[str]:
     """Greedy decoding from each item's prompt (left-padded batches)."""
     tok = templates.tok
     stops = {tok.eos_id} | (set(tok.encode("\n")) if stop_at_newline else set())
@@ -102,8 +113,16 @@ def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.
     return max(counts, key=counts.get) if counts else ""
 
 
-def evaluate_ability(model: VLM, templates: Templates, items: list[BenchItem], prior: dict, blind_caption: str,
-                     batch_size: int, max_new_tokens: int, seed: int) -> tuple[dict[str, Any], list[dict]]:
+def evaluate_ability(
+    model: VLM,
+    templates: Templates,
+    items: list[BenchItem],
+    prior: dict,
+    blind_caption: str,
+    batch_size: int,
+    max_new_tokens: int,
+    seed: int,
+) -> tuple[dict[str, Any], list[dict]]:
     ability = items[0].ability
     rng = random.Random(f"{seed}/blind/{ability}")
     if items[0].options is not None:
@@ -125,15 +144,30 @@ def evaluate_ability(model: VLM, templates: Templates, items: list[BenchItem], p
         blind = [exact_match(blind_answer(it, prior, rng), it.answer) for it in items]
         chance, metric = 0.0, "exact_match"
     score, ci = mean_ci95(scores)
-    result: dict[str, Any] = {"metric": metric, "n": len(items), "score": score, "ci95": ci,
-                              "chance": chance, "blind": sum(blind) / len(blind)}
+    result: dict[str, Any] = {
+        "metric": metric,
+        "n": len(items),
+        "score": score,
+        "ci95": ci,
+        "chance": chance,
+        "blind": sum(blind) / len(blind),
+    }
     groups = defaultdict(list)
     for it, s in zip(items, scores):
         groups[it.metadata.get("pope") or it.qtype].append(s)
     if len(groups) > 1:
         result["breakdown"] = {k: sum(v) / len(v) for k, v in sorted(groups.items())}
-    records = [{"id": it.id, "qtype": it.qtype, "question": it.question, "answer": it.answer,
-                "prediction": p, "score": s} for it, p, s in zip(items, preds, scores)]
+    records = [
+        {
+            "id": it.id,
+            "qtype": it.qtype,
+            "question": it.question,
+            "answer": it.answer,
+            "prediction": p,
+            "score": s,
+        }
+        for it, p, s in zip(items, preds, scores)
+    ]
     return result, records
 
 
@@ -145,8 +179,17 @@ def answer_priors(world_root: Path) -> tuple[dict[str, dict[str, int]], str]:
     return prior, caption
 
 
-def evaluate_world(model: VLM, templates: Templates, world_root: Path, abilities: list[str], out_dir: Path,
-                   batch_size: int = 64, max_new_tokens: int = 40, max_items: int = 0, seed: int = 0) -> dict:
+def evaluate_world(
+    model: VLM,
+    templates: Templates,
+    world_root: Path,
+    abilities: list[str],
+    out_dir: Path,
+    batch_size: int = 64,
+    max_new_tokens: int = 40,
+    max_items: int = 0,
+    seed: int = 0,
+) -> dict:
     """Evaluate every ability; writes `results.json` and `predictions.jsonl` into `out_dir`."""
     model.eval()
     prior, blind_caption = answer_priors(world_root)
@@ -155,11 +198,11 @@ def evaluate_world(model: VLM, templates: Templates, world_root: Path, abilities
     for ability in tqdm(abilities, desc="eval", unit="ability"):
         items = load_benchmark(world_root / "bench" / f"{ability}.jsonl")
         items = items[:max_items] if max_items else items
-        results[ability], recs = evaluate_ability(model, templates, items, prior, blind_caption, batch_size,
-                                                  max_new_tokens, seed)
+        results[ability], recs = evaluate_ability(
+            model, templates, items, prior, blind_caption, batch_size, max_new_tokens, seed
+        )
         records += [{"ability": ability, **r} for r in recs]
     tmp = out_dir / "predictions.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out_dir / "predictions.jsonl")
     return results
-

@@ -43,7 +43,9 @@ class RecipeConfig:
                 raise ConfigError(f"recipe.mixture.{k}={v}: weights must be >= 0")
         total = sum(self.active().values())
         if not self.active() or not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ConfigError(f"recipe {self.name!r}: recipe.mixture weights sum to {total:.4f}; they must sum to 1")
+            raise ConfigError(
+                f"recipe {self.name!r}: recipe.mixture weights sum to {total:.4f}; they must sum to 1"
+            )
         return self
 
 
@@ -53,9 +55,15 @@ class DataConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     # Number of samples to build per world source.
     sizes: dict[str, int] = field(
-        default_factory=lambda: {"caption0": 20000, "vqa0": 10000, "text": 8000, "other": 6000, "detection": 500}
+        default_factory=lambda: {
+            "caption0": 20000,
+            "vqa0": 10000,
+            "text": 8000,
+            "other": 6000,
+            "detection": 500,
+        }
     )
-    vqa_turns: int = 4
+    vqa_turns: int = 8
     bench_per_ability: int = 200
     vocab_size: int = 1024
     samples_per_shard: int = 2000
@@ -113,9 +121,13 @@ class RunConfig:
                 raise ConfigError(str(e)) from None
         t = self.train
         if t.global_batch % t.micro_batch:
-            raise ConfigError(f"train.global_batch={t.global_batch} must be a multiple of train.micro_batch={t.micro_batch}")
+            raise ConfigError(
+                f"train.global_batch={t.global_batch} must be a multiple of train.micro_batch={t.micro_batch}"
+            )
         if t.budget_samples < t.global_batch:
-            raise ConfigError(f"train.budget_samples={t.budget_samples} is smaller than one global batch ({t.global_batch})")
+            raise ConfigError(
+                f"train.budget_samples={t.budget_samples} is smaller than one global batch ({t.global_batch})"
+            )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
         bad = [a for a in self.eval.abilities if a not in ABILITIES]

@@ -63,7 +63,9 @@ def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int 
                 if len(pool) >= buffer:
                     yield pool.pop(rng.randrange(len(pool)))
         if not seen:
-            raise ValueError(f"{root}: reader {reader} of {readers} gets no samples ({len(ds)} in the dataset)")
+            raise ValueError(
+                f"{root}: reader {reader} of {readers} gets no samples ({len(ds)} in the dataset)"
+            )
         rng.shuffle(pool)
         while len(pool) > buffer // 2:  # drain part of the buffer so epochs mix but memory stays bounded
             yield pool.pop()
@@ -77,9 +79,19 @@ class MixtureDataset(IterableDataset):
     proportions hold over every pool (a step of several micro-batches still mixes lengths and kinds).
     """
 
-    def __init__(self, sources: dict[str, Path], weights: dict[str, float], templates: Templates, seed: int,
-                 micro_batch: int, image_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0,
-                 bucket: int = 8):
+    def __init__(
+        self,
+        sources: dict[str, Path],
+        weights: dict[str, float],
+        templates: Templates,
+        seed: int,
+        micro_batch: int,
+        image_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        bucket: int = 8,
+    ):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
@@ -91,7 +103,8 @@ class MixtureDataset(IterableDataset):
     def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
         tag = f"{self.seed}/{reader}/{self.start_step}"
         streams = {
-            name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}") for name in self.weights
+            name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}")
+            for name in self.weights
         }
         for name in MixtureSampler(self.weights, seed=f"{tag}/mixture"):
             sample = next(streams[name])
@@ -104,7 +117,9 @@ class MixtureDataset(IterableDataset):
         rng = random.Random(f"{self.seed}/{reader}/{self.start_step}/bucket")
         stream = self.samples(reader, readers)
         while True:
-            pool = sorted((next(stream) for _ in range(self.micro_batch * self.bucket)), key=lambda x: len(x[0]))
+            pool = sorted(
+                (next(stream) for _ in range(self.micro_batch * self.bucket)), key=lambda x: len(x[0])
+            )
             batches = [pool[i : i + self.micro_batch] for i in range(0, len(pool), self.micro_batch)]
             rng.shuffle(batches)
             for batch in batches:
@@ -139,5 +154,10 @@ class Collator:
 
 def make_loader(dataset: MixtureDataset, num_workers: int) -> DataLoader:
     """Batches come ready-made from the dataset (bucketed); workers only move the work off the trainer."""
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

@@ -27,7 +27,9 @@ def _ngrams(words: list[str], n: int) -> Counter:
     return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def cider_d(candidates: list[str], references: list[list[str]], max_n: int = 4, sigma: float = 6.0) -> list[float]:
+def cider_d(
+    candidates: list[str], references: list[list[str]], max_n: int = 4, sigma: float = 6.0
+) -> list[float]:
     """Per-item CIDEr-D scores (their mean is the corpus score)."""
     if len(candidates) != len(references):
         raise ValueError(f"{len(candidates)} candidates but {len(references)} reference sets")
@@ -41,7 +43,9 @@ def cider_d(candidates: list[str], references: list[list[str]], max_n: int = 4, 
     def vectors(words: list[str]) -> list[tuple[dict, float]]:
         out = []
         for n in range(1, max_n + 1):
-            vec = {g: tf * (log_items - math.log(max(1.0, doc_freq[g]))) for g, tf in _ngrams(words, n).items()}
+            vec = {
+                g: tf * (log_items - math.log(max(1.0, doc_freq[g]))) for g, tf in _ngrams(words, n).items()
+            }
             out.append((vec, math.sqrt(sum(v * v for v in vec.values()))))
         return out
 

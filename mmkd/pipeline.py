@@ -29,18 +29,36 @@ def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
     out = {"recipe": cfg.recipe.name, "weight_unit": cfg.recipe.weight_unit, "sources": {}}
     for name, weight in cfg.recipe.active().items():
         m = json.loads((dirs[name] / "manifest.json").read_text())
-        out["sources"][name] = {"weight": weight, "path": str(dirs[name]), "num_samples": m["num_samples"],
-                                "kinds": m["kinds"], "content_hash": m["content_hash"]}
+        out["sources"][name] = {
+            "weight": weight,
+            "path": str(dirs[name]),
+            "num_samples": m["num_samples"],
+            "kinds": m["kinds"],
+            "content_hash": m["content_hash"],
+        }
     return out
 
 
-def evaluate(model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str) -> dict:
+def evaluate(
+    model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
+) -> dict:
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     e = cfg.eval
-    results = evaluate_world(model, templates, world_root, e.abilities, out_dir, e.batch_size, e.max_new_tokens,
-                             e.max_items, cfg.seed)
-    write_json_atomic(out_dir / "results.json", {"recipe": cfg.recipe.name, "seed": cfg.seed,
-                                                 "model": cfg.model.name, "abilities": results})
+    results = evaluate_world(
+        model,
+        templates,
+        world_root,
+        e.abilities,
+        out_dir,
+        e.batch_size,
+        e.max_new_tokens,
+        e.max_items,
+        cfg.seed,
+    )
+    write_json_atomic(
+        out_dir / "results.json",
+        {"recipe": cfg.recipe.name, "seed": cfg.seed, "model": cfg.model.name, "abilities": results},
+    )
     table = markdown_table(results, title)
     (out_dir / "report.md").write_text(table)
     return results
@@ -64,6 +82,8 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     model = train(cfg, dirs, tokenizer, run_dir, info)
     if not (cfg.eval.after_train and info.is_main):
         return None
-    results = evaluate(model, cfg, tokenizer, world_root, run_dir / "eval", f"{cfg.recipe.name} (seed {cfg.seed})")
+    results = evaluate(
+        model, cfg, tokenizer, world_root, run_dir / "eval", f"{cfg.recipe.name} (seed {cfg.seed})"
+    )
     print("\n" + (run_dir / "eval" / "report.md").read_text())
     return results

@@ -56,7 +56,9 @@ class Sample:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def _fail(self, name: str, why: str) -> SampleError:
-        return SampleError(f"sample {self.id!r} (kind={self.kind!r}, source={self.source!r}): field {name!r} {why}")
+        return SampleError(
+            f"sample {self.id!r} (kind={self.kind!r}, source={self.source!r}): field {name!r} {why}"
+        )
 
     def validate(self) -> Sample:
         """Check the kind's rules; return self so builders can write `Sample(...).validate()`."""

@@ -112,7 +112,8 @@ class ShardWriter:
     def _open(self) -> None:
         final = self.out_dir / f"shard-{len(self._shards):06d}.tar"
         self._tmp = final.with_suffix(".tar.tmp")
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        # Stays open across write() calls; closed by _close_shard() or __exit__.
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self._in_shard = 0
 
     def _close_shard(self) -> None:
@@ -197,7 +198,9 @@ def is_complete(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).exists()
 
 
-def iter_shard(path: str | Path, images: bool = True, select: Callable[[int], bool] | None = None) -> Iterator[Sample]:
+def iter_shard(
+    path: str | Path, images: bool = True, select: Callable[[int], bool] | None = None
+) -> Iterator[Sample]:
     """Stream the samples of one shard in write order.
 
     `images=False` yields samples without pixels; `select(i)` keeps only the i-th samples it accepts
@@ -228,5 +231,7 @@ def _assemble(path: str | Path, record: dict | None, pixels: dict, images: bool)
     if record is None:
         raise ValueError(f"{path}: a sample has images but no .json member")
     if len(pixels) != record["num_images"]:
-        raise ValueError(f"{path}: sample {record['id']!r} has {len(pixels)} images, json says {record['num_images']}")
+        raise ValueError(
+            f"{path}: sample {record['id']!r} has {len(pixels)} images, json says {record['num_images']}"
+        )
     return Sample.from_json(record, [pixels[i] for i in range(len(pixels))] if images else [])

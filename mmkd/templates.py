@@ -87,7 +87,11 @@ class Templates:
             return enc
         # Cut text at the end; never cut through an image's tokens.
         cut = self.max_seq_len
-        while cut > 0 and enc.input_ids[cut - 1] == self.tok.image_id and enc.input_ids[cut] == self.tok.image_id:
+        while (
+            cut > 0
+            and enc.input_ids[cut - 1] == self.tok.image_id
+            and enc.input_ids[cut] == self.tok.image_id
+        ):
             cut -= 1
         kept_images = sum(1 for t in enc.input_ids[:cut] if t == self.tok.image_id) // self.image_tokens
         if cut == 0:
@@ -95,7 +99,7 @@ class Templates:
         return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[:kept_images])
 
     def prompt_ids(self, question: str, with_image: bool) -> list[int]:
-        """The tokens before an answer: <bos> [img] "Question: ...\\nAnswer:" (or <bos> [img] for captions)."""
+        """Tokens before an answer: <bos> [img] "Question: ...\\nAnswer:"; <bos> [img] for a caption."""
         ids = [self.tok.bos_id] + ([self.tok.image_id] * self.image_tokens if with_image else [])
         return ids + (self.tok.encode(question_text(question)) if question else [])
 

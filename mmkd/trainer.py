@@ -47,25 +47,36 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
 
 def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:
     now = asdict(cfg)
-    diff = [f"{sec}.{k}" for sec in ("recipe", "model", "train") for k in now[sec]
-            if k not in ("resume", "log_every", "checkpoint_every") and saved[sec].get(k) != now[sec][k]]
+    diff = [
+        f"{sec}.{k}"
+        for sec in ("recipe", "model", "train")
+        for k in now[sec]
+        if k not in ("resume", "log_every", "checkpoint_every") and saved[sec].get(k) != now[sec][k]
+    ]
     if diff:
-        raise ConfigError(f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
-                          "use another run_dir or train.resume=false")
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
+            "use another run_dir or train.resume=false"
+        )
 
 
-def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo) -> VLM:
+def train(
+    cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo
+) -> VLM:
     """Train on the recipe's mixture for `train.budget_samples`; returns the (unwrapped) model."""
     t = cfg.train
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     model = build_model(cfg, tokenizer)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-                                 weight_decay=t.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, weight_decay=t.weight_decay
+    )
     total_steps = t.budget_samples // t.global_batch
     accum = t.global_batch // (t.micro_batch * info.world_size)
     if accum < 1 or t.global_batch % (t.micro_batch * info.world_size):
-        raise ConfigError(f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
-                          f"({t.micro_batch} x {info.world_size})")
+        raise ConfigError(
+            f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
+            f"({t.micro_batch} x {info.world_size})"
+        )
     step = 0
     found = latest_checkpoint(run_dir) if t.resume else None
     if found is not None:
@@ -76,25 +87,45 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
         step = state["step"]
     ddp_model = parallelize(model, info)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
-    dataset = MixtureDataset(sources, cfg.recipe.active(), templates, cfg.seed, t.micro_batch, cfg.model.image_size,
-                             info.rank, info.world_size, start_step=step)
+    dataset = MixtureDataset(
+        sources,
+        cfg.recipe.active(),
+        templates,
+        cfg.seed,
+        t.micro_batch,
+        cfg.model.image_size,
+        info.rank,
+        info.world_size,
+        start_step=step,
+    )
     batches = iter(make_loader(dataset, cfg.data.num_workers))
-    metrics = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
-    trace = open(run_dir / f"samples.rank{info.rank}.txt", "a") if t.trace_samples else None
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.recipe.name}", unit="step", disable=not info.is_main)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"train {cfg.recipe.name}",
+        unit="step",
+        disable=not info.is_main,
+    )
     window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
 
     def state_dict() -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(cfg),
-                "tokenizer": tokenizer.to_str()}
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "config": asdict(cfg),
+            "tokenizer": tokenizer.to_str(),
+        }
 
     while step < total_steps:
         lr = lr_at(step, total_steps, t.lr, t.warmup_frac, t.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [next(batches) for _ in range(accum)]
-        if trace:
-            trace.write("".join(m["id"] + "\n" for b in micro for m in b["meta"]))
+        if t.trace_samples:
+            _append(
+                run_dir / f"samples.rank{info.rank}.txt",
+                "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
+            )
         n_global = all_reduce_sum(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float())
         step_loss = torch.zeros(())
         for i, b in enumerate(micro):
@@ -110,20 +141,27 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window["loss"] += float(all_reduce_sum(step_loss) / n_global)
-        window["tokens"] += int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
+        window["tokens"] += (
+            int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
+        )
         window["samples"] += t.global_batch
         window["steps"] += 1
         bar.update(1)
 
         if step % t.log_every == 0 or step == total_steps:
             dt = time.perf_counter() - window["t0"]
-            record = {"step": step, "samples": step * t.global_batch, "loss": window["loss"] / window["steps"],
-                      "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": window["tokens"] / dt,
-                      "samples_per_s": window["samples"] / dt}
+            record = {
+                "step": step,
+                "samples": step * t.global_batch,
+                "loss": window["loss"] / window["steps"],
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": window["tokens"] / dt,
+                "samples_per_s": window["samples"] / dt,
+            }
             bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.0f}")
-            if metrics:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+            if info.is_main:
+                _append(run_dir / "metrics.jsonl", json.dumps(record) + "\n")
             window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and info.is_main:
@@ -132,7 +170,10 @@ def train(cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_di
     bar.close()
     if info.is_main:
         save_checkpoint(run_dir, step, state_dict(), final=True)
-        metrics.close()
-    if trace:
-        trace.close()
     return unwrap(ddp_model)
+
+
+def _append(path: Path, text: str) -> None:
+    """Append and close at once: a crash never loses logged lines to a buffer."""
+    with open(path, "a") as f:
+        f.write(text)

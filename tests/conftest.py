@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mmkd.data_builders.sources import prepare_world
 from omegaconf import OmegaConf
 
 from mmkd.config import DataConfig, RunConfig, to_run_config
-from mmkd.data_builders.sources import prepare_world
 from mmkd.model.config import ModelConfig
 from mmkd.tokenizer import Tokenizer
 from mmkd.world.scene import WorldConfig
@@ -18,14 +18,24 @@ SMALL_SIZES = {"caption0": 400, "vqa0": 300, "text": 300, "other": 200, "detecti
 
 
 def small_data(root: Path) -> DataConfig:
-    return DataConfig(root=str(root), world=WorldConfig(image_size=48), sizes=dict(SMALL_SIZES),
-                      bench_per_ability=12, vocab_size=512, samples_per_shard=100, num_workers=0)
+    return DataConfig(
+        root=str(root),
+        world=WorldConfig(image_size=48),
+        sizes=dict(SMALL_SIZES),
+        bench_per_ability=12,
+        vocab_size=512,
+        samples_per_shard=100,
+        num_workers=0,
+    )
 
 
 def model_config(name: str) -> ModelConfig:
     """A named size exactly as the recipes/model/<name>.yaml file declares it."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                               OmegaConf.load(REPO / "recipes" / "model" / f"{name}.yaml")))
+    return OmegaConf.to_object(
+        OmegaConf.merge(
+            OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / "recipes" / "model" / f"{name}.yaml")
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +50,20 @@ def tokenizer(world) -> Tokenizer:
 
 
 def micro_run_config(data: DataConfig, run_dir: Path, **train) -> RunConfig:
-    cfg = to_run_config({"run_dir": str(run_dir), "model": OmegaConf.load(REPO / "recipes/model/micro.yaml"),
-                         "train": {"budget_samples": 256, "global_batch": 16, "micro_batch": 8, "log_every": 2,
-                                   "checkpoint_every": 4, **train},
-                         "eval": {"max_items": 6}})
+    cfg = to_run_config(
+        {
+            "run_dir": str(run_dir),
+            "model": OmegaConf.load(REPO / "recipes/model/micro.yaml"),
+            "train": {
+                "budget_samples": 256,
+                "global_batch": 16,
+                "micro_batch": 8,
+                "log_every": 2,
+                "checkpoint_every": 4,
+                **train,
+            },
+            "eval": {"max_items": 6},
+        }
+    )
     cfg.data = data
     return cfg

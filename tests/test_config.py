@@ -5,10 +5,9 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
-
-from mmkd.config import ConfigError, RecipeConfig, to_run_config
 from mmkd.data_builders.sources import SourceError, check_sources
-from mmkd.config import DataConfig
+
+from mmkd.config import ConfigError, DataConfig, RecipeConfig, to_run_config
 from tests.conftest import REPO
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
@@ -65,7 +64,7 @@ def test_bad_values_are_rejected_before_compute(cfg, message):
 
 def test_recipe_needing_an_annotator_fails_naming_the_source():
     recipe = to_run_config(_compose("recipe=caption_only")).recipe
-    with pytest.raises(SourceError, match="needs source 'caption1'.*annotator"):
+    with pytest.raises(SourceError, match=r"needs source 'caption1'.*annotator"):
         check_sources(recipe.name, sorted(recipe.active()), DataConfig())
     with pytest.raises(SourceError, match="unknown source 'captoin0'"):
         check_sources("mine", ["captoin0"], DataConfig())
@@ -75,8 +74,18 @@ def test_recipe_needing_an_annotator_fails_naming_the_source():
 
 def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_path):
     def cli(*args):
-        return subprocess.run([sys.executable, str(REPO / "launch/train.py"), f"run_dir={tmp_path}/r",
-                               f"data.root={tmp_path}/data", *args], capture_output=True, text=True, cwd=tmp_path)
+        return subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "launch/train.py"),
+                f"run_dir={tmp_path}/r",
+                f"data.root={tmp_path}/data",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
 
     bad = cli("train.lrr=1")
     assert bad.returncode != 0 and "train.lrr" in bad.stderr

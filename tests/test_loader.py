@@ -5,8 +5,8 @@ import torch
 from mmkd.loader import MixtureDataset, MixtureSampler, source_stream
 from mmkd.schema import Sample, Turn
 from mmkd.templates import IGNORE, Templates
-from mmkd.world.scene import WorldConfig, sample_scene
 from mmkd.world.render import render
+from mmkd.world.scene import WorldConfig, sample_scene
 
 
 def test_sampler_proportions_within_one_percent_over_10k_draws():
@@ -30,7 +30,7 @@ def _ids(root, reader, readers, n):
 
 
 def test_two_ranks_read_disjoint_samples_by_sample_and_by_shard(world):
-    data, root = world
+    _, root = world
     # vqa0: 300 samples in 3 shards -> 2 readers split by shard; 4 readers split by sample index.
     for readers in (2, 4):
         per_reader = [set(_ids(root / "vqa0", r, readers, 300 // readers)) for r in range(readers)]
@@ -43,7 +43,9 @@ def test_two_ranks_read_disjoint_samples_by_sample_and_by_shard(world):
 def test_loss_mask_covers_answers_and_text_never_images_or_questions(tokenizer):
     t = Templates(tokenizer, image_tokens=36, max_seq_len=400)
     im = render(sample_scene(WorldConfig(image_size=48), "x", 0), 48)
-    enc = t.encode(Sample("v", "vqa", "vqa0", [im], turns=[Turn("Is there a ball?", "yes"), Turn("How many?", "2")]))
+    enc = t.encode(
+        Sample("v", "vqa", "vqa0", [im], turns=[Turn("Is there a ball?", "yes"), Turn("How many?", "2")])
+    )
     ids, labels = enc.input_ids, enc.labels
     assert ids[0] == tokenizer.bos_id and labels[0] == IGNORE
     image_pos = [i for i, x in enumerate(ids) if x == tokenizer.image_id]
@@ -69,7 +71,7 @@ def test_truncation_never_cuts_an_image(tokenizer):
 
 
 def test_batches_follow_the_mixture_and_pad_correctly(world, tokenizer):
-    data, root = world
+    _, root = world
     weights = {"caption0": 0.5, "text": 0.5}
     t = Templates(tokenizer, 36, 160)
     ds = MixtureDataset({k: root / k for k in weights}, weights, t, seed=0, micro_batch=8, image_size=48)

@@ -20,7 +20,14 @@ REFS = [
 
 
 def test_cider_orders_hand_made_candidates():
-    perfect = cider_d(["a red ball at the top left", "a small blue tent at the center", "a bar chart with a green bar of 3"], REFS)
+    perfect = cider_d(
+        [
+            "a red ball at the top left",
+            "a small blue tent at the center",
+            "a bar chart with a green bar of 3",
+        ],
+        REFS,
+    )
     partial = cider_d(["a red ball", "a blue tent", "a bar chart"], REFS)
     wrong = cider_d(["green kite", "yellow star", "purple ring"], REFS)
     assert all(p > q > 0 for p, q in zip(perfect, partial))

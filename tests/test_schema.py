@@ -12,7 +12,13 @@ def test_valid_samples_of_every_kind_pass_and_round_trip():
         Sample("v", "vqa", "vqa0", [IM], turns=[Turn("Is there a ball?", "yes")]),
         Sample("t", "text", "text", text="A ball is a toy."),
         Sample("p", "pair", "pairs", [IM, IM], text="both show a ball"),
-        Sample("i", "interleaved", "inter", [IM] * 3, text=f"one {IMAGE_MARKER} two {IMAGE_MARKER} three {IMAGE_MARKER}"),
+        Sample(
+            "i",
+            "interleaved",
+            "inter",
+            [IM] * 3,
+            text=f"one {IMAGE_MARKER} two {IMAGE_MARKER} three {IMAGE_MARKER}",
+        ),
         Sample("o", "other", "other", [IM], turns=[Turn("What word?", "bako")]),
     ]
     for s in samples:

@@ -23,7 +23,9 @@ def _samples(n):
 
 def test_round_trip_manifest_and_resize(tmp_path):
     samples = _samples(25)
-    with ShardWriter(tmp_path, "mix", {"builder": "test"}, samples_per_shard=10, image_size=32, tokens_per_image=16) as w:
+    with ShardWriter(
+        tmp_path, "mix", {"builder": "test"}, samples_per_shard=10, image_size=32, tokens_per_image=16
+    ) as w:
         for s in samples:
             w.write(s)
     ds = open_dataset(tmp_path)

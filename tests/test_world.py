@@ -25,7 +25,9 @@ def _png(im):
 
 
 def _matches(o, size, colour, kind, pos):
-    return o.kind == kind and size in (None, o.size) and colour in (None, o.colour) and pos in (None, o.position)
+    return (
+        o.kind == kind and size in (None, o.size) and colour in (None, o.colour) and pos in (None, o.position)
+    )
 
 
 def check_caption(scene: Scene, text: str) -> int:
@@ -33,7 +35,9 @@ def check_caption(scene: Scene, text: str) -> int:
     facts = 0
     if scene.layout == "objects":
         for size, colour, kind, pos in PHRASE.findall(text):
-            assert any(_matches(o, size or None, colour or None, kind, pos or None) for o in scene.objects), text
+            assert any(_matches(o, size or None, colour or None, kind, pos or None) for o in scene.objects), (
+                text
+            )
             facts += 1
         theme = re.search(r"\bin a (\w+)$|^a (\w+) with", text)
         if theme:
@@ -96,7 +100,9 @@ def test_same_seed_same_world_other_seed_other_world():
         a, b = sample_scene(CFG, "vqa0", i), sample_scene(CFG, "vqa0", i)
         assert a == b and _png(render(a, 48)) == _png(render(b, 48))
     other = WorldConfig(image_size=48, seed=1)
-    assert [sample_scene(CFG, "vqa0", i) for i in range(20)] != [sample_scene(other, "vqa0", i) for i in range(20)]
+    assert [sample_scene(CFG, "vqa0", i) for i in range(20)] != [
+        sample_scene(other, "vqa0", i) for i in range(20)
+    ]
 
 
 def test_every_caption_and_answer_holds_in_its_scene_graph():
@@ -160,7 +166,9 @@ def test_benchmarks_are_disjoint_from_training_and_well_formed(tmp_path):
                 for ref in it.references:
                     check_caption(Scene.from_json(it.metadata["scene"]), ref)
             if ability == "knowledge":
-                assert it.image is None and it.answer == encyclopedia.FACTS[it.metadata["kind"]][it.qtype[10:]]
+                assert (
+                    it.image is None and it.answer == encyclopedia.FACTS[it.metadata["kind"]][it.qtype[10:]]
+                )
     existence = load_benchmark(tmp_path / "existence.jsonl")
     assert sum(it.answer == "yes" for it in existence) == 15
     assert {it.metadata["pope"] for it in existence} == {"present", "random", "popular", "adversarial"}

@@ -40,12 +40,28 @@ class ModelConfig:
             if not cond:
                 raise ValueError(f"model.{key}={getattr(self, key)}: {why}")
 
-        need(self.image_size % self.patch_size == 0, "image_size", f"must be a multiple of patch_size={self.patch_size}")
+        need(
+            self.image_size % self.patch_size == 0,
+            "image_size",
+            f"must be a multiple of patch_size={self.patch_size}",
+        )
         need(self.width % self.heads == 0, "heads", f"must divide width={self.width}")
-        need(self.heads % self.kv_heads == 0, "kv_heads", f"must divide heads={self.heads} (grouped-query attention)")
+        need(
+            self.heads % self.kv_heads == 0,
+            "kv_heads",
+            f"must divide heads={self.heads} (grouped-query attention)",
+        )
         need((self.width // self.heads) % 2 == 0, "heads", "head dim must be even for RoPE")
-        need(self.vision_width % self.vision_heads == 0, "vision_heads", f"must divide vision_width={self.vision_width}")
-        need(self.max_seq_len > self.image_tokens, "max_seq_len", f"must exceed image tokens ({self.image_tokens})")
+        need(
+            self.vision_width % self.vision_heads == 0,
+            "vision_heads",
+            f"must divide vision_width={self.vision_width}",
+        )
+        need(
+            self.max_seq_len > self.image_tokens,
+            "max_seq_len",
+            f"must exceed image tokens ({self.image_tokens})",
+        )
         for key in ("vision_layers", "layers", "ffn", "vision_mlp"):
             need(getattr(self, key) > 0, key, "must be positive")
         return self

@@ -18,7 +18,9 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, p, d = x.shape  # [N, P, D]
-        q, k, v = self.qkv(x).view(n, p, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # [N, H, P, Dh]
+        q, k, v = (
+            self.qkv(x).view(n, p, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )  # [N, H, P, Dh]
         y = F.scaled_dot_product_attention(q, k, v)  # bidirectional over patches
         return self.out_proj(y.transpose(1, 2).reshape(n, p, d))
 

@@ -30,10 +30,15 @@ class VLM(nn.Module):
 
     @staticmethod
     def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
-            if getattr(m, "bias", None) is not None:
+        # Linear weights ~ N(0, 1/fan_in): the GPT-2 constant 0.02 is ~4x too small at width 128 and
+        # left the tiny model on a ~1000-step plateau before answers learned to attend to the right
+        # image token; fan-in scaling cut that to ~300 steps (docs/design.md, "Initialisation").
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=m.in_features**-0.5)
+            if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
 
     def embed(self, input_ids: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
         x = self.decoder.embed_tokens(input_ids)  # [B, T, D]
@@ -45,11 +50,18 @@ class VLM(nn.Module):
             return x
         feats = self.projector(self.vision(pixels))  # [N, P, D]
         if n_slots != feats.shape[0] * feats.shape[1]:
-            raise ValueError(f"{n_slots} <image> tokens for {feats.shape[0]} images of {feats.shape[1]} tokens")
+            raise ValueError(
+                f"{n_slots} <image> tokens for {feats.shape[0]} images of {feats.shape[1]} tokens"
+            )
         return x.masked_scatter(slots[..., None], feats.to(x.dtype).reshape(-1, x.shape[-1]))
 
-    def forward(self, input_ids: torch.Tensor, pixels: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ):
         """Logits [B, T, V]; with `labels`, (sum of next-token losses, number of supervised tokens).
 
         The loss is a sum so the trainer can divide by the *global* supervised-token count.

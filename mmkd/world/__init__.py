@@ -4,7 +4,7 @@ Everything is a pure function of (WorldConfig, split, index), so the same seed g
 captions, answers and benchmark items on every machine. See docs/world.md.
 """
 
-from mmkd.world.scene import WorldConfig, Scene, SceneObject, sample_scene
 from mmkd.world.render import render
+from mmkd.world.scene import Scene, SceneObject, WorldConfig, sample_scene
 
 __all__ = ["Scene", "SceneObject", "WorldConfig", "render", "sample_scene"]

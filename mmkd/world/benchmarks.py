@@ -68,7 +68,10 @@ class BenchItem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("id", "ability", "qtype", "question", "answer", "options", "references", "metadata")}
+        d = {
+            k: getattr(self, k)
+            for k in ("id", "ability", "qtype", "question", "answer", "options", "references", "metadata")
+        }
         if self.image is not None:
             buf = io.BytesIO()
             self.image.save(buf, format="PNG")
@@ -108,8 +111,16 @@ class _Builder:
 
     def item(self, scene: Scene, ability: str, qa: QA, options: list[str] | None, **meta) -> BenchItem:
         image = render(scene, self.cfg.image_size)
-        return BenchItem(f"{ability}-{len(self._made)}", ability, qa.qtype, qa.question, qa.answer, options, image,
-                         metadata={"scene": scene.to_json(), **meta})
+        return BenchItem(
+            f"{ability}-{len(self._made)}",
+            ability,
+            qa.qtype,
+            qa.question,
+            qa.answer,
+            options,
+            image,
+            metadata={"scene": scene.to_json(), **meta},
+        )
 
     def existence(self, n: int) -> list[BenchItem]:
         rng = random.Random(f"{self.cfg.seed}/existence")
@@ -155,14 +166,27 @@ class _Builder:
             if with_image:
                 scene = next(scenes)
                 kind = scene.objects[0].kind
-                qa = QA(f"kii_{attribute}", encyclopedia.IMAGE_QUESTIONS[attribute], encyclopedia.FACTS[kind][attribute])
+                qa = QA(
+                    f"kii_{attribute}",
+                    encyclopedia.IMAGE_QUESTIONS[attribute],
+                    encyclopedia.FACTS[kind][attribute],
+                )
                 self._made.append(self.item(scene, ability, qa, options))
             else:
                 kind = rng.choice(KINDS)
                 question = encyclopedia.QUESTIONS[attribute].format(kind=kind)
                 answer = encyclopedia.FACTS[kind][attribute]
-                self._made.append(BenchItem(f"{ability}-{len(self._made)}", ability, f"knowledge_{attribute}",
-                                            question, answer, options, metadata={"kind": kind}))
+                self._made.append(
+                    BenchItem(
+                        f"{ability}-{len(self._made)}",
+                        ability,
+                        f"knowledge_{attribute}",
+                        question,
+                        answer,
+                        options,
+                        metadata={"kind": kind},
+                    )
+                )
         return self._made
 
     def captioning(self, n: int, n_refs: int = 5) -> list[BenchItem]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmkd.world.encyclopedia import plural
-from mmkd.world.scene import KINDS, POSITIONS, RELATIONS, THEMES, Scene, SceneObject
+from mmkd.world.scene import KINDS, RELATIONS, THEMES, Scene, SceneObject
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -188,8 +188,10 @@ def ask_many(scene: Scene, rng: random.Random, generators, n: int) -> list[QA]:
 
 def scene_prose(scene: Scene, rng: random.Random) -> str:
     """A text-only story about a scene: relations and counts in words, no image needed."""
-    sentences = [f"In the {scene.theme} there {'is' if len(scene.objects) == 1 else 'are'} "
-                 f"{NUMBER_WORDS[len(scene.objects)]} {'object' if len(scene.objects) == 1 else 'objects'}."]
+    sentences = [
+        f"In the {scene.theme} there {'is' if len(scene.objects) == 1 else 'are'} "
+        f"{NUMBER_WORDS[len(scene.objects)]} {'object' if len(scene.objects) == 1 else 'objects'}."
+    ]
     for o in scene.objects:
         sentences.append(f"The {o.colour} {o.kind} is {o.size} and sits at the {o.position}.")
     rels = scene.relations()
@@ -205,4 +207,3 @@ def theme_prose(theme: str, rng: random.Random) -> str:
     return f"A {theme} often has {join_phrases(pool)}. " + rng.choice(
         [f"Many people like to visit a {theme}.", f"Every {theme} looks a little different."]
     )
-

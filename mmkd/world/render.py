@@ -52,7 +52,9 @@ def render(scene: Scene, size: int) -> Image.Image:
     elif scene.layout == "sign":
         assert scene.word is not None
         m = big * 0.08
-        draw.rectangle((m, big * 0.3, big - m, big * 0.7), fill=(255, 255, 255), outline=(60, 60, 60), width=4)
+        draw.rectangle(
+            (m, big * 0.3, big - m, big * 0.7), fill=(255, 255, 255), outline=(60, 60, 60), width=4
+        )
         font = ImageFont.load_default(size=big * 0.22)
         draw.text((big / 2, big / 2), scene.word, fill=(0, 0, 0), font=font, anchor="mm")
     elif scene.layout == "chart":

@@ -53,6 +53,10 @@ class WorldConfig:
     seed: int = 0
     image_size: int = 64
     max_objects: int = 4
+    # P(n objects) is proportional to count_decay ** (n - 1): single-object scenes are the most common.
+    # They give a tiny model an unambiguous image -> word signal before it can route attention between
+    # objects, which is what finding an object by its kind needs (docs/world.md).
+    count_decay: float = 0.6
     # Probability that an object's kind comes from its theme's pool rather than from all kinds.
     theme_affinity: float = 0.85
     # Fraction of sign and chart scenes in a generic scene stream (the rest are object scenes).
@@ -66,7 +70,7 @@ class WorldConfig:
             raise ValueError(f"world.image_size={self.image_size}: must be >= 24 to draw a 3x3 grid")
         if not 1 <= self.max_objects <= 9:
             raise ValueError(f"world.max_objects={self.max_objects}: must be in 1..9 (one object per cell)")
-        for name in ("theme_affinity", "sign_fraction", "chart_fraction", "jitter"):
+        for name in ("theme_affinity", "sign_fraction", "chart_fraction", "jitter", "count_decay"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"world.{name}={v}: must be in [0, 1]")
@@ -192,7 +196,13 @@ def sample_scene(
     theme = rng.choice(sorted(THEMES))
     if layout is None:
         u = rng.random()
-        layout = "sign" if u < cfg.sign_fraction else "chart" if u < cfg.sign_fraction + cfg.chart_fraction else "objects"
+        layout = (
+            "sign"
+            if u < cfg.sign_fraction
+            else "chart"
+            if u < cfg.sign_fraction + cfg.chart_fraction
+            else "objects"
+        )
     scene = Scene(id=f"{split}-{index:07d}", theme=theme, layout=layout)
     if layout == "sign":
         scene.word = make_word(rng)
@@ -200,7 +210,8 @@ def sample_scene(
         colours = rng.sample(sorted(COLOURS), rng.randint(2, 4))
         scene.bars = [(c, rng.randint(1, 5)) for c in colours]
     else:
-        n = n_objects or rng.randint(1, cfg.max_objects)
+        counts = range(1, cfg.max_objects + 1)
+        n = n_objects or rng.choices(counts, weights=[cfg.count_decay ** (k - 1) for k in counts])[0]
         pool = THEMES[theme][1]
         for cell in sorted(rng.sample(range(9), n)):
             kind = rng.choice(pool) if rng.random() < cfg.theme_affinity else rng.choice(KINDS)

@@ -1,0 +1,53 @@
+"""Evaluate a saved checkpoint on the world benchmarks (eval-only).
+
+    python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a .pt file
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[counting,spatial] max_items=50
+
+The checkpoint carries its config and tokenizer; results go to <run>/eval-<checkpoint>/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mmkd.data_builders.sources import prepare_world
+from omegaconf import OmegaConf
+
+from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+from mmkd.config import ConfigError, to_run_config
+from mmkd.model import VLM
+from mmkd.pipeline import evaluate
+from mmkd.tokenizer import Tokenizer
+
+USAGE = "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N]"
+
+
+def main(argv: list[str]) -> None:
+    args = OmegaConf.from_dotlist(argv)
+    unknown = set(args) - {"checkpoint", "abilities", "max_items", "batch_size"}
+    if "checkpoint" not in args or unknown:
+        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    path = Path(args.checkpoint)
+    state = load_checkpoint(path)
+    saved = dict(state["config"])
+    saved["eval"] = {
+        **saved["eval"],
+        **{k: args[k] for k in ("abilities", "max_items", "batch_size") if k in args},
+    }
+    try:
+        cfg = to_run_config(saved)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    tokenizer = Tokenizer.from_str(state["tokenizer"])
+    model = VLM(cfg.model, tokenizer.image_id)
+    model.load_state_dict(state["model"])
+    ckpt = latest_checkpoint(path) if path.is_dir() else path
+    out = ckpt.parent.parent / f"eval-{ckpt.stem}"
+    world_root = prepare_world(cfg.data, cfg.model.patch_size)
+    evaluate(model, cfg, tokenizer, world_root, out, f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})")
+    print((out / "report.md").read_text())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
