@@ -19,7 +19,7 @@ from mmkd.data_builders import world_sources
 from mmkd.config import ConfigError, DataConfig
 from mmkd.shards import is_complete, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
-from mmkd.world.benchmarks import build_benchmarks
+from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
 # Sources made by LLM/MLLM annotators (seed 000 Sec. 3.2, 4.2): the builders issue adds them.
@@ -105,7 +105,7 @@ def prepare_world(data: DataConfig, patch_size: int = 8) -> Path:
             world_sources.corpus(root, list(WORLD_SOURCES)), data.vocab_size, root / "tokenizer.json"
         )
         write_json_atomic(root / "tokenizer.stamp.json", tok_stamp)
-    bench_stamp = {"world": asdict(data.world), "n_per_ability": data.bench_per_ability}
+    bench_stamp = {"world": asdict(data.world), "n": data.bench_per_ability, "version": BENCH_VERSION}
     if not _stamp_ok(root / "bench" / "stamp.json", bench_stamp):
         build_benchmarks(data.world, root / "bench", data.bench_per_ability)
         write_json_atomic(root / "bench" / "stamp.json", bench_stamp)

@@ -1,7 +1,8 @@
 """Run the knowledge-world benchmarks on a model.
 
-Multiple choice is scored by option likelihood (seed 003 E.2): the option whose tokens have the
-highest summed log-probability after the prompt wins. Open answers
+Multiple choice is scored by option likelihood (seed 003 E.2 takes the most probable option token;
+our options are free-form words, so an option's score is the *mean* log-probability of its tokens:
+a sum would favour one-token options such as "center" over "top left"). Open answers
 (OCR, chart values) are generated greedily and scored by exact match; captions by CIDEr-D.
 
 Each ability is reported next to its chance level and a *blind* baseline: the answer picked from
@@ -36,7 +37,7 @@ def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
 def option_loglik(
     model: VLM, templates: Templates, items: list[BenchItem], batch_size: int
 ) -> list[list[float]]:
-    """Summed log-probability of every option of every item."""
+    """Mean per-token log-probability of every option of every item."""
     rows = [
         (i, templates.prompt_ids(it.question, it.image is not None), templates.answer_ids(opt), it)
         for i, it in enumerate(items)
@@ -56,7 +57,7 @@ def option_loglik(
         target = labels[:, 1:]
         tok = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != IGNORE)
         for b, (i, *_) in enumerate(chunk):
-            scores[i].append(float(tok[b].sum()))
+            scores[i].append(float(tok[b].sum()) / int((target[b] != IGNORE).sum()))
     return scores
 
 

@@ -13,7 +13,7 @@ def model():
     return VLM(cfg, image_token_id=3).eval()
 
 
-def _sequence(n_images, text=10, p=36):
+def _sequence(n_images, text=10, p=9):
     ids = [1]
     for _ in range(n_images):
         ids += [3] * p + [5, 6]
@@ -35,7 +35,7 @@ def test_image_features_reach_the_text_positions(model):
 
 
 def test_image_token_count_mismatch_is_an_error(model):
-    with pytest.raises(ValueError, match="36 <image> tokens for 2 images"):
+    with pytest.raises(ValueError, match="9 <image> tokens for 2 images"):
         model(_sequence(1), torch.randn(2, 3, 48, 48))
     with pytest.raises(ValueError, match="no pixels"):
         model(_sequence(1))
@@ -63,7 +63,7 @@ def test_loss_is_a_sum_over_supervised_tokens(model):
 
 def test_gqa_shapes_and_named_sizes():
     cfg = model_config("tiny")
-    assert (cfg.heads, cfg.kv_heads, cfg.image_tokens) == (4, 2, 36)
+    assert (cfg.heads, cfg.kv_heads, cfg.image_tokens) == (4, 2, 9)  # 16-px patches: one per grid cell
     cfg.vocab_size = 1024
     m = VLM(cfg, 3)
     assert m.decoder.layers[0].self_attn.k_proj.weight.shape == (64, 128)  # 2 KV heads x 32

@@ -1,0 +1,90 @@
+"""Scoring logic of the world benchmarks on hand-made cases."""
+
+import random
+
+import torch
+
+from mmkd.eval.report import markdown_table
+from mmkd.eval.world_bench import blind_answer, generate, option_loglik
+from mmkd.templates import Templates
+from mmkd.world.benchmarks import BenchItem
+
+
+class FavouriteTokenModel(torch.nn.Module):
+    """Always predicts `favourite` with probability ~1 (a model whose answers we know)."""
+
+    def __init__(self, vocab: int, favourite: int, cfg):
+        super().__init__()
+        self.vocab, self.favourite, self.cfg = vocab, favourite, cfg
+
+    def forward(self, ids, pixels=None, attention_mask=None):
+        logits = torch.full((*ids.shape, self.vocab), -10.0)
+        logits[..., self.favourite] = 10.0
+        return logits
+
+
+def _model(tokenizer, token_text, micro_cfg):
+    micro_cfg.vocab_size = tokenizer.vocab_size
+    return FavouriteTokenModel(tokenizer.vocab_size, tokenizer.encode(token_text)[0], micro_cfg)
+
+
+def test_option_likelihood_picks_the_option_the_model_prefers(tokenizer):
+    from tests.conftest import model_config
+
+    cfg = model_config("micro")
+    t = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    items = [
+        BenchItem("a", "x", "q", "How many objects are there?", "2", ["1", "2", "3"]),
+        BenchItem("b", "x", "q", "Is there a ball?", "no", ["yes", "no"]),
+    ]
+    scores = option_loglik(_model(tokenizer, " 2", cfg), t, items, batch_size=2)
+    assert [len(s) for s in scores] == [3, 2]
+    assert max(range(3), key=scores[0].__getitem__) == 1  # "2" is the favourite token
+    assert scores[0][1] > -0.01 and scores[0][0] < -10
+
+
+def test_generation_stops_at_newline(tokenizer):
+    from tests.conftest import model_config
+
+    cfg = model_config("micro")
+    t = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    items = [BenchItem("a", "ocr", "ocr", "What word is written on the sign?", "bako")]
+    assert generate(_model(tokenizer, "\n", cfg), t, items, 4, 10, stop_at_newline=True) == [""]
+    out = generate(_model(tokenizer, " yes", cfg), t, items, 4, 5, stop_at_newline=True)
+    assert out == ["yes yes yes yes yes"]
+
+
+def test_blind_answer_uses_the_training_prior_per_question_type():
+    prior = {"count": {"1": 80, "2": 15, "3": 5}, "ocr": {"bako": 3, "lira": 9}}
+    rng = random.Random(0)
+    mc = BenchItem("a", "counting", "count", "How many balls are there?", "2", ["1", "2", "3"])
+    assert blind_answer(mc, prior, rng) == "1"
+    assert blind_answer(BenchItem("b", "ocr", "ocr", "q", "bako"), prior, rng) == "lira"
+    unseen = BenchItem("c", "knowledge", "knowledge_use", "q", "x", ["x", "y"])
+    assert {blind_answer(unseen, prior, random.Random(s)) for s in range(20)} == {"x", "y"}
+
+
+def test_report_marks_abilities_that_beat_chance_and_blind():
+    results = {
+        "counting": {
+            "metric": "accuracy",
+            "n": 100,
+            "score": 0.8,
+            "ci95": 0.05,
+            "chance": 0.25,
+            "blind": 0.3,
+        },
+        "spatial": {
+            "metric": "accuracy",
+            "n": 100,
+            "score": 0.33,
+            "ci95": 0.09,
+            "chance": 0.25,
+            "blind": 0.3,
+        },
+        "captioning": {"metric": "cider", "n": 100, "score": 0.5, "ci95": 0.1, "chance": None, "blind": 0.0},
+    }
+    table = markdown_table(results, "run")
+    assert "| counting | accuracy | 100 | 80.0 ± 5.0 | 25.0 | 30.0 | yes |" in table
+    assert "| spatial | accuracy | 100 | 33.0 ± 9.0 | 25.0 | 30.0 | no |" in table
+    assert "| captioning | cider | 100 | 0.500 ± 0.100 | — | 0.000 | yes |" in table

@@ -1,0 +1,98 @@
+"""The README's loop end to end through the real entry points, on the micro model and a small world."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, SMALL_SIZES
+
+
+def _data_overrides(data):
+    return [
+        f"data.root={data.root}",
+        f"data.bench_per_ability={data.bench_per_ability}",
+        f"data.vocab_size={data.vocab_size}",
+        f"data.samples_per_shard={data.samples_per_shard}",
+        "data.world.image_size=48",
+        *[f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()],
+    ]
+
+
+def _run(args, cwd):
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_train_then_eval_then_eval_only(world, tmp_path):
+    data, _ = world
+    run = tmp_path / "run"
+    stdout = _run(
+        [
+            str(REPO / "launch/train.py"),
+            "recipe=baseline",
+            "model=micro",
+            "train=smoke",
+            "eval.max_items=8",
+            f"run_dir={run}",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    assert "| existence | accuracy | 8 |" in stdout and "| counting |" in stdout
+    for name in (
+        "config.yaml",
+        "mixture.json",
+        "metrics.jsonl",
+        "eval/results.json",
+        "eval/report.md",
+        "eval/predictions.jsonl",
+        "checkpoints/final.pt",
+    ):
+        assert (run / name).exists(), name
+    mixture = json.loads((run / "mixture.json").read_text())
+    assert mixture["weight_unit"] == "samples"
+    assert {k: v["weight"] for k, v in mixture["sources"].items()} == {
+        "caption0": 0.28,
+        "vqa0": 0.17,
+        "text": 0.40,
+        "other": 0.15,
+    }
+    assert all(len(v["content_hash"]) == 64 for v in mixture["sources"].values())
+    results = json.loads((run / "eval/results.json").read_text())["abilities"]
+    assert set(results) == {
+        "existence",
+        "attribute",
+        "counting",
+        "spatial",
+        "ocr",
+        "chart",
+        "knowledge",
+        "knowledge_in_image",
+        "captioning",
+    }
+    for r in results.values():
+        assert r["n"] == 8 and 0 <= r["blind"] and (r["chance"] is None or 0 <= r["chance"] <= 1)
+    assert abs(results["existence"]["chance"] - 0.5) < 1e-9
+    assert "seed: 0" in (run / "config.yaml").read_text()
+
+    stdout = _run(
+        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "abilities=[counting]", "max_items=4"], tmp_path
+    )
+    only = json.loads((run / "eval-final/results.json").read_text())["abilities"]
+    assert set(only) == {"counting"} and only["counting"]["n"] == 4 and "| counting |" in stdout
+
+
+def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
+    data, root = world
+    _run([str(REPO / "launch/build.py"), "+detection=true", *_data_overrides(data)], tmp_path)
+    coco = json.loads((root / "detection" / "instances.json").read_text())
+    assert len(coco["images"]) == SMALL_SIZES["detection"]
+    assert {c["name"] for c in coco["categories"]} == {"ball", "box", "tent", "star", "kite", "ring"}
+    ann = coco["annotations"][0]
+    assert set(ann) >= {"id", "image_id", "category_id", "bbox", "area", "attributes"}
+    x, y, w, h = ann["bbox"]
+    assert w > 0 and h > 0 and x + w <= 48 and y + h <= 48
+    ids = {a["id"] for a in coco["annotations"]}
+    assert all(r["subject_id"] in ids and r["object_id"] in ids for r in coco["relations"])
+    assert all((root / "detection" / "images" / im["file_name"]).exists() for im in coco["images"])
