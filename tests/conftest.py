@@ -54,6 +54,7 @@ def micro_run_config(data: DataConfig, run_dir: Path, **train) -> RunConfig:
         {
             "run_dir": str(run_dir),
             "model": OmegaConf.load(REPO / "recipes/model/micro.yaml"),
+            "recipe": OmegaConf.load(REPO / "recipes/recipe/baseline.yaml"),
             "train": {
                 "budget_samples": 256,
                 "global_batch": 16,

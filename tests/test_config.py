@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from mmkd.data_builders.sources import SourceError, check_sources
 
 from mmkd.config import ConfigError, DataConfig, RecipeConfig, to_run_config
@@ -58,8 +59,9 @@ def test_unknown_keys_and_bad_types_name_the_key(cfg, key):
     ],
 )
 def test_bad_values_are_rejected_before_compute(cfg, message):
+    valid = {"recipe": {"name": "t", "mixture": {"caption0": 0.5, "text": 0.5}}}
     with pytest.raises(ConfigError, match=message):
-        to_run_config(cfg)
+        to_run_config(OmegaConf.merge(valid, cfg))
 
 
 def test_recipe_needing_an_annotator_fails_naming_the_source():
@@ -99,3 +101,21 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
 def test_recipe_validate_directly():
     with pytest.raises(ConfigError, match="weight_unit"):
         RecipeConfig(mixture={"a": 1.0}, weight_unit="tokens").validate()
+
+
+def test_group_files_list_every_typed_field():
+    """Hydra overrides only reach keys present in the YAML, so each group file names every field."""
+    from dataclasses import fields
+
+    from mmkd.config import DataConfig, EvalConfig, TrainConfig
+    from mmkd.model.config import ModelConfig
+
+    cfg = _compose()
+    for key, schema in (
+        ("model", ModelConfig),
+        ("data", DataConfig),
+        ("train", TrainConfig),
+        ("eval", EvalConfig),
+    ):
+        missing = {f.name for f in fields(schema)} - set(cfg[key])
+        assert not missing, f"recipes/{key}/ lacks {missing}"

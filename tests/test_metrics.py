@@ -37,9 +37,11 @@ def test_cider_orders_hand_made_candidates():
 def test_cider_known_value_for_an_exact_single_reference_match():
     # One reference per item, candidate == reference: every n-gram cosine is 1 and the length
     # penalty is 1, so CIDEr-D = 10 exactly (n-grams shared by all items carry zero idf weight).
-    refs = [["red ball left"], ["blue tent center"], ["green kite right"]]
-    scores = cider_d([r[0] for r in refs], refs)
-    assert scores == pytest.approx([10.0, 10.0, 10.0])
+    refs = [["red ball top left"], ["blue tent in center"], ["green kite far right"]]
+    assert cider_d([r[0] for r in refs], refs) == pytest.approx([10.0, 10.0, 10.0])
+    # A three-word caption has no 4-grams, so its n=4 term is 0 and the score is 3/4 of 10.
+    short = [["red ball left"], ["blue tent center"], ["green kite right"]]
+    assert cider_d([r[0] for r in short], short) == pytest.approx([7.5, 7.5, 7.5])
 
 
 def test_cider_length_penalty():
