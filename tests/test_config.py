@@ -5,8 +5,8 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from mmkd.data_builders.sources import SourceError, check_sources
+from omegaconf import OmegaConf
 
 from mmkd.config import ConfigError, DataConfig, RecipeConfig, to_run_config
 from tests.conftest import REPO
