@@ -62,18 +62,7 @@ def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         rng = scene_rng(cfg, "vqa0-qa", i)
         gens = language.CHART_QUESTIONS if scene.layout == "chart" else language.OBJECT_QUESTIONS
         qas = language.ask_many(scene, rng, gens, turns)
-        for qa in qas:
-            prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
-        writer.write(
-            Sample(
-                id=f"vqa0-{i:07d}",
-                kind="vqa",
-                source="vqa0",
-                images=[render(scene, cfg.image_size)],
-                turns=[Turn(qa.question, qa.answer) for qa in qas],
-                metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
-            )
-        )
+        writer.write(_qa_sample("vqa", "vqa0", i, scene, qas, cfg.image_size, prior))
     writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
 
 
@@ -106,19 +95,22 @@ def other(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
             qas = list({qa.question: qa for qa in qas}.values())
             if not qas:
                 continue  # no uniquely nameable object to ground
-        for qa in qas:
-            prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
-        writer.write(
-            Sample(
-                id=f"other-{i:07d}",
-                kind="other",
-                source="other",
-                images=[render(scene, cfg.image_size)],
-                turns=[Turn(qa.question, qa.answer) for qa in qas],
-                metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
-            )
-        )
+        writer.write(_qa_sample("other", "other", i, scene, qas, cfg.image_size, prior))
     writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
+
+
+def _qa_sample(kind: str, source: str, i: int, scene, qas: list, image_size: int, prior: dict) -> Sample:
+    """A Q/A sample of one rendered scene; counts each answer into `prior` (qtype -> answer -> n)."""
+    for qa in qas:
+        prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
+    return Sample(
+        id=f"{source}-{i:07d}",
+        kind=kind,
+        source=source,
+        images=[render(scene, image_size)],
+        turns=[Turn(qa.question, qa.answer) for qa in qas],
+        metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
+    )
 
 
 SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {

@@ -23,7 +23,7 @@ from mmkd.config import ConfigError, RunConfig
 from mmkd.distributed import DistInfo, all_reduce_sum, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
-from mmkd.templates import Templates
+from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
 
 
@@ -34,6 +34,25 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float, min_ratio: flo
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def accumulate_gradients(model: torch.nn.Module, micro: list[dict], world_size: int = 1) -> float:
+    """Backward over all micro-batches of one step; returns the step's mean loss per supervised token.
+
+    Gradients equal those of (summed token losses of the global batch) / (its supervised-token count),
+    however the batch is split into micro-batches and ranks.
+    """
+    n_global = all_reduce_sum(sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro).float())
+    total = torch.zeros(())
+    for i, b in enumerate(micro):
+        last = i == len(micro) - 1
+        ctx = nullcontext() if last or world_size == 1 else model.no_sync()  # DDP: all-reduce once per step
+        with ctx:
+            loss_sum, _ = model(b["input_ids"], b["pixels"], labels=b["labels"])
+            # DDP averages gradients over ranks; multiply back so the result is sum / global count.
+            (loss_sum * world_size / n_global).backward()
+        total += loss_sum.detach()
+    return float(all_reduce_sum(total) / n_global)
 
 
 def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
@@ -126,21 +145,12 @@ def train(
                 run_dir / f"samples.rank{info.rank}.txt",
                 "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
             )
-        n_global = all_reduce_sum(sum((b["labels"][:, 1:] != -100).sum() for b in micro).float())
-        step_loss = torch.zeros(())
-        for i, b in enumerate(micro):
-            sync = i == accum - 1 or info.world_size == 1
-            ctx = nullcontext() if sync else ddp_model.no_sync()
-            with ctx:
-                loss_sum, _ = ddp_model(b["input_ids"], b["pixels"], labels=b["labels"])
-                # DDP averages gradients over ranks; multiply back so the result is sum / global count.
-                (loss_sum * info.world_size / n_global).backward()
-            step_loss += loss_sum.detach()
+        loss = accumulate_gradients(ddp_model, micro, info.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        window["loss"] += float(all_reduce_sum(step_loss) / n_global)
+        window["loss"] += loss
         window["tokens"] += (
             int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
         )

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES
 
 
@@ -60,17 +61,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     }
     assert all(len(v["content_hash"]) == 64 for v in mixture["sources"].values())
     results = json.loads((run / "eval/results.json").read_text())["abilities"]
-    assert set(results) == {
-        "existence",
-        "attribute",
-        "counting",
-        "spatial",
-        "ocr",
-        "chart",
-        "knowledge",
-        "knowledge_in_image",
-        "captioning",
-    }
+    assert set(results) == set(ABILITIES)
     for r in results.values():
         assert r["n"] == 8 and r["blind"] >= 0 and (r["chance"] is None or 0 <= r["chance"] <= 1)
     assert abs(results["existence"]["chance"] - 0.5) < 1e-9
@@ -96,3 +87,25 @@ def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
     ids = {a["id"] for a in coco["annotations"]}
     assert all(r["subject_id"] in ids and r["object_id"] in ids for r in coco["relations"])
     assert all((root / "detection" / "images" / im["file_name"]).exists() for im in coco["images"])
+
+
+def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
+    data, _ = world
+    _run(
+        [
+            str(REPO / "launch/train.py"),
+            "-m",
+            "recipe=baseline",
+            "seed=0,1",
+            "model=micro",
+            "train=smoke",
+            "train.budget_samples=64",
+            "eval.after_train=false",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    finals = [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final.pt" for s in (0, 1)]
+    assert all(f.exists() for f in finals)
+    configs = [(f.parent.parent / "config.yaml").read_text() for f in finals]
+    assert "seed: 0" in configs[0] and "seed: 1" in configs[1]

@@ -100,3 +100,29 @@ def test_state_dict_round_trip(world, tokenizer, tmp_path):
     state = load_checkpoint(tmp_path / "r")
     assert set(state) >= {"model", "optimizer", "config", "tokenizer", "step"}
     assert all(isinstance(v, torch.Tensor) for v in state["model"].values())
+
+
+def test_micro_batches_give_the_gradient_of_the_global_token_mean(world, tokenizer):
+    """Splitting a step into micro-batches of different lengths leaves loss and gradient unchanged."""
+    from mmkd.loader import Collator
+    from mmkd.shards import open_dataset
+    from mmkd.templates import Templates
+    from mmkd.trainer import accumulate_gradients, build_model
+
+    _, root = world
+    cfg = micro_run_config(world[0], root / "unused")
+    templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+    encoded = [(templates.encode(s), {}) for s in list(open_dataset(root / "vqa0"))[:3]]
+    encoded += [(templates.encode(s), {}) for s in list(open_dataset(root / "text"))[:5]]
+    collate = Collator(tokenizer.pad_id, 48)
+    model = build_model(cfg, tokenizer)
+
+    def grads(micro):
+        model.zero_grad()
+        loss = accumulate_gradients(model, micro)
+        return loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole_loss, whole = grads([collate(encoded)])
+    split_loss, split = grads([collate(encoded[:2]), collate(encoded[2:7]), collate(encoded[7:])])
+    assert abs(whole_loss - split_loss) < 1e-5
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, split))
