@@ -138,6 +138,7 @@ class ShardWriter:
             # ~4 characters per BPE token is the usual rule of thumb for English text.
             "text_tokens_est": self._text_chars // 4,
             "image_tokens_est": self._images * self.tokens_per_image,
+            "tokens_per_image": self.tokens_per_image,  # the patch grid the estimate assumed
             "shards": self._shards,
             "content_hash": content,
             "provenance": self.provenance,
