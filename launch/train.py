@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mmkd.config import ConfigError, to_run_config
-from mmkd.distributed import init_distributed
+from mmkd.distributed import init_distributed, shutdown
 from mmkd.pipeline import run
 
 
@@ -28,6 +28,8 @@ def main(dcfg: DictConfig) -> None:
         run(cfg, init_distributed())
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
