@@ -57,13 +57,13 @@ def check_sources(recipe_name: str, names: list[str], data: DataConfig) -> None:
             raise SourceError(
                 f"recipe {recipe_name!r} needs source {name!r} ({ANNOTATED_SOURCES[name]}), which needs an "
                 f"annotator builder that is not available yet; build it elsewhere and pass "
-                f"data.sources.{name}=<dataset dir>, or choose another recipe"
+                f"+data.sources.{name}=<dataset dir>, or choose another recipe"
             )
         else:
             known = sorted([*WORLD_SOURCES, *ANNOTATED_SOURCES])
             raise SourceError(
                 f"recipe {recipe_name!r}: unknown source {name!r}; known sources: {known}, "
-                "or give a dataset directory as data.sources.<name>"
+                "or give a dataset directory as +data.sources.<name>=DIR"
             )
 
 

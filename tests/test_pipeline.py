@@ -109,3 +109,45 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
     assert all(f.exists() for f in finals)
     configs = [(f.parent.parent / "config.yaml").read_text() for f in finals]
     assert "seed: 0" in configs[0] and "seed: 1" in configs[1]
+
+
+def test_recipe_trains_on_a_dataset_given_by_path(world, tmp_path):
+    """caption_only needs Caption1; a dataset written by ShardWriter elsewhere plugs in by path."""
+    from itertools import islice
+
+    from mmkd.schema import Sample
+    from mmkd.shards import ShardWriter, open_dataset
+
+    data, root = world
+    with ShardWriter(tmp_path / "caption1", "caption1", {"builder": "test"}, samples_per_shard=50) as w:
+        for s in islice(open_dataset(root / "caption0"), 120):
+            w.write(
+                Sample(
+                    id=s.id.replace("caption0", "caption1"),
+                    kind="caption",
+                    source="caption1",
+                    images=s.images,
+                    text=s.text,
+                    caption_tag="Caption1",
+                )
+            )
+    run = tmp_path / "run"
+    _run(
+        [
+            str(REPO / "launch/train.py"),
+            "recipe=caption_only",
+            "model=micro",
+            "train=smoke",
+            "train.budget_samples=64",
+            "eval.after_train=false",
+            "train.trace_samples=true",
+            f"+data.sources.caption1={tmp_path / 'caption1'}",
+            f"run_dir={run}",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    mixture = json.loads((run / "mixture.json").read_text())["sources"]
+    assert mixture["caption1"]["path"] == str(tmp_path / "caption1") and "vqa0" not in mixture
+    trained = (run / "samples.rank0.txt").read_text().split()
+    assert any(t.startswith("caption1-") for t in trained) and not any(t.startswith("vqa0-") for t in trained)
