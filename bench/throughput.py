@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from mmkd.data_builders.sources import prepare_world
-from omegaconf import OmegaConf
 
-from mmkd.config import DataConfig, RunConfig
+from mmkd.config import DataConfig, RecipeConfig, RunConfig, TrainConfig, load_group
 from mmkd.loader import MixtureDataset
 from mmkd.model.config import ModelConfig
 from mmkd.templates import Templates
@@ -70,19 +70,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
-    data = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(repo / "recipes/data/world.yaml"))
-    )
-    model = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(repo / "recipes/model/tiny.yaml"))
-    )
-    train = OmegaConf.load(repo / "recipes/train/quickstart.yaml")
-    recipe = OmegaConf.load(repo / "recipes/recipe/baseline.yaml")
-    cfg = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(RunConfig), {"recipe": recipe, "train": train})
-    )
-    cfg.data, cfg.model = data, model
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    cfg = RunConfig(
+        recipe=load_group(RecipeConfig, recipes / "recipe/baseline.yaml"),
+        model=load_group(ModelConfig, recipes / "model/tiny.yaml"),
+        data=load_group(DataConfig, recipes / "data/world.yaml"),
+        train=load_group(TrainConfig, recipes / "train/quickstart.yaml"),
+    ).validate()
+    data, model = cfg.data, cfg.model
     root = prepare_world(data, model.patch_size)
     tok = Tokenizer.load(root / "tokenizer.json")
     plain = measure(cfg, root, tok, bucket=1, steps=args.steps)

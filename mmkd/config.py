@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -134,6 +135,11 @@ class RunConfig:
         if bad:
             raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")
         return self
+
+
+def load_group(schema: type, path: str | Path):
+    """One config-group YAML file typed by its dataclass (for code that runs outside Hydra)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path)))
 
 
 def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:

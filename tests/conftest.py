@@ -8,7 +8,7 @@ import pytest
 from mmkd.data_builders.sources import prepare_world
 from omegaconf import OmegaConf
 
-from mmkd.config import DataConfig, RunConfig, to_run_config
+from mmkd.config import DataConfig, RunConfig, load_group, to_run_config
 from mmkd.model.config import ModelConfig
 from mmkd.tokenizer import Tokenizer
 from mmkd.world.scene import WorldConfig
@@ -31,11 +31,7 @@ def small_data(root: Path) -> DataConfig:
 
 def model_config(name: str) -> ModelConfig:
     """A named size exactly as the recipes/model/<name>.yaml file declares it."""
-    return OmegaConf.to_object(
-        OmegaConf.merge(
-            OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / "recipes" / "model" / f"{name}.yaml")
-        )
-    )
+    return load_group(ModelConfig, REPO / "recipes" / "model" / f"{name}.yaml")
 
 
 @pytest.fixture(scope="session")

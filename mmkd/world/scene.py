@@ -37,7 +37,6 @@ POSITIONS = tuple(
     "center" if (r, c) == ("middle", "middle") else f"{r} {c}" for r in ROWS for c in COLS
 )  # index = 3 * row + col
 RELATIONS = ("left of", "right of", "above", "below")
-LAYOUTS = ("objects", "sign", "chart")
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 
 
@@ -124,9 +123,6 @@ class Scene:
 
     def count(self, kind: str) -> int:
         return sum(o.kind == kind for o in self.objects)
-
-    def at(self, cell: int) -> SceneObject | None:
-        return next((o for o in self.objects if o.cell == cell), None)
 
     def relation_holds(self, a: SceneObject, rel: str, b: SceneObject) -> bool:
         """Grid relations: 'left of' means a strictly smaller column, 'above' a smaller row."""
