@@ -1,0 +1,121 @@
+"""Convert a real dataset into a dataset directory (shards, manifest, rejects.jsonl) a recipe can use.
+
+    python launch/convert.py coco --annotations captions_train2017.json --images train2017/ --out data/coco
+    python launch/convert.py vqav2 --questions Q.json --annotations A.json --images DIR --out DIR
+    python launch/convert.py llava --json F --images DIR --out DIR
+    python launch/convert.py img2dataset --shards DIR_OR_TAR --out DIR
+    python launch/convert.py detection --instances F --images DIR --image-size 224 --out DIR
+    python launch/convert.py text --path F.jsonl|F.parquet [--field text] --out DIR
+
+Common flags: --strict (stop at the first bad record), --samples-per-shard, --image-size (store images
+resized to a square), --name (the manifest's name; default: the --out folder's name).
+Train on the result with `+data.sources.<name>=DIR`. Bad records are listed in DIR/rejects.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmkd.data_builders import adapters
+from mmkd.data_builders.rejects import RejectedRecord, RejectLog
+
+from mmkd.schema import Sample
+from mmkd.shards import MANIFEST
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, type=Path, help="output dataset directory")
+    common.add_argument("--name", help="dataset name in the manifest (default: the --out folder's name)")
+    common.add_argument("--strict", action="store_true", help="fail at the first bad record")
+    common.add_argument("--samples-per-shard", type=int, default=2000)
+    common.add_argument("--image-size", type=int, help="store images resized to this square size")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="adapter", required=True)
+    p = sub.add_parser("coco", parents=[common], help="COCO captions JSON")
+    p.add_argument("--annotations", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p = sub.add_parser("vqav2", parents=[common], help="VQAv2 questions + annotations JSON")
+    p.add_argument("--questions", required=True, type=Path)
+    p.add_argument("--annotations", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--file-pattern", default="COCO_train2014_{image_id:012d}.jpg")
+    p = sub.add_parser("llava", parents=[common], help="LLaVA conversation JSON")
+    p.add_argument("--json", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p = sub.add_parser("img2dataset", parents=[common], help="img2dataset webdataset shards")
+    p.add_argument("--shards", required=True, type=Path, help="a directory of *.tar or one .tar")
+    p = sub.add_parser("detection", parents=[common], help="COCO-instances JSON (+ VG-style extras)")
+    p.add_argument("--instances", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p = sub.add_parser("text", parents=[common], help="text as JSONL or parquet")
+    p.add_argument("--path", required=True, type=Path)
+    p.add_argument("--field", default="text")
+    args = parser.parse_args(argv)
+    if args.adapter == "detection" and args.image_size is None:
+        # Grounding answers are pixels; the loader resizes images to a square, so fix the frame here.
+        parser.error("detection needs --image-size: the boxes are given in pixels of the stored image")
+    return args
+
+
+def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[Sample], dict[str, Any]]:
+    """The adapter's samples and the provenance of this conversion."""
+    match args.adapter:
+        case "coco":
+            samples = adapters.coco_captions(args.annotations, args.images, rejects)
+            inputs = {"annotations": args.annotations, "images": args.images}
+            params = {}
+        case "vqav2":
+            samples = adapters.vqav2(
+                args.questions, args.annotations, args.images, rejects, args.file_pattern
+            )
+            inputs = {"questions": args.questions, "annotations": args.annotations, "images": args.images}
+            params = {"file_pattern": args.file_pattern}
+        case "llava":
+            samples = adapters.llava(args.json, args.images, rejects)
+            inputs, params = {"json": args.json, "images": args.images}, {}
+        case "img2dataset":
+            samples = adapters.img2dataset(args.shards, rejects)
+            inputs, params = {"shards": adapters.tar_paths(args.shards)}, {}
+        case "detection":
+            samples = adapters.detection(args.instances, args.images, rejects, image_size=args.image_size)
+            inputs = {"instances": args.instances, "images": args.images}
+            params = {"image_size": args.image_size}
+        case "text":
+            samples = adapters.text_records(args.path, rejects, field=args.field)
+            inputs, params = {"path": args.path}, {"field": args.field}
+    return samples, adapters.describe_inputs(args.adapter, inputs, **params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rejects = RejectLog(strict=args.strict)
+    samples, provenance = open_source(args, rejects)
+    try:
+        manifest = adapters.convert(
+            samples,
+            args.out,
+            args.name or args.out.resolve().name,
+            provenance,
+            samples_per_shard=args.samples_per_shard,
+            image_size=args.image_size,
+            rejects=rejects,
+        )
+    except RejectedRecord as e:
+        print(f"rejected (--strict): {e}", file=sys.stderr)
+        return 1
+    print(f"manifest: {args.out / MANIFEST}")
+    print(f"samples: {manifest['num_samples']} {json.dumps(manifest['kinds'])}")
+    print(f"rejects: {json.dumps(manifest['rejects'])} (listed in {args.out / 'rejects.jsonl'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
