@@ -3,6 +3,10 @@
 A recipe names sources; each must be one of:
   - a dataset directory given in `data.sources` (real data or annotator output, with a manifest);
   - a world source (`caption0`, `vqa0`, `text`, `other`), built on first use;
+  - an annotated source (`caption1`, `vqa1`, `pair_caption`, `interleaved`), built on first use by its
+    builder from the dataset `build.inputs` names, under <data.root>/annotated/<source>-<hash>/, where
+    the hash covers the builder and prompt versions, the annotator, the input's content and the build
+    settings: a change to any of them builds anew, and nothing is ever built twice;
   - otherwise it is an error, raised before any compute, that names the source and what makes it.
 The world's tokenizer and benchmarks are built with its sources, in one directory per build setting.
 """
@@ -15,14 +19,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mmkd.data_builders import world_sources
+from mmkd.data_builders.annotated import (
+    BUILDER_VERSION,
+    Job,
+    build_caption,
+    build_interleaved,
+    build_pair_caption,
+    build_semantic,
+    build_vqa_from_caption,
+)
+from mmkd.data_builders.prompts import PROMPTS
 
-from mmkd.config import ConfigError, DataConfig
-from mmkd.shards import is_complete, write_json_atomic
+from mmkd.annotators import Annotator, make_annotator
+from mmkd.config import ConfigError, DataConfig, RunConfig
+from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
 from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
-# Sources made by LLM/MLLM annotators (seed 000 Sec. 3.2, 4.2): the builders issue adds them.
+# Sources made by LLM/MLLM annotators (seed 000 Sec. 3.2, 4.2), built by data_builders/annotated.py.
 ANNOTATED_SOURCES = {
     "caption1": "captions of the VQA images by a captioning annotator (seed 000 A.1.1)",
     "vqa1": "Q/A synthesised from Caption1 by the caption-to-VQA annotator (seed 000 A.1.2)",
@@ -42,8 +57,9 @@ def world_dir(data: DataConfig) -> Path:
     return Path(data.root) / f"world-{digest}"
 
 
-def check_sources(recipe_name: str, names: list[str], data: DataConfig) -> None:
+def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
     """Fail before any compute if a source can be neither found nor built."""
+    data = cfg.data
     for name in names:
         if name in data.sources:
             if not is_complete(data.sources[name]):
@@ -54,17 +70,96 @@ def check_sources(recipe_name: str, names: list[str], data: DataConfig) -> None:
         elif name in WORLD_SOURCES:
             continue
         elif name in ANNOTATED_SOURCES:
-            raise SourceError(
-                f"recipe {recipe_name!r} needs source {name!r} ({ANNOTATED_SOURCES[name]}), which needs an "
-                f"annotator builder that is not available yet; build it elsewhere and pass "
-                f"+data.sources.{name}=<dataset dir>, or choose another recipe"
-            )
+            _check_annotated(recipe_name, name, cfg)
         else:
             known = sorted([*WORLD_SOURCES, *ANNOTATED_SOURCES])
             raise SourceError(
                 f"recipe {recipe_name!r}: unknown source {name!r}; known sources: {known}, "
                 "or give a dataset directory as +data.sources.<name>=DIR"
             )
+
+
+def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:
+    chain = [name]
+    while chain[-1] in ANNOTATED_SOURCES and chain[-1] not in cfg.data.sources:
+        nxt = cfg.build.inputs.get(chain[-1])
+        if nxt is None:
+            raise SourceError(
+                f"recipe {recipe_name!r} needs {chain[-1]!r} ({ANNOTATED_SOURCES[chain[-1]]}): "
+                f"build.inputs has no entry for it; add build.inputs.{chain[-1]}=<source name>"
+            )
+        if nxt in chain:
+            raise SourceError(f"build.inputs loops: {' -> '.join([*chain, nxt])}")
+        chain.append(nxt)
+    check_sources(recipe_name, [chain[-1]], cfg)
+    if cfg.annotator.backend == "world" and chain[-1] in cfg.data.sources:
+        raise SourceError(
+            f"recipe {recipe_name!r}: {name!r} would be annotated from data.sources.{chain[-1]} (real "
+            "images) by the world oracle, which knows only knowledge-world scenes; choose a model: "
+            "annotator=openai (any OpenAI-compatible server) or annotator.backend=transformers"
+        )
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class Sources:
+    """Resolves source names to dataset directories for one run config, building what is missing."""
+
+    def __init__(self, cfg: RunConfig, world_root: Path):
+        self.cfg, self.world_root = cfg, world_root
+        self._annotator: Annotator | None = None
+
+    @property
+    def annotator(self) -> Annotator:
+        if self._annotator is None:
+            self._annotator = make_annotator(self.cfg.annotator)
+        return self._annotator
+
+    def _out(self, what: str, source: Path, prompts: list[str], settings: dict) -> Path:
+        key = {
+            "builder": what,
+            "version": BUILDER_VERSION,
+            "prompts": [PROMPTS[p].id for p in prompts],
+            "annotator": self.annotator.identity,
+            "input": json.loads((source / "manifest.json").read_text())["content_hash"],
+            "settings": settings,
+        }
+        return Path(self.cfg.data.root) / "annotated" / f"{what}-{_digest(key)}"
+
+    def dir(self, name: str, build: bool = True) -> Path | None:
+        """The dataset directory of `name`; None while other processes still build parts of it."""
+        if name in self.cfg.data.sources:
+            return Path(self.cfg.data.sources[name])
+        if name in WORLD_SOURCES:
+            return self.world_root / name
+        source = self.dir(self.cfg.build.inputs[name], build)
+        if source is None:
+            return None
+        b = self.cfg.build
+        common = {"limit": b.limit, "unit_size": b.unit_size}
+        if name in ("caption1", "vqa1"):
+            prompt = "caption" if name == "caption1" else "vqa_from_caption"
+            out = self._out(name, source, [prompt], common)
+            if build and not is_complete(out):
+                job = Job(self.annotator, b, open_dataset(source))
+                (build_caption if name == "caption1" else build_vqa_from_caption)(job, out, name)
+            return out if is_complete(out) or not build else None
+        semantic = self._out("semantic", source, ["semantic"], common)
+        if name == "pair_caption":
+            prompts, settings = ["pair_filter", "pair_caption", "caption"], {"pairs": b.pairs_per_image}
+        else:
+            prompts, settings = ["interleaved"], {"groups": [b.group_min, b.group_max]}
+        out = self._out(name, source, ["semantic", *prompts], {**common, **settings})
+        if not build:
+            return out
+        if not is_complete(out):
+            job = Job(self.annotator, b, open_dataset(source))
+            if not is_complete(semantic) and build_semantic(job, semantic) is None:
+                return None
+            (build_pair_caption if name == "pair_caption" else build_interleaved)(job, semantic, out, name)
+        return out if is_complete(out) else None
 
 
 def _stamp_ok(path: Path, stamp: dict) -> bool:
@@ -119,8 +214,16 @@ def build_detection(data: DataConfig) -> Path:
     )
 
 
-def source_dirs(names: list[str], data: DataConfig, world_root: Path) -> dict[str, Path]:
-    return {n: Path(data.sources[n]) if n in data.sources else world_root / n for n in names}
+def source_dirs(names: list[str], cfg: RunConfig, world_root: Path) -> dict[str, Path]:
+    """Directories of already-built sources (every rank calls it after rank 0 built them)."""
+    sources = Sources(cfg, world_root)
+    return {n: sources.dir(n, build=False) for n in names}  # type: ignore[misc]
+
+
+def prepare_sources(names: list[str], cfg: RunConfig, world_root: Path) -> dict[str, Path | None]:
+    """Build every missing source of `names` (this process's share, under build.shard=i/n)."""
+    sources = Sources(cfg, world_root)
+    return {n: sources.dir(n) for n in names}
 
 
 def _content_hash(path: Path) -> str:

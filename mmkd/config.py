@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mmkd.annotators.base import AnnotatorConfig
 from mmkd.model.config import ModelConfig
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import WorldConfig
@@ -74,6 +75,30 @@ class DataConfig:
 
 
 @dataclass
+class BuildConfig:
+    """Settings of the annotator builders (seed 000 Sec. 4.2); `launch/build.py` and first use read them."""
+
+    shard: str = "0/1"  # this process builds units i of n: run n processes with build.shard=i/n
+    unit_size: int = 1000  # input records per unit (one output shard each)
+    # Which dataset each annotated source reads: a world source, another annotated source or a
+    # data.sources name. Caption1 describes the VQA images (seed 000 Table 2).
+    inputs: dict[str, str] = field(
+        default_factory=lambda: {
+            "caption1": "vqa0",
+            "vqa1": "caption1",
+            "pair_caption": "caption0",
+            "interleaved": "caption0",
+        }
+    )
+    limit: int = 0  # read at most this many input records per source; 0 = all
+    pairs_per_image: int = 1  # the per-image pair budget
+    group_min: int = 3  # images per interleaved group (seed 000 Sec. 4.2.2: three or more)
+    group_max: int = 5
+    # Sources whose knowledge density `launch/build.py +knowledge=true` measures and compares (Fig. 4).
+    knowledge_sources: list[str] = field(default_factory=lambda: ["caption0", "vqa0", "pair_caption"])
+
+
+@dataclass
 class TrainConfig:
     # Budget: the number of training samples (seed 000 states budgets in samples).
     budget_samples: int = 60000
@@ -113,9 +138,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
 
     def validate(self) -> RunConfig:
-        for part in (self.recipe, self.model, self.data.world):
+        for part in (self.recipe, self.model, self.data.world, self.annotator):
             try:
                 part.validate()
             except ValueError as e:

@@ -1,4 +1,4 @@
-"""One run of a recipe: check sources -> build what is missing -> train -> evaluate -> report.
+"""One run of a recipe: check sources -> build what is missing (world, annotators) -> train -> evaluate.
 
 `launch/train.py` (Hydra) and the tests both call `run()`, so the CLI adds nothing but config
 composition. Under torchrun, rank 0 builds data while the other ranks wait at a barrier.
@@ -13,7 +13,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mmkd.config import RunConfig
-from mmkd.data_builders.sources import check_sources, prepare_world, source_dirs, world_dir
+from mmkd.data_builders.sources import (
+    check_sources,
+    prepare_sources,
+    prepare_world,
+    source_dirs,
+    world_dir,
+)
 from mmkd.distributed import DistInfo, barrier
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
@@ -67,14 +73,17 @@ def evaluate(
 def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
     names = sorted(cfg.recipe.active())
-    check_sources(cfg.recipe.name, names, cfg.data)  # before any compute
+    check_sources(cfg.recipe.name, names, cfg)  # before any compute
     run_dir = Path(cfg.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        prepare_world(cfg.data, cfg.model.patch_size)
+        world_root = prepare_world(cfg.data, cfg.model.patch_size)
+        pending = [n for n, d in prepare_sources(names, cfg, world_root).items() if d is None]
+        if pending:
+            raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
     barrier()
     world_root = world_dir(cfg.data)
-    dirs = source_dirs(names, cfg.data, world_root)
+    dirs = source_dirs(names, cfg, world_root)
     tokenizer = Tokenizer.load(world_root / "tokenizer.json")
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))

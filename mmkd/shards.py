@@ -60,6 +60,84 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class ShardFile:
+    """One shard, written to `<name>.tmp` and renamed into place by `close()`; `stats` describes it."""
+
+    def __init__(self, path: str | Path, image_size: int | None = None):
+        self.path, self.image_size = Path(path), image_size
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        # Stays open across add() calls; closed by close() or discard().
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+        self.kinds: Counter[str] = Counter()
+        self.num_samples = self.images = self.text_chars = 0
+
+    def add(self, sample: Sample) -> None:
+        sample.validate()
+        _add_member(self._tar, f"{sample.id}.json", json.dumps(sample.to_json()).encode())
+        for i, im in enumerate(sample.images):
+            _add_member(self._tar, f"{sample.id}.{i}.png", _png_bytes(im, self.image_size))
+        self.num_samples += 1
+        self.kinds[sample.kind] += 1
+        self.text_chars += len(sample.text) + sum(len(t.question) + len(t.answer) for t in sample.turns)
+        self.images += len(sample.images)
+
+    def close(self) -> dict[str, Any]:
+        self._tar.close()
+        os.replace(self._tmp, self.path)
+        return {
+            "file": self.path.name,
+            "num_samples": self.num_samples,
+            "sha256": _sha256(self.path),
+            "kinds": dict(sorted(self.kinds.items())),
+            "num_images": self.images,
+            "text_chars": self.text_chars,
+        }
+
+    def discard(self) -> None:
+        """Leave no half-written shard behind."""
+        self._tar.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_manifest(
+    out_dir: str | Path,
+    name: str,
+    provenance: dict[str, Any],
+    shards: list[dict[str, Any]],
+    image_size: int | None,
+    tokens_per_image: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest over finished shards (their `ShardFile.close()` stats); written last, atomically."""
+    kinds: Counter[str] = Counter()
+    for s in shards:
+        kinds.update(s["kinds"])
+    images = sum(s["num_images"] for s in shards)
+    content = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
+    manifest = {
+        "name": name,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "kinds": dict(sorted(kinds.items())),
+        "num_images": images,
+        "image_size": image_size,
+        # ~4 characters per BPE token is the usual rule of thumb for English text.
+        "text_tokens_est": sum(s["text_chars"] for s in shards) // 4,
+        "image_tokens_est": images * tokens_per_image,
+        "tokens_per_image": tokens_per_image,  # the patch grid the estimate assumed
+        "shards": [{k: s[k] for k in ("file", "num_samples", "sha256")} for s in shards],
+        "content_hash": content,
+        "provenance": provenance,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    write_json_atomic(Path(out_dir) / MANIFEST, manifest)
+    return manifest
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
 class ShardWriter:
     """Write validated samples into size-bounded shards and a manifest; use as a context manager.
 
@@ -80,73 +158,37 @@ class ShardWriter:
         self.name, self.provenance = name, provenance
         self.samples_per_shard, self.image_size = samples_per_shard, image_size
         self.tokens_per_image = tokens_per_image
-        self._tar: tarfile.TarFile | None = None
-        self._tmp: Path | None = None
-        self._in_shard = 0
+        self._shard: ShardFile | None = None
         self._shards: list[dict[str, Any]] = []
-        self._kinds: Counter[str] = Counter()
-        self._text_chars = 0
-        self._images = 0
         self._ids: set[str] = set()
         # Builder-specific manifest fields (e.g. answer priors), merged in at close().
         self.extra: dict[str, Any] = {}
 
     def write(self, sample: Sample) -> None:
-        sample.validate()
         if sample.id in self._ids:
             raise ValueError(f"dataset {self.name!r}: duplicate sample id {sample.id!r}")
+        if self._shard is None:
+            self._shard = ShardFile(self.out_dir / shard_name(len(self._shards)), self.image_size)
+        self._shard.add(sample)
         self._ids.add(sample.id)
-        if self._tar is None:
-            self._open()
-        assert self._tar is not None
-        _add_member(self._tar, f"{sample.id}.json", json.dumps(sample.to_json()).encode())
-        for i, im in enumerate(sample.images):
-            _add_member(self._tar, f"{sample.id}.{i}.png", _png_bytes(im, self.image_size))
-        self._in_shard += 1
-        self._kinds[sample.kind] += 1
-        self._text_chars += len(sample.text) + sum(len(t.question) + len(t.answer) for t in sample.turns)
-        self._images += len(sample.images)
-        if self._in_shard >= self.samples_per_shard:
-            self._close_shard()
-
-    def _open(self) -> None:
-        final = self.out_dir / f"shard-{len(self._shards):06d}.tar"
-        self._tmp = final.with_suffix(".tar.tmp")
-        # Stays open across write() calls; closed by _close_shard() or __exit__.
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
-        self._in_shard = 0
-
-    def _close_shard(self) -> None:
-        assert self._tar is not None and self._tmp is not None
-        self._tar.close()
-        final = self._tmp.with_suffix("")  # drop ".tmp"
-        os.replace(self._tmp, final)
-        self._shards.append({"file": final.name, "num_samples": self._in_shard, "sha256": _sha256(final)})
-        self._tar = None
+        if self._shard.num_samples >= self.samples_per_shard:
+            self._shards.append(self._shard.close())
+            self._shard = None
 
     def close(self) -> dict[str, Any]:
         """Finish the last shard and write the manifest; returns the manifest."""
-        if self._tar is not None:
-            self._close_shard()
-        content = hashlib.sha256("".join(s["sha256"] for s in self._shards).encode()).hexdigest()
-        manifest = {
-            "name": self.name,
-            "num_samples": sum(s["num_samples"] for s in self._shards),
-            "kinds": dict(sorted(self._kinds.items())),
-            "num_images": self._images,
-            "image_size": self.image_size,
-            # ~4 characters per BPE token is the usual rule of thumb for English text.
-            "text_tokens_est": self._text_chars // 4,
-            "image_tokens_est": self._images * self.tokens_per_image,
-            "tokens_per_image": self.tokens_per_image,  # the patch grid the estimate assumed
-            "shards": self._shards,
-            "content_hash": content,
-            "provenance": self.provenance,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **self.extra,
-        }
-        write_json_atomic(self.out_dir / MANIFEST, manifest)
-        return manifest
+        if self._shard is not None:
+            self._shards.append(self._shard.close())
+            self._shard = None
+        return write_manifest(
+            self.out_dir,
+            self.name,
+            self.provenance,
+            self._shards,
+            self.image_size,
+            self.tokens_per_image,
+            self.extra,
+        )
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -154,10 +196,8 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._tar is not None:  # leave no half-written shard behind
-            self._tar.close()
-            assert self._tmp is not None
-            self._tmp.unlink(missing_ok=True)
+        elif self._shard is not None:
+            self._shard.discard()
 
 
 @dataclass

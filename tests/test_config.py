@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from mmkd.data_builders.sources import SourceError, check_sources
 from omegaconf import OmegaConf
 
-from mmkd.config import ConfigError, DataConfig, RecipeConfig, to_run_config
+from mmkd.config import ConfigError, RecipeConfig, to_run_config
 from tests.conftest import REPO
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
@@ -64,14 +64,42 @@ def test_bad_values_are_rejected_before_compute(cfg, message):
         to_run_config(OmegaConf.merge(valid, cfg))
 
 
-def test_recipe_needing_an_annotator_fails_naming_the_source():
-    recipe = to_run_config(_compose("recipe=caption_only")).recipe
-    with pytest.raises(SourceError, match=r"needs source 'caption1'.*annotator"):
-        check_sources(recipe.name, sorted(recipe.active()), DataConfig())
+def test_sources_are_checked_before_compute():
+    cfg = to_run_config(_compose("recipe=caption_only"))
+    check_sources(cfg.recipe.name, sorted(cfg.recipe.active()), cfg)  # caption1 is buildable
     with pytest.raises(SourceError, match="unknown source 'captoin0'"):
-        check_sources("mine", ["captoin0"], DataConfig())
+        check_sources("mine", ["captoin0"], cfg)
+    real = to_run_config(_compose("+data.sources.caption1=/nonexistent"))
     with pytest.raises(SourceError, match=r"data\.sources\.caption1="):
-        check_sources("mine", ["caption1"], DataConfig(sources={"caption1": "/nonexistent"}))
+        check_sources("mine", ["caption1"], real)
+    no_input = to_run_config(_compose("recipe=caption_only"))
+    del no_input.build.inputs["caption1"]
+    with pytest.raises(SourceError, match=r"build\.inputs has no entry.*build\.inputs\.caption1"):
+        check_sources("mine", ["caption1"], no_input)
+    loop = to_run_config(_compose("build.inputs.caption1=vqa1"))
+    with pytest.raises(SourceError, match=r"build\.inputs loops: caption1 -> vqa1 -> caption1"):
+        check_sources("mine", ["caption1"], loop)
+
+
+def test_world_oracle_refuses_real_images(tmp_path):
+    from PIL import Image
+
+    from mmkd.schema import Sample
+    from mmkd.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "coco", "coco", {"builder": "test"}) as w:
+        w.write(Sample("a", "caption", "coco", [Image.new("RGB", (8, 8))], "a cat", caption_tag="COCO"))
+    cfg = to_run_config(
+        _compose(
+            "recipe=pair_caption_v2",
+            f"+data.sources.photos={tmp_path / 'coco'}",
+            "build.inputs.pair_caption=photos",
+        )
+    )
+    with pytest.raises(SourceError, match=r"world oracle.*annotator=openai"):
+        check_sources(cfg.recipe.name, ["pair_caption"], cfg)
+    cfg.annotator.backend = "openai"
+    check_sources(cfg.recipe.name, ["pair_caption"], cfg)
 
 
 def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_path):
@@ -93,8 +121,8 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
     assert bad.returncode != 0 and "train.lrr" in bad.stderr
     typo = cli("+train.lrr=1")
     assert typo.returncode != 0 and "config error: config key 'train.lrr'" in typo.stderr
-    annotated = cli("recipe=pair_caption_v2")
-    assert annotated.returncode != 0 and "needs source 'pair_caption'" in annotated.stderr
+    oracle_on_photos = cli("recipe=pair_caption_v2", f"+data.sources.caption0={tmp_path}/none")
+    assert oracle_on_photos.returncode != 0 and "data.sources.caption0=" in oracle_on_photos.stderr
     assert not (tmp_path / "data").exists()  # failed before building anything
 
 
@@ -107,7 +135,8 @@ def test_group_files_list_every_typed_field():
     """Hydra overrides only reach keys present in the YAML, so each group file names every field."""
     from dataclasses import fields
 
-    from mmkd.config import DataConfig, EvalConfig, TrainConfig
+    from mmkd.annotators import AnnotatorConfig
+    from mmkd.config import BuildConfig, DataConfig, EvalConfig, TrainConfig
     from mmkd.model.config import ModelConfig
 
     cfg = _compose()
@@ -116,6 +145,8 @@ def test_group_files_list_every_typed_field():
         ("data", DataConfig),
         ("train", TrainConfig),
         ("eval", EvalConfig),
+        ("annotator", AnnotatorConfig),
+        ("build", BuildConfig),
     ):
         missing = {f.name for f in fields(schema)} - set(cfg[key])
         assert not missing, f"recipes/{key}/ lacks {missing}"

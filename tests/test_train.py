@@ -19,7 +19,7 @@ def _train(world, tokenizer, run_dir, **kw):
     data, root = world
     cfg = micro_run_config(data, run_dir, **kw)
     run_dir.mkdir(parents=True, exist_ok=True)
-    train(cfg, source_dirs(sorted(cfg.recipe.active()), data, root), tokenizer, run_dir, DistInfo())
+    train(cfg, source_dirs(sorted(cfg.recipe.active()), cfg, root), tokenizer, run_dir, DistInfo())
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -1,0 +1,135 @@
+"""The builders' prompts, versioned, and the parsers that turn an annotator's answer into data.
+
+Prompt texts live in `prompts/<name>.txt`. Those of seed 000 appendix A.1.1-A.1.5 are verbatim (JSON
+braces that the paper's typesetting dropped are restored in A.1.2); the LLM filter and interleaved
+prompts are ours, written from Sec. 4.2.1-4.2.2, which give no prompt text. Bump a prompt's version
+whenever its text or parser changes: the version is part of every cache key and of the provenance of
+every sample built with it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from mmkd.annotators import ParseError, Prompt, check_text, extract_json
+from mmkd.schema import IMAGE_MARKER
+
+_DIR = Path(__file__).parent / "prompts"
+MIN_QA, MAX_QA = 5, 15  # seed 000 A.1.2
+SEMANTIC_FIELDS = (
+    "type theme",
+    "domain direction",
+    "semantic subcategory",
+    "core objects",
+    "core concepts",
+    "function or role",
+    "distinguishing key information",
+    "low value surface information",
+)
+REQUIRED_SEMANTIC = SEMANTIC_FIELDS[:3]  # "(required)" in A.1.3
+
+
+def _prompt(name: str, version: str, output: str, source: str) -> Prompt:
+    return Prompt(name, version, (_DIR / f"{name}.txt").read_text(), output, source)
+
+
+PROMPTS: dict[str, Prompt] = {
+    p.name: p
+    for p in (
+        _prompt("caption", "v1", "text", "seed 000 A.1.1"),
+        _prompt("vqa_from_caption", "v1", "json", "seed 000 A.1.2"),
+        _prompt("semantic", "v1", "json", "seed 000 A.1.3"),
+        _prompt("pair_filter", "v1", "json", "mmkd, from seed 000 Sec. 4.2.1 (LLM as Filter)"),
+        _prompt("pair_caption", "v1", "text", "seed 000 A.1.4"),
+        _prompt("interleaved", "v1", "text", "mmkd, from seed 000 Sec. 4.2.2 and A.3"),
+        _prompt("knowledge", "v1", "json", "seed 000 A.1.5"),
+    )
+}
+
+
+def parse_caption(text: str) -> str:
+    text = check_text(text)
+    if "<image" in text.lower():
+        raise ParseError("placeholder_in_caption", "a caption may not contain image placeholders")
+    return " ".join(text.split())
+
+
+def parse_vqa(text: str) -> list[tuple[str, str]]:
+    """A JSON list of 5-15 {"question", "answer"} objects with non-empty strings and no repeats."""
+    value = extract_json(text)
+    if not isinstance(value, list):
+        raise ParseError("malformed_json", "expected a JSON list of question/answer objects")
+    pairs: dict[str, str] = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(k), str) for k in ("question", "answer")
+        ):
+            raise ParseError("malformed_json", f"item {i} needs string fields 'question' and 'answer'")
+        q, a = item["question"].strip(), item["answer"].strip()
+        if not q or not a:
+            raise ParseError("empty_answer", f"item {i} has an empty question or answer")
+        pairs.setdefault(q, a)
+    if not MIN_QA <= len(pairs) <= MAX_QA:
+        raise ParseError("qa_count", f"{len(pairs)} distinct pairs; {MIN_QA}-{MAX_QA} are required")
+    return list(pairs.items())
+
+
+def parse_semantic(text: str) -> dict[str, Any]:
+    value = extract_json(text)
+    info = value.get("hierarchical semantic information", value) if isinstance(value, dict) else None
+    if not isinstance(info, dict):
+        raise ParseError("malformed_json", "expected an object 'hierarchical semantic information'")
+    out: dict[str, Any] = {}
+    for key in SEMANTIC_FIELDS:
+        v = info.get(key, info.get(key.replace(" ", "_")))
+        if key in REQUIRED_SEMANTIC and not (isinstance(v, str) and v.strip()):
+            raise ParseError("missing_field", f"{key!r} is required and must be a non-empty string")
+        if key not in REQUIRED_SEMANTIC:
+            v = [] if v is None else v if isinstance(v, list) else [v] if key != "function or role" else v
+        out[key] = v.strip().lower() if isinstance(v, str) else [str(x).strip().lower() for x in v]
+    return out
+
+
+def parse_filter(text: str) -> tuple[bool, str]:
+    value = extract_json(text)
+    ok = value.get("explainable") if isinstance(value, dict) else None
+    if isinstance(ok, str) and ok.lower() in ("yes", "no", "true", "false"):
+        ok = ok.lower() in ("yes", "true")
+    if not isinstance(ok, bool):
+        raise ParseError("malformed_json", "expected {'explainable': true|false, 'reason': ...}")
+    return ok, str(value.get("reason", ""))
+
+
+_SLOT = re.compile(r"<Image (\d+)>")
+
+
+def parse_interleaved(n: int):
+    """Text with `<Image 1>`..`<Image n>`, each once and in order; returned with our IMAGE_MARKER."""
+
+    def parse(text: str) -> str:
+        text = check_text(text)
+        slots = [int(k) for k in _SLOT.findall(text)]
+        if slots != list(range(1, n + 1)):
+            raise ParseError("bad_placeholders", f"found {slots}; need <Image 1> .. <Image {n}> once each")
+        if IMAGE_MARKER in text:
+            raise ParseError("bad_placeholders", f"the text may not contain {IMAGE_MARKER} itself")
+        return " ".join(_SLOT.sub(IMAGE_MARKER, text).split())
+
+    return parse
+
+
+def parse_knowledge(text: str) -> tuple[list[str], list[str]]:
+    """(facts, abstracts) of A.1.5's {"Fact": [{"fact", "level"}], "Abstract": [...]}, deduplicated."""
+    value = extract_json(text)
+    if not isinstance(value, dict) or not isinstance(value.get("Fact"), list):
+        raise ParseError("malformed_json", "expected an object with lists 'Fact' and 'Abstract'")
+    facts = [f.get("fact") if isinstance(f, dict) else f for f in value["Fact"]]
+    if not all(isinstance(f, str) for f in facts):
+        raise ParseError("malformed_json", "every Fact needs a string 'fact'")
+    abstract = value.get("Abstract", [])
+    if not isinstance(abstract, list) or not all(isinstance(a, str) for a in abstract):
+        raise ParseError("malformed_json", "'Abstract' must be a list of strings")
+    norm = lambda xs: list(dict.fromkeys(" ".join(x.lower().split()) for x in xs if x.strip()))  # noqa: E731
+    return norm(facts), norm(abstract)
