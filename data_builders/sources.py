@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from itertools import chain
 from pathlib import Path
 
 from mmkd.data_builders import world_sources
@@ -31,12 +32,16 @@ from mmkd.data_builders.annotated import (
 from mmkd.data_builders.prompts import PROMPTS
 
 from mmkd.annotators import Annotator, make_annotator
+from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
 from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
+from mmkd.world import descriptions
 from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
+# Annotator texts in the tokenizer's corpus: one tokenizer for every recipe, covering their words.
+TOKENIZER_ANNOTATOR_SAMPLES = 2000
 # Sources made by LLM/MLLM annotators (seed 000 Sec. 3.2, 4.2), built by data_builders/annotated.py.
 ANNOTATED_SOURCES = {
     "caption1": "captions of the VQA images by a captioning annotator (seed 000 A.1.1)",
@@ -117,6 +122,16 @@ class Sources:
             self._annotator = make_annotator(self.cfg.annotator)
         return self._annotator
 
+    @property
+    def used_annotator(self) -> Annotator | None:
+        """The annotator, if anything needed it (its report says what the build cost)."""
+        return self._annotator
+
+    def knowledge_dir(self, name: str, path: Path) -> Path:
+        """Where the knowledge records of source `name` (at `path`) go."""
+        settings = {"limit": self.cfg.build.limit, "unit_size": self.cfg.build.unit_size}
+        return self._out(f"knowledge-{name}", path, ["knowledge"], settings)
+
     def _out(self, what: str, source: Path, prompts: list[str], settings: dict) -> Path:
         key = {
             "builder": what,
@@ -190,15 +205,18 @@ def prepare_world(data: DataConfig, patch_size: int = 8) -> Path:
     tok_stamp = {
         "vocab_size": data.vocab_size,
         "sources": {s: _content_hash(root / s) for s in WORLD_SOURCES},
+        "annotator_language": [ORACLE_VERSION, TOKENIZER_ANNOTATOR_SAMPLES],
     }
     if (
         rebuilt
         or not _stamp_ok(root / "tokenizer.stamp.json", tok_stamp)
         or not (root / "tokenizer.json").exists()
     ):
-        train_tokenizer(
-            world_sources.corpus(root, list(WORLD_SOURCES)), data.vocab_size, root / "tokenizer.json"
+        text = chain(
+            world_sources.corpus(root, list(WORLD_SOURCES)),
+            descriptions.corpus(data.world, TOKENIZER_ANNOTATOR_SAMPLES),
         )
+        train_tokenizer(text, data.vocab_size, root / "tokenizer.json")
         write_json_atomic(root / "tokenizer.stamp.json", tok_stamp)
     bench_stamp = {"world": asdict(data.world), "n": data.bench_per_ability, "version": BENCH_VERSION}
     if not _stamp_ok(root / "bench" / "stamp.json", bench_stamp):

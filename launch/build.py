@@ -1,34 +1,74 @@
-"""Build the knowledge world's datasets, tokenizer and benchmarks without training.
+"""Build a recipe's data without training: world sources, tokenizer, benchmarks and annotated sources.
 
-    python launch/build.py                       # everything the world provides, under data/
-    python launch/build.py +detection=true       # also the COCO-style detection annotations
+    python launch/build.py                                  # the world (what recipe=baseline needs)
+    python launch/build.py recipe=pair_caption_v2           # + semantic analysis, pairs, pair captions
+    python launch/build.py recipe=synthetic_vqa build.shard=0/4   # one of 4 parallel processes
+    python launch/build.py recipe=pair_caption_v2 +knowledge=true # + KD per source and the Fig. 4 report
+    python launch/build.py +detection=true                  # + COCO-style detection annotations
+    python launch/build.py recipe=pair_caption_v2 annotator=openai annotator.model=MODEL  # a served model
 
-Training builds what it needs on first use; this is for building ahead (e.g. once, before a sweep).
+Training builds what it needs on first use; this is for building ahead, in parallel, or on another
+machine. Finished parts are skipped, so rerunning after a kill resumes (docs/builders.md).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
-from mmkd.data_builders.sources import build_detection, prepare_world
+from mmkd.data_builders.annotated import Job
+from mmkd.data_builders.knowledge import build_knowledge, report
+from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
 from omegaconf import DictConfig, OmegaConf
 
 from mmkd.config import ConfigError, to_run_config
+from mmkd.shards import open_dataset
+
+FLAGS = ("detection", "knowledge")
 
 
 @hydra.main(config_path="../recipes", config_name="config", version_base=None)
 def main(dcfg: DictConfig) -> None:
-    detection = bool(OmegaConf.select(dcfg, "detection", default=False))
-    dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k != "detection"])
+    flags = {f: bool(OmegaConf.select(dcfg, f, default=False)) for f in FLAGS}
+    dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])
     try:
         cfg = to_run_config(dcfg)
+        names = sorted(cfg.recipe.active())
+        check_sources(cfg.recipe.name, names, cfg)
+        if flags["knowledge"]:
+            check_sources("knowledge report", cfg.build.knowledge_sources, cfg)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     root = prepare_world(cfg.data, cfg.model.patch_size)
     print(f"world data: {root}")
-    if detection:
+    sources = Sources(cfg, root)
+    pending = []
+    for name in names:
+        path = sources.dir(name)
+        print(f"{name}: {path or 'this shard is done; other build.shard processes are still running'}")
+        pending += [name] if path is None else []
+    if flags["knowledge"]:
+        results = {}
+        for name in cfg.build.knowledge_sources:
+            path = sources.dir(name)
+            if path is None:
+                pending.append(name)
+                continue
+            out = sources.knowledge_dir(name, path)
+            job = Job(sources.annotator, cfg.build, open_dataset(path))
+            if build_knowledge(job, out, name) is not None:
+                results[name] = out
+        if len(results) == len(cfg.build.knowledge_sources):
+            table = Path(cfg.data.root) / "reports" / f"knowledge-{cfg.recipe.name}"
+            report(results, table, reference=cfg.build.knowledge_sources[0])
+            print(table.with_suffix(".md").read_text())
+    if flags["detection"]:
         print(f"detection annotations: {build_detection(cfg.data)}")
+    if sources.used_annotator is not None:
+        print(f"annotator: {sources.used_annotator.report()}")
+    if pending:
+        print(f"not finished yet (other build.shard processes): {pending}")
 
 
 if __name__ == "__main__":

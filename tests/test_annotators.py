@@ -1,0 +1,273 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1, and the world oracle's answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from mmkd.data_builders.prompts import PROMPTS, parse_interleaved, parse_knowledge, parse_semantic, parse_vqa
+from PIL import Image
+
+from mmkd.annotators import AnnotatorConfig, ParseError, Prompt, Request, extract_json, make_annotator
+from mmkd.world import claims, descriptions
+from mmkd.world.scene import WorldConfig, sample_scene
+
+SECRET = "sk-test-0123456789-secret"
+
+
+class FakeServer:
+    """A chat-completions server whose behaviour is chosen by the word the prompt ends with.
+
+    valid / malformed_then_valid / slow_then_valid / 500_then_valid / 429_then_valid / always_500 /
+    bad_request / refusal / image (answers with the size of the image it was sent).
+    """
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+        self.auth: set[str] = set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.auth.add(self.headers.get("Authorization", ""))
+                first = body["messages"][0]["content"]
+                text = first if isinstance(first, str) else first[-1]["text"]
+                mode = text.split()[-1]
+                n = outer.calls[mode] = outer.calls.get(mode, 0) + 1
+                repaired = len(body["messages"]) > 1
+                if mode == "slow_then_valid" and n == 1:
+                    time.sleep(0.6)
+                if (mode == "500_then_valid" and n == 1) or mode == "always_500":
+                    return self._send(500, {"error": "boom"})
+                if mode == "429_then_valid" and n == 1:
+                    return self._send(429, {"error": "slow down"}, {"Retry-After": "0"})
+                if mode == "bad_request":
+                    return self._send(400, {"error": "no such model"})
+                if mode == "refusal":
+                    return self._reply("I'm sorry, I can't help with that.")
+                if mode == "malformed_then_valid" and not repaired:
+                    return self._reply('{"value": 1,')
+                if mode == "image":
+                    url = first[0]["image_url"]["url"]
+                    assert url.startswith("data:image/png;base64,")
+                    im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+                    return self._reply(json.dumps({"value": f"{im.size[0]}x{im.size[1]}"}))
+                return self._reply(json.dumps({"value": mode}))
+
+            def _reply(self, content):
+                self._send(
+                    200,
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": content}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                    },
+                )
+
+            def _send(self, code, obj, headers=None):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.httpd.shutdown()
+
+
+PROMPT = Prompt("test", "v1", "Answer in JSON. Mode: {mode}", "json", "test")
+
+
+def _parse(text):
+    value = extract_json(text)
+    if not isinstance(value, dict) or "value" not in value:
+        raise ParseError("malformed_json", "need an object with 'value'")
+    return value["value"]
+
+
+def _config(url, tmp_path, **kw):
+    base = dict(
+        backend="openai",
+        model="test-model",
+        base_url=url,
+        api_key_env="MMKD_TEST_KEY",
+        timeout_s=0.3,
+        max_retries=2,
+        backoff_s=0.01,
+        concurrency=4,
+        cache_dir=str(tmp_path / "cache"),
+        price_input_per_mtok=1.0,
+        price_output_per_mtok=2.0,
+    )
+    return AnnotatorConfig(**{**base, **kw})
+
+
+MODES = [
+    "valid",
+    "malformed_then_valid",
+    "slow_then_valid",
+    "500_then_valid",
+    "429_then_valid",
+    "always_500",
+    "bad_request",
+    "refusal",
+]
+
+
+def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMKD_TEST_KEY", SECRET)
+    requests = [Request(m, PROMPT, _parse, fields={"mode": m}) for m in MODES]
+    annotator = make_annotator(_config(server.url, tmp_path))
+    out = {r.key: r for r in annotator.annotate(requests)}
+
+    for m in ("valid", "malformed_then_valid", "slow_then_valid", "500_then_valid", "429_then_valid"):
+        assert out[m].error is None and out[m].value == m
+    assert out["malformed_then_valid"].repairs == 1
+    assert out["always_500"].error == "http_500" and "after 2 retries" in out["always_500"].detail
+    assert out["bad_request"].error == "http_400"
+    assert out["refusal"].error == "refusal" and out["refusal"].repairs == 2
+    s = annotator.report()
+    assert s["retries.timeout"] == 1 and s["retries.http_429"] == 1
+    assert s["retries.http_500"] == 1 + 2  # one for 500_then_valid, two for always_500
+    assert "retries.http_400" not in s  # a 4xx other than 429 is not retried
+    assert s["parse_errors.malformed_json"] == 1 and s["parse_errors.refusal"] == 3
+    assert s["rejects"] == 3 and s["requests"] == len(MODES) and s["repaired"] == 1
+    assert server.calls["always_500"] == 3 and server.calls["bad_request"] == 1
+    assert server.calls["slow_then_valid"] == 2 and server.calls["refusal"] == 3
+    # Token accounting: 10 + 5 tokens per 200 reply; cost from the configured prices.
+    replies = 1 + 2 + 1 + 1 + 1 + 3  # valid, malformed+repair, slow, 500, 429, refusal x3
+    assert s["prompt_tokens"] == 10 * replies and s["completion_tokens"] == 5 * replies
+    assert s["cost_usd"] == pytest.approx((10 * replies * 1.0 + 5 * replies * 2.0) / 1e6)
+    assert server.auth == {f"Bearer {SECRET}"}
+
+    # A rerun with a fresh annotator costs nothing for what succeeded: every reply comes from the cache.
+    calls_before = dict(server.calls)
+    again = make_annotator(_config(server.url, tmp_path))
+    out2 = {r.key: r for r in again.annotate(requests)}
+    assert {k: (r.value, r.error) for k, r in out2.items()} == {k: (r.value, r.error) for k, r in out.items()}
+    for m in (
+        "valid",
+        "malformed_then_valid",
+        "slow_then_valid",
+        "500_then_valid",
+        "429_then_valid",
+        "refusal",
+    ):
+        assert server.calls[m] == calls_before[m], m
+    r2 = again.report()
+    assert r2["cache_hits"] == replies and r2.get("prompt_tokens", 0) == 0 and r2["cost_usd"] == 0
+    assert r2["cached_prompt_tokens"] == 10 * replies
+
+    # The key never leaves the environment: not in responses, reports or the cache file.
+    dumped = json.dumps([vars(r) for r in out.values()]) + json.dumps(s) + json.dumps(r2)
+    assert SECRET not in dumped
+    assert SECRET.encode() not in (tmp_path / "cache" / "responses.sqlite").read_bytes()
+
+
+def test_images_travel_as_data_urls_and_enter_the_cache_key(server, tmp_path):
+    annotator = make_annotator(_config(server.url, tmp_path))
+    reqs = [
+        Request(f"im{i}", PROMPT, _parse, fields={"mode": "image"}, images=[Image.new("RGB", (8 + i, 8))])
+        for i in range(3)
+    ]
+    assert [r.value for r in annotator.annotate(reqs)] == ["8x8", "9x8", "10x8"]
+    assert server.calls["image"] == 3  # same text, different images: three cache keys
+
+
+def test_unreachable_server_is_a_reject_not_a_crash(tmp_path):
+    annotator = make_annotator(_config("http://127.0.0.1:9/v1", tmp_path, max_retries=1))
+    (r,) = annotator.annotate([Request("x", PROMPT, _parse, fields={"mode": "valid"})])
+    assert r.error == "connection" and "127.0.0.1:9" in r.detail
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"annotator\.backend='gpt'"):
+        AnnotatorConfig(backend="gpt").validate()
+    with pytest.raises(ValueError, match=r"annotator\.hallucination=1\.5"):
+        AnnotatorConfig(hallucination=1.5).validate()
+
+
+@pytest.mark.parametrize(
+    "parser, text, reason",
+    [
+        (parse_vqa, '[{"question": "q", "answer": "a"}]', "qa_count"),
+        (parse_vqa, '[{"question": "q", "answer": ""}]', "empty_answer"),
+        (parse_vqa, '{"question": "q"}', "malformed_json"),
+        (parse_semantic, '{"hierarchical semantic information": {"type theme": ""}}', "missing_field"),
+        (parse_interleaved(3), "a <Image 1> b <Image 3> c <Image 2>", "bad_placeholders"),
+        (parse_knowledge, '{"Fact": [{"level": "L1"}], "Abstract": []}', "malformed_json"),
+        (parse_knowledge, "", "empty_answer"),
+    ],
+)
+def test_parsers_reject_with_reasons(parser, text, reason):
+    with pytest.raises(ParseError) as e:
+        parser(text)
+    assert e.value.reason == reason
+
+
+def test_parsers_accept_real_model_output():
+    fenced = (
+        "```json\n[" + ", ".join(f'{{"question": "q{i}", "answer": "a{i}"}}' for i in range(6)) + "]\n```"
+    )
+    assert parse_vqa("Here you go:\n" + fenced)[0] == ("q0", "a0")
+    assert parse_interleaved(3)("a <Image 1> b <Image 2> c <Image 3>") == "a <image> b <image> c <image>"
+    assert parse_knowledge(
+        '{"Fact": [{"fact": "The cat is black", "level": "L1"}], "Abstract": ["cozy"]}'
+    ) == (
+        ["the cat is black"],
+        ["cozy"],
+    )
+
+
+def test_oracle_answers_every_prompt_and_vqa1_reads_only_the_caption():
+    cfg = WorldConfig(image_size=48)
+    oracle = make_annotator(AnnotatorConfig())
+    a, b = (sample_scene(cfg, "t", i, layout="objects", n_objects=3) for i in (1, 2))
+    ctx = {"scenes": [a.to_json(), b.to_json()]}
+    caption = descriptions.caption(a, descriptions.Noise(), random.Random(0))
+    (r,) = oracle.annotate([Request("x", PROMPTS["vqa_from_caption"], parse_vqa, fields={"cap": caption})])
+    assert 5 <= len(r.value) <= 15 and r.value[0][0] == "What does this image show as a whole?"
+    for q, ans in r.value:
+        assert all(claims.holds(c, [a]) for c in claims.read_qa(q, ans)), (q, ans)
+    # The same caption with no scene graph gives the same Q/A: the oracle read only the text.
+    (r2,) = oracle.annotate([Request("x", PROMPTS["vqa_from_caption"], parse_vqa, fields={"cap": caption})])
+    assert r2.value == r.value
+    (sem,) = oracle.annotate(
+        [Request("s", PROMPTS["semantic"], parse_semantic, context={"scenes": ctx["scenes"][:1]})]
+    )
+    assert sem.value["type theme"] == "everyday scene" and sem.value["domain direction"] == a.theme
+
+
+def test_noise_makes_captions_wrong_at_the_configured_rates():
+    cfg = WorldConfig(image_size=48)
+    noisy = descriptions.Noise(omission=0.0, hallucination=1.0)
+    false_claims = 0
+    for i in range(50):
+        scene = sample_scene(cfg, "t", i, layout="objects")
+        got = claims.read(descriptions.caption(scene, noisy, random.Random(i)))
+        false_claims += any(claims.holds(c, [scene]) is False for c in got)
+    assert false_claims >= 45  # every caption invents an object (when a cell is free)
+    for i in range(50):
+        scene = sample_scene(cfg, "t", i)
+        got = claims.read(descriptions.caption(scene, descriptions.Noise(), random.Random(i)))
+        assert all(claims.holds(c, [scene]) is not False for c in got)
