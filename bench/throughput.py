@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import torch
-from mmkd.data_builders.sources import prepare_world
 
 from mmkd.config import DataConfig, RecipeConfig, RunConfig, TrainConfig, load_group
+from mmkd.data_builders.sources import prepare_world
 from mmkd.loader import MixtureDataset
 from mmkd.model.config import ModelConfig
 from mmkd.templates import Templates

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mmkd.data_builders.rejects import RejectLog
 from PIL import Image
 from tqdm import tqdm
 
+from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import IMAGE_MARKER, Sample, SampleError, Turn
 from mmkd.shards import MANIFEST, ShardWriter
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmkd.annotators import Annotator, Request, Response
+from mmkd.config import BuildConfig
 from mmkd.data_builders import engine
 from mmkd.data_builders.pairing import group_images, pair_images
 from mmkd.data_builders.prompts import (
@@ -30,9 +32,6 @@ from mmkd.data_builders.prompts import (
     parse_vqa,
 )
 from mmkd.data_builders.rejects import RejectLog
-
-from mmkd.annotators import Annotator, Request, Response
-from mmkd.config import BuildConfig
 from mmkd.schema import Sample, Turn
 from mmkd.shards import Dataset, iter_shard
 

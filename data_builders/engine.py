@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.data_builders.rejects import RejectLog
-
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST, ShardFile, shard_name, write_json_atomic, write_manifest
 

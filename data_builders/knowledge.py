@@ -13,12 +13,11 @@ import json
 import statistics
 from pathlib import Path
 
+from mmkd.annotators import Request
 from mmkd.data_builders import engine
 from mmkd.data_builders.annotated import Job, chunks, input_ids, load_samples
 from mmkd.data_builders.prompts import PROMPTS, parse_knowledge
 from mmkd.data_builders.rejects import RejectLog
-
-from mmkd.annotators import Request
 from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.shards import write_json_atomic
 

@@ -19,6 +19,9 @@ from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
 
+from mmkd.annotators import Annotator, make_annotator
+from mmkd.annotators.world_oracle import ORACLE_VERSION
+from mmkd.config import ConfigError, DataConfig, RunConfig
 from mmkd.data_builders import world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
@@ -30,10 +33,6 @@ from mmkd.data_builders.annotated import (
     build_vqa_from_caption,
 )
 from mmkd.data_builders.prompts import PROMPTS
-
-from mmkd.annotators import Annotator, make_annotator
-from mmkd.annotators.world_oracle import ORACLE_VERSION
-from mmkd.config import ConfigError, DataConfig, RunConfig
 from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
 from mmkd.world import descriptions

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import hydra
-from mmkd.data_builders.annotated import Job
-from mmkd.data_builders.knowledge import build_knowledge, report
-from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
 from omegaconf import DictConfig, OmegaConf
 
 from mmkd.config import ConfigError, to_run_config
+from mmkd.data_builders.annotated import Job
+from mmkd.data_builders.knowledge import build_knowledge, report
+from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
 from mmkd.shards import open_dataset
 
 FLAGS = ("detection", "knowledge")

@@ -23,7 +23,6 @@ from typing import Any
 
 from mmkd.data_builders import adapters
 from mmkd.data_builders.rejects import RejectedRecord, RejectLog
-
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST
 

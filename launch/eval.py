@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mmkd.data_builders.sources import prepare_world
 from omegaconf import OmegaConf
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint
 from mmkd.config import ConfigError, to_run_config
+from mmkd.data_builders.sources import prepare_world
 from mmkd.model import VLM
 from mmkd.pipeline import evaluate
 from mmkd.tokenizer import Tokenizer

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mmkd.data_builders.sources import prepare_world
 from omegaconf import OmegaConf
 
 from mmkd.config import DataConfig, RunConfig, load_group, to_run_config
+from mmkd.data_builders.sources import prepare_world
 from mmkd.model.config import ModelConfig
 from mmkd.tokenizer import Tokenizer
 from mmkd.world.scene import WorldConfig

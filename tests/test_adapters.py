@@ -13,6 +13,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from mmkd.data_builders.adapters import (
     coco_captions,
     convert,
@@ -25,8 +27,6 @@ from mmkd.data_builders.adapters import (
 )
 from mmkd.data_builders.rejects import RejectedRecord, RejectLog
 from mmkd.data_builders.world_sources import build_detection
-from PIL import Image
-
 from mmkd.schema import Sample, Turn
 from mmkd.shards import open_dataset
 from mmkd.world.scene import WorldConfig

@@ -6,93 +6,59 @@ import base64
 import io
 import json
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from mmkd.data_builders.prompts import PROMPTS, parse_interleaved, parse_knowledge, parse_semantic, parse_vqa
 from PIL import Image
 
 from mmkd.annotators import AnnotatorConfig, ParseError, Prompt, Request, extract_json, make_annotator
+from mmkd.data_builders.prompts import PROMPTS, parse_interleaved, parse_knowledge, parse_semantic, parse_vqa
 from mmkd.world import claims, descriptions
 from mmkd.world.scene import WorldConfig, sample_scene
+from tests.fake_openai import FakeOpenAI, prompt_text
 
 SECRET = "sk-test-0123456789-secret"
 
 
-class FakeServer:
-    """A chat-completions server whose behaviour is chosen by the word the prompt ends with.
+class ModeServer(FakeOpenAI):
+    """Behaviour chosen by the word the prompt ends with:
 
     valid / malformed_then_valid / slow_then_valid / 500_then_valid / 429_then_valid / always_500 /
     bad_request / refusal / image (answers with the size of the image it was sent).
     """
 
     def __init__(self):
-        self.calls: dict[str, int] = {}
-        self.auth: set[str] = set()
-        outer = self
+        self.by_mode: dict[str, int] = {}
+        super().__init__(self.respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.auth.add(self.headers.get("Authorization", ""))
-                first = body["messages"][0]["content"]
-                text = first if isinstance(first, str) else first[-1]["text"]
-                mode = text.split()[-1]
-                n = outer.calls[mode] = outer.calls.get(mode, 0) + 1
-                repaired = len(body["messages"]) > 1
-                if mode == "slow_then_valid" and n == 1:
-                    time.sleep(0.6)
-                if (mode == "500_then_valid" and n == 1) or mode == "always_500":
-                    return self._send(500, {"error": "boom"})
-                if mode == "429_then_valid" and n == 1:
-                    return self._send(429, {"error": "slow down"}, {"Retry-After": "0"})
-                if mode == "bad_request":
-                    return self._send(400, {"error": "no such model"})
-                if mode == "refusal":
-                    return self._reply("I'm sorry, I can't help with that.")
-                if mode == "malformed_then_valid" and not repaired:
-                    return self._reply('{"value": 1,')
-                if mode == "image":
-                    url = first[0]["image_url"]["url"]
-                    assert url.startswith("data:image/png;base64,")
-                    im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-                    return self._reply(json.dumps({"value": f"{im.size[0]}x{im.size[1]}"}))
-                return self._reply(json.dumps({"value": mode}))
-
-            def _reply(self, content):
-                self._send(
-                    200,
-                    {
-                        "choices": [{"message": {"role": "assistant", "content": content}}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
-                    },
-                )
-
-            def _send(self, code, obj, headers=None):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def respond(self, body: dict, _: int) -> tuple:
+        mode = prompt_text(body).split()[-1]
+        n = self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
+        if mode == "slow_then_valid" and n == 1:
+            time.sleep(0.6)
+        if (mode == "500_then_valid" and n == 1) or mode == "always_500":
+            return 500, "boom"
+        if mode == "429_then_valid" and n == 1:
+            return 429, "slow down", {"Retry-After": "0"}
+        if mode == "bad_request":
+            return 400, "no such model"
+        if mode == "refusal":
+            return 200, "I'm sorry, I can't help with that."
+        if mode == "malformed_then_valid" and len(body["messages"]) == 1:
+            return 200, '{"value": 1,'
+        if mode == "image":
+            url = body["messages"][0]["content"][0]["image_url"]["url"]
+            assert url.startswith("data:image/png;base64,")
+            im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            return 200, json.dumps({"value": f"{im.size[0]}x{im.size[1]}"})
+        return 200, json.dumps({"value": mode})
 
 
 @pytest.fixture
 def server():
-    s = FakeServer()
+    s = ModeServer()
     yield s
-    s.httpd.shutdown()
+    s.close()
 
 
 PROMPT = Prompt("test", "v1", "Answer in JSON. Mode: {mode}", "json", "test")
@@ -152,8 +118,8 @@ def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, mon
     assert "retries.http_400" not in s  # a 4xx other than 429 is not retried
     assert s["parse_errors.malformed_json"] == 1 and s["parse_errors.refusal"] == 3
     assert s["rejects"] == 3 and s["requests"] == len(MODES) and s["repaired"] == 1
-    assert server.calls["always_500"] == 3 and server.calls["bad_request"] == 1
-    assert server.calls["slow_then_valid"] == 2 and server.calls["refusal"] == 3
+    assert server.by_mode["always_500"] == 3 and server.by_mode["bad_request"] == 1
+    assert server.by_mode["slow_then_valid"] == 2 and server.by_mode["refusal"] == 3
     # Token accounting: 10 + 5 tokens per 200 reply; cost from the configured prices.
     replies = 1 + 2 + 1 + 1 + 1 + 3  # valid, malformed+repair, slow, 500, 429, refusal x3
     assert s["prompt_tokens"] == 10 * replies and s["completion_tokens"] == 5 * replies
@@ -161,7 +127,7 @@ def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, mon
     assert server.auth == {f"Bearer {SECRET}"}
 
     # A rerun with a fresh annotator costs nothing for what succeeded: every reply comes from the cache.
-    calls_before = dict(server.calls)
+    calls_before = dict(server.by_mode)
     again = make_annotator(_config(server.url, tmp_path))
     out2 = {r.key: r for r in again.annotate(requests)}
     assert {k: (r.value, r.error) for k, r in out2.items()} == {k: (r.value, r.error) for k, r in out.items()}
@@ -173,7 +139,7 @@ def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, mon
         "429_then_valid",
         "refusal",
     ):
-        assert server.calls[m] == calls_before[m], m
+        assert server.by_mode[m] == calls_before[m], m
     r2 = again.report()
     assert r2["cache_hits"] == replies and r2.get("prompt_tokens", 0) == 0 and r2["cost_usd"] == 0
     assert r2["cached_prompt_tokens"] == 10 * replies
@@ -191,7 +157,7 @@ def test_images_travel_as_data_urls_and_enter_the_cache_key(server, tmp_path):
         for i in range(3)
     ]
     assert [r.value for r in annotator.annotate(reqs)] == ["8x8", "9x8", "10x8"]
-    assert server.calls["image"] == 3  # same text, different images: three cache keys
+    assert server.by_mode["image"] == 3  # same text, different images: three cache keys
 
 
 def test_unreachable_server_is_a_reject_not_a_crash(tmp_path):

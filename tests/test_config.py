@@ -5,10 +5,10 @@ import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
-from mmkd.data_builders.sources import SourceError, check_sources
 from omegaconf import OmegaConf
 
 from mmkd.config import ConfigError, RecipeConfig, to_run_config
+from mmkd.data_builders.sources import SourceError, check_sources
 from tests.conftest import REPO
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]

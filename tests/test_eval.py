@@ -3,9 +3,9 @@
 import random
 
 import torch
+
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import blind_answer, generate, option_loglik
-
 from mmkd.templates import Templates
 from mmkd.world.benchmarks import BenchItem
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import torch
-from mmkd.data_builders.sources import source_dirs
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
 from mmkd.trainer import lr_at, train
 from tests.conftest import REPO, SMALL_SIZES, micro_run_config
