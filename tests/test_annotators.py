@@ -237,3 +237,46 @@ def test_noise_makes_captions_wrong_at_the_configured_rates():
         scene = sample_scene(cfg, "t", i)
         got = claims.read(descriptions.caption(scene, descriptions.Noise(), random.Random(i)))
         assert all(claims.holds(c, [scene]) is not False for c in got)
+
+
+def test_transformers_backend_runs_a_local_checkpoint(world, tmp_path):
+    """Plumbing on a tiny random Llama saved locally: prompt -> generate -> parse -> reject or value."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    _, root = world
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(root / "tokenizer.json"), bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=8192,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    cfg = AnnotatorConfig(backend="transformers", model=str(ckpt), max_tokens=8, json_repairs=1)
+    annotator = make_annotator(cfg)
+    text = Request("t", PROMPTS["knowledge"], parse_knowledge, fields={"text": "The ball is red."})
+    image = Request("i", PROMPTS["caption"], _parse, images=[Image.new("RGB", (8, 8))])
+    r_text, r_image = annotator.annotate([text, image])
+    assert r_text.error == "malformed_json" and r_text.repairs == 1  # random weights write no JSON
+    assert r_image.error == "images_unsupported" and "annotator=openai" in r_image.detail
+    s = annotator.report()
+    assert s["requests"] == 2 and 0 < s["completion_tokens"] <= 2 * 8 and s["prompt_tokens"] > 500
+    # Greedy decoding: the same request gives the same answer.
+    again = make_annotator(cfg).annotate([text])[0]
+    assert again.error == r_text.error and again.detail == r_text.detail
+    with pytest.raises(ValueError, match=r"annotator\.model='/nonexistent'.*never downloads"):
+        make_annotator(AnnotatorConfig(backend="transformers", model="/nonexistent"))
