@@ -151,3 +151,35 @@ def test_recipe_trains_on_a_dataset_given_by_path(world, tmp_path):
     assert mixture["caption1"]["path"] == str(tmp_path / "caption1") and "vqa0" not in mixture
     trained = (run / "samples.rank0.txt").read_text().split()
     assert any(t.startswith("caption1-") for t in trained) and not any(t.startswith("vqa0-") for t in trained)
+
+
+def test_pair_caption_v2_builds_its_pair_captions_and_trains_under_torchrun(world, tmp_path):
+    """The README main job, small: rank 0 builds pair captions with the world oracle; both ranks train."""
+    data, _ = world
+    run = tmp_path / "run"
+    stdout = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            str(REPO / "launch/train.py"),
+            "recipe=pair_caption_v2",
+            "model=micro",
+            "train=smoke",
+            "train.budget_samples=128",
+            "train.trace_samples=true",
+            "eval.max_items=4",
+            "eval.abilities=[existence]",
+            f"run_dir={run}",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    assert "| existence | accuracy | 4 |" in stdout
+    mixture = json.loads((run / "mixture.json").read_text())["sources"]
+    assert set(mixture) == {"pair_caption", "vqa0", "text", "other"}
+    built = mixture["pair_caption"]["path"]
+    assert "/annotated/pair_caption-" in built and mixture["pair_caption"]["kinds"]["pair"] > 0
+    trained = [t for r in (0, 1) for t in (run / f"samples.rank{r}.txt").read_text().split()]
+    assert any(t.startswith("pair_caption-") for t in trained)
+    assert not any(t.startswith("caption0-") for t in trained)
