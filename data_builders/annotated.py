@@ -268,15 +268,7 @@ def build_pair_caption(job: Job, semantic_dir: Path, out: Path, name: str = "pai
                 _reject(rejects, job.source, r)
                 continue
             out_samples.append(
-                Sample(
-                    id=f"{name}-{a}-{b}",
-                    kind="pair",
-                    source=name,
-                    images=[*got[a].images[:1], *got[b].images[:1]],
-                    text=r.value,
-                    provenance={**prov, "from": [a, b]},
-                    metadata=scenes([got[a], got[b]]),
-                )
+                _joint_sample(name, "pair", f"{name}-{a}-{b}", [got[a], got[b]], r.value, prov)
             )
         single = [got[i] for i in singles]
         for r in job.annotator.annotate(_caption_requests(job.source, single, rejects), "single captions"):
@@ -289,6 +281,19 @@ def build_pair_caption(job: Job, semantic_dir: Path, out: Path, name: str = "pai
     job.run(out, units, work)
     return job.finish(
         out, name, prov, {"pairing": {"candidate_pairs": len(pairs), "unpaired": len(unpaired)}}
+    )
+
+
+def _joint_sample(name: str, kind: str, id: str, members: list[Sample], text: str, prov: dict) -> Sample:
+    """A sample about several input images (a pair, an interleaved group), one image from each."""
+    return Sample(
+        id=id,
+        kind=kind,
+        source=name,
+        images=[m.images[0] for m in members],
+        text=text,
+        provenance={**prov, "from": [m.id for m in members]},
+        metadata=scenes(members),
     )
 
 
@@ -322,16 +327,9 @@ def build_interleaved(job: Job, semantic_dir: Path, out: Path, name: str = "inte
             if r.error:
                 _reject(rejects, job.source, r)
                 continue
+            members = [got[i] for i in g]
             out_samples.append(
-                Sample(
-                    id=f"{name}-{g[0]}-{len(g)}",
-                    kind="interleaved",
-                    source=name,
-                    images=[got[i].images[0] for i in g],
-                    text=r.value,
-                    provenance={**prov, "from": g},
-                    metadata=scenes([got[i] for i in g]),
-                )
+                _joint_sample(name, "interleaved", f"{name}-{g[0]}-{len(g)}", members, r.value, prov)
             )
         return out_samples
 

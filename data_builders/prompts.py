@@ -14,20 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.annotators import ParseError, Prompt, check_text, extract_json
-from mmkd.schema import IMAGE_MARKER
+from mmkd.schema import IMAGE_MARKER, SEMANTIC_FIELDS
 
 _DIR = Path(__file__).parent / "prompts"
 MIN_QA, MAX_QA = 5, 15  # seed 000 A.1.2
-SEMANTIC_FIELDS = (
-    "type theme",
-    "domain direction",
-    "semantic subcategory",
-    "core objects",
-    "core concepts",
-    "function or role",
-    "distinguishing key information",
-    "low value surface information",
-)
 REQUIRED_SEMANTIC = SEMANTIC_FIELDS[:3]  # "(required)" in A.1.3
 
 

@@ -33,6 +33,20 @@ _IMAGE_COUNTS: dict[str, tuple[int, int | None]] = {
 }
 
 
+# The hierarchical semantic descriptor of an image (seed 000 A.1.3); the first three are required and
+# align images coarsely for pairing, the others tell aligned images apart.
+SEMANTIC_FIELDS = (
+    "type theme",
+    "domain direction",
+    "semantic subcategory",
+    "core objects",
+    "core concepts",
+    "function or role",
+    "distinguishing key information",
+    "low value surface information",
+)
+
+
 class SampleError(ValueError):
     """A sample breaks the schema; the message names the sample id and the field."""
 

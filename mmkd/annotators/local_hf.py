@@ -7,7 +7,7 @@ such a request is rejected with reason `images_unsupported`. Nothing is download
 must be a local directory, loaded from safetensors. Generation is greedy at temperature 0 and seeded
 otherwise, so the same config gives the same annotations.
 
-    python launch/build.py recipe=synthetic_vqa annotator.backend=transformers annotator.model=/ckpt/qwen2.5-7b
+    python launch/build.py recipe=synthetic_vqa annotator.backend=transformers annotator.model=/ckpt/llm
 """
 
 from __future__ import annotations

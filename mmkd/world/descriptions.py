@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mmkd.schema import SEMANTIC_FIELDS
 from mmkd.world import encyclopedia
 from mmkd.world.language import NUMBER_WORDS, chart_phrase, join_phrases, object_phrase
 from mmkd.world.scene import COLOURS, KINDS, SIZES, Scene, SceneObject, WorldConfig, sample_scene, scene_rng
@@ -135,17 +136,7 @@ def semantic(scene: Scene) -> dict:
             f"shows {len(scene.objects)} objects in a {scene.theme}",
             [f"{len(scene.objects)} objects", *sorted(f"{o.colour} {o.kind}" for o in scene.objects)],
         )
-    keys = (
-        "type theme",
-        "domain direction",
-        "semantic subcategory",
-        "core objects",
-        "core concepts",
-        "function or role",
-        "distinguishing key information",
-    )
-    out = dict(zip(keys, info))
-    out["low value surface information"] = ["background colour", "exact object offsets"]
+    out = dict(zip(SEMANTIC_FIELDS, [*info, ["background colour", "exact object offsets"]]))
     return {"hierarchical semantic information": out}
 
 
