@@ -88,17 +88,21 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def load_samples(ds: Dataset, ids: list[str]) -> dict[str, Sample]:
-    """The samples with these ids, images decoded; only the shards that hold them are read."""
-    want = set(ids)
-    found: dict[str, Sample] = {}
+def load_samples(ds: Dataset, ids: list[str], rejects: RejectLog, images: bool = True) -> dict[str, Sample]:
+    """The samples with these ids; only the shards that hold them are read. A sample whose image does
+    not decode is rejected ("image_decode") and left out."""
     index = _index(ds)
     by_shard: dict[int, set[int]] = defaultdict(set)
-    for i in want:
+    for i in set(ids):
         shard, pos = index[i]
         by_shard[shard].add(pos)
+    found: dict[str, Sample] = {}
+
+    def bad(key: str, error: str) -> None:
+        rejects.add(f"{ds.root}: {key}", "image_decode", error)
+
     for shard, positions in sorted(by_shard.items()):
-        for s in iter_shard(ds.shard_paths[shard], select=positions.__contains__):
+        for s in iter_shard(ds.shard_paths[shard], images, positions.__contains__, on_bad=bad):
             found[s.id] = s
     return found
 
@@ -156,8 +160,8 @@ def build_caption(job: Job, out: Path, name: str = "caption1") -> dict | None:
     prov = job.provenance("caption", ["caption"])
 
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
-        got = load_samples(job.source, ids)
-        samples = [got[i] for i in ids]
+        got = load_samples(job.source, ids, rejects)
+        samples = [got[i] for i in ids if i in got]
         responses = job.annotator.annotate(
             _caption_requests(job.source, samples, rejects), f"{name} captions"
         )
@@ -178,10 +182,9 @@ def build_vqa_from_caption(job: Job, out: Path, name: str = "vqa1") -> dict | No
     prov = job.provenance("vqa_from_caption", ["vqa_from_caption"])
 
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
-        got = load_samples(job.source, ids)
-        requests = [
-            Request(i, PROMPTS["vqa_from_caption"], parse_vqa, fields={"cap": got[i].text}) for i in ids
-        ]
+        got = load_samples(job.source, ids, rejects)
+        prompt = PROMPTS["vqa_from_caption"]
+        requests = [Request(i, prompt, parse_vqa, fields={"cap": got[i].text}) for i in ids if i in got]
         out_samples = []
         for r in job.annotator.annotate(requests, f"{name} Q/A"):
             if r.error:
@@ -210,12 +213,10 @@ def build_semantic(job: Job, out: Path) -> dict | None:
     prov = job.provenance("semantic", ["semantic"])
 
     def work(ids: list[str], rejects: RejectLog) -> list[dict]:
-        got = load_samples(job.source, ids)
+        got = load_samples(job.source, ids, rejects)
         requests = [
-            Request(
-                i, PROMPTS["semantic"], parse_semantic, images=got[i].images[:1], context=scenes([got[i]])
-            )
-            for i in ids
+            Request(i, PROMPTS["semantic"], parse_semantic, images=s.images[:1], context=scenes([s]))
+            for i, s in got.items()
         ]
         rows = []
         for r in job.annotator.annotate(requests, "semantic analysis"):
@@ -245,11 +246,14 @@ def build_pair_caption(job: Job, semantic_dir: Path, out: Path, name: str = "pai
 
     def work(unit: dict, rejects: RejectLog) -> list[Sample]:
         ids = [i for p in unit["pairs"] for i in p] + unit["singles"]
-        got = load_samples(job.source, ids)
-        requests = [_pair_request("pair_filter", parse_filter, got[a], got[b]) for a, b in unit["pairs"]]
+        got = load_samples(job.source, ids, rejects)
+        pairs = [(a, b) for a, b in unit["pairs"] if a in got and b in got]
+        # An image that does not decode is rejected; its partner goes to the single-caption branch.
+        singles = [i for i in ids if i in got and i not in {x for p in pairs for x in p}]
+        requests = [_pair_request("pair_filter", parse_filter, got[a], got[b]) for a, b in pairs]
         filtered = job.annotator.annotate(requests, "pair filter")
-        kept, singles = [], list(unit["singles"])
-        for (a, b), r in zip(unit["pairs"], filtered):
+        kept = []
+        for (a, b), r in zip(pairs, filtered):
             if r.error:
                 _reject(rejects, job.source, r)
             elif r.value[0]:
@@ -310,7 +314,10 @@ def build_interleaved(job: Job, semantic_dir: Path, out: Path, name: str = "inte
     prov = job.provenance("interleaved", ["semantic", "interleaved"], group_size=[b.group_min, b.group_max])
 
     def work(unit: list[list[str]], rejects: RejectLog) -> list[Sample]:
-        got = load_samples(job.source, [i for g in unit for i in g])
+        got = load_samples(job.source, [i for g in unit for i in g], rejects)
+        for g in [g for g in unit if not all(i in got for i in g)]:
+            rejects.add(f"group {'+'.join(g)}", "group_incomplete", "a member image does not decode")
+        unit = [g for g in unit if all(i in got for i in g)]
         requests = [
             Request(
                 "+".join(g),

@@ -49,10 +49,10 @@ def build_knowledge(job: Job, out: Path, name: str) -> dict | None:
     prov = job.provenance("knowledge", ["knowledge"], source=name)
 
     def work(ids: list[str], rejects: RejectLog) -> list[dict]:
-        got = load_samples(job.source, ids)
+        got = load_samples(job.source, ids, rejects, images=False)
+        prompt = PROMPTS["knowledge"]
         requests = [
-            Request(i, PROMPTS["knowledge"], parse_knowledge, fields={"text": sample_text(got[i])})
-            for i in ids
+            Request(i, prompt, parse_knowledge, fields={"text": sample_text(s)}) for i, s in got.items()
         ]
         rows = []
         for r in job.annotator.annotate(requests, f"knowledge of {name}"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mmkd.schema import Sample
 
@@ -240,31 +240,41 @@ def is_complete(root: str | Path) -> bool:
 
 
 def iter_shard(
-    path: str | Path, images: bool = True, select: Callable[[int], bool] | None = None
+    path: str | Path,
+    images: bool = True,
+    select: Callable[[int], bool] | None = None,
+    on_bad: Callable[[str, str], None] | None = None,
 ) -> Iterator[Sample]:
     """Stream the samples of one shard in write order.
 
     `images=False` yields samples without pixels; `select(i)` keeps only the i-th samples it accepts
-    (the others are skipped without decoding).
+    (the others are skipped without decoding). An image that fails to decode raises, naming the shard
+    and sample, unless `on_bad(sample_key, error)` is given: then that sample is skipped.
     """
     with tarfile.open(path, "r") as tar:
-        key, record, pixels, index = None, None, {}, -1
+        key, record, pixels, index, bad = None, None, {}, -1, False
         for member in tar:
             stem, ext = member.name.split(".", 1)
             if stem != key:
-                if key is not None and (select is None or select(index)):
+                if key is not None and not bad and (select is None or select(index)):
                     yield _assemble(path, record, pixels, images)
-                key, record, pixels, index = stem, None, {}, index + 1
+                key, record, pixels, index, bad = stem, None, {}, index + 1, False
             if select is not None and not select(index):
                 continue
             if ext == "json":
                 record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
             elif images:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data)).convert("RGB")
+                try:
+                    pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data)).convert("RGB")
+                except (UnidentifiedImageError, OSError) as e:
+                    if on_bad is None:
+                        raise ValueError(f"{path}: image {member.name} does not decode ({e})") from None
+                    on_bad(stem, f"{member.name}: {e}")
+                    bad = True
             else:
                 pixels[int(ext.split(".")[0])] = None
-        if key is not None and (select is None or select(index)):
+        if key is not None and not bad and (select is None or select(index)):
             yield _assemble(path, record, pixels, images)
 
 

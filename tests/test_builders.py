@@ -222,3 +222,36 @@ def test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache(buil
         assert m2["annotator"]["cache_hits"] >= m["num_samples"]
     finally:
         server.close()
+
+
+def test_an_image_that_does_not_decode_is_rejected_and_the_build_goes_on(built, tmp_path):
+    import io
+    import tarfile
+    from itertools import islice
+
+    from mmkd.shards import ShardWriter
+
+    sources, dirs = built
+    with ShardWriter(tmp_path / "in", "in", {"builder": "test"}, samples_per_shard=100) as w:
+        for s in islice(open_dataset(dirs["caption0"]), 40):
+            w.write(s)
+    shard = tmp_path / "in" / "shard-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    broken = next(m.name for m, _ in members if m.name.endswith(".0.png"))
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            data = b"not a png" if m.name == broken else data
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    with pytest.raises(ValueError, match=r"shard-000000\.tar: image .* does not decode"):
+        list(open_dataset(tmp_path / "in"))
+
+    job = Job(sources.annotator, BuildConfig(unit_size=20), open_dataset(tmp_path / "in"))
+    assert build_semantic(job, tmp_path / "semantic") is not None
+    m = build_pair_caption(job, tmp_path / "semantic", tmp_path / "out")
+    semantic = _manifest(tmp_path / "semantic")
+    assert semantic["rejects"] == {"image_decode": 1} and semantic["num_records"] == 39
+    assert 2 * m["kinds"].get("pair", 0) + m["kinds"].get("caption", 0) == 39
+    (reject,) = [json.loads(line) for f in (tmp_path / "semantic").glob("rejects-*") for line in f.open()]
+    assert reject["reason"] == "image_decode" and broken.split(".")[0] in reject["where"]

@@ -1,4 +1,7 @@
-"""The README's main job and its promise, as a slow test (~8 minutes on 2 cores): `pytest -m slow`."""
+"""The README's main job and the baseline, with the promises the README makes about their tables.
+
+Slow (~12 and ~9 minutes on 2 cores): `python -m pytest -m slow`. Seed 0, as in the README commands.
+"""
 
 import json
 import subprocess
@@ -8,18 +11,27 @@ import pytest
 
 from tests.conftest import REPO
 
+# Abilities whose 95% CI lies above chance and the blind baseline (README "What the main job prints").
+PROMISES = {
+    # Pair-Caption-v2 drops Caption0: existence stays at 50% within this budget (README [IMPORTANT]).
+    "pair_caption_v2": ("attribute", "counting", "spatial", "chart"),
+    "baseline": ("existence", "attribute", "counting", "spatial", "chart", "knowledge_in_image"),
+}
+
 
 @pytest.mark.slow
-def test_quickstart_beats_chance_and_blind_on_the_four_visual_abilities(tmp_path):
+@pytest.mark.parametrize("recipe", PROMISES)
+def test_readme_recipes_beat_chance_and_blind(recipe, tmp_path):
+    launcher = ["-m", "torch.distributed.run"] if recipe == "pair_caption_v2" else []  # as in the README
     out = subprocess.run(
-        [sys.executable, str(REPO / "launch/train.py"), "recipe=baseline", f"run_dir={tmp_path}"],
+        [sys.executable, *launcher, str(REPO / "launch/train.py"), f"recipe={recipe}", f"run_dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "eval" / "results.json").read_text())["abilities"]
-    for ability in ("existence", "attribute", "counting", "spatial"):
+    for ability in PROMISES[recipe]:
         r = results[ability]
-        assert r["score"] - r["ci95"] > max(r["chance"], r["blind"]), (ability, r)
+        assert r["score"] - r["ci95"] > max(r["chance"] or 0, r["blind"]), (ability, r)
