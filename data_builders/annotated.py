@@ -270,6 +270,7 @@ def build_pair_caption(job: Job, semantic_dir: Path, out: Path, name: str = "pai
         for (a, b), r in zip(kept, captions):
             if r.error:
                 _reject(rejects, job.source, r)
+                singles += [a, b]
                 continue
             out_samples.append(
                 _joint_sample(name, "pair", f"{name}-{a}-{b}", [got[a], got[b]], r.value, prov)
