@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES
@@ -183,3 +184,22 @@ def test_pair_caption_v2_builds_its_pair_captions_and_trains_under_torchrun(worl
     trained = [t for r in (0, 1) for t in (run / f"samples.rank{r}.txt").read_text().split()]
     assert any(t.startswith("pair_caption-") for t in trained)
     assert not any(t.startswith("caption0-") for t in trained)
+
+
+def test_build_cli_builds_what_a_recipe_lacks_and_reports_knowledge_density(world, tmp_path):
+    data, _ = world
+    stdout = _run(
+        [
+            str(REPO / "launch/build.py"),
+            "recipe=synthetic_vqa",
+            "+knowledge=true",
+            "build.knowledge_sources=[vqa0,vqa1]",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    assert "vqa1: " in stdout and "/annotated/vqa1-" in stdout
+    assert "| vqa1 |" in stdout and "ratio to vqa0" in stdout
+    table = json.loads((Path(data.root) / "reports" / "knowledge-synthetic_vqa.json").read_text())
+    kd = {name: s["mean"] for name, s in table["sources"].items()}
+    assert table["reference"] == "vqa0" and kd["vqa1"] > kd["vqa0"] > 0
