@@ -36,6 +36,10 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float, min_ratio: flo
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class NonFiniteError(RuntimeError):
+    """The loss or gradient norm is NaN/Inf; raised before the optimiser step, so weights stay finite."""
+
+
 def accumulate_gradients(model: torch.nn.Module, micro: list[dict], world_size: int = 1) -> float:
     """Backward over all micro-batches of one step; returns the step's mean loss per supervised token.
 
@@ -147,6 +151,12 @@ def train(
             )
         loss = accumulate_gradients(ddp_model, micro, info.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        for name, value in (("loss", loss), ("grad norm", float(grad_norm))):
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f"step {step + 1}: the {name} is {value}; stopped before the optimiser step "
+                    f"(the last checkpoint in {run_dir / 'checkpoints'} is intact; try a lower train.lr)"
+                )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint
@@ -126,3 +127,34 @@ def test_micro_batches_give_the_gradient_of_the_global_token_mean(world, tokeniz
     split_loss, split = grads([collate(encoded[:2]), collate(encoded[2:7]), collate(encoded[7:])])
     assert abs(whole_loss - split_loss) < 1e-5
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, split))
+
+
+@pytest.mark.parametrize("what", ["loss", "grad norm"])
+def test_a_non_finite_loss_or_grad_norm_stops_before_the_optimiser_step(
+    what, world, tokenizer, tmp_path, monkeypatch
+):
+    from mmkd.model.vlm import VLM
+    from mmkd.trainer import NonFiniteError
+
+    real = VLM.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] < 5 or "labels" not in kwargs:
+            return out
+        loss, n = out
+        if what == "loss":
+            return loss * float("nan"), n
+        # Finite value (0), NaN gradient: d sqrt(x) / dx at 0 is inf, times 0.
+        return loss + (self.lm_head.weight.sum() * 0.0).sqrt(), n
+
+    monkeypatch.setattr(VLM, "forward", poisoned)
+    saved = {}
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: saved.setdefault("stepped", True))
+    with pytest.raises(
+        NonFiniteError, match=rf"step \d+: the {what} is nan; stopped before the optimiser step"
+    ):
+        _train(world, tokenizer, tmp_path / "run", budget_samples=256, global_batch=16, micro_batch=8)
+    assert calls["n"] >= 5
