@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.model.config import ModelConfig
+from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import WorldConfig
 
@@ -110,8 +111,16 @@ class TrainConfig:
     beta2: float = 0.98
     eps: float = 1e-6
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam (L2 decay, seed 000) | adamw (decoupled decay, MMGIC)
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay; mmkd/schedules.py)
     warmup_frac: float = 0.05
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    min_lr_ratio: float = 0.1  # the schedule decays to this fraction of the peak
+    decay_frac: float = 0.2  # wsd: the last fraction of steps that decays
+    decay_shape: str = "1-sqrt"  # wsd: linear | cosine | 1-sqrt | exp
+    # Per-module learning rates, by parameter-name prefix (e.g. {vision: 0.1}), and frozen prefixes
+    # (e.g. [vision, decoder] to train the projector alone: the alignment stage).
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)
     grad_clip: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
@@ -158,6 +167,16 @@ class RunConfig:
             )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
+        choices = {"optimizer": ("adam", "adamw"), "schedule": SCHEDULES, "decay_shape": DECAY_SHAPES}
+        for key, allowed in choices.items():
+            if getattr(t, key) not in allowed:
+                raise ConfigError(f"train.{key}={getattr(t, key)!r}: must be one of {list(allowed)}")
+        if not 0 < t.decay_frac <= 1:
+            raise ConfigError(f"train.decay_frac={t.decay_frac}: must be in (0, 1]")
+        modules = ("vision", "projector", "decoder", "lm_head")
+        for prefix in [*t.lr_multipliers, *t.freeze]:
+            if prefix.split(".")[0] not in modules:
+                raise ConfigError(f"train: unknown module prefix {prefix!r}; modules are {list(modules)}")
         bad = [a for a in self.eval.abilities if a not in ABILITIES]
         if bad:
             raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")

@@ -23,17 +23,9 @@ from mmkd.config import ConfigError, RunConfig
 from mmkd.distributed import DistInfo, all_reduce_sum, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
+from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
-
-
-def lr_at(step: int, total: int, peak: float, warmup_frac: float, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to `min_ratio * peak` at the last step."""
-    warmup = max(1, round(total * warmup_frac))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 class NonFiniteError(RuntimeError):
@@ -90,9 +82,10 @@ def train(
     t = cfg.train
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     model = build_model(cfg, tokenizer)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, weight_decay=t.weight_decay
-    )
+    groups = param_groups(model, t.lr_multipliers, t.freeze, t.weight_decay)
+    # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10).
+    optimizer_class = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     total_steps = t.budget_samples // t.global_batch
     accum = t.global_batch // (t.micro_batch * info.world_size)
     if accum < 1 or t.global_batch % (t.micro_batch * info.world_size):
@@ -140,9 +133,11 @@ def train(
         }
 
     while step < total_steps:
-        lr = lr_at(step, total_steps, t.lr, t.warmup_frac, t.min_lr_ratio)
+        lr = learning_rate(
+            step, total_steps, t.lr, t.warmup_frac, t.min_lr_ratio, t.schedule, t.decay_frac, t.decay_shape
+        )
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         micro = [next(batches) for _ in range(accum)]
         if t.trace_samples:
             _append(

@@ -12,7 +12,8 @@ import torch
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint
 from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
-from mmkd.trainer import lr_at, train
+from mmkd.schedules import learning_rate
+from mmkd.trainer import train
 from tests.conftest import REPO, SMALL_SIZES, micro_run_config
 
 
@@ -59,7 +60,7 @@ def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
 
 
 def test_schedule_warms_up_then_decays_to_min_ratio():
-    lrs = [lr_at(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
+    lrs = [learning_rate(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
     assert lrs[0] == 0.1 and lrs[9] == 1.0 and max(lrs) == 1.0
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:])) and abs(lrs[-1] - 0.1) < 0.01
 
