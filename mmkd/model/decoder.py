@@ -100,10 +100,29 @@ class Decoder(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, T, D]. attention_mask: [B, T] bool, False on (left) padding; None = all valid."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: [B, T, D]. attention_mask: [B, T] bool, False on (left) padding; None = all valid.
+
+        segments: [B, T] int for packed sequences: 1, 2, ... numbers the documents of a row, 0 marks
+        padding. Each document attends only within itself and its RoPE positions restart at 0.
+        """
         t = x.shape[1]
-        if attention_mask is None:
+        if segments is not None:
+            idx = torch.arange(t, device=x.device).expand_as(segments)
+            starts = torch.ones_like(segments, dtype=torch.bool)
+            starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+            pos = idx - torch.where(starts, idx, 0).cummax(-1).values  # position inside the document
+            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # [B, 1, T, Dh]
+            same = segments[:, :, None] == segments[:, None, :]  # [B, T, T]
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            mask = (same & causal & (segments[:, None, :] > 0))[:, None]  # [B, 1, T, T]
+            mask = mask | torch.eye(t, dtype=torch.bool, device=x.device)  # pad rows attend to themselves
+        elif attention_mask is None:
             cos, sin, mask = self.rope_cos[:t], self.rope_sin[:t], None  # [T, Dh]
         else:
             # Positions count valid tokens only, so a left-padded prompt sees the positions it trained with.

@@ -61,12 +61,15 @@ class VLM(nn.Module):
         pixels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
     ):
         """Logits [B, T, V]; with `labels`, (sum of next-token losses, number of supervised tokens).
 
-        The loss is a sum so the trainer can divide by the *global* supervised-token count.
+        The loss is a sum so the trainer can divide by the *global* supervised-token count. `segments`
+        marks packed documents (`mmkd.packing`); a document's first token is BOS, never a target, so
+        no loss crosses a document boundary.
         """
-        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask)  # [B, T, D]
+        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, segments)  # [B, T, D]
         if labels is None:
             return self.lm_head(hidden)
         target = labels[:, 1:]

@@ -1,0 +1,63 @@
+"""Packed rows give each sample exactly the logits and loss it has alone."""
+
+from itertools import islice
+
+import torch
+
+from mmkd.model import VLM
+from mmkd.packing import collate_rows, efficiency, pack
+from mmkd.shards import open_dataset
+from mmkd.templates import Templates
+from tests.conftest import model_config
+
+
+def _samples(root, n_each=4):
+    out = []
+    for source in ("caption0", "vqa0", "text", "other"):
+        out += list(islice(open_dataset(root / source), n_each))
+    return out
+
+
+def test_packed_rows_match_samples_run_alone(world, tokenizer):
+    _, root = world
+    cfg = model_config("micro")
+    cfg.vocab_size, cfg.max_seq_len = tokenizer.vocab_size, 512
+    torch.manual_seed(0)
+    model = VLM(cfg, tokenizer.image_id).eval()
+    templates = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    items = [(s.id, templates.encode(s)) for s in _samples(root)]
+    rows = pack(items, 512)
+    assert len(rows) < len(items) and all(len(r) <= 512 for r in rows)
+    assert sorted(i for r in rows for i in r.ids) == sorted(i for i, _ in items)
+    batch = collate_rows(rows, 512, tokenizer.pad_id, cfg.image_size)
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["pixels"], segments=batch["segments"])
+        loss, n = model(
+            batch["input_ids"], batch["pixels"], labels=batch["labels"], segments=batch["segments"]
+        )
+        alone_loss, alone_n = torch.zeros(()), 0
+        for b, row in enumerate(rows):
+            at = 0
+            for enc in row.samples:
+                ids = torch.tensor([enc.input_ids])
+                pixels = collate_rows([type(row)([enc], ["x"])], len(enc), tokenizer.pad_id, cfg.image_size)[
+                    "pixels"
+                ]
+                want = model(ids, pixels)[0]
+                torch.testing.assert_close(logits[b, at : at + len(enc)], want, atol=1e-4, rtol=1e-4)
+                sample_loss, sample_n = model(ids, pixels, labels=torch.tensor([enc.labels]))
+                alone_loss += sample_loss
+                alone_n += int(sample_n)
+                at += len(enc)
+    torch.testing.assert_close(loss, alone_loss, atol=1e-3, rtol=1e-5)
+    assert int(n) == alone_n
+
+
+def test_packing_fills_long_rows(world, tokenizer):
+    _, root = world
+    cfg = model_config("tiny")
+    templates = Templates(tokenizer, cfg.image_tokens, 4096)
+    items = [(s.id, templates.encode(s)) for s in _samples(root, n_each=150)]
+    rows = sorted(pack(items, 4096), key=len)
+    # Every row but the last one opened (which a stream would keep filling) is at least 99% tokens.
+    assert len(rows) > 5 and efficiency(rows[1:], 4096) >= 0.99
