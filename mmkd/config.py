@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -125,6 +126,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     resume: bool = True
+    # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
+    activation_checkpointing: bool = False
+    compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
     trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
 
@@ -171,6 +175,9 @@ class RunConfig:
         for key, allowed in choices.items():
             if getattr(t, key) not in allowed:
                 raise ConfigError(f"train.{key}={getattr(t, key)!r}: must be one of {list(allowed)}")
+        if t.compile and t.compile not in torch._dynamo.list_backends(exclude_tags=()):
+            known = torch._dynamo.list_backends(exclude_tags=())
+            raise ConfigError(f"train.compile={t.compile!r}: not a torch.compile backend; known: {known}")
         if not 0 < t.decay_frac <= 1:
             raise ConfigError(f"train.decay_frac={t.decay_frac}: must be in (0, 1]")
         modules = ("vision", "projector", "decoder", "lm_head")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,31 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def parallelize(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Data parallelism over ranks (DDP). FSDP2 / DeepSpeed engines plug in here for large models."""
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks (vision and decoder): the unit of recomputation and of compilation."""
+    from mmkd.model.decoder import DecoderLayer
+    from mmkd.model.vision import VisionBlock
+
+    return [m for m in model.modules() if isinstance(m, DecoderLayer | VisionBlock)]
+
+
+def parallelize(
+    model: nn.Module, info: DistInfo, activation_checkpointing: bool = False, compile_backend: str = ""
+) -> nn.Module:
+    """Everything that turns the single-device model into the trained one, in torchtitan's order:
+    activation checkpointing, then compilation, per block, then data parallelism over ranks (DDP).
+
+    Blocks are patched in place (their `forward`), so parameter names and checkpoints do not change.
+    FSDP2 / DeepSpeed engines plug in here for large models.
+    """
+    for block in blocks(model):
+        forward = block.forward
+        if activation_checkpointing:
+            # Keep only each block's input; recompute its activations in the backward pass.
+            forward = functools.partial(checkpoint, forward, use_reentrant=False)
+        if compile_backend:
+            forward = torch.compile(forward, backend=compile_backend, dynamic=True)
+        block.forward = forward
     if info.world_size == 1:
         return model
     return nn.parallel.DistributedDataParallel(model)

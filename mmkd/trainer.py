@@ -66,7 +66,8 @@ def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:
         f"{sec}.{k}"
         for sec in ("recipe", "model", "train")
         for k in now[sec]
-        if k not in ("resume", "log_every", "checkpoint_every") and saved[sec].get(k) != now[sec][k]
+        if k not in ("resume", "log_every", "checkpoint_every", "activation_checkpointing", "compile")
+        and saved[sec].get(k) != now[sec][k]
     ]
     if diff:
         raise ConfigError(
@@ -101,7 +102,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
-    ddp_model = parallelize(model, info)
+    ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     dataset = MixtureDataset(
         sources,
