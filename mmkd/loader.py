@@ -5,8 +5,9 @@ readers is split by shard; otherwise by sample index (sample i goes to reader i 
 ranks never read the same sample within an epoch. Each reader reshuffles its shard order every epoch
 and passes samples through a shuffle buffer.
 
-Determinism and resumption: every random stream is seeded from (seed, rank, worker, start_step), so a
-run restarted from a checkpoint at step s draws a fixed (though not the original) continuation.
+Determinism and resumption: every random stream is seeded from (seed, rank, worker), so the stream of
+batches is a pure function of the config; a run resumed at step s fast-forwards it past the batches
+it already trained on (`mmkd.trainer`) and continues exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -89,19 +90,18 @@ class MixtureDataset(IterableDataset):
         image_size: int,
         rank: int = 0,
         world_size: int = 1,
-        start_step: int = 0,
         bucket: int = 8,
     ):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
         self.sources, self.weights, self.templates = sources, weights, templates
-        self.seed, self.rank, self.world_size, self.start_step = seed, rank, world_size, start_step
+        self.seed, self.rank, self.world_size = seed, rank, world_size
         self.micro_batch, self.bucket = micro_batch, bucket
         self.collate = Collator(templates.tok.pad_id, image_size)
 
     def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
-        tag = f"{self.seed}/{reader}/{self.start_step}"
+        tag = f"{self.seed}/{reader}"
         streams = {
             name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}")
             for name in self.weights
@@ -114,7 +114,7 @@ class MixtureDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         reader, readers = self.rank * workers + worker, self.world_size * workers
-        rng = random.Random(f"{self.seed}/{reader}/{self.start_step}/bucket")
+        rng = random.Random(f"{self.seed}/{reader}/bucket")
         stream = self.samples(reader, readers)
         while True:
             pool = sorted(

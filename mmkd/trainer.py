@@ -101,6 +101,7 @@ def train(
         _check_resumable(state["config"], cfg, run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
         step = state["step"]
     ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
@@ -113,9 +114,11 @@ def train(
         cfg.model.image_size,
         info.rank,
         info.world_size,
-        start_step=step,
     )
     batches = iter(make_loader(dataset, cfg.data.num_workers))
+    # Exact resume: the batch stream is a pure function of the config, so skip what was trained on.
+    for _ in tqdm(range(step * accum), desc="resume: fast-forward data", disable=not (info.is_main and step)):
+        next(batches)
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -129,6 +132,7 @@ def train(
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
             "config": asdict(cfg),
             "tokenizer": tokenizer.to_str(),
         }

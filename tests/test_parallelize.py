@@ -35,7 +35,7 @@ def test_gradients_and_names_are_unchanged(setting, world, tokenizer):
         if apply:
             model = parallelize(model, DistInfo(), **setting)
         calls = []
-        model.decoder.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        model.decoder.layers[0].mlp.register_forward_pre_hook(lambda *_, c=calls: c.append(1))
         loss, n = model(batch["input_ids"], batch["pixels"], labels=batch["labels"])
         (loss / n).backward()
         recomputed = apply and setting.get("activation_checkpointing", False)

@@ -46,6 +46,10 @@ def test_checkpoints_and_resume(world, tokenizer, tmp_path):
     metrics = _train(world, tokenizer, run, budget_samples=128)
     assert metrics[-1]["step"] == 8 and [m["step"] for m in metrics].count(6) == 2  # 6 logged by both runs
     assert load_checkpoint(run)["step"] == 8
+    # Exact: the resumed steps reproduce the uninterrupted run's losses bit for bit.
+    uninterrupted = {m["step"]: m["loss"] for m in metrics[: len(metrics) // 2 + 1]}
+    resumed = {m["step"]: m["loss"] for m in metrics[len(metrics) // 2 + 1 :]}
+    assert resumed == {s: uninterrupted[s] for s in resumed}
 
 
 def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
