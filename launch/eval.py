@@ -1,9 +1,9 @@
 """Evaluate a saved checkpoint on the world benchmarks (eval-only).
 
-    python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a .pt file
+    python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a checkpoint dir
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[counting,spatial] max_items=50
 
-The checkpoint carries its config and tokenizer; results go to <run>/eval-<checkpoint>/.
+The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+from mmkd.checkpoint import load_checkpoint, read_meta, resolve
 from mmkd.config import ConfigError, to_run_config
 from mmkd.data_builders.sources import prepare_world
 from mmkd.model import VLM
@@ -28,9 +28,12 @@ def main(argv: list[str]) -> None:
     unknown = set(args) - {"checkpoint", "abilities", "max_items", "batch_size"}
     if "checkpoint" not in args or unknown:
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
-    path = Path(args.checkpoint)
-    state = load_checkpoint(path)
-    saved = dict(state["config"])
+    try:
+        ckpt = resolve(Path(args.checkpoint))
+    except FileNotFoundError as e:
+        sys.exit(f"checkpoint error: {e}")
+    meta = read_meta(ckpt)
+    saved = dict(meta["config"])
     saved["eval"] = {
         **saved["eval"],
         **{k: args[k] for k in ("abilities", "max_items", "batch_size") if k in args},
@@ -39,11 +42,10 @@ def main(argv: list[str]) -> None:
         cfg = to_run_config(saved)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    tokenizer = Tokenizer.from_str(state["tokenizer"])
+    tokenizer = Tokenizer.from_str(meta["tokenizer"])
     model = VLM(cfg.model, tokenizer.image_id)
-    model.load_state_dict(state["model"])
-    ckpt = latest_checkpoint(path) if path.is_dir() else path
-    out = ckpt.parent.parent / f"eval-{ckpt.stem}"
+    load_checkpoint(ckpt, model)
+    out = ckpt.parent.parent / f"eval-{ckpt.name}"
     world_root = prepare_world(cfg.data, cfg.model.patch_size)
     evaluate(model, cfg, tokenizer, world_root, out, f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})")
     print((out / "report.md").read_text())

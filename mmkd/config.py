@@ -125,6 +125,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
+    keep_checkpoints: int = 2  # periodic checkpoints kept (the final one is kept too)
     resume: bool = True
     # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
     activation_checkpointing: bool = False

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mmkd.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from mmkd.config import ConfigError, RunConfig
 from mmkd.distributed import DistInfo, all_reduce_sum, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
@@ -97,12 +97,8 @@ def train(
     step = 0
     found = latest_checkpoint(run_dir) if t.resume else None
     if found is not None:
-        state = load_checkpoint(found)
-        _check_resumable(state["config"], cfg, run_dir)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step = state["step"]
+        _check_resumable(read_meta(found)["config"], cfg, run_dir)
+        step = load_checkpoint(found, model, optimizer)["step"]
     ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     dataset = MixtureDataset(
@@ -128,14 +124,7 @@ def train(
     )
     window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
 
-    def state_dict() -> dict:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "config": asdict(cfg),
-            "tokenizer": tokenizer.to_str(),
-        }
+    meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str()}
 
     while step < total_steps:
         lr = learning_rate(
@@ -184,12 +173,11 @@ def train(
                 _append(run_dir / "metrics.jsonl", json.dumps(record) + "\n")
             window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
 
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps and info.is_main:
-            save_checkpoint(run_dir, step, state_dict())
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
+            save_checkpoint(run_dir, step, model, optimizer, meta, info, keep=t.keep_checkpoints)
 
     bar.close()
-    if info.is_main:
-        save_checkpoint(run_dir, step, state_dict(), final=True)
+    save_checkpoint(run_dir, step, model, optimizer, meta, info, final=True)
     return unwrap(ddp_model)
 
 

@@ -49,7 +49,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         "eval/results.json",
         "eval/report.md",
         "eval/predictions.jsonl",
-        "checkpoints/final.pt",
+        "checkpoints/final/COMMITTED",
     ):
         assert (run / name).exists(), name
     mixture = json.loads((run / "mixture.json").read_text())
@@ -106,7 +106,7 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
         ],
         tmp_path,
     )
-    finals = [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final.pt" for s in (0, 1)]
+    finals = [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final" for s in (0, 1)]
     assert all(f.exists() for f in finals)
     configs = [(f.parent.parent / "config.yaml").read_text() for f in finals]
     assert "seed: 0" in configs[0] and "seed: 1" in configs[1]

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta
 from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
 from mmkd.schedules import learning_rate
@@ -37,15 +37,16 @@ def test_loss_falls_and_same_config_gives_same_losses(world, tokenizer, tmp_path
 def test_checkpoints_and_resume(world, tokenizer, tmp_path):
     run = tmp_path / "r"
     _train(world, tokenizer, run, budget_samples=128)  # 8 steps, checkpoint every 4
-    final = load_checkpoint(run)
-    assert final["step"] == 8 and latest_checkpoint(run).name == "final.pt"
-    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == ["step-00000004.pt"]
-    # Resume from the step-4 checkpoint as if the run had crashed there: it finishes at step 8.
-    (run / "checkpoints" / "final.pt").unlink()
-    (run / "checkpoints" / "latest").write_text("step-00000004.pt\n")
+    assert read_meta(run)["step"] == 8 and latest_checkpoint(run).name == "final"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000004"]
+    assert {p.name for p in latest_checkpoint(run).iterdir()} >= {".metadata", "meta.json", "COMMITTED"}
+    # Resume from the step-4 checkpoint as if the run had crashed while writing the final one: a
+    # checkpoint without its commit marker does not count.
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()
+    assert latest_checkpoint(run).name == "step-00000004"
     metrics = _train(world, tokenizer, run, budget_samples=128)
     assert metrics[-1]["step"] == 8 and [m["step"] for m in metrics].count(6) == 2  # 6 logged by both runs
-    assert load_checkpoint(run)["step"] == 8
+    assert read_meta(run)["step"] == 8
     # Exact: the resumed steps reproduce the uninterrupted run's losses bit for bit.
     uninterrupted = {m["step"]: m["loss"] for m in metrics[: len(metrics) // 2 + 1]}
     resumed = {m["step"]: m["loss"] for m in metrics[len(metrics) // 2 + 1 :]}
@@ -96,16 +97,30 @@ def test_torchrun_two_ranks_on_cpu(world, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "run")["step"] == 4
+    assert read_meta(tmp_path / "run")["step"] == 4
     seen = [set((tmp_path / "run" / f"samples.rank{r}.txt").read_text().split()) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
-def test_state_dict_round_trip(world, tokenizer, tmp_path):
-    _train(world, tokenizer, tmp_path / "r", budget_samples=32)
-    state = load_checkpoint(tmp_path / "r")
-    assert set(state) >= {"model", "optimizer", "config", "tokenizer", "step"}
-    assert all(isinstance(v, torch.Tensor) for v in state["model"].values())
+def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
+    from mmkd.trainer import build_model
+
+    _train(world, tokenizer, tmp_path / "r", budget_samples=256, checkpoint_every=2, keep_checkpoints=2)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == [
+        "final",
+        "step-00000012",
+        "step-00000014",
+    ]
+    meta = read_meta(tmp_path / "r")
+    assert set(meta) == {"step", "config", "tokenizer"} and meta["step"] == 16
+    cfg = micro_run_config(world[0], tmp_path / "r")
+    model = build_model(cfg, tokenizer)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    load_checkpoint(tmp_path / "r", model)
+    assert any(not torch.equal(fresh[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="not a committed checkpoint"):
+        (tmp_path / "r" / "checkpoints" / "step-00000014" / "COMMITTED").unlink()
+        load_checkpoint(tmp_path / "r" / "checkpoints" / "step-00000014", model)
 
 
 def test_micro_batches_give_the_gradient_of_the_global_token_mean(world, tokenizer):
