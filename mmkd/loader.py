@@ -101,7 +101,7 @@ class MixtureDataset(IterableDataset):
         self.collate = Collator(templates.tok.pad_id, image_size)
 
     def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
-        tag = f"{self.seed}/{reader}"
+        tag = f"{self.seed}/{reader}/0"  # "/0": streams as seeded before exact resume (README results)
         streams = {
             name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}")
             for name in self.weights
@@ -114,7 +114,7 @@ class MixtureDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         reader, readers = self.rank * workers + worker, self.world_size * workers
-        rng = random.Random(f"{self.seed}/{reader}/bucket")
+        rng = random.Random(f"{self.seed}/{reader}/0/bucket")
         stream = self.samples(reader, readers)
         while True:
             pool = sorted(
