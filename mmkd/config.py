@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.annotators.base import AnnotatorConfig
+from mmkd.distributed import ENGINES
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.world.benchmarks import ABILITIES
@@ -127,6 +128,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the final one is kept too)
     resume: bool = True
+    engine: str = "ddp"  # ddp (replicas) | fsdp2 (sharded parameters, gradients, optimizer state)
+    bf16: bool = False  # fsdp2: bf16 parameters for compute, fp32 gradient reduction
     # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
     activation_checkpointing: bool = False
     compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
@@ -172,7 +175,12 @@ class RunConfig:
             )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
-        choices = {"optimizer": ("adam", "adamw"), "schedule": SCHEDULES, "decay_shape": DECAY_SHAPES}
+        choices = {
+            "optimizer": ("adam", "adamw"),
+            "schedule": SCHEDULES,
+            "decay_shape": DECAY_SHAPES,
+            "engine": ENGINES,
+        }
         for key, allowed in choices.items():
             if getattr(t, key) not in allowed:
                 raise ConfigError(f"train.{key}={getattr(t, key)!r}: must be one of {list(allowed)}")

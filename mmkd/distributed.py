@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -57,14 +58,22 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, DecoderLayer | VisionBlock)]
 
 
+ENGINES = ("ddp", "fsdp2")
+
+
 def parallelize(
-    model: nn.Module, info: DistInfo, activation_checkpointing: bool = False, compile_backend: str = ""
+    model: nn.Module,
+    info: DistInfo,
+    activation_checkpointing: bool = False,
+    compile_backend: str = "",
+    engine: str = "ddp",
+    bf16: bool = False,
 ) -> nn.Module:
     """Everything that turns the single-device model into the trained one, in torchtitan's order:
-    activation checkpointing, then compilation, per block, then data parallelism over ranks (DDP).
+    activation checkpointing, then compilation, per block, then the engine over ranks: DDP (replicas)
+    or FSDP2 (`fully_shard` per block, then the root; bf16 parameters with fp32 reductions if `bf16`).
 
     Blocks are patched in place (their `forward`), so parameter names and checkpoints do not change.
-    FSDP2 / DeepSpeed engines plug in here for large models.
     """
     for block in blocks(model):
         forward = block.forward
@@ -76,7 +85,31 @@ def parallelize(
         block.forward = forward
     if info.world_size == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model)
+    if engine == "fsdp2":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if bf16 else MixedPrecisionPolicy()
+        for block in blocks(model):
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        return model
+    # A micro-batch without images leaves the vision tower unused; DDP must then still reduce the
+    # gradients it accumulated over the step's other micro-batches.
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+
+def gradient_sync(model: nn.Module, enabled: bool):
+    """Context for one micro-batch: reduce gradients across ranks only on the step's last one."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return nullcontext() if enabled else model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(enabled)
+    return nullcontext()
+
+
+def local_float(x: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (FSDP2's grad norm) as a Python float."""
+    return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from mmkd.config import ConfigError, RunConfig
-from mmkd.distributed import DistInfo, all_reduce_sum, parallelize, unwrap
+from mmkd.distributed import DistInfo, all_reduce_sum, gradient_sync, local_float, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
 from mmkd.schedules import learning_rate, param_groups
@@ -41,11 +40,9 @@ def accumulate_gradients(model: torch.nn.Module, micro: list[dict], world_size: 
     n_global = all_reduce_sum(sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro).float())
     total = torch.zeros(())
     for i, b in enumerate(micro):
-        last = i == len(micro) - 1
-        ctx = nullcontext() if last or world_size == 1 else model.no_sync()  # DDP: all-reduce once per step
-        with ctx:
+        with gradient_sync(model, i == len(micro) - 1):  # reduce across ranks once per step
             loss_sum, _ = model(b["input_ids"], b["pixels"], labels=b["labels"])
-            # DDP averages gradients over ranks; multiply back so the result is sum / global count.
+            # DDP and FSDP2 average gradients over ranks; multiply back so the result is sum / global count.
             (loss_sum * world_size / n_global).backward()
         total += loss_sum.detach()
     return float(all_reduce_sum(total) / n_global)
@@ -83,6 +80,8 @@ def train(
     t = cfg.train
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     model = build_model(cfg, tokenizer)
+    # Distribution first, then the optimiser over the (possibly sharded) parameters (torchtitan's order).
+    ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile, t.engine, t.bf16)
     groups = param_groups(model, t.lr_multipliers, t.freeze, t.weight_decay)
     # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10).
     optimizer_class = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
@@ -99,7 +98,6 @@ def train(
     if found is not None:
         _check_resumable(read_meta(found)["config"], cfg, run_dir)
         step = load_checkpoint(found, model, optimizer)["step"]
-    ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile)
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     dataset = MixtureDataset(
         sources,
@@ -139,8 +137,8 @@ def train(
                 "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
             )
         loss = accumulate_gradients(ddp_model, micro, info.world_size)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        for name, value in (("loss", loss), ("grad norm", float(grad_norm))):
+        grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
+        for name, value in (("loss", loss), ("grad norm", grad_norm)):
             if not math.isfinite(value):
                 raise NonFiniteError(
                     f"step {step + 1}: the {name} is {value}; stopped before the optimiser step "
@@ -164,7 +162,7 @@ def train(
                 "samples": step * t.global_batch,
                 "loss": window["loss"] / window["steps"],
                 "lr": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "tokens_per_s": window["tokens"] / dt,
                 "samples_per_s": window["samples"] / dt,
             }

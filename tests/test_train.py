@@ -70,8 +70,9 @@ def test_schedule_warms_up_then_decays_to_min_ratio():
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:])) and abs(lrs[-1] - 0.1) < 0.01
 
 
-def test_torchrun_two_ranks_on_cpu(world, tmp_path):
-    """Two gloo ranks train together, read disjoint samples, and rank 0 writes one final checkpoint."""
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_torchrun_two_ranks_on_cpu(engine, world, tmp_path):
+    """Two gloo ranks train together, read disjoint samples and write one (sharded) final checkpoint."""
     data, _ = world
     sizes = [f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()]
     cmd = [
@@ -79,11 +80,12 @@ def test_torchrun_two_ranks_on_cpu(world, tmp_path):
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_port=29533",
+        f"--master_port={29533 + (engine == 'fsdp2')}",
         str(REPO / "launch/train.py"),
         "model=micro",
         "train=smoke",
         "train.budget_samples=128",
+        f"train.engine={engine}",
         "eval.after_train=false",
         "train.trace_samples=true",
         f"run_dir={tmp_path}/run",
