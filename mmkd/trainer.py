@@ -7,7 +7,6 @@ whatever the batch split (STYLE.md rule 7).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -22,9 +21,11 @@ from mmkd.config import ConfigError, RunConfig
 from mmkd.distributed import DistInfo, all_reduce_sum, gradient_sync, local_float, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
+from mmkd.model.flops import training_flops
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
+from mmkd.tracking import Tracker, device_peak_flops
 
 
 class NonFiniteError(RuntimeError):
@@ -120,7 +121,9 @@ def train(
         unit="step",
         disable=not info.is_main,
     )
-    window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
+    window = _new_window()
+    tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg))
+    peak = device_peak_flops()
 
     meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str()}
 
@@ -152,6 +155,7 @@ def train(
             int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
         )
         window["samples"] += t.global_batch
+        window["flops"] += sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro)  # this rank's
         window["steps"] += 1
         bar.update(1)
 
@@ -165,18 +169,42 @@ def train(
                 "grad_norm": grad_norm,
                 "tokens_per_s": window["tokens"] / dt,
                 "samples_per_s": window["samples"] / dt,
+                "flops_per_s_per_device": window["flops"] / dt,
             }
-            bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.0f}")
-            if info.is_main:
-                _append(run_dir / "metrics.jsonl", json.dumps(record) + "\n")
-            window = {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "t0": time.perf_counter()}
+            if peak:
+                record["mfu"] = record["flops_per_s_per_device"] / peak
+            shown = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}"}
+            shown |= {"sps": f"{record['samples_per_s']:.0f}", "gnorm": f"{grad_norm:.2f}"}
+            bar.set_postfix(shown | ({"mfu": f"{record['mfu']:.1%}"} if peak else {}))
+            tracker.log(record)
+            window = {
+                "loss": 0.0,
+                "tokens": 0,
+                "samples": 0,
+                "steps": 0,
+                "flops": 0.0,
+                "t0": time.perf_counter(),
+            }
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
             save_checkpoint(run_dir, step, model, optimizer, meta, info, keep=t.keep_checkpoints)
 
     bar.close()
+    tracker.close()
     save_checkpoint(run_dir, step, model, optimizer, meta, info, final=True)
     return unwrap(ddp_model)
+
+
+def _new_window() -> dict:
+    """Sums over the steps since the last log line."""
+    return {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "flops": 0.0, "t0": time.perf_counter()}
+
+
+def _batch_flops(cfg: RunConfig, batch: dict, pad_id: int) -> float:
+    """Useful training FLOPs of one micro-batch: each sample at its real length, its images."""
+    lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
+    images = 0 if batch["pixels"] is None else batch["pixels"].shape[0]
+    return training_flops(cfg.model, cfg.model.vocab_size, lengths, images)["total"]
 
 
 def _append(path: Path, text: str) -> None:

@@ -180,3 +180,13 @@ def test_a_non_finite_loss_or_grad_norm_stops_before_the_optimiser_step(
     ):
         _train(world, tokenizer, tmp_path / "run", budget_samples=256, global_batch=16, micro_batch=8)
     assert calls["n"] >= 5
+
+
+def test_metrics_carry_flops_and_go_to_wandb_offline(world, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    metrics = _train(world, tokenizer, tmp_path / "run", budget_samples=64, wandb=True)
+    assert all(m["flops_per_s_per_device"] > 0 and m["grad_norm"] > 0 for m in metrics)
+    assert all("mfu" not in m for m in metrics)  # no peak to divide by on a CPU
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

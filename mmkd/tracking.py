@@ -1,0 +1,55 @@
+"""Training metrics: the local JSONL (always), wandb (optional; offline unless WANDB_MODE says otherwise),
+and model FLOPs utilisation from the analytic counter (`mmkd.model.flops`).
+
+MFU = useful training FLOPs per second per device / the device's dense bf16 peak. Useful FLOPs count
+each sample at its real length (padding is not work). On CPU there is no peak to divide by: tokens/s
+and FLOPs/s are logged, MFU is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Dense bf16 peak TFLOP/s per device (vendor datasheets, no sparsity).
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+
+
+def device_peak_flops() -> float | None:
+    """The current CUDA device's peak FLOP/s from the table, or None (CPU, unknown GPU)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
+
+
+class Tracker:
+    """Writes one record per logging step to <run_dir>/metrics.jsonl and, if asked, to wandb."""
+
+    def __init__(self, run_dir: Path, enabled: bool, use_wandb: bool, project: str, config: dict[str, Any]):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.run = None
+        if enabled and use_wandb:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError("train.wandb=true needs wandb: pip install -e '.[tracking]'") from e
+            mode = os.environ.get("WANDB_MODE", "offline")  # offline unless configured
+            self.run = wandb.init(project=project, dir=str(run_dir), config=config, mode=mode)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:  # append and close at once: a crash never loses a line
+            f.write(json.dumps(record) + "\n")
+        if self.run is not None:
+            self.run.log(record, step=record["step"])
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
