@@ -112,6 +112,32 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
     assert "seed: 0" in configs[0] and "seed: 1" in configs[1]
 
 
+def test_sweep_through_submitit_and_the_slurm_launcher_config(world, tmp_path):
+    """submitit's local executor runs the sweep's jobs as it would on SLURM; the slurm config composes."""
+    data, _ = world
+    _run(
+        [
+            str(REPO / "launch/train.py"),
+            "-m",
+            "hydra/launcher=submitit_local",
+            "recipe=baseline",
+            "seed=0,1",
+            "model=micro",
+            "train=smoke",
+            "train.budget_samples=64",
+            "eval.after_train=false",
+            *_data_overrides(data),
+        ],
+        tmp_path,
+    )
+    assert all(
+        (tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final").exists() for s in (0, 1)
+    )
+    slurm = _run([str(REPO / "launch/train.py"), "hydra/launcher=slurm", "--cfg", "hydra"], tmp_path)
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in slurm
+    assert "timeout_min: 720" in slurm
+
+
 def test_recipe_trains_on_a_dataset_given_by_path(world, tmp_path):
     """caption_only needs Caption1; a dataset written by ShardWriter elsewhere plugs in by path."""
     from itertools import islice
