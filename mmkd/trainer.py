@@ -22,6 +22,7 @@ from mmkd.distributed import DistInfo, all_reduce_sum, gradient_sync, local_floa
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
 from mmkd.model.flops import training_flops
+from mmkd.model.hf import load_decoder, load_vision
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
@@ -55,7 +56,12 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer size {tokenizer.vocab_size}")
     torch.manual_seed(cfg.seed)
-    return VLM(cfg.model, tokenizer.image_id)
+    model = VLM(cfg.model, tokenizer.image_id)
+    if cfg.model.init_vision:
+        load_vision(model, cfg.model.init_vision)
+    if cfg.model.init_decoder:
+        load_decoder(model, cfg.model.init_decoder)
+    return model
 
 
 def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:

@@ -30,6 +30,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     vocab_size: int = 0  # 0: take it from the tokenizer
     tie_embeddings: bool = True
+    # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
+    init_vision: str = ""  # a SigLIP vision tower
+    init_decoder: str = ""  # a Llama-family decoder with matching shapes
 
     @property
     def image_tokens(self) -> int:

@@ -1,0 +1,116 @@
+"""Hugging Face checkpoints: our model starts from a Llama decoder and a SigLIP tower saved locally and
+computes what transformers computes; the exported decoder loads in transformers with the same logits."""
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+from mmkd.model import VLM
+from mmkd.model.hf import CheckpointMismatch, export_decoder, load_decoder, load_vision
+from tests.conftest import model_config
+
+VOCAB = 300
+
+
+def _ours(**changes):
+    cfg = dataclasses.replace(model_config("micro"), vocab_size=VOCAB, **changes)
+    torch.manual_seed(1)
+    return VLM(cfg, image_token_id=3).eval()
+
+
+def _hf_llama(cfg, tmp_path, tie):
+    torch.manual_seed(2)
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=cfg.width,
+            intermediate_size=cfg.ffn,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            num_key_value_heads=cfg.kv_heads,
+            rms_norm_eps=cfg.norm_eps,
+            rope_theta=cfg.rope_theta,
+            max_position_embeddings=cfg.max_seq_len,
+            tie_word_embeddings=tie,
+        )
+    ).eval()
+    hf.save_pretrained(tmp_path / "llama")
+    return hf
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_decoder_loads_from_llama_and_matches_its_logits(tie, tmp_path):
+    model = _ours(tie_embeddings=tie)
+    hf = _hf_llama(model.cfg, tmp_path, tie)
+    load_decoder(model, tmp_path / "llama")
+    ids = torch.randint(4, VOCAB, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_exported_decoder_loads_in_transformers_with_the_same_logits(tie, tmp_path):
+    model = _ours(tie_embeddings=tie)
+    out = export_decoder(model, tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    hf = LlamaForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(4, VOCAB, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-5, rtol=1e-4)
+
+
+def test_vision_tower_loads_from_siglip_and_matches_it(tmp_path):
+    model = _ours()
+    cfg = model.cfg
+    torch.manual_seed(3)
+    hf = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=cfg.vision_width,
+            intermediate_size=cfg.vision_mlp,
+            num_hidden_layers=cfg.vision_layers,
+            num_attention_heads=cfg.vision_heads,
+            image_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            layer_norm_eps=1e-5,
+        )
+    ).eval()
+    hf.save_pretrained(tmp_path / "siglip")
+    load_vision(model, tmp_path / "siglip")
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.vision(pixels), hf(pixel_values=pixels).last_hidden_state, atol=1e-5, rtol=1e-4
+        )
+
+
+def test_mismatches_are_named(tmp_path):
+    model = _ours()
+    _hf_llama(dataclasses.replace(model.cfg, ffn=96), tmp_path, tie=True)
+    with pytest.raises(
+        CheckpointMismatch, match=r"model\.layers\.0\.mlp\.gate_proj\.weight has shape \(96, 32\)"
+    ):
+        load_decoder(model, tmp_path / "llama")
+    _hf_llama(dataclasses.replace(model.cfg, norm_eps=1e-6), tmp_path, tie=True)
+    with pytest.raises(CheckpointMismatch, match="rms_norm_eps=1e-06, our model config has 1e-05"):
+        load_decoder(model, tmp_path / "llama")
+    with pytest.raises(FileNotFoundError, match=r"has no config\.json: not a Hugging Face checkpoint"):
+        load_decoder(model, tmp_path)
+
+
+def test_a_run_starts_from_the_configured_checkpoints(world, tokenizer, tmp_path):
+    from mmkd.trainer import build_model
+    from tests.conftest import micro_run_config
+
+    cfg = micro_run_config(world[0], tmp_path / "run")
+    hf = _hf_llama(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size), tmp_path, tie=True)
+    assert hf.config.vocab_size == VOCAB  # _hf_llama's vocabulary; make it the tokenizer's instead
+    hf.resize_token_embeddings(tokenizer.vocab_size)
+    hf.save_pretrained(tmp_path / "llama")
+    cfg.model.init_decoder = str(tmp_path / "llama")
+    model = build_model(cfg, tokenizer)
+    torch.testing.assert_close(model.decoder.embed_tokens.weight, hf.model.embed_tokens.weight)
+    torch.testing.assert_close(
+        model.decoder.layers[1].mlp.down_proj.weight, hf.model.layers[1].mlp.down_proj.weight
+    )
