@@ -34,7 +34,7 @@ def main(dcfg: DictConfig) -> None:
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])
     try:
         cfg = to_run_config(dcfg)
-        names = sorted(cfg.recipe.active())
+        names = cfg.recipe.sources()
         check_sources(cfg.recipe.name, names, cfg)
         if flags["knowledge"]:
             check_sources("knowledge report", cfg.build.knowledge_sources, cfg)

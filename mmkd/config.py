@@ -28,28 +28,77 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class StageConfig:
+    """One stage of a curriculum: its own mixture for a fraction of the training budget."""
+
+    name: str = ""
+    fraction: float = 0.0
+    mixture: dict[str, float] = field(default_factory=dict)
+
+
+def _check_mixture(mixture: dict[str, float], key: str, recipe: str) -> dict[str, float]:
+    for k, v in mixture.items():
+        if v < 0:
+            raise ConfigError(f"{key}.{k}={v}: weights must be >= 0")
+    active = {k: v for k, v in mixture.items() if v > 0}
+    total = sum(active.values())
+    if not active or not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(f"recipe {recipe!r}: {key} weights sum to {total:.4f}; they must sum to 1")
+    return active
+
+
+@dataclass
 class RecipeConfig:
-    """A data mixture. Weights are fractions of training *samples* drawn from each source."""
+    """A data mixture, or a curriculum of stages (`stages`; `->` in seed 003 Table 2), each a mixture.
+
+    Weights are fractions of training *samples* drawn from each source.
+    """
 
     name: str = "baseline"
     description: str = ""
     weight_unit: str = "samples"
     mixture: dict[str, float] = field(default_factory=dict)
+    stages: list[StageConfig] = field(default_factory=list)
 
     def active(self) -> dict[str, float]:
         """Sources with a positive weight (a child recipe removes a parent's source with weight 0)."""
         return {k: v for k, v in self.mixture.items() if v > 0}
 
+    def plan(self) -> list[StageConfig]:
+        """The stages in order; a plain mixture is one stage over the whole budget."""
+        if not self.stages:
+            return [StageConfig("all", 1.0, self.active())]
+        return [
+            StageConfig(s.name, s.fraction, {k: v for k, v in s.mixture.items() if v > 0})
+            for s in self.stages
+        ]
+
+    def sources(self) -> list[str]:
+        """Every source some stage draws from."""
+        return sorted({k for stage in self.plan() for k in stage.mixture})
+
     def validate(self) -> RecipeConfig:
         if self.weight_unit != "samples":
             raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: only 'samples' is supported")
-        for k, v in self.mixture.items():
-            if v < 0:
-                raise ConfigError(f"recipe.mixture.{k}={v}: weights must be >= 0")
-        total = sum(self.active().values())
-        if not self.active() or not math.isclose(total, 1.0, abs_tol=1e-6):
+        if not self.stages:
+            _check_mixture(self.mixture, "recipe.mixture", self.name)
+            return self
+        if self.active():
             raise ConfigError(
-                f"recipe {self.name!r}: recipe.mixture weights sum to {total:.4f}; they must sum to 1"
+                f"recipe {self.name!r} has stages and a recipe.mixture; set the mixture's weights to 0 "
+                "(or do not inherit one) so each stage states its own"
+            )
+        names = [s.name for s in self.stages]
+        if not all(names) or len(set(names)) != len(names):
+            raise ConfigError(f"recipe.stages names must be unique and non-empty, got {names}")
+        for i, s in enumerate(self.stages):
+            if s.fraction <= 0:
+                raise ConfigError(f"recipe.stages[{i}].fraction={s.fraction}: must be > 0")
+            _check_mixture(s.mixture, f"recipe.stages[{i}].mixture", self.name)
+        total = sum(s.fraction for s in self.stages)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ConfigError(
+                f"recipe {self.name!r}: recipe.stages fractions sum to {total:.4f}; they must sum to 1"
             )
         return self
 

@@ -33,7 +33,13 @@ from mmkd.trainer import train
 def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
     """The mixture as trained: weights, their unit, and each source's manifest identity."""
     out = {"recipe": cfg.recipe.name, "weight_unit": cfg.recipe.weight_unit, "sources": {}}
-    for name, weight in cfg.recipe.active().items():
+    if cfg.recipe.stages:
+        out["stages"] = [
+            {"name": s.name, "fraction": s.fraction, "mixture": s.mixture} for s in cfg.recipe.plan()
+        ]
+    weights = cfg.recipe.active()  # empty for a curriculum: each stage states its own weights
+    for name in cfg.recipe.sources():
+        weight = weights.get(name)
         m = json.loads((dirs[name] / "manifest.json").read_text())
         out["sources"][name] = {
             "weight": weight,
@@ -72,7 +78,7 @@ def evaluate(
 
 def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
-    names = sorted(cfg.recipe.active())
+    names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
     run_dir = Path(cfg.run_dir)
     if info.is_main:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
-from mmkd.config import ConfigError, RunConfig
+from mmkd.config import ConfigError, RecipeConfig, RunConfig
 from mmkd.distributed import DistInfo, all_reduce_sum, gradient_sync, local_float, parallelize, unwrap
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
@@ -106,20 +107,26 @@ def train(
         _check_resumable(read_meta(found)["config"], cfg, run_dir)
         step = load_checkpoint(found, model, optimizer)["step"]
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
-    dataset = MixtureDataset(
-        sources,
-        cfg.recipe.active(),
-        templates,
-        cfg.seed,
-        t.micro_batch,
-        cfg.model.image_size,
-        info.rank,
-        info.world_size,
+    stages = stage_bounds(cfg.recipe, total_steps)
+
+    def stream(k: int) -> Iterator[dict]:
+        """Stage k's batches from the current step; a resumed run skips those already trained on."""
+        name, start, _, weights = stages[k]
+        seed = cfg.seed if len(stages) == 1 else f"{cfg.seed}/{name}"
+        dataset = MixtureDataset(
+            sources, weights, templates, seed, t.micro_batch, cfg.model.image_size, info.rank, info.world_size
+        )
+        batches = iter(make_loader(dataset, cfg.data.num_workers))
+        # Exact resume: a stage's stream is a pure function of the config, so skip what was trained on.
+        skip = (step - start) * accum
+        for _ in tqdm(range(skip), desc="resume: fast-forward data", disable=not (info.is_main and skip)):
+            next(batches)
+        return batches
+
+    stage = next(
+        k for k, (_, start, end, _) in enumerate(stages) if start <= step < end or end == total_steps
     )
-    batches = iter(make_loader(dataset, cfg.data.num_workers))
-    # Exact resume: the batch stream is a pure function of the config, so skip what was trained on.
-    for _ in tqdm(range(step * accum), desc="resume: fast-forward data", disable=not (info.is_main and step)):
-        next(batches)
+    batches = stream(stage)
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -134,6 +141,9 @@ def train(
     meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str()}
 
     while step < total_steps:
+        if step >= stages[stage][2]:  # the next stage of the curriculum begins
+            stage += 1
+            batches = stream(stage)
         lr = learning_rate(
             step, total_steps, t.lr, t.warmup_frac, t.min_lr_ratio, t.schedule, t.decay_frac, t.decay_shape
         )
@@ -169,6 +179,7 @@ def train(
             dt = time.perf_counter() - window["t0"]
             record = {
                 "step": step,
+                "stage": stages[stage][0],
                 "samples": step * t.global_batch,
                 "loss": window["loss"] / window["steps"],
                 "lr": lr,
@@ -193,12 +204,32 @@ def train(
             }
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
-            save_checkpoint(run_dir, step, model, optimizer, meta, info, keep=t.keep_checkpoints)
+            save_checkpoint(
+                run_dir,
+                step,
+                model,
+                optimizer,
+                {**meta, "stage": stages[stage][0]},
+                info,
+                keep=t.keep_checkpoints,
+            )
 
     bar.close()
     tracker.close()
-    save_checkpoint(run_dir, step, model, optimizer, meta, info, final=True)
+    save_checkpoint(run_dir, step, model, optimizer, {**meta, "stage": stages[stage][0]}, info, final=True)
     return unwrap(ddp_model)
+
+
+def stage_bounds(recipe: RecipeConfig, total_steps: int) -> list[tuple[str, int, int, dict[str, float]]]:
+    """(name, first step, end step, weights) of each curriculum stage; boundaries round to steps."""
+    plan = recipe.plan()
+    out, done, start = [], 0.0, 0
+    for i, s in enumerate(plan):
+        done += s.fraction
+        end = total_steps if i == len(plan) - 1 else round(done * total_steps)
+        out.append((s.name, start, end, s.mixture))
+        start = end
+    return [b for b in out if b[2] > b[1]]
 
 
 def _new_window() -> dict:

@@ -114,7 +114,7 @@ def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
         "step-00000014",
     ]
     meta = read_meta(tmp_path / "r")
-    assert set(meta) == {"step", "config", "tokenizer"} and meta["step"] == 16
+    assert set(meta) == {"step", "stage", "config", "tokenizer"} and meta["step"] == 16
     cfg = micro_run_config(world[0], tmp_path / "r")
     model = build_model(cfg, tokenizer)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
@@ -190,3 +190,36 @@ def test_metrics_carry_flops_and_go_to_wandb_offline(world, tokenizer, tmp_path,
     assert all("mfu" not in m for m in metrics)  # no peak to divide by on a CPU
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(world, tokenizer, tmp_path):
+    from mmkd.config import RecipeConfig, StageConfig
+
+    stages = [StageConfig("captions", 0.5, {"caption0": 1.0}), StageConfig("text", 0.5, {"text": 1.0})]
+    recipe = RecipeConfig(name="curriculum", stages=stages).validate()
+    data, root = world
+
+    def run(run_dir):
+        cfg = micro_run_config(
+            data, run_dir, budget_samples=128, trace_samples=True, log_every=1, checkpoint_every=3
+        )
+        cfg.recipe = recipe
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dirs = source_dirs(recipe.sources(), cfg, root)
+        train(cfg, dirs, tokenizer, run_dir, DistInfo())
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    metrics = run(tmp_path / "a")
+    assert [m["stage"] for m in metrics] == ["captions"] * 4 + ["text"] * 4
+    ids = (tmp_path / "a" / "samples.rank0.txt").read_text().split()
+    assert all(i.startswith("caption0-") for i in ids[:64]) and all(i.startswith("text-") for i in ids[64:])
+    assert read_meta(tmp_path / "a")["stage"] == "text"
+    # Crash after step 6 (inside stage 2, the last checkpoint): resuming reproduces steps 7-8 exactly.
+    (tmp_path / "a" / "checkpoints" / "final" / "COMMITTED").unlink()
+    assert read_meta(latest_checkpoint(tmp_path / "a"))["stage"] == "text"
+    again = run(tmp_path / "a")
+    assert {m["step"]: m["loss"] for m in again[8:]} == {m["step"]: m["loss"] for m in metrics[6:]}
+    with pytest.raises(ValueError, match=r"recipe\.stages fractions sum to 0\.9000"):
+        RecipeConfig(
+            name="x", stages=[StageConfig("a", 0.4, {"text": 1}), StageConfig("b", 0.5, {"text": 1})]
+        ).validate()
