@@ -90,12 +90,13 @@ def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
     assert all((root / "detection" / "images" / im["file_name"]).exists() for im in coco["images"])
 
 
-def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
-    data, _ = world
+def _sweep_seeds(data, tmp_path, *launcher):
+    """Two tiny runs (seeds 0 and 1) as a Hydra multirun; returns their final checkpoint dirs."""
     _run(
         [
             str(REPO / "launch/train.py"),
             "-m",
+            *launcher,
             "recipe=baseline",
             "seed=0,1",
             "model=micro",
@@ -106,7 +107,11 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
         ],
         tmp_path,
     )
-    finals = [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final" for s in (0, 1)]
+    return [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final" for s in (0, 1)]
+
+
+def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
+    finals = _sweep_seeds(world[0], tmp_path)
     assert all(f.exists() for f in finals)
     configs = [(f.parent.parent / "config.yaml").read_text() for f in finals]
     assert "seed: 0" in configs[0] and "seed: 1" in configs[1]
@@ -114,25 +119,7 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
 
 def test_sweep_through_submitit_and_the_slurm_launcher_config(world, tmp_path):
     """submitit's local executor runs the sweep's jobs as it would on SLURM; the slurm config composes."""
-    data, _ = world
-    _run(
-        [
-            str(REPO / "launch/train.py"),
-            "-m",
-            "hydra/launcher=submitit_local",
-            "recipe=baseline",
-            "seed=0,1",
-            "model=micro",
-            "train=smoke",
-            "train.budget_samples=64",
-            "eval.after_train=false",
-            *_data_overrides(data),
-        ],
-        tmp_path,
-    )
-    assert all(
-        (tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final").exists() for s in (0, 1)
-    )
+    assert all(f.exists() for f in _sweep_seeds(world[0], tmp_path, "hydra/launcher=submitit_local"))
     slurm = _run([str(REPO / "launch/train.py"), "hydra/launcher=slurm", "--cfg", "hydra"], tmp_path)
     assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in slurm
     assert "timeout_min: 720" in slurm
