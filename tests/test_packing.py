@@ -61,3 +61,26 @@ def test_packing_fills_long_rows(world, tokenizer):
     rows = sorted(pack(items, 4096), key=len)
     # Every row but the last one opened (which a stream would keep filling) is at least 99% tokens.
     assert len(rows) > 5 and efficiency(rows[1:], 4096) >= 0.99
+
+
+def test_varlen_attention_matches_the_mask_path_and_flash_fails_clearly_on_cpu(world, tokenizer):
+    import dataclasses
+
+    import pytest
+
+    _, root = world
+    base = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size, max_seq_len=512)
+    templates = Templates(tokenizer, base.image_tokens, 512)
+    rows = pack([(s.id, templates.encode(s)) for s in _samples(root)], 512)
+    batch = collate_rows(rows, 512, tokenizer.pad_id, base.image_size)
+    logits = {}
+    for attention in ("sdpa", "varlen", "auto"):
+        torch.manual_seed(0)
+        model = VLM(dataclasses.replace(base, attention=attention), tokenizer.image_id).eval()
+        with torch.no_grad():
+            logits[attention] = model(batch["input_ids"], batch["pixels"], segments=batch["segments"])
+    real = batch["segments"] > 0  # pad positions' outputs are never used
+    torch.testing.assert_close(logits["varlen"][real], logits["sdpa"][real], atol=1e-5, rtol=1e-4)
+    assert torch.equal(logits["auto"], logits["sdpa"])  # no GPU here: auto falls back to SDPA
+    with pytest.raises(ValueError, match=r"model\.attention=flash needs a CUDA GPU and flash-attn"):
+        VLM(dataclasses.replace(base, attention="flash"), tokenizer.image_id)

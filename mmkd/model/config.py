@@ -30,6 +30,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     vocab_size: int = 0  # 0: take it from the tokenizer
     tie_embeddings: bool = True
+    # Attention over packed documents: sdpa (a mask), varlen (per document; flash's CPU twin),
+    # flash (flash-attn 2 varlen, GPU), auto (flash when installed on a GPU, else sdpa).
+    attention: str = "auto"
     # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
     init_vision: str = ""  # a SigLIP vision tower
     init_decoder: str = ""  # a Llama-family decoder with matching shapes
@@ -64,6 +67,11 @@ class ModelConfig:
             self.max_seq_len > self.image_tokens,
             "max_seq_len",
             f"must exceed image tokens ({self.image_tokens})",
+        )
+        need(
+            self.attention in ("auto", "sdpa", "varlen", "flash"),
+            "attention",
+            "must be auto|sdpa|varlen|flash",
         )
         for key in ("vision_layers", "layers", "ffn", "vision_mlp"):
             need(getattr(self, key) > 0, key, "must be positive")

@@ -11,6 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmkd.model.config import ModelConfig
+from mmkd.model.varlen import Varlen, flash_available, varlen_attention
+
+
+def resolve_attention(choice: str) -> str:
+    """`model.attention`: sdpa (masks), varlen (the CPU twin of flash), flash, or auto (flash if it can)."""
+    if choice == "auto":
+        return "flash" if flash_available() else "sdpa"
+    if choice == "flash" and not flash_available():
+        raise ValueError(
+            "model.attention=flash needs a CUDA GPU and flash-attn (pip install -e '.[gpu]'); "
+            "use model.attention=auto to fall back to SDPA"
+        )
+    return choice
 
 
 class RMSNorm(nn.Module):
@@ -48,13 +61,16 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.heads * self.head_dim, cfg.width, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | Varlen | None
     ) -> torch.Tensor:
         b, t, _ = x.shape  # [B, T, D]
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, Dh]
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if isinstance(mask, Varlen):  # packed documents, no T x T mask: [B*T, H, Dh]
+            flat = [z.transpose(1, 2).reshape(b * t, z.shape[1], self.head_dim) for z in (q, k, v)]
+            return self.o_proj(varlen_attention(*flat, mask).reshape(b, t, -1))
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -93,6 +109,7 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.attention = resolve_attention(cfg.attention)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.width)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.width, cfg.norm_eps)
@@ -118,6 +135,9 @@ class Decoder(nn.Module):
             starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
             pos = idx - torch.where(starts, idx, 0).cummax(-1).values  # position inside the document
             cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # [B, 1, T, Dh]
+        if segments is not None and self.attention != "sdpa":
+            mask = Varlen.from_segments(segments, "flash" if self.attention == "flash" else "torch")
+        elif segments is not None:
             same = segments[:, :, None] == segments[:, None, :]  # [B, T, T]
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             mask = (same & causal & (segments[:, None, :] > 0))[:, None]  # [B, 1, T, T]
