@@ -84,7 +84,7 @@ def run(
         rejects.write(out / f"rejects-{u:06d}.jsonl")
         if records:
             path = out / f"part-{u:06d}.jsonl"
-            write_json_atomic_lines(path, results)
+            _write_lines(path, results)
             stats: dict[str, Any] = {"file": path.name, "num_records": len(results)}
         else:
             stats = _write_samples(out / shard_name(u), results, image_size)
@@ -108,7 +108,8 @@ def _write_samples(path: Path, samples: list[Sample], image_size: int | None) ->
     return f.close()
 
 
-def write_json_atomic_lines(path: Path, rows: list[dict]) -> None:
+def _write_lines(path: Path, rows: list[dict]) -> None:
+    """JSON lines, atomically (temp file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     tmp.replace(path)
@@ -158,6 +159,11 @@ def read_records(out: Path) -> list[dict]:
     """All JSON records of a finished records build, in unit order."""
     if not (out / MANIFEST).exists():
         raise FileNotFoundError(f"{out} is not a finished build (no {MANIFEST})")
+    return unit_records(out)
+
+
+def unit_records(out: Path) -> list[dict]:
+    """The JSON records the finished units wrote so far, in unit order."""
     rows = []
     for f in sorted(out.glob("part-*.jsonl")):
         rows += [json.loads(line) for line in f.read_text().splitlines() if line]

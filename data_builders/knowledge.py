@@ -72,17 +72,10 @@ def build_knowledge(job: Job, out: Path, name: str) -> dict | None:
             )
         return rows
 
-    engine.run(
-        out,
-        chunks(input_ids(job.source, job.build.limit), job.build.unit_size),
-        work,
-        records=True,
-        shard=job.shard,
-        counters=lambda: dict(job.annotator.stats),
-    )
+    job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
     if engine.finished(out) is None:
         return None
-    rows = [json.loads(line) for f in sorted(out.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
+    rows = engine.unit_records(out)
     by_kind: dict[str, list[int]] = {}
     for r in rows:
         by_kind.setdefault(r["kind"], []).append(r["kd"])

@@ -19,6 +19,12 @@ import torch
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 
 
+def append_line(path: Path, text: str) -> None:
+    """Append and close at once: a crash never loses logged lines to a buffer."""
+    with open(path, "a") as f:
+        f.write(text)
+
+
 def device_peak_flops() -> float | None:
     """The current CUDA device's peak FLOP/s from the table, or None (CPU, unknown GPU)."""
     if not torch.cuda.is_available():
@@ -45,8 +51,7 @@ class Tracker:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:  # append and close at once: a crash never loses a line
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record) + "\n")
         if self.run is not None:
             self.run.log(record, step=record["step"])
 

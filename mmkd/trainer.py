@@ -27,7 +27,7 @@ from mmkd.model.hf import load_decoder, load_vision
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
-from mmkd.tracking import Tracker, device_peak_flops
+from mmkd.tracking import Tracker, append_line, device_peak_flops
 
 
 class NonFiniteError(RuntimeError):
@@ -123,9 +123,7 @@ def train(
             next(batches)
         return batches
 
-    stage = next(
-        k for k, (_, start, end, _) in enumerate(stages) if start <= step < end or end == total_steps
-    )
+    stage = next((k for k, (_, _, end, _) in enumerate(stages) if step < end), len(stages) - 1)
     batches = stream(stage)
     bar = tqdm(
         total=total_steps,
@@ -151,10 +149,8 @@ def train(
             group["lr"] = lr * group["lr_scale"]
         micro = [next(batches) for _ in range(accum)]
         if t.trace_samples:
-            _append(
-                run_dir / f"samples.rank{info.rank}.txt",
-                "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
-            )
+            ids = "".join(m["id"] + "\n" for b in micro for m in b["meta"])
+            append_line(run_dir / f"samples.rank{info.rank}.txt", ids)
         loss = accumulate_gradients(ddp_model, micro, info.world_size)
         grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
         for name, value in (("loss", loss), ("grad norm", grad_norm)):
@@ -194,25 +190,11 @@ def train(
             shown |= {"sps": f"{record['samples_per_s']:.0f}", "gnorm": f"{grad_norm:.2f}"}
             bar.set_postfix(shown | ({"mfu": f"{record['mfu']:.1%}"} if peak else {}))
             tracker.log(record)
-            window = {
-                "loss": 0.0,
-                "tokens": 0,
-                "samples": 0,
-                "steps": 0,
-                "flops": 0.0,
-                "t0": time.perf_counter(),
-            }
+            window = _new_window()
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
-            save_checkpoint(
-                run_dir,
-                step,
-                model,
-                optimizer,
-                {**meta, "stage": stages[stage][0]},
-                info,
-                keep=t.keep_checkpoints,
-            )
+            position = {**meta, "stage": stages[stage][0]}
+            save_checkpoint(run_dir, step, model, optimizer, position, info, keep=t.keep_checkpoints)
 
     bar.close()
     tracker.close()
@@ -242,9 +224,3 @@ def _batch_flops(cfg: RunConfig, batch: dict, pad_id: int) -> float:
     lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
     images = 0 if batch["pixels"] is None else batch["pixels"].shape[0]
     return training_flops(cfg.model, cfg.model.vocab_size, lengths, images)["total"]
-
-
-def _append(path: Path, text: str) -> None:
-    """Append and close at once: a crash never loses logged lines to a buffer."""
-    with open(path, "a") as f:
-        f.write(text)
