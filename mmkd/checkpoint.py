@@ -9,6 +9,9 @@ A checkpoint exists only once its COMMITTED marker does: one killed mid-write is
 previous one loads. Every rank writes its own shards (with FSDP2 these are real shards; with DDP rank
 0's replica is stored once). Nothing here unpickles: tensors come from DCP, the rest from JSON.
 Eval-only needs nothing else: `meta.json` holds the config and tokenizer to rebuild the model.
+
+With `train.engine=deepspeed` the tensors are in DeepSpeed's own layout instead (its ZeRO partitions,
+pickled), in the same directory under the same commit protocol; `load_checkpoint` reads either.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from mmkd import deepspeed_engine
 from mmkd.distributed import DistInfo, barrier
 from mmkd.shards import write_json_atomic
 
@@ -64,10 +68,13 @@ def save_checkpoint(
             shutil.rmtree(path)  # an uncommitted leftover of a killed save
         path.mkdir(parents=True)
     barrier()
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optim_state, "rng": torch.get_rng_state()}
-    with _quiet_single_process():
-        dcp.save(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    if deepspeed_engine.is_engine(model):
+        deepspeed_engine.save(model, path, torch.get_rng_state())
+    else:
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optimizer": optim_state, "rng": torch.get_rng_state()}
+        with _quiet_single_process():
+            dcp.save(state, checkpoint_id=path, no_dist=not dist.is_initialized())
     barrier()
     if info.is_main:
         write_json_atomic(path / "meta.json", {"step": step, **meta})
@@ -114,12 +121,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict:
-    """Load weights (and optimizer state and RNG, when resuming) in place; returns the meta."""
+    """Load in place and return the meta: weights into a plain model on this process alone (eval,
+    export), or with `optimizer` the whole training state on every rank (resume; collective)."""
     path = resolve(path)
-    if optimizer is None:
+    if deepspeed_engine.is_engine(model):
+        deepspeed_engine.load(model, path)
+    elif deepspeed_engine.is_checkpoint(path):
+        deepspeed_engine.load_weights(path, model)
+    elif optimizer is None:  # a plain model on this process alone (eval): no collective
         state = {"model": model.state_dict()}
         with _quiet_single_process():
-            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+            dcp.load(state, checkpoint_id=path, no_dist=True)
         model.load_state_dict(state["model"])
     else:
         model_state, optim_state = get_state_dict(model, optimizer)

@@ -152,8 +152,11 @@ class BuildConfig:
 
 @dataclass
 class TrainConfig:
-    # Budget: the number of training samples (seed 000 states budgets in samples).
+    # Budget: the number of training samples (seed 000 states budgets in samples), or with packing
+    # the number of tokens (rows x model.max_seq_len; global_batch and micro_batch then count rows).
     budget_samples: int = 60000
+    budget_tokens: int = 0
+    packing: bool = False  # several samples per row of model.max_seq_len tokens (mmkd/packing.py)
     global_batch: int = 64
     micro_batch: int = 32
     lr: float = 1e-3
@@ -179,8 +182,10 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the final one is kept too)
     resume: bool = True
-    engine: str = "ddp"  # ddp (replicas) | fsdp2 (sharded parameters, gradients, optimizer state)
-    bf16: bool = False  # fsdp2: bf16 parameters for compute, fp32 gradient reduction
+    # ddp (replicas) | fsdp2 (sharded parameters, gradients, optimizer state) | deepspeed (ZeRO)
+    engine: str = "ddp"
+    zero_stage: int = 2  # deepspeed: 1 optimizer state, 2 + gradients, 3 + parameters partitioned
+    bf16: bool = False  # fsdp2 / deepspeed: bf16 parameters for compute, fp32 gradient reduction
     # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
     activation_checkpointing: bool = False
     compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
@@ -220,6 +225,22 @@ class RunConfig:
             raise ConfigError(
                 f"train.global_batch={t.global_batch} must be a multiple of train.micro_batch={t.micro_batch}"
             )
+        if t.packing and t.budget_tokens <= 0:
+            raise ConfigError(
+                "train.packing=true needs train.budget_tokens > 0: packed rows hold a varying number "
+                "of samples, so the budget is stated in tokens"
+            )
+        if t.budget_tokens and not t.packing:
+            raise ConfigError(
+                f"train.budget_tokens={t.budget_tokens} needs train.packing=true (unpacked batches "
+                "vary in tokens; state their budget as train.budget_samples)"
+            )
+        row_tokens = t.global_batch * self.model.max_seq_len
+        if t.packing and t.budget_tokens < row_tokens:
+            raise ConfigError(
+                f"train.budget_tokens={t.budget_tokens} is smaller than one global batch "
+                f"({t.global_batch} rows x {self.model.max_seq_len} tokens)"
+            )
         if t.budget_samples < t.global_batch:
             raise ConfigError(
                 f"train.budget_samples={t.budget_samples} is smaller than one global batch ({t.global_batch})"
@@ -238,6 +259,8 @@ class RunConfig:
         if t.compile and t.compile not in torch._dynamo.list_backends(exclude_tags=()):
             known = torch._dynamo.list_backends(exclude_tags=())
             raise ConfigError(f"train.compile={t.compile!r}: not a torch.compile backend; known: {known}")
+        if t.zero_stage not in (1, 2, 3):
+            raise ConfigError(f"train.zero_stage={t.zero_stage}: DeepSpeed ZeRO stages are 1, 2 and 3")
         if not 0 < t.decay_frac <= 1:
             raise ConfigError(f"train.decay_frac={t.decay_frac}: must be in (0, 1]")
         modules = ("vision", "projector", "decoder", "lm_head")

@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mmkd.deepspeed_engine import is_engine as is_deepspeed
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -58,7 +60,7 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, DecoderLayer | VisionBlock)]
 
 
-ENGINES = ("ddp", "fsdp2")
+ENGINES = ("ddp", "fsdp2", "deepspeed")
 
 
 def parallelize(
@@ -72,6 +74,7 @@ def parallelize(
     """Everything that turns the single-device model into the trained one, in torchtitan's order:
     activation checkpointing, then compilation, per block, then the engine over ranks: DDP (replicas)
     or FSDP2 (`fully_shard` per block, then the root; bf16 parameters with fp32 reductions if `bf16`).
+    DeepSpeed needs the optimiser too, so the trainer applies it next (`deepspeed_engine.wrap`).
 
     Blocks are patched in place (their `forward`), so parameter names and checkpoints do not change.
     """
@@ -83,7 +86,7 @@ def parallelize(
         if compile_backend:
             forward = torch.compile(forward, backend=compile_backend, dynamic=True)
         block.forward = forward
-    if info.world_size == 1:
+    if info.world_size == 1 or engine == "deepspeed":  # DeepSpeed wraps model and optimiser together
         return model
     if engine == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -104,13 +107,19 @@ def gradient_sync(model: nn.Module, enabled: bool):
         return nullcontext() if enabled else model.no_sync()
     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
         model.set_requires_gradient_sync(enabled)
+    if is_deepspeed(model):
+        model.set_gradient_accumulation_boundary(enabled)
     return nullcontext()
+
+
+def backward(model: nn.Module, loss: torch.Tensor) -> None:
+    """Backward through the engine: DeepSpeed must see the loss (ZeRO hooks, its own scaling off)."""
+    if is_deepspeed(model):
+        model.backward(loss, scale_wrt_gas=False)  # the loss is already normalised per global token
+    else:
+        loss.backward()
 
 
 def local_float(x: torch.Tensor) -> float:
     """A scalar that may be a DTensor (FSDP2's grad norm) as a Python float."""
     return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mmkd.packing import Row, pack
 from mmkd.schema import Sample
 from mmkd.shards import iter_shard, open_dataset
 from mmkd.templates import IGNORE, Encoded, Templates
@@ -73,11 +74,15 @@ def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int 
 
 
 class MixtureDataset(IterableDataset):
-    """Endless stream of padded micro-batches following the recipe's mixture, one stream per reader.
+    """Endless stream of micro-batches following the recipe's mixture, one stream per reader.
 
-    Length bucketing: `bucket` micro-batches' worth of samples are sorted by length, cut into
+    Length bucketing (default): `bucket` micro-batches' worth of samples are sorted by length, cut into
     micro-batches and yielded in random order, so little compute goes to padding while the mixture
     proportions hold over every pool (a step of several micro-batches still mixes lengths and kinds).
+
+    Packing (`pack_len` > 0): micro-batches of `micro_batch` rows of `pack_len` tokens, each row
+    holding several samples (`mmkd.packing`). `bucket` micro-batches' worth of tokens are packed at a
+    time; the least-filled rows go back into the next pool, so the rows that train stay nearly full.
     """
 
     def __init__(
@@ -91,13 +96,14 @@ class MixtureDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         bucket: int = 8,
+        pack_len: int = 0,
     ):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
         self.sources, self.weights, self.templates = sources, weights, templates
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.micro_batch, self.bucket = micro_batch, bucket
+        self.micro_batch, self.bucket, self.pack_len = micro_batch, bucket, pack_len
         self.collate = Collator(templates.tok.pad_id, image_size)
 
     def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
@@ -116,6 +122,9 @@ class MixtureDataset(IterableDataset):
         reader, readers = self.rank * workers + worker, self.world_size * workers
         rng = random.Random(f"{self.seed}/{reader}/0/bucket")
         stream = self.samples(reader, readers)
+        yield from (self._packed if self.pack_len else self._bucketed)(stream, rng)
+
+    def _bucketed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
         while True:
             pool = sorted(
                 (next(stream) for _ in range(self.micro_batch * self.bucket)), key=lambda x: len(x[0])
@@ -124,6 +133,25 @@ class MixtureDataset(IterableDataset):
             rng.shuffle(batches)
             for batch in batches:
                 yield self.collate(batch)
+
+    def _packed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
+        carried: list[Row] = []  # the emptiest rows of the last pool, topped up and trained in this one
+        target = self.micro_batch * self.bucket * self.pack_len
+        while True:
+            items, tokens = [], sum(len(r) for r in carried)
+            while tokens < target:
+                enc, meta = next(stream)
+                items.append((meta, enc))
+                tokens += len(enc)
+            rows = pack(items, self.pack_len, carried)
+            keep = (len(rows) - 1) // self.micro_batch * self.micro_batch  # >= bucket - 1 micro-batches
+            # Carried rows always train now, so no sample waits more than one pool.
+            fresh = sorted(rows[len(carried) :], key=len, reverse=True)
+            kept, carried = rows[: len(carried)] + fresh[: keep - len(carried)], fresh[keep - len(carried) :]
+            batches = [kept[i : i + self.micro_batch] for i in range(0, keep, self.micro_batch)]
+            rng.shuffle(batches)
+            for batch in batches:
+                yield collate_rows(batch, self.pack_len, self.collate.pad_id, self.collate.image_size)
 
 
 def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -150,6 +178,29 @@ class Collator:
             images += [image_tensor(im, self.image_size) for im in enc.images]
         pixels = torch.stack(images) if images else None  # [N_images, 3, H, W], in sequence order
         return {"input_ids": ids, "labels": labels, "pixels": pixels, "meta": [m for _, m in items]}
+
+
+def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) -> dict:
+    """A batch of packed rows: input_ids, labels, segments [B, max_len], pixels in sequence order.
+
+    `segments` numbers each row's samples 1, 2, ... (0 on padding); `meta` is the row keys in order.
+    """
+    ids = torch.full((len(rows), max_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), max_len), IGNORE, dtype=torch.long)
+    segments = torch.zeros((len(rows), max_len), dtype=torch.long)
+    images = []
+    for b, row in enumerate(rows):
+        at = 0
+        for k, enc in enumerate(row.samples, 1):
+            n = len(enc)
+            ids[b, at : at + n] = torch.tensor(enc.input_ids)
+            labels[b, at : at + n] = torch.tensor(enc.labels)
+            segments[b, at : at + n] = k
+            images += [image_tensor(im, image_size) for im in enc.images]
+            at += n
+    pixels = torch.stack(images) if images else None  # [N_images, 3, H, W]
+    meta = [key for row in rows for key in row.keys]
+    return {"input_ids": ids, "labels": labels, "segments": segments, "pixels": pixels, "meta": meta}
 
 
 def make_loader(dataset: MixtureDataset, num_workers: int) -> DataLoader:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.data_builders.sources import (
     check_sources,
@@ -94,9 +95,11 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
         write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))
-    model = train(cfg, dirs, tokenizer, run_dir, info)
+    final = train(cfg, dirs, tokenizer, run_dir, info)
     if not (cfg.eval.after_train and info.is_main):
         return None
+    model = VLM(cfg.model, tokenizer.image_id)
+    load_checkpoint(final, model)  # the saved weights: eval-only on them gives the same scores
     results = evaluate(
         model, cfg, tokenizer, world_root, run_dir / "eval", f"{cfg.recipe.name} (seed {cfg.seed})"
     )

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mmkd import deepspeed_engine
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from mmkd.config import ConfigError, RecipeConfig, RunConfig
-from mmkd.distributed import DistInfo, all_reduce_sum, gradient_sync, local_float, parallelize, unwrap
+from mmkd.distributed import DistInfo, all_reduce_sum, backward, gradient_sync, local_float, parallelize
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
 from mmkd.model.flops import training_flops
@@ -44,11 +45,19 @@ def accumulate_gradients(model: torch.nn.Module, micro: list[dict], world_size: 
     total = torch.zeros(())
     for i, b in enumerate(micro):
         with gradient_sync(model, i == len(micro) - 1):  # reduce across ranks once per step
-            loss_sum, _ = model(b["input_ids"], b["pixels"], labels=b["labels"])
-            # DDP and FSDP2 average gradients over ranks; multiply back so the result is sum / global count.
-            (loss_sum * world_size / n_global).backward()
+            loss_sum, _ = model(b["input_ids"], b["pixels"], labels=b["labels"], segments=b.get("segments"))
+            # The engines average gradients over ranks; multiply back so the result is sum / global count.
+            backward(model, loss_sum * world_size / n_global)
         total += loss_sum.detach()
     return float(all_reduce_sum(total) / n_global)
+
+
+def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteError(
+            f"step {step + 1}: the {name} is {value}; stopped before the optimiser step "
+            f"(the last checkpoint in {run_dir / 'checkpoints'} is intact; try a lower train.lr)"
+        )
 
 
 def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
@@ -83,29 +92,41 @@ def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:
 
 def train(
     cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo
-) -> VLM:
-    """Train on the recipe's mixture for `train.budget_samples`; returns the (unwrapped) model."""
+) -> Path:
+    """Train on the recipe's mixture for `train.budget_samples`; returns the final checkpoint.
+
+    Evaluation loads that checkpoint into a plain model, so it sees the same weights whatever the
+    engine sharded during training, and eval-only on it reproduces the automatic scores.
+    """
     t = cfg.train
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     model = build_model(cfg, tokenizer)
     # Distribution first, then the optimiser over the (possibly sharded) parameters (torchtitan's order).
-    ddp_model = parallelize(model, info, t.activation_checkpointing, t.compile, t.engine, t.bf16)
+    wrapped = parallelize(model, info, t.activation_checkpointing, t.compile, t.engine, t.bf16)
     groups = param_groups(model, t.lr_multipliers, t.freeze, t.weight_decay)
     # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10).
     optimizer_class = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
-    total_steps = t.budget_samples // t.global_batch
+    row_tokens = t.global_batch * cfg.model.max_seq_len
+    total_steps = t.budget_tokens // row_tokens if t.packing else t.budget_samples // t.global_batch
     accum = t.global_batch // (t.micro_batch * info.world_size)
     if accum < 1 or t.global_batch % (t.micro_batch * info.world_size):
         raise ConfigError(
             f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
             f"({t.micro_batch} x {info.world_size})"
         )
-    step = 0
+    deepspeed = t.engine == "deepspeed" and info.world_size > 1
+    if deepspeed:  # it partitions the optimiser: its wrapper is what steps and holds the groups
+        wrapped = deepspeed_engine.wrap(model, optimizer, t, accum)
+        optimizer = wrapped.optimizer
+    # What checkpoints save and load: DeepSpeed's engine (its own layout), else the plain module (DCP).
+    state_owner = wrapped if deepspeed else model
+    step, seen = 0, {"samples": 0, "tokens": 0}  # seen: real samples and non-pad tokens trained on
     found = latest_checkpoint(run_dir) if t.resume else None
     if found is not None:
         _check_resumable(read_meta(found)["config"], cfg, run_dir)
-        step = load_checkpoint(found, model, optimizer)["step"]
+        saved = load_checkpoint(found, state_owner, optimizer)
+        step, seen = saved["step"], saved["seen"]
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     stages = stage_bounds(cfg.recipe, total_steps)
 
@@ -114,7 +135,15 @@ def train(
         name, start, _, weights = stages[k]
         seed = cfg.seed if len(stages) == 1 else f"{cfg.seed}/{name}"
         dataset = MixtureDataset(
-            sources, weights, templates, seed, t.micro_batch, cfg.model.image_size, info.rank, info.world_size
+            sources,
+            weights,
+            templates,
+            seed,
+            t.micro_batch,
+            cfg.model.image_size,
+            info.rank,
+            info.world_size,
+            pack_len=cfg.model.max_seq_len if t.packing else 0,
         )
         batches = iter(make_loader(dataset, cfg.data.num_workers))
         # Exact resume: a stage's stream is a pure function of the config, so skip what was trained on.
@@ -151,22 +180,25 @@ def train(
         if t.trace_samples:
             ids = "".join(m["id"] + "\n" for b in micro for m in b["meta"])
             append_line(run_dir / f"samples.rank{info.rank}.txt", ids)
-        loss = accumulate_gradients(ddp_model, micro, info.world_size)
-        grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
-        for name, value in (("loss", loss), ("grad norm", grad_norm)):
-            if not math.isfinite(value):
-                raise NonFiniteError(
-                    f"step {step + 1}: the {name} is {value}; stopped before the optimiser step "
-                    f"(the last checkpoint in {run_dir / 'checkpoints'} is intact; try a lower train.lr)"
-                )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(wrapped, micro, info.world_size)
+        _check_finite("loss", loss, step, run_dir)
+        if deepspeed:  # it clips, and skips the update when the gradient norm is not finite
+            wrapped.step()
+            grad_norm = float(wrapped.get_global_grad_norm())
+            _check_finite("grad norm", grad_norm, step, run_dir)
+        else:
+            grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip))
+            _check_finite("grad norm", grad_norm, step, run_dir)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         step += 1
+        counts = torch.tensor([sum(len(b["meta"]) for b in micro), _real_tokens(micro, tokenizer.pad_id)])
+        samples, tokens = all_reduce_sum(counts).tolist()
+        seen["samples"] += samples
+        seen["tokens"] += tokens
         window["loss"] += loss
-        window["tokens"] += (
-            int(sum((b["input_ids"] != tokenizer.pad_id).sum() for b in micro)) * info.world_size
-        )
-        window["samples"] += t.global_batch
+        window["tokens"] += tokens
+        window["samples"] += samples
         window["flops"] += sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro)  # this rank's
         window["steps"] += 1
         bar.update(1)
@@ -176,7 +208,8 @@ def train(
             record = {
                 "step": step,
                 "stage": stages[stage][0],
-                "samples": step * t.global_batch,
+                "samples": seen["samples"],
+                "tokens": seen["tokens"],
                 "loss": window["loss"] / window["steps"],
                 "lr": lr,
                 "grad_norm": grad_norm,
@@ -184,6 +217,9 @@ def train(
                 "samples_per_s": window["samples"] / dt,
                 "flops_per_s_per_device": window["flops"] / dt,
             }
+            if t.packing:  # real tokens / row capacity: the packer's efficiency as trained
+                capacity = window["steps"] * row_tokens
+                record["nonpad_fraction"] = window["tokens"] / capacity
             if peak:
                 record["mfu"] = record["flops_per_s_per_device"] / peak
             shown = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}"}
@@ -193,13 +229,13 @@ def train(
             window = _new_window()
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
-            position = {**meta, "stage": stages[stage][0]}
-            save_checkpoint(run_dir, step, model, optimizer, position, info, keep=t.keep_checkpoints)
+            position = {**meta, "stage": stages[stage][0], "seen": seen}
+            save_checkpoint(run_dir, step, state_owner, optimizer, position, info, keep=t.keep_checkpoints)
 
     bar.close()
     tracker.close()
-    save_checkpoint(run_dir, step, model, optimizer, {**meta, "stage": stages[stage][0]}, info, final=True)
-    return unwrap(ddp_model)
+    position = {**meta, "stage": stages[stage][0], "seen": seen}
+    return save_checkpoint(run_dir, step, state_owner, optimizer, position, info, final=True)
 
 
 def stage_bounds(recipe: RecipeConfig, total_steps: int) -> list[tuple[str, int, int, dict[str, float]]]:
@@ -219,8 +255,16 @@ def _new_window() -> dict:
     return {"loss": 0.0, "tokens": 0, "samples": 0, "steps": 0, "flops": 0.0, "t0": time.perf_counter()}
 
 
+def _real_tokens(micro: list[dict], pad_id: int) -> int:
+    return int(sum((b["input_ids"] != pad_id).sum() for b in micro))
+
+
 def _batch_flops(cfg: RunConfig, batch: dict, pad_id: int) -> float:
     """Useful training FLOPs of one micro-batch: each sample at its real length, its images."""
-    lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
+    if "segments" in batch:  # packed rows: each document attends over its own length only
+        docs = [torch.unique_consecutive(row[row > 0], return_counts=True)[1] for row in batch["segments"]]
+        lengths = torch.cat(docs).tolist()
+    else:
+        lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
     images = 0 if batch["pixels"] is None else batch["pixels"].shape[0]
     return training_flops(cfg.model, cfg.model.vocab_size, lengths, images)["total"]

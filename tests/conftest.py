@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +32,41 @@ def small_data(root: Path) -> DataConfig:
         samples_per_shard=100,
         num_workers=0,
     )
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """The torchrun launcher on a free port: a fixed port collides with a parallel or stuck run."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}"]
+
+
+def run_python(args: list[str], timeout: int = 300, **kw) -> str:
+    """`python ARGS` to a zero exit (else its stderr fails the test); returns stdout. On a timeout the
+    whole process group dies, so torchrun's workers cannot outlive the test and eat its cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **kw.pop("env", {})}
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        **kw,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun passes SIGTERM on to its workers (each in a session of its own)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            err = "(no stderr: the process group was killed)"
+        raise AssertionError(f"timed out after {timeout} s: {args}\n{err[-3000:]}") from None
+    assert proc.returncode == 0, err[-3000:]
+    return out
 
 
 def model_config(name: str) -> ModelConfig:

@@ -1,9 +1,10 @@
 """Helper for tests/test_engines.py (not a test): three optimiser steps on one fixed global batch.
 
-    torchrun --nproc_per_node=2 tests/engine_losses.py WORLD_DIR OUT.json ENGINE
+    torchrun --nproc_per_node=2 tests/engine_losses.py WORLD_DIR OUT.json ENGINE [ZERO_STAGE]
 Rank r takes micro-batches r, r + world, ...; rank 0 writes [[loss, grad norm], ...].
 """
 
+import gc
 import json
 import sys
 from itertools import islice
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from mmkd.config import load_group
+from mmkd import deepspeed_engine
+from mmkd.config import TrainConfig, load_group
 from mmkd.distributed import init_distributed, local_float, parallelize, shutdown
 from mmkd.loader import Collator
 from mmkd.model import VLM
@@ -24,7 +26,7 @@ from mmkd.trainer import accumulate_gradients
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(world: Path, out: Path, engine: str) -> None:
+def main(world: Path, out: Path, engine: str, zero_stage: int) -> None:
     info = init_distributed()
     torch.set_num_threads(1)
     tok = Tokenizer.load(world / "tokenizer.json")
@@ -40,17 +42,28 @@ def main(world: Path, out: Path, engine: str) -> None:
     mine = micro[info.rank :: info.world_size]
     model = parallelize(model, info, engine=engine)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if engine == "deepspeed":
+        t = TrainConfig(micro_batch=2, grad_clip=1.0, zero_stage=zero_stage)
+        model = deepspeed_engine.wrap(model, optimizer, t, accumulation=len(mine))
     history = []
     for _ in range(3):
         loss = accumulate_gradients(model, mine, info.world_size)
-        grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if engine == "deepspeed":
+            model.step()
+            grad_norm = float(model.get_global_grad_norm())
+        else:
+            grad_norm = local_float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         history.append([loss, grad_norm])
     if info.is_main:
         out.write_text(json.dumps(history))
+    # DDP's reducer must go before the process group: freed after it, it destroys the gloo group while
+    # holding the GIL, and a gloo thread still releasing a tensor deadlocks (pytorch/pytorch#56297).
+    del model
+    gc.collect()
     shutdown()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int((sys.argv[4:] or ["2"])[0]))

@@ -56,6 +56,9 @@ def test_unknown_keys_and_bad_types_name_the_key(cfg, key):
         ({"train": {"global_batch": 64, "micro_batch": 24}}, r"train\.global_batch=64"),
         ({"eval": {"abilities": ["existence", "telepathy"]}}, "telepathy"),
         ({"data": {"world": {"max_objects": 12}}}, r"world\.max_objects=12"),
+        ({"train": {"packing": True}}, r"train\.packing=true needs train\.budget_tokens"),
+        ({"train": {"budget_tokens": 10**6}}, r"train\.budget_tokens=1000000 needs train\.packing=true"),
+        ({"train": {"engine": "deepspeed", "zero_stage": 4}}, r"train\.zero_stage=4"),
     ],
 )
 def test_bad_values_are_rejected_before_compute(cfg, message):

@@ -1,4 +1,5 @@
 from collections import Counter
+from itertools import islice
 
 import torch
 
@@ -88,3 +89,39 @@ def test_batches_follow_the_mixture_and_pad_correctly(world, tokenizer):
         assert torch.all(labels[ids == tokenizer.pad_id] == IGNORE)
         kinds.update(m["source"] for m in b["meta"])
     assert abs(kinds["caption0"] / 400 - 0.5) < 0.1
+
+
+def test_packed_batches_are_full_rows_of_whole_samples_in_mixture_order(world, tokenizer):
+    """train.packing: rows of pack_len tokens, numbered segments, every sample whole and used once."""
+    _, root = world
+    weights = {"caption0": 0.5, "vqa0": 0.25, "text": 0.25}
+    t = Templates(tokenizer, 9, 160)
+    ds = MixtureDataset(
+        {k: root / k for k in weights}, weights, t, seed=0, micro_batch=4, image_size=48, pack_len=160
+    )
+    it, seen, real, kinds = iter(ds), [], 0, Counter()
+    for _ in range(100):
+        b = next(it)
+        ids, labels, segments = b["input_ids"], b["labels"], b["segments"]
+        assert ids.shape == labels.shape == segments.shape == (4, 160)
+        for row in segments:  # segments count up from 1 and padding (0) only trails
+            docs = torch.unique_consecutive(row[row > 0])
+            assert docs.tolist() == list(range(1, len(docs) + 1))
+            assert not torch.any(row[int((row > 0).sum()) :])
+        starts = torch.ones_like(segments, dtype=torch.bool)
+        starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+        assert torch.all(ids[starts & (segments > 0)] == tokenizer.bos_id)  # each sample starts whole
+        assert torch.all(labels[segments == 0] == IGNORE)
+        n_images = int((ids == tokenizer.image_id).sum()) // 9
+        assert (b["pixels"] is None and n_images == 0) or b["pixels"].shape[0] == n_images
+        assert len(b["meta"]) == int(starts[segments > 0].sum())
+        seen += [m["id"] for m in b["meta"]]
+        kinds.update(m["source"] for m in b["meta"])
+        real += int((segments > 0).sum())
+    # Packing only regroups the mixture stream: every sample comes from it, at most as often, and none
+    # waits longer than one pool (4 x 8 rows of 160 tokens: fewer than 200 samples).
+    raw = [m["id"] for _, m in islice(ds.samples(0, 1), len(seen) + 200)]
+    assert not Counter(seen) - Counter(raw)
+    assert not Counter(raw[: len(seen) - 200]) - Counter(seen)
+    assert real / (100 * 4 * 160) > 0.97
+    assert abs(kinds["caption0"] / len(seen) - 0.5) < 0.1

@@ -4,8 +4,9 @@ from itertools import islice
 
 import torch
 
+from mmkd.loader import collate_rows
 from mmkd.model import VLM
-from mmkd.packing import collate_rows, efficiency, pack
+from mmkd.packing import efficiency, pack
 from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from tests.conftest import model_config
@@ -28,7 +29,7 @@ def test_packed_rows_match_samples_run_alone(world, tokenizer):
     items = [(s.id, templates.encode(s)) for s in _samples(root)]
     rows = pack(items, 512)
     assert len(rows) < len(items) and all(len(r) <= 512 for r in rows)
-    assert sorted(i for r in rows for i in r.ids) == sorted(i for i, _ in items)
+    assert sorted(i for r in rows for i in r.keys) == sorted(i for i, _ in items)
     batch = collate_rows(rows, 512, tokenizer.pad_id, cfg.image_size)
     with torch.no_grad():
         logits = model(batch["input_ids"], batch["pixels"], segments=batch["segments"])

@@ -1,12 +1,10 @@
 """The README's loop end to end through the real entry points, on the micro model and a small world."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from mmkd.world.benchmarks import ABILITIES
-from tests.conftest import REPO, SMALL_SIZES
+from tests.conftest import REPO, SMALL_SIZES, run_python, torchrun
 
 
 def _data_overrides(data):
@@ -21,9 +19,7 @@ def _data_overrides(data):
 
 
 def _run(args, cwd):
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+    return run_python(args, timeout=600, cwd=cwd)
 
 
 def test_train_then_eval_then_eval_only(world, tmp_path):
@@ -173,9 +169,7 @@ def test_pair_caption_v2_builds_its_pair_captions_and_trains_under_torchrun(worl
     run = tmp_path / "run"
     stdout = _run(
         [
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
+            *torchrun(2),
             str(REPO / "launch/train.py"),
             "recipe=pair_caption_v2",
             "model=micro",

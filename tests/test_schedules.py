@@ -35,6 +35,7 @@ def test_bad_schedule_values_name_the_key(world, tmp_path):
 
 
 def test_frozen_modules_stay_put_and_multipliers_scale_the_lr(world, tokenizer, tmp_path):
+    from mmkd.checkpoint import load_checkpoint
     from mmkd.data_builders.sources import source_dirs
     from mmkd.distributed import DistInfo
     from mmkd.trainer import build_model, train
@@ -51,7 +52,9 @@ def test_frozen_modules_stay_put_and_multipliers_scale_the_lr(world, tokenizer, 
         weight_decay=0.05,
     )
     before = build_model(cfg, tokenizer).state_dict()
-    model = train(cfg, source_dirs(sorted(cfg.recipe.active()), cfg, root), tokenizer, tmp_path, DistInfo())
+    final = train(cfg, source_dirs(sorted(cfg.recipe.active()), cfg, root), tokenizer, tmp_path, DistInfo())
+    model = build_model(cfg, tokenizer)
+    load_checkpoint(final, model)
     after = model.state_dict()
     for name, value in before.items():
         moved = not torch.equal(value, after[name])

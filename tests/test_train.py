@@ -2,9 +2,6 @@
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +11,7 @@ from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
 from mmkd.schedules import learning_rate
 from mmkd.trainer import train
-from tests.conftest import REPO, SMALL_SIZES, micro_run_config
+from tests.conftest import REPO, SMALL_SIZES, micro_run_config, run_python, torchrun
 
 
 def _train(world, tokenizer, run_dir, **kw):
@@ -70,38 +67,57 @@ def test_schedule_warms_up_then_decays_to_min_ratio():
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:])) and abs(lrs[-1] - 0.1) < 0.01
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
-def test_torchrun_two_ranks_on_cpu(engine, world, tmp_path):
-    """Two gloo ranks train together, read disjoint samples and write one (sharded) final checkpoint."""
-    data, _ = world
+def _torchrun(data, run_dir, *overrides):
+    """launch/train.py on two gloo ranks with the small world; returns metrics.jsonl's records."""
     sizes = [f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()]
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={29533 + (engine == 'fsdp2')}",
+        *torchrun(2),
         str(REPO / "launch/train.py"),
         "model=micro",
         "train=smoke",
-        "train.budget_samples=128",
-        f"train.engine={engine}",
         "eval.after_train=false",
-        "train.trace_samples=true",
-        f"run_dir={tmp_path}/run",
+        f"run_dir={run_dir}",
         f"data.root={data.root}",
         "data.num_workers=0",
         f"data.bench_per_ability={data.bench_per_ability}",
         f"data.vocab_size={data.vocab_size}",
         f"data.samples_per_shard={data.samples_per_shard}",
         *sizes,
+        *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert read_meta(tmp_path / "run")["step"] == 4
-    seen = [set((tmp_path / "run" / f"samples.rank{r}.txt").read_text().split()) for r in (0, 1)]
+    run_python(cmd, cwd=run_dir.parent)
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "deepspeed"])
+def test_torchrun_two_ranks_on_cpu(engine, world, tmp_path):
+    """Two gloo ranks train together, read disjoint samples and write one (sharded) final checkpoint."""
+    run = tmp_path / "run"
+    overrides = ("train.budget_samples=128", f"train.engine={engine}", "train.trace_samples=true")
+    _torchrun(world[0], run, *overrides)
+    assert read_meta(run)["step"] == 4
+    seen = [set((run / f"samples.rank{r}.txt").read_text().split()) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(world, tokenizer, tmp_path):
+    """ZeRO-2 on two ranks: a run resumed from its step-4 checkpoint (the final one killed before its
+    commit marker) repeats the uninterrupted losses bit for bit; eval loads the weights on one process."""
+    from mmkd.trainer import build_model
+
+    run = tmp_path / "run"
+    args = ("train.budget_samples=256", "train.checkpoint_every=4", "train.log_every=1")
+    args += ("train.engine=deepspeed",)
+    first = _torchrun(world[0], run, *args)
+    assert any(run.glob("checkpoints/step-00000004/*optim_states.pt"))  # DeepSpeed's ZeRO partitions
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()
+    resumed = _torchrun(world[0], run, *args)[len(first) :]
+    assert [r["step"] for r in resumed] == [5, 6, 7, 8]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in first[4:]]
+    model = build_model(micro_run_config(world[0], run), tokenizer)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    load_checkpoint(run, model)  # the final checkpoint, consolidated from ZeRO's fp32 partitions
+    assert all(not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if "norm" not in k)
 
 
 def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
@@ -114,7 +130,8 @@ def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
         "step-00000014",
     ]
     meta = read_meta(tmp_path / "r")
-    assert set(meta) == {"step", "stage", "config", "tokenizer"} and meta["step"] == 16
+    assert set(meta) == {"step", "stage", "seen", "config", "tokenizer"} and meta["step"] == 16
+    assert meta["seen"]["samples"] == 16 * 16 and meta["seen"]["tokens"] > 0
     cfg = micro_run_config(world[0], tmp_path / "r")
     model = build_model(cfg, tokenizer)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
@@ -223,3 +240,18 @@ def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(worl
         RecipeConfig(
             name="x", stages=[StageConfig("a", 0.4, {"text": 1}), StageConfig("b", 0.5, {"text": 1})]
         ).validate()
+
+
+def test_packed_training_spends_a_token_budget_on_full_rows_and_resumes_exactly(world, tokenizer, tmp_path):
+    """train.packing: 8 steps of 16 rows x 160 tokens, nearly no padding, several samples per row."""
+    run = tmp_path / "r"
+    kw = dict(packing=True, budget_tokens=8 * 16 * 160, checkpoint_every=4, log_every=1)
+    first = _train(world, tokenizer, run, **kw)
+    assert [r["step"] for r in first] == list(range(1, 9))
+    assert all(r["nonpad_fraction"] > 0.95 for r in first)
+    assert first[-1]["samples"] > 2 * 8 * 16 and first[-1]["tokens"] > 0.95 * 8 * 16 * 160
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()
+    resumed = _train(world, tokenizer, run, **kw)[len(first) :]
+    assert [(r["step"], r["loss"], r["samples"]) for r in resumed] == [
+        (r["step"], r["loss"], r["samples"]) for r in first[4:]
+    ]

@@ -1,0 +1,97 @@
+"""DeepSpeed ZeRO 1/2/3 as a training engine (`train.engine=deepspeed train.zero_stage=N`).
+
+DeepSpeed owns the optimiser step, gradient clipping and the reduction across ranks; our loop keeps
+the loss normalisation (the global supervised-token count), the learning-rate schedule and the
+checkpoint commit protocol. The DeepSpeed config is generated from ours, so the two cannot disagree:
+
+    train_micro_batch_size_per_gpu = train.micro_batch     gradient_clipping = train.grad_clip
+    gradient_accumulation_steps    = accumulation steps    zero_optimization.stage = train.zero_stage
+    bf16.enabled                   = train.bf16            (non-finite gradients skip the update)
+
+On a machine without CUDA, DeepSpeed runs on its CPU accelerator over gloo (`DS_ACCELERATOR=cpu` is
+set for it); its first start compiles a small communication op (~1 minute, cached afterwards in
+`TORCH_EXTENSIONS_DIR`). Install with `pip install -e ".[deepspeed]"`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from mmkd.config import TrainConfig
+
+
+def import_deepspeed():
+    """DeepSpeed, on its CPU accelerator where there is no GPU (it would otherwise guess one)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import deepspeed
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f'train.engine=deepspeed needs DeepSpeed ({e}); install it with pip install -e ".[deepspeed]"'
+        ) from e
+    return deepspeed
+
+
+def deepspeed_config(t: TrainConfig, accumulation: int) -> dict[str, Any]:
+    """DeepSpeed's JSON config from ours (see the module docstring for the mapping)."""
+    return {
+        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": {"stage": t.zero_stage},
+        # Check gradients in bf16 too, so a NaN/Inf gradient skips the update in every precision.
+        "bf16": {"enabled": t.bf16, "check_grad_overflow": True},
+        "steps_per_print": 2**31 - 1,  # our progress bar and metrics.jsonl report progress
+        "wall_clock_breakdown": False,
+    }
+
+
+def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, t: TrainConfig, accumulation: int):
+    """The DeepSpeed engine over `model`, stepping our optimiser (partitioned by ZeRO)."""
+    deepspeed = import_deepspeed()
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(t, accumulation)
+    )
+    return engine
+
+
+def is_engine(model: nn.Module) -> bool:
+    """Whether `model` is wrapped by DeepSpeed (without importing it for the other engines)."""
+    return any(c.__name__ == "DeepSpeedEngine" for c in type(model).__mro__)
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A checkpoint directory written by DeepSpeed (its model-state files) rather than by DCP."""
+    return any(path.glob("*model_states.pt"))
+
+
+def save(engine, path: Path, rng: torch.Tensor) -> None:
+    """DeepSpeed's own sharded layout inside our checkpoint directory (collective)."""
+    engine.save_checkpoint(str(path.parent), tag=path.name, client_state={"rng": rng}, save_latest=False)
+
+
+def load(engine, path: Path) -> None:
+    """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective)."""
+    _, client = engine.load_checkpoint(
+        str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
+    torch.set_rng_state(client["rng"])
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """fp32 weights of a DeepSpeed checkpoint (any ZeRO stage) into a plain single-device model.
+
+    DeepSpeed stores its files with pickle; load only checkpoints your own runs wrote.
+    """
+    import_deepspeed()
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+    model.load_state_dict(state)
