@@ -6,7 +6,8 @@
 Draws samples in the recipe's proportions (its `sources` as built on first use), encodes them with
 the tiny model's 9 image tokens and with dense_3b's 729, packs them into rows of each length, and
 prints the non-pad fraction next to the baseline measured in the same run: one sample per row,
-padded to the row length (what a fixed-length batch without packing wastes).
+padded to the row length (what a fixed-length batch without packing wastes). A second table packs as
+the trainer does (`train.packing=true`: the loader's pools, with the emptiest rows carried over).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 
 from mmkd.config import to_run_config
 from mmkd.data_builders.sources import prepare_sources, prepare_world
+from mmkd.loader import MixtureDataset
 from mmkd.packing import efficiency, pack
 from mmkd.shards import open_dataset
 from mmkd.templates import Templates
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="baseline")
     ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--data-root", default="data")
+    ap.add_argument("--batches", type=int, default=40, help="loader micro-batches to measure")
     args = ap.parse_args()
     recipe = OmegaConf.load(REPO / "recipes" / "recipe" / f"{args.recipe}.yaml")
     parent = OmegaConf.load(REPO / "recipes" / "recipe" / "baseline.yaml")
@@ -65,6 +68,16 @@ def main() -> None:
             alone = sum(len(e) for _, e in fit) / (len(fit) * length)
             ratio = packed / alone
             print(f"| {image_tokens} | {length} | {len(rows)} | {packed:.4f} | {alone:.4f} | {ratio:.1f}x |")
+    print("\nAs the trainer packs (MixtureDataset, micro-batches of 8 rows, pools of 8 micro-batches):")
+    print("| image tokens | row length | rows | non-pad |")
+    print("| ---: | ---: | ---: | ---: |")
+    for image_tokens, length in ((9, 4096), (729, 4096)):
+        templates = Templates(tok, image_tokens, length)
+        dataset = MixtureDataset(dirs, weights, templates, 0, 8, cfg.model.image_size, pack_len=length)
+        batches = list(islice(iter(dataset), args.batches))
+        real = sum(int((b["segments"] > 0).sum()) for b in batches)
+        rows = sum(b["segments"].shape[0] for b in batches)
+        print(f"| {image_tokens} | {length} | {rows} | {real / (rows * length):.4f} |")
 
 
 if __name__ == "__main__":
