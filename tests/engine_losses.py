@@ -1,6 +1,6 @@
 """Helper for tests/test_engines.py (not a test): three optimiser steps on one fixed global batch.
 
-    torchrun --nproc_per_node=2 tests/engine_losses.py WORLD_DIR OUT.json ENGINE [ZERO_STAGE]
+    torchrun --nproc_per_node=2 tests/engine_losses.py WORLD_DIR OUT.json ENGINE ZERO_STAGE BF16(0|1)
 Rank r takes micro-batches r, r + world, ...; rank 0 writes [[loss, grad norm], ...].
 """
 
@@ -26,7 +26,7 @@ from mmkd.trainer import accumulate_gradients
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(world: Path, out: Path, engine: str, zero_stage: int) -> None:
+def main(world: Path, out: Path, engine: str, zero_stage: int, bf16: bool) -> None:
     info = init_distributed()
     torch.set_num_threads(1)
     tok = Tokenizer.load(world / "tokenizer.json")
@@ -40,10 +40,10 @@ def main(world: Path, out: Path, engine: str, zero_stage: int) -> None:
     collate = Collator(tok.pad_id, cfg.image_size)
     micro = [collate(encoded[i : i + 2]) for i in range(0, len(encoded), 2)]
     mine = micro[info.rank :: info.world_size]
-    model = parallelize(model, info, engine=engine)
+    model = parallelize(model, info, engine=engine, bf16=bf16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if engine == "deepspeed":
-        t = TrainConfig(micro_batch=2, grad_clip=1.0, zero_stage=zero_stage)
+        t = TrainConfig(micro_batch=2, grad_clip=1.0, zero_stage=zero_stage, bf16=bf16)
         model = deepspeed_engine.wrap(model, optimizer, t, accumulation=len(mine))
     history = []
     for _ in range(3):
@@ -66,4 +66,4 @@ def main(world: Path, out: Path, engine: str, zero_stage: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int((sys.argv[4:] or ["2"])[0]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1")

@@ -10,9 +10,9 @@ from tests.conftest import REPO, run_python, torchrun
 SCRIPT = REPO / "tests" / "engine_losses.py"
 
 
-def _run(world_root, out, engine, ranks, zero_stage=2):
+def _run(world_root, out, engine, ranks, zero_stage=2, bf16=False):
     launcher = torchrun(ranks) if ranks > 1 else []
-    run_python([*launcher, str(SCRIPT), str(world_root), str(out), engine, str(zero_stage)])
+    run_python([*launcher, str(SCRIPT), str(world_root), str(out), engine, str(zero_stage), str(int(bf16))])
     return json.loads(out.read_text())
 
 
@@ -27,3 +27,14 @@ def test_two_ranks_match_one_process(engine, zero_stage, world, tmp_path):
     for (loss_1, norm_1), (loss_2, norm_2) in zip(single, sharded):
         assert loss_2 == pytest.approx(loss_1, rel=1e-5)
         assert norm_2 == pytest.approx(norm_1, rel=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed"])
+def test_bf16_parameters_stay_close_to_fp32(engine, world, tmp_path):
+    """train.bf16: bf16 compute with fp32 reductions tracks the fp32 run to bf16 precision (~3 digits)."""
+    _, root = world
+    single = _run(root, tmp_path / "single.json", "ddp", 1)
+    bf16 = _run(root, tmp_path / f"{engine}.json", engine, 2, bf16=True)
+    for (loss_1, _), (loss_2, _) in zip(single, bf16):
+        assert loss_2 == pytest.approx(loss_1, rel=2e-2)
+        assert loss_2 != loss_1  # it did compute in bf16

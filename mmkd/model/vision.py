@@ -48,6 +48,8 @@ class VisionEncoder(nn.Module):
         self.post_layernorm = nn.LayerNorm(cfg.vision_width)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # Pixels arrive in fp32; the tower computes in its own dtype (bf16 when an engine casts it).
+        pixels = pixels.to(self.patch_embedding.weight.dtype)
         x = self.patch_embedding(pixels).flatten(2).transpose(1, 2)  # [N, 3, H, W] -> [N, P, Dv]
         x = x + self.position_embedding
         for layer in self.layers:
