@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from mmkd.model import VLM
-from mmkd.model.hf import CheckpointMismatch, export_decoder, load_decoder, load_vision
+from mmkd.model.hf import CheckpointMismatch, export_decoder, export_vlm, load_decoder, load_vision
 from tests.conftest import model_config
 
 VOCAB = 300
@@ -114,3 +114,68 @@ def test_a_run_starts_from_the_configured_checkpoints(world, tokenizer, tmp_path
     torch.testing.assert_close(
         model.decoder.layers[1].mlp.down_proj.weight, hf.model.layers[1].mlp.down_proj.weight
     )
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_exported_vlm_loads_as_llava_and_its_processor_makes_our_inputs(tie, world, tokenizer, tmp_path):
+    """The whole model as LlavaForConditionalGeneration: AutoProcessor turns "<image> text" and a picture
+    into our token ids and pixels, and transformers gives our logits."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from mmkd.loader import image_tensor
+    from mmkd.schema import IMAGE_MARKER
+    from mmkd.shards import open_dataset
+
+    cfg = dataclasses.replace(
+        model_config("micro"), vocab_size=tokenizer.vocab_size, vision_post_norm=False, tie_embeddings=tie
+    )
+    torch.manual_seed(3)
+    model = VLM(cfg, tokenizer.image_id).eval()
+    export_vlm(model, tmp_path / "llava", tokenizer)
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "llava")
+    sample = next(iter(open_dataset(world[1] / "vqa0")))
+    inputs = processor(
+        images=sample.images[0], text=f"{IMAGE_MARKER} what is in the image?", return_tensors="pt"
+    )
+    ids, pixels = inputs["input_ids"], inputs["pixel_values"]
+    torch.testing.assert_close(pixels[0], image_tensor(sample.images[0], cfg.image_size), atol=1e-5, rtol=0)
+    assert int((ids == tokenizer.image_id).sum()) == cfg.image_tokens
+    assert tokenizer.decode(ids[0].tolist()).endswith("what is in the image?")
+    with torch.no_grad():
+        torch.testing.assert_close(hf(**inputs).logits, model(ids, pixels), atol=1e-5, rtol=1e-5)
+
+
+def test_a_vlm_with_the_vit_post_norm_is_not_exported_as_llava(tmp_path):
+    with pytest.raises(CheckpointMismatch, match=r"needs model\.vision_post_norm=false"):
+        export_vlm(_ours(), tmp_path / "llava")
+    assert not (tmp_path / "llava").exists()
+
+
+def test_export_cli_turns_a_trained_checkpoint_into_llava_and_llama(world, tokenizer, tmp_path):
+    from transformers import LlamaForCausalLM, LlavaForConditionalGeneration
+
+    from mmkd.checkpoint import load_checkpoint
+    from mmkd.data_builders.sources import source_dirs
+    from mmkd.distributed import DistInfo
+    from mmkd.trainer import build_model, train
+    from tests.conftest import REPO, micro_run_config, run_python
+
+    cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=32)
+    cfg.model.vision_post_norm = False
+    dirs = source_dirs(sorted(cfg.recipe.active()), cfg, world[1])
+    (tmp_path / "run").mkdir()
+    final = train(cfg, dirs, tokenizer, tmp_path / "run", DistInfo())
+    model = build_model(cfg, tokenizer).eval()
+    load_checkpoint(final, model)
+    export = [str(REPO / "launch/export.py"), f"checkpoint={tmp_path / 'run'}"]
+    assert "as LlavaForConditionalGeneration" in run_python([*export, f"out={tmp_path / 'llava'}"])
+    assert "as LlamaForCausalLM" in run_python([*export, f"out={tmp_path / 'llama'}", "format=llama"])
+    ids = torch.tensor([[tokenizer.bos_id] + [tokenizer.image_id] * cfg.model.image_tokens + [7, 8, 9]])
+    pixels = torch.rand(1, 3, cfg.model.image_size, cfg.model.image_size) * 2 - 1
+    llava = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
+    llama = LlamaForCausalLM.from_pretrained(tmp_path / "llama").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(llava(input_ids=ids, pixel_values=pixels).logits, model(ids, pixels))
+        text = torch.tensor([[tokenizer.bos_id, 7, 8, 9]])
+        torch.testing.assert_close(llama(input_ids=text).logits, model(text))

@@ -19,6 +19,9 @@ class ModelConfig:
     vision_layers: int = 2
     vision_heads: int = 4
     vision_mlp: int = 512
+    # SigLIP's post-layernorm on the ViT output. false feeds the projector the last layer's hidden
+    # state, as LLaVA does: needed to export the whole model as LlavaForConditionalGeneration.
+    vision_post_norm: bool = True
     # Decoder-only language model (Llama-like: RMSNorm, RoPE, SwiGLU, grouped-query attention).
     width: int = 128
     layers: int = 3

@@ -37,7 +37,8 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> ParamCounts:
     decoder = vocab_size * d + cfg.layers * layer + d
     v, m = cfg.vision_width, cfg.vision_mlp
     block = (3 * v * v + 3 * v) + (v * v + v) + (v * m + m) + (m * v + v) + 4 * v  # qkv, out, fc1, fc2, LNs
-    vision = 3 * cfg.patch_size**2 * v + v + cfg.image_tokens * v + cfg.vision_layers * block + 2 * v
+    post_norm = 2 * v if cfg.vision_post_norm else 0
+    vision = 3 * cfg.patch_size**2 * v + v + cfg.image_tokens * v + cfg.vision_layers * block + post_norm
     projector = v * d + d + d * d + d
     return ParamCounts(vision, projector, decoder, 0 if cfg.tie_embeddings else vocab_size * d)
 

@@ -3,9 +3,10 @@
 In: a Llama-family decoder (`model.layers.N.self_attn.q_proj.weight`, ...) and a SigLIP vision tower
 (`vision_model.encoder.layers.N...`, q/k/v fused into our `qkv`) from local safetensors; the projector
 stays fresh. Shapes and the settings that change the function (norm eps, RoPE theta) must match our
-config; a mismatch is an error naming the key. Out: the decoder as a `LlamaForCausalLM` directory
-(config.json + model.safetensors) that transformers, vLLM and lm-eval load. Only safetensors are
-read or written: no pickle.
+config; a mismatch is an error naming the key. Out: the whole model as a `LlavaForConditionalGeneration`
+directory with its processor (VLMEvalKit, vLLM), or the decoder as `LlamaForCausalLM` (lm-eval), each
+with config.json, model.safetensors and the tokenizer (`launch/export.py`). Only safetensors are read
+or written: no pickle.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from mmkd.model.config import ModelConfig
 from mmkd.model.vlm import VLM
+from mmkd.schema import IMAGE_MARKER
+from mmkd.tokenizer import BOS, EOS, PAD, Tokenizer
 
 
 class CheckpointMismatch(ValueError):
@@ -66,6 +69,26 @@ def decoder_map(cfg: ModelConfig) -> dict[str, str]:
     return keys
 
 
+def vision_map(cfg: ModelConfig) -> dict[str, str]:
+    """HF SigLIP vision key (under `vision_model.`) -> our key, for the tensors that map one to one
+    (the position embedding gains a batch axis; q, k and v are fused into our `qkv`)."""
+    keys = {
+        "embeddings.patch_embedding.weight": "vision.patch_embedding.weight",
+        "embeddings.patch_embedding.bias": "vision.patch_embedding.bias",
+    }
+    if cfg.vision_post_norm:
+        keys |= {
+            "post_layernorm.weight": "vision.post_layernorm.weight",
+            "post_layernorm.bias": "vision.post_layernorm.bias",
+        }
+    for i in range(cfg.vision_layers):
+        hf, me = f"encoder.layers.{i}.", f"vision.layers.{i}."
+        for part in ("layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2", "self_attn.out_proj"):
+            for kind in ("weight", "bias"):
+                keys[f"{hf}{part}.{kind}"] = f"{me}{part.replace('mlp.', '')}.{kind}"
+    return keys
+
+
 def _check(ours: dict[str, torch.Tensor], key: str, hf_key: str, value: torch.Tensor, path: Path) -> None:
     if ours[key].shape != value.shape:
         raise CheckpointMismatch(
@@ -102,22 +125,11 @@ def load_decoder(model: VLM, path: str | Path) -> None:
 def load_vision(model: VLM, path: str | Path) -> None:
     """Initialise the ViT from a local SigLIP (vision model or full SigLIP) checkpoint."""
     path, cfg = Path(path), model.cfg
-    _settings(path, {"layer_norm_eps": model.vision.post_layernorm.eps}, _config(path))
+    _settings(path, {"layer_norm_eps": model.vision.layers[0].layer_norm1.eps}, _config(path))
     state = _strip(_read(path), ("vision_model.", "model.vision_model."))
     ours = model.state_dict()
-    pairs = {
-        "embeddings.patch_embedding.weight": "vision.patch_embedding.weight",
-        "embeddings.patch_embedding.bias": "vision.patch_embedding.bias",
-        "post_layernorm.weight": "vision.post_layernorm.weight",
-        "post_layernorm.bias": "vision.post_layernorm.bias",
-    }
-    for i in range(cfg.vision_layers):
-        hf, me = f"encoder.layers.{i}.", f"vision.layers.{i}."
-        for part in ("layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2", "self_attn.out_proj"):
-            for kind in ("weight", "bias"):
-                pairs[f"{hf}{part}.{kind}"] = f"{me}{part.replace('mlp.', '')}.{kind}"
     try:
-        tensors = {key: state[hf_key] for hf_key, key in pairs.items()}
+        tensors = {key: state[hf_key] for hf_key, key in vision_map(cfg).items()}
         tensors["vision.position_embedding"] = state["embeddings.position_embedding.weight"][None]
         for i in range(cfg.vision_layers):
             hf = f"encoder.layers.{i}.self_attn."
@@ -132,17 +144,8 @@ def load_vision(model: VLM, path: str | Path) -> None:
             ours[key].copy_(value)
 
 
-def export_decoder(model: VLM, out_dir: str | Path) -> Path:
-    """The decoder as a transformers `LlamaForCausalLM` directory (config.json + model.safetensors)."""
-    out, cfg = Path(out_dir), model.cfg
-    out.mkdir(parents=True, exist_ok=True)
-    ours = model.state_dict()
-    tensors = {hf: ours[key].detach().clone().contiguous() for hf, key in decoder_map(cfg).items()}
-    if cfg.tie_embeddings:
-        tensors.pop("lm_head.weight", None)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = {
-        "architectures": ["LlamaForCausalLM"],
+def _llama_config(cfg: ModelConfig) -> dict:
+    return {
         "model_type": "llama",
         "hidden_size": cfg.width,
         "intermediate_size": cfg.ffn,
@@ -158,7 +161,117 @@ def export_decoder(model: VLM, out_dir: str | Path) -> Path:
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
-        "torch_dtype": "float32",
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer: Tokenizer | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
+    if tokenizer is not None:  # AutoTokenizer loads it: our tokenizers-library file as it is
+        (out / "tokenizer.json").write_text(tokenizer.to_str())
+        special = {"pad_token": PAD, "bos_token": BOS, "eos_token": EOS}
+        _write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **special})
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def export_decoder(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """The decoder as a transformers `LlamaForCausalLM` directory (config.json + model.safetensors,
+    and the tokenizer when given): what lm-eval and vLLM load for text tasks."""
+    cfg, ours = model.cfg, model.state_dict()
+    tensors = {hf: ours[key] for hf, key in decoder_map(cfg).items()}
+    config = {"architectures": ["LlamaForCausalLM"], **_llama_config(cfg)}
+    return _write(Path(out_dir), tensors, config, tokenizer)
+
+
+def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """The whole model as a transformers `LlavaForConditionalGeneration` directory: SigLIP vision
+    tower, LLaVA's two-layer projector, Llama decoder; `<image>` keeps its token id. With the
+    tokenizer, also the processor files: `AutoProcessor` then turns "<image> text" and a picture into
+    exactly our inputs (one `<image>` expands to the image's tokens; pixels scaled to [-1, 1]).
+
+    LLaVA feeds the projector the ViT's last hidden state without SigLIP's post-layernorm, so only a
+    model trained with `model.vision_post_norm=false` exports exactly; others are refused.
+    """
+    cfg, ours = model.cfg, model.state_dict()
+    if cfg.vision_post_norm:
+        raise CheckpointMismatch(
+            "export as LLaVA needs model.vision_post_norm=false (LLaVA's projector reads the ViT's last "
+            "hidden state, before SigLIP's post-layernorm); export the decoder alone with format=llama"
+        )
+    # Llama's "model.*" keys move under "model.language_model."; an untied "lm_head.weight" stays.
+    tensors = {
+        hf.replace("model.", "model.language_model.", 1) if hf.startswith("model.") else hf: ours[key]
+        for hf, key in decoder_map(cfg).items()
+    }
+    tower = "model.vision_tower.vision_model."
+    tensors |= {tower + hf: ours[key] for hf, key in vision_map(cfg).items()}
+    tensors[tower + "embeddings.position_embedding.weight"] = ours["vision.position_embedding"][0]
+    if not cfg.vision_post_norm:  # LLaVA's tower has one but never reads it: store the identity
+        tensors[tower + "post_layernorm.weight"] = torch.ones(cfg.vision_width)
+        tensors[tower + "post_layernorm.bias"] = torch.zeros(cfg.vision_width)
+    for i in range(cfg.vision_layers):
+        for kind in ("weight", "bias"):
+            q, k, v = ours[f"vision.layers.{i}.self_attn.qkv.{kind}"].chunk(3)
+            for name, value in zip("qkv", (q, k, v)):
+                tensors[f"{tower}encoder.layers.{i}.self_attn.{name}_proj.{kind}"] = value
+    for layer in ("linear_1", "linear_2"):
+        for kind in ("weight", "bias"):
+            tensors[f"model.multi_modal_projector.{layer}.{kind}"] = ours[f"projector.{layer}.{kind}"]
+    config = {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "model_type": "llava",
+        "text_config": _llama_config(cfg),
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": cfg.vision_width,
+            "intermediate_size": cfg.vision_mlp,
+            "num_hidden_layers": cfg.vision_layers,
+            "num_attention_heads": cfg.vision_heads,
+            "image_size": cfg.image_size,
+            "patch_size": cfg.patch_size,
+            "layer_norm_eps": model.vision.layers[0].layer_norm1.eps,
+            "hidden_act": "gelu_pytorch_tanh",
+            "vision_use_head": False,
+        },
+        "image_token_index": model.image_token_id,
+        "image_seq_length": cfg.image_tokens,
+        "projector_hidden_act": "gelu",
+        "multimodal_projector_bias": True,
+        "vision_feature_layer": -1,
+        "vision_feature_select_strategy": "full",
+        "tie_word_embeddings": cfg.tie_embeddings,
+    }
+    out = _write(Path(out_dir), tensors, config, tokenizer)
+    if tokenizer is not None:
+        size = {"height": cfg.image_size, "width": cfg.image_size}
+        _write_json(
+            out / "preprocessor_config.json",
+            {  # (x / 255 - 0.5) / 0.5 = our x / 127.5 - 1; bicubic as in mmkd.loader.image_tensor
+                "image_processor_type": "SiglipImageProcessor",
+                "do_resize": True,
+                "size": size,
+                "resample": 3,
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            },
+        )
+        _write_json(
+            out / "processor_config.json",
+            {
+                "processor_class": "LlavaProcessor",
+                "image_token": IMAGE_MARKER,
+                "patch_size": cfg.patch_size,
+                "vision_feature_select_strategy": "full",
+                "num_additional_image_tokens": 0,
+            },
+        )
     return out

@@ -45,7 +45,7 @@ class VisionEncoder(nn.Module):
         self.patch_embedding = nn.Conv2d(3, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
         self.position_embedding = nn.Parameter(torch.randn(1, cfg.image_tokens, cfg.vision_width) * 0.02)
         self.layers = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.vision_layers))
-        self.post_layernorm = nn.LayerNorm(cfg.vision_width)
+        self.post_layernorm = nn.LayerNorm(cfg.vision_width) if cfg.vision_post_norm else nn.Identity()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # Pixels arrive in fp32; the tower computes in its own dtype (bf16 when an engine casts it).

@@ -1,0 +1,60 @@
+"""Export a checkpoint to a Hugging Face directory (safetensors + config + tokenizer).
+
+    python launch/export.py checkpoint=runs/baseline/seed0 out=exports/baseline-seed0
+    python launch/export.py checkpoint=runs/x/checkpoints/step-00000400 out=exports/x format=llama
+
+format=llava: the whole model as `LlavaForConditionalGeneration` with its processor (VLMEvalKit,
+vLLM); it needs a model trained with `model.vision_post_norm=false` (dense_3b is). format=llama: the
+decoder alone as `LlamaForCausalLM` (lm-eval, text tasks). format=auto (default): llava when the
+model allows it, else llama. Works for every engine's checkpoints, on one CPU process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mmkd.checkpoint import load_checkpoint, read_meta, resolve
+from mmkd.config import ConfigError, to_run_config
+from mmkd.model import VLM
+from mmkd.model.hf import export_decoder, export_vlm
+from mmkd.tokenizer import Tokenizer
+
+USAGE = "usage: python launch/export.py checkpoint=PATH out=DIR [format=auto|llava|llama]"
+FORMATS = ("auto", "llava", "llama")
+
+
+def main(argv: list[str]) -> None:
+    args = OmegaConf.from_dotlist(argv)
+    unknown = set(args) - {"checkpoint", "out", "format"}
+    if unknown or not {"checkpoint", "out"} <= set(args):
+        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    kind = args.get("format", "auto")
+    if kind not in FORMATS:
+        sys.exit(f"format={kind!r}: must be one of {list(FORMATS)}")
+    try:
+        ckpt = resolve(Path(args.checkpoint))
+        meta = read_meta(ckpt)
+        cfg = to_run_config(meta["config"])
+    except (FileNotFoundError, ConfigError) as e:
+        sys.exit(f"checkpoint error: {e}")
+    if kind == "llava" and cfg.model.vision_post_norm:
+        sys.exit(
+            "format=llava needs a model trained with model.vision_post_norm=false (LLaVA reads the ViT's "
+            "last hidden state, before SigLIP's post-layernorm); use format=llama for the decoder alone"
+        )
+    if kind == "auto":
+        kind = "llama" if cfg.model.vision_post_norm else "llava"
+    tokenizer = Tokenizer.from_str(meta["tokenizer"])
+    model = VLM(cfg.model, tokenizer.image_id)
+    load_checkpoint(ckpt, model)
+    export = export_vlm if kind == "llava" else export_decoder
+    out = export(model, Path(args.out), tokenizer)
+    what = "LlavaForConditionalGeneration" if kind == "llava" else "LlamaForCausalLM (the decoder)"
+    print(f"exported {ckpt} (step {meta['step']}) as {what} to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
