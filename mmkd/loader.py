@@ -97,13 +97,14 @@ class MixtureDataset(IterableDataset):
         world_size: int = 1,
         bucket: int = 8,
         pack_len: int = 0,
+        skip: int = 0,
     ):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
         self.sources, self.weights, self.templates = sources, weights, templates
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.micro_batch, self.bucket, self.pack_len = micro_batch, bucket, pack_len
+        self.micro_batch, self.bucket, self.pack_len, self.skip = micro_batch, bucket, pack_len, skip
         self.collate = Collator(templates.tok.pad_id, image_size)
 
     def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
@@ -122,7 +123,12 @@ class MixtureDataset(IterableDataset):
         reader, readers = self.rank * workers + worker, self.world_size * workers
         rng = random.Random(f"{self.seed}/{reader}/0/bucket")
         stream = self.samples(reader, readers)
-        yield from (self._packed if self.pack_len else self._bucketed)(stream, rng)
+        # Resume: each worker skips its batches of the whole rounds within the first `skip` (drawn but
+        # not collated: no image tensors, no padding); `make_loader` drops the rest of a round.
+        mine = self.skip // workers
+        for i, batch in enumerate((self._packed if self.pack_len else self._bucketed)(stream, rng)):
+            if i >= mine:
+                yield self._collate_rows(batch) if self.pack_len else self.collate(batch)
 
     def _bucketed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
         while True:
@@ -131,8 +137,7 @@ class MixtureDataset(IterableDataset):
             )
             batches = [pool[i : i + self.micro_batch] for i in range(0, len(pool), self.micro_batch)]
             rng.shuffle(batches)
-            for batch in batches:
-                yield self.collate(batch)
+            yield from batches
 
     def _packed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
         carried: list[Row] = []  # the emptiest rows of the last pool, topped up and trained in this one
@@ -150,8 +155,10 @@ class MixtureDataset(IterableDataset):
             kept, carried = rows[: len(carried)] + fresh[: keep - len(carried)], fresh[keep - len(carried) :]
             batches = [kept[i : i + self.micro_batch] for i in range(0, keep, self.micro_batch)]
             rng.shuffle(batches)
-            for batch in batches:
-                yield collate_rows(batch, self.pack_len, self.collate.pad_id, self.collate.image_size)
+            yield from batches
+
+    def _collate_rows(self, rows: list[Row]) -> dict:
+        return collate_rows(rows, self.pack_len, self.collate.pad_id, self.collate.image_size)
 
 
 def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -203,12 +210,21 @@ def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) ->
     return {"input_ids": ids, "labels": labels, "segments": segments, "pixels": pixels, "meta": meta}
 
 
-def make_loader(dataset: MixtureDataset, num_workers: int) -> DataLoader:
-    """Batches come ready-made from the dataset (bucketed); workers only move the work off the trainer."""
-    return DataLoader(
+def make_loader(dataset: MixtureDataset, num_workers: int) -> Iterator[dict]:
+    """The dataset's batches, made in `num_workers` processes (0: this one), in stream order.
+
+    Batches come ready-made from the dataset (bucketed or packed); workers only move the work off the
+    trainer. The DataLoader takes one batch from each worker in turn, starting at worker 0, so a
+    resumed stream skips whole rounds inside the workers and the rest of a round here.
+    """
+    loader = DataLoader(
         dataset,
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
     )
+    batches = iter(loader)
+    for _ in range(dataset.skip % max(1, num_workers)):
+        next(batches)
+    return batches

@@ -134,6 +134,11 @@ def train(
         """Stage k's batches from the current step; a resumed run skips those already trained on."""
         name, start, _, weights = stages[k]
         seed = cfg.seed if len(stages) == 1 else f"{cfg.seed}/{name}"
+        # Exact resume: a stage's stream is a pure function of the config, so the loader skips the
+        # micro-batches already trained on (drawn, not collated) and continues the same stream.
+        skip = (step - start) * accum
+        if skip and info.is_main:
+            print(f"resume: skipping the {skip} micro-batches of stage {name!r} already trained on")
         dataset = MixtureDataset(
             sources,
             weights,
@@ -144,13 +149,9 @@ def train(
             info.rank,
             info.world_size,
             pack_len=cfg.model.max_seq_len if t.packing else 0,
+            skip=skip,
         )
-        batches = iter(make_loader(dataset, cfg.data.num_workers))
-        # Exact resume: a stage's stream is a pure function of the config, so skip what was trained on.
-        skip = (step - start) * accum
-        for _ in tqdm(range(skip), desc="resume: fast-forward data", disable=not (info.is_main and skip)):
-            next(batches)
-        return batches
+        return make_loader(dataset, cfg.data.num_workers)
 
     stage = next((k for k, (_, _, end, _) in enumerate(stages) if step < end), len(stages) - 1)
     batches = stream(stage)

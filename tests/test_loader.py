@@ -1,9 +1,10 @@
 from collections import Counter
 from itertools import islice
 
+import pytest
 import torch
 
-from mmkd.loader import MixtureDataset, MixtureSampler, source_stream
+from mmkd.loader import MixtureDataset, MixtureSampler, make_loader, source_stream
 from mmkd.schema import Sample, Turn
 from mmkd.templates import IGNORE, Templates
 from mmkd.world.render import render
@@ -125,3 +126,19 @@ def test_packed_batches_are_full_rows_of_whole_samples_in_mixture_order(world, t
     assert not Counter(raw[: len(seen) - 200]) - Counter(seen)
     assert real / (100 * 4 * 160) > 0.97
     assert abs(kinds["caption0"] / len(seen) - 0.5) < 0.1
+
+
+@pytest.mark.parametrize(("workers", "pack_len"), [(0, 0), (2, 0), (2, 160)])
+def test_skip_resumes_the_stream_exactly_across_workers(workers, pack_len, world, tokenizer):
+    """Resume: a loader told to skip k micro-batches continues exactly where the full stream is at k."""
+    _, root = world
+    weights = {"caption0": 0.5, "text": 0.5}
+    t = Templates(tokenizer, 9, 160)
+
+    def batches(skip, n):
+        ds = MixtureDataset(
+            {k: root / k for k in weights}, weights, t, 0, 4, 48, pack_len=pack_len, skip=skip
+        )
+        return [[m["id"] for m in b["meta"]] for b in islice(make_loader(ds, workers), n)]
+
+    assert batches(5, 6) == batches(0, 11)[5:]
