@@ -255,3 +255,20 @@ def test_packed_training_spends_a_token_budget_on_full_rows_and_resumes_exactly(
     assert [(r["step"], r["loss"], r["samples"]) for r in resumed] == [
         (r["step"], r["loss"], r["samples"]) for r in first[4:]
     ]
+
+
+@pytest.mark.parametrize("engine", ["fsdp2", "deepspeed"])
+def test_freezing_under_sharded_engines(engine, world, tokenizer, tmp_path):
+    """The alignment stage (projector only) on 2 ranks: frozen modules end bit-identical to their init."""
+    from mmkd.trainer import build_model
+
+    run = tmp_path / "run"
+    _torchrun(
+        world[0], run, "train.budget_samples=64", f"train.engine={engine}", "train.freeze=[vision,decoder]"
+    )
+    cfg = micro_run_config(world[0], run)
+    init = build_model(cfg, tokenizer).state_dict()  # the run's init: same seed, same config
+    trained = build_model(cfg, tokenizer)
+    load_checkpoint(run, trained)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, init[name]) != name.startswith("projector."), name
