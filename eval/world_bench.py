@@ -202,7 +202,7 @@ def evaluate_world(
         results[ability], recs = evaluate_ability(
             model, templates, items, prior, blind_caption, batch_size, max_new_tokens, seed
         )
-        records += [{"ability": ability, **r} for r in recs]
+        records += [{"suite": "world", "benchmark": ability, **r} for r in recs]
     tmp = out_dir / "predictions.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out_dir / "predictions.jsonl")

@@ -7,11 +7,13 @@ composition. Under torchrun, rank 0 builds data while the other ranks wait at a 
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+import mmkd
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.data_builders.sources import (
@@ -52,9 +54,24 @@ def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
     return out
 
 
+def code_version() -> dict:
+    """The package version and, in a git checkout, the commit and whether files differ from it."""
+    repo = Path(__file__).resolve().parents[1]
+    out = {"version": mmkd.__version__, "git": None, "dirty": None}
+    if (repo / ".git").exists():
+        git = ["git", "-C", str(repo)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+        if head.returncode == 0:
+            out |= {"git": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return out
+
+
 def evaluate(
     model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
 ) -> dict:
+    """The eval suites on `model`: `results.json` (scores, resolved config, the mixture's manifest
+    hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`."""
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     e = cfg.eval
     results = evaluate_world(
@@ -68,9 +85,18 @@ def evaluate(
         e.max_items,
         cfg.seed,
     )
+    mixture = Path(cfg.run_dir) / "mixture.json"
     write_json_atomic(
         out_dir / "results.json",
-        {"recipe": cfg.recipe.name, "seed": cfg.seed, "model": cfg.model.name, "abilities": results},
+        {
+            "recipe": cfg.recipe.name,
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+            "suites": {"world": results},
+            "mixture": json.loads(mixture.read_text()) if mixture.exists() else None,
+            "code": code_version(),
+            "config": asdict(cfg),
+        },
     )
     table = markdown_table(results, title)
     (out_dir / "report.md").write_text(table)

@@ -57,7 +57,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         "other": 0.15,
     }
     assert all(len(v["content_hash"]) == 64 for v in mixture["sources"].values())
-    results = json.loads((run / "eval/results.json").read_text())["abilities"]
+    results = json.loads((run / "eval/results.json").read_text())["suites"]["world"]
     assert set(results) == set(ABILITIES)
     for r in results.values():
         assert r["n"] == 8 and r["blind"] >= 0 and (r["chance"] is None or 0 <= r["chance"] <= 1)
@@ -67,7 +67,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     stdout = _run(
         [str(REPO / "launch/eval.py"), f"checkpoint={run}", "abilities=[counting]", "max_items=4"], tmp_path
     )
-    only = json.loads((run / "eval-final/results.json").read_text())["abilities"]
+    only = json.loads((run / "eval-final/results.json").read_text())["suites"]["world"]
     assert set(only) == {"counting"} and only["counting"]["n"] == 4 and "| counting |" in stdout
 
 

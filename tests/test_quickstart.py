@@ -31,7 +31,7 @@ def test_readme_recipes_beat_chance_and_blind(recipe, tmp_path):
         timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())["abilities"]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())["suites"]["world"]
     for ability in PROMISES[recipe]:
         r = results[ability]
         assert r["score"] - r["ci95"] > max(r["chance"] or 0, r["blind"]), (ability, r)

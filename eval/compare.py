@@ -1,0 +1,286 @@
+"""Compare recipes over runs: per-benchmark means with 95% CIs, deltas to a baseline, paired tests.
+
+The paper reports single runs without error bars (seed 000 Tables 3-10). Here every number says how
+sure it is:
+- a recipe's score on a benchmark is the mean over its seeds and the benchmark's items; its 95% CI
+  comes from a bootstrap that resamples seeds and items together (both are samples: another seed or
+  another set of items would give another number). With one seed it is the item bootstrap alone;
+- a recipe's delta to the baseline has a CI from the same bootstrap run on both recipes at once
+  (the same resampled items, so item difficulty cancels out: a paired comparison);
+- two p-values for "this recipe and the baseline score alike": the paired test, a sign-flip
+  permutation test on the per-item differences (each averaged over seeds), treats the seeds as
+  given; the bootstrap p-value, from the same resampling as the delta's CI, also counts seed
+  variance. With few seeds and seed-sensitive benchmarks they disagree, and the second is the one
+  that speaks for the recipe rather than for these particular runs.
+Each run directory holds `eval/results.json` and `eval/predictions.jsonl` (`mmkd.pipeline.evaluate`).
+`launch/report.py` is the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BOOTSTRAP = 2000
+PERMUTATIONS = 10000
+
+
+@dataclass
+class Run:
+    """One evaluated run: its recipe, seed and every item's score per (suite, benchmark)."""
+
+    path: Path
+    recipe: str
+    seed: int
+    metrics: dict[tuple[str, str], str] = field(default_factory=dict)
+    items: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One (suite, benchmark, recipe) line of the report."""
+
+    suite: str
+    benchmark: str
+    metric: str
+    recipe: str
+    seeds: list[int]
+    n_items: int
+    mean: float
+    ci: tuple[float, float]
+    per_seed: list[float]
+    delta: float | None = None
+    delta_ci: tuple[float, float] | None = None
+    p_value: float | None = None  # paired permutation test over items
+    p_bootstrap: float | None = None  # from the seeds-and-items bootstrap of the delta
+
+
+def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
+    """A run from its eval directory; a missing or malformed file is an error naming it."""
+    results_path, predictions = run_dir / eval_dir / "results.json", run_dir / eval_dir / "predictions.jsonl"
+    for path in (results_path, predictions):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: is {run_dir} an evaluated run?")
+    results = json.loads(results_path.read_text())
+    run = Run(run_dir, results["recipe"], int(results["seed"]))
+    # Runs evaluated before suites existed hold the world benchmarks as "abilities".
+    for suite, benchmarks in results.get("suites", {"world": results.get("abilities", {})}).items():
+        for name, result in benchmarks.items():
+            run.metrics[(suite, name)] = result["metric"]
+    for n, line in enumerate(predictions.read_text().splitlines(), 1):
+        record = json.loads(line)
+        try:
+            key = (record.get("suite", "world"), record.get("benchmark") or record["ability"])
+            run.items.setdefault(key, {})[record["id"]] = float(record["score"])
+        except KeyError as e:
+            raise ValueError(f"{predictions}:{n}: record without {e.args[0]!r}") from None
+    return run
+
+
+def find_runs(paths: list[Path], eval_dir: str = "eval") -> list[Run]:
+    """Every evaluated run under `paths` (a run directory or any folder above run directories)."""
+    found = sorted({p.parent.parent for root in paths for p in root.rglob(f"{eval_dir}/results.json")})
+    if not found:
+        raise FileNotFoundError(f"no {eval_dir}/results.json under {[str(p) for p in paths]}")
+    return [load_run(d, eval_dir) for d in found]
+
+
+def _matrix(runs: list[Run], key: tuple[str, str], ids: list[str]) -> np.ndarray:
+    """[seeds, items] scores of one recipe on one benchmark, items in the order of `ids`."""
+    return np.array([[r.items[key][i] for i in ids] for r in runs], dtype=float)
+
+
+def _resample(rng: np.random.Generator, m: np.ndarray, items: np.ndarray) -> float:
+    seeds = rng.integers(0, m.shape[0], m.shape[0])
+    return float(m[seeds][:, items].mean())
+
+
+def bootstrap_ci(m: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean of a [seeds, items] matrix, resampling seeds and items."""
+    rng = np.random.default_rng(seed)
+    n = m.shape[1]
+    stats = [_resample(rng, m, rng.integers(0, n, n)) for _ in range(BOOTSTRAP)]
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def delta_bootstrap(base: np.ndarray, other: np.ndarray, seed: int = 0) -> tuple[tuple[float, float], float]:
+    """95% CI of mean(other) - mean(base) and its two-sided bootstrap p-value: both recipes' seeds
+    resampled, the same resampled items for both."""
+    rng = np.random.default_rng(seed)
+    n = base.shape[1]
+    stats = []
+    for _ in range(BOOTSTRAP):
+        items = rng.integers(0, n, n)
+        stats.append(_resample(rng, other, items) - _resample(rng, base, items))
+    d = np.array(stats)
+    p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))) + 1 / BOOTSTRAP)
+    return (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))), p
+
+
+def paired_p_value(base: np.ndarray, other: np.ndarray, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation test on per-item differences (each averaged over seeds)."""
+    d = other.mean(0) - base.mean(0)
+    if not np.any(d):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(PERMUTATIONS, d.size))
+    null = np.abs((signs * d).mean(1))
+    return float((1 + np.sum(null >= abs(d.mean()) - 1e-12)) / (PERMUTATIONS + 1))
+
+
+def compare(runs: list[Run], baseline: str) -> list[Row]:
+    """Rows for every (suite, benchmark) x recipe, deltas and tests against `baseline`.
+
+    Only items that every run of the compared recipes scored count, so all rows of a benchmark
+    stand on the same items.
+    """
+    by_recipe: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_recipe[r.recipe].append(r)
+    if baseline not in by_recipe:
+        raise ValueError(f"baseline recipe {baseline!r} has no runs; recipes found: {sorted(by_recipe)}")
+    rows = []
+    for key in sorted({k for r in runs for k in r.items}):
+        having = {name: rs for name, rs in by_recipe.items() if all(key in r.items for r in rs)}
+        ids = sorted(set.intersection(*(set(r.items[key]) for rs in having.values() for r in rs)))
+        if not ids:
+            continue
+        base = _matrix(having[baseline], key, ids) if baseline in having else None
+        for name in sorted(having, key=lambda n: (n != baseline, n)):
+            rs = sorted(having[name], key=lambda r: r.seed)
+            m = _matrix(rs, key, ids)
+            row = Row(
+                key[0],
+                key[1],
+                rs[0].metrics.get(key, ""),
+                name,
+                [r.seed for r in rs],
+                len(ids),
+                float(m.mean()),
+                bootstrap_ci(m),
+                [float(x) for x in m.mean(1)],
+            )
+            if base is not None and name != baseline:
+                row.delta = row.mean - float(base.mean())
+                row.delta_ci, row.p_bootstrap = delta_bootstrap(base, m)
+                row.p_value = paired_p_value(base, m)
+            rows.append(row)
+    return rows
+
+
+def _fmt(v: float, metric: str) -> str:
+    return f"{v:.3f}" if metric == "cider" else f"{100 * v:.1f}"
+
+
+def averages(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """Per (suite, recipe): the mean over its benchmarks scored in [0, 1] (CIDEr is left out)."""
+    acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.metric != "cider":
+            acc[(r.suite, r.recipe)].append(r.mean)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def markdown(rows: list[Row], baseline: str) -> str:
+    """One table per suite: recipes as rows within each benchmark, then the suite averages."""
+    out = [f"# Recipe comparison (baseline: {baseline})", ""]
+    avg = averages(rows)
+    for suite in sorted({r.suite for r in rows}):
+        out += [
+            f"## {suite}",
+            "",
+            "| benchmark | recipe | seeds | items | score [95% CI] | per seed | Δ vs baseline [95% CI] "
+            "| p (items) | p (seeds + items) |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        ]
+        for r in (r for r in rows if r.suite == suite):
+            m = r.metric
+            score = f"{_fmt(r.mean, m)} [{_fmt(r.ci[0], m)}, {_fmt(r.ci[1], m)}]"
+            seeds = ", ".join(_fmt(s, m) for s in r.per_seed)
+            delta, p, p_boot = "—", "—", "—"
+            if r.delta is not None and r.delta_ci is not None:
+                delta = f"{_fmt(r.delta, m)} [{_fmt(r.delta_ci[0], m)}, {_fmt(r.delta_ci[1], m)}]"
+                p, p_boot = f"{r.p_value:.4f}", f"{r.p_bootstrap:.4f}"
+            out.append(
+                f"| {r.benchmark} ({m}) | {r.recipe} | {len(r.seeds)} | {r.n_items} | {score} | {seeds} "
+                f"| {delta} | {p} | {p_boot} |"
+            )
+        recipes = sorted({r for (s, r) in avg if s == suite}, key=lambda n: (n != baseline, n))
+        if recipes:
+            out += ["", "| recipe | average (benchmarks in %, CIDEr left out) |", "| --- | ---: |"]
+            out += [f"| {name} | {100 * avg[(suite, name)]:.1f} |" for name in recipes]
+        out.append("")
+    out.append(
+        "Scores in % (CIDEr-D as is). CIs: bootstrap over seeds and items, Δ paired over items. "
+        "p (items): sign-flip permutation test on per-item differences, seeds taken as given; "
+        "p (seeds + items): from the bootstrap of Δ, seed variance included."
+    )
+    return "\n".join(out) + "\n"
+
+
+CSV_COLUMNS = (
+    "suite",
+    "benchmark",
+    "metric",
+    "recipe",
+    "seeds",
+    "items",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "per_seed",
+    "delta",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "p_bootstrap",
+)
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            d_lo, d_hi = r.delta_ci or (None, None)
+            seeds, per_seed = " ".join(map(str, r.seeds)), " ".join(f"{s:.6f}" for s in r.per_seed)
+            head = [r.suite, r.benchmark, r.metric, r.recipe, seeds, r.n_items, r.mean, *r.ci]
+            w.writerow([*head, per_seed, r.delta, d_lo, d_hi, r.p_value, r.p_bootstrap])
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """One panel per suite: a bar per (benchmark, recipe) with its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    suites = sorted({r.suite for r in rows})
+    fig, axes = plt.subplots(len(suites), 1, figsize=(12, 4 * len(suites)), squeeze=False)
+    for ax, suite in zip(axes[:, 0], suites):
+        mine = [r for r in rows if r.suite == suite]
+        benchmarks = sorted({r.benchmark for r in mine})
+        recipes = sorted({r.recipe for r in mine})
+        width = 0.8 / len(recipes)
+        for k, name in enumerate(recipes):
+            xs, ys, err = [], [], [[], []]
+            for i, b in enumerate(benchmarks):
+                r = next((r for r in mine if r.benchmark == b and r.recipe == name), None)
+                if r is not None:
+                    xs.append(i + k * width)
+                    ys.append(r.mean)
+                    err[0].append(r.mean - r.ci[0])
+                    err[1].append(r.ci[1] - r.mean)
+            ax.bar(xs, ys, width, yerr=err, capsize=2, label=name)
+        ticks = [i + 0.4 - width / 2 for i in range(len(benchmarks))]
+        ax.set_xticks(ticks, benchmarks, rotation=30, ha="right")
+        ax.set_title(suite)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

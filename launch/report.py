@@ -1,0 +1,45 @@
+"""Compare recipes over their evaluated runs: paper-style tables with 95% CIs, deltas, paired tests.
+
+    python launch/report.py runs=runs out=reports/recipes                   # every run under runs/
+    python launch/report.py runs=[runs/baseline,runs/pair_caption_v2] baseline=baseline out=reports/x
+
+Each run directory holds eval/results.json and eval/predictions.jsonl (written after training or by
+launch/eval.py). Writes report.md, report.csv and report.png into `out`, and prints the markdown.
+Statistics: `mmkd/eval/compare.py` (eval/compare.py in the checkout).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import ListConfig, OmegaConf
+
+from mmkd.eval.compare import compare, find_runs, markdown, plot, write_csv
+
+USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE]"
+
+
+def main(argv: list[str]) -> None:
+    args = OmegaConf.from_dotlist(argv)
+    unknown = set(args) - {"runs", "out", "baseline"}
+    if unknown or not {"runs", "out"} <= set(args):
+        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    paths = [Path(p) for p in (args.runs if isinstance(args.runs, ListConfig) else [args.runs])]
+    try:
+        runs = find_runs(paths)
+        rows = compare(runs, args.get("baseline", "baseline"))
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"report error: {e}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, args.get("baseline", "baseline"))
+    (out / "report.md").write_text(text)
+    write_csv(rows, out / "report.csv")
+    plot(rows, out / "report.png")
+    print(text)
+    print(f"{len(runs)} runs -> {out / 'report.md'}, report.csv, report.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

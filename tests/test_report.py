@@ -1,0 +1,90 @@
+"""Recipe comparison on planted results: CIs cover the planted means, the paired test finds a planted
+difference and none where there is none; the CLI writes markdown, CSV and a PNG."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from mmkd.eval.compare import compare, find_runs, paired_p_value
+from tests.conftest import REPO, run_python
+
+ITEMS = 400
+EFFECT = 0.10
+
+
+def _plant(root, recipe, seed, probs, rng):
+    """A run directory in the pipeline's format whose item scores are Bernoulli(probs)."""
+    run = root / f"{recipe}-s{seed}"
+    (run / "eval").mkdir(parents=True)
+    hits = (rng.random(ITEMS) < probs).astype(float)
+    records = [
+        {"suite": "world", "benchmark": "counting", "id": f"counting-{i}", "score": float(h)}
+        for i, h in enumerate(hits)
+    ]
+    records += [  # a caption metric on another scale: reported, not averaged
+        {"suite": "world", "benchmark": "captioning", "id": f"cap-{i}", "score": float(rng.random() * 0.5)}
+        for i in range(50)
+    ]
+    (run / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    suites = {"world": {"counting": {"metric": "accuracy"}, "captioning": {"metric": "cider"}}}
+    results = {"recipe": recipe, "seed": seed, "suites": suites}
+    (run / "eval" / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, ITEMS)  # per-item difficulty, shared by the recipes
+    probs = {"baseline": base, "better": base + EFFECT, "same": base}
+    for recipe, p in probs.items():
+        for seed in range(3):
+            _plant(root, recipe, seed, p, rng)
+    return root, {k: float(v.mean()) for k, v in probs.items()}
+
+
+def test_cis_cover_the_planted_means_and_the_paired_test_finds_the_planted_difference(planted):
+    root, means = planted
+    rows = {(r.benchmark, r.recipe): r for r in compare(find_runs([root]), "baseline")}
+    for recipe, mean in means.items():
+        r = rows[("counting", recipe)]
+        assert r.seeds == [0, 1, 2] and r.n_items == ITEMS
+        assert r.ci[0] < mean < r.ci[1], (recipe, r.ci, mean)
+    better, same = rows[("counting", "better")], rows[("counting", "same")]
+    assert better.delta_ci[0] < EFFECT < better.delta_ci[1] and better.delta_ci[0] > 0
+    assert better.p_value < 0.001 and better.p_bootstrap < 0.01
+    assert same.delta_ci[0] < 0 < same.delta_ci[1] and same.p_value > 0.05 and same.p_bootstrap > 0.05
+    assert rows[("counting", "baseline")].delta is None
+
+
+def test_paired_test_uses_the_pairing():
+    """Item difficulty varies far more than the effect: only a paired test can see it."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(0, 1, 300)
+    base, other = difficulty[None], (difficulty + 0.02)[None]
+    assert paired_p_value(base, other) < 0.001
+    assert paired_p_value(base, base) == 1.0
+
+
+def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
+    root, _ = planted
+    out = tmp_path / "report"
+    stdout = run_python([str(REPO / "launch/report.py"), f"runs={root}", f"out={out}"])
+    assert "| counting (accuracy) | better | 3 | 400 |" in stdout and "9 runs ->" in stdout
+    text = (out / "report.md").read_text()
+    assert "| baseline | " in text and "average" in text
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert {(r["benchmark"], r["recipe"]) for r in rows} == {
+        (b, r) for b in ("counting", "captioning") for r in ("baseline", "better", "same")
+    }
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_names_a_missing_baseline_and_an_unevaluated_folder(planted, tmp_path):
+    root, _ = planted
+    with pytest.raises(ValueError, match="baseline recipe 'nope' has no runs; recipes found"):
+        compare(find_runs([root]), "nope")
+    with pytest.raises(FileNotFoundError, match=r"no eval/results\.json under"):
+        find_runs([tmp_path])
