@@ -22,8 +22,10 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
     for ability, r in results.items():
         m = r["metric"]
         ci = _fmt(r["ci95"], m)
-        floor = max(r["blind"], r["chance"] or 0.0)
-        beats = "yes" if r["score"] - r["ci95"] > floor else "no"
+        if r["blind"] is None:  # custom suites: no training prior to be blind with
+            beats = "—"
+        else:
+            beats = "yes" if r["score"] - r["ci95"] > max(r["blind"], r["chance"] or 0.0) else "no"
         lines.append(
             f"| {ability} | {m} | {r['n']} | {_fmt(r['score'], m)} ± {ci} | {_fmt(r['chance'], m)} | "
             f"{_fmt(r['blind'], m)} | {beats} |"

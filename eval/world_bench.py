@@ -29,7 +29,7 @@ from mmkd.world.benchmarks import BenchItem, load_benchmark
 
 
 def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
-    ims = [image_tensor(it.image, size) for it in items if it.image is not None]
+    ims = [image_tensor(im, size) for it in items for im in it.images()]  # in sequence order
     return torch.stack(ims) if ims else None
 
 
@@ -39,7 +39,7 @@ def option_loglik(
 ) -> list[list[float]]:
     """Mean per-token log-probability of every option of every item."""
     rows = [
-        (i, templates.prompt_ids(it.question, it.image is not None), templates.answer_ids(opt), it)
+        (i, templates.prompt_ids(it.question, len(it.images())), templates.answer_ids(opt), it)
         for i, it in enumerate(items)
         for opt in it.options or []
     ]
@@ -76,7 +76,7 @@ def generate(
     outputs = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        prompts = [templates.prompt_ids(it.question, it.image is not None) for it in chunk]
+        prompts = [templates.prompt_ids(it.question, len(it.images())) for it in chunk]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(chunk), length), tok.pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), length), dtype=torch.bool)
@@ -185,25 +185,20 @@ def evaluate_world(
     templates: Templates,
     world_root: Path,
     abilities: list[str],
-    out_dir: Path,
     batch_size: int = 64,
     max_new_tokens: int = 40,
     max_items: int = 0,
     seed: int = 0,
-) -> dict:
-    """Evaluate every ability; writes `results.json` and `predictions.jsonl` into `out_dir`."""
+) -> tuple[dict, list[dict]]:
+    """Every ability's result, and one record per item (`predictions.jsonl` lines)."""
     model.eval()
     prior, blind_caption = answer_priors(world_root)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, records = {}, []
-    for ability in tqdm(abilities, desc="eval", unit="ability"):
+    for ability in tqdm(abilities, desc="eval world", unit="ability"):
         items = load_benchmark(world_root / "bench" / f"{ability}.jsonl")
         items = items[:max_items] if max_items else items
         results[ability], recs = evaluate_ability(
             model, templates, items, prior, blind_caption, batch_size, max_new_tokens, seed
         )
         records += [{"suite": "world", "benchmark": ability, **r} for r in recs]
-    tmp = out_dir / "predictions.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(out_dir / "predictions.jsonl")
-    return results
+    return results, records

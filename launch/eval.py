@@ -2,6 +2,7 @@
 
     python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a checkpoint dir
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[counting,spatial] max_items=50
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] custom.invoices=data/invoices.jsonl
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
@@ -20,12 +21,16 @@ from mmkd.model import VLM
 from mmkd.pipeline import evaluate
 from mmkd.tokenizer import Tokenizer
 
-USAGE = "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N]"
+USAGE = (
+    "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
+    "[custom.NAME=FILE.jsonl|.tsv ...]"
+)
+EVAL_KEYS = ("abilities", "max_items", "batch_size", "custom")
 
 
 def main(argv: list[str]) -> None:
     args = OmegaConf.from_dotlist(argv)
-    unknown = set(args) - {"checkpoint", "abilities", "max_items", "batch_size"}
+    unknown = set(args) - {"checkpoint", *EVAL_KEYS}
     if "checkpoint" not in args or unknown:
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
     try:
@@ -36,7 +41,7 @@ def main(argv: list[str]) -> None:
     saved = dict(meta["config"])
     saved["eval"] = {
         **saved["eval"],
-        **{k: args[k] for k in ("abilities", "max_items", "batch_size") if k in args},
+        **{k: OmegaConf.to_container(args[k]) if k == "custom" else args[k] for k in EVAL_KEYS if k in args},
     }
     try:
         cfg = to_run_config(saved)

@@ -200,6 +200,8 @@ class EvalConfig:
     max_items: int = 0  # 0: every item of each benchmark
     batch_size: int = 64
     max_new_tokens: int = 40
+    # Custom suites: name -> a .jsonl or VLMEvalKit-style .tsv file (format: eval/custom.py).
+    custom: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,6 +269,11 @@ class RunConfig:
         for prefix in [*t.lr_multipliers, *t.freeze]:
             if prefix.split(".")[0] not in modules:
                 raise ConfigError(f"train: unknown module prefix {prefix!r}; modules are {list(modules)}")
+        for name, path in self.eval.custom.items():
+            if Path(path).suffix not in (".jsonl", ".tsv") or not Path(path).is_file():
+                raise ConfigError(f"eval.custom.{name}={path!r}: needs an existing .jsonl or .tsv file")
+            if name == "world":
+                raise ConfigError("eval.custom.world: the name 'world' is the world benchmarks' suite")
         bad = [a for a in self.eval.abilities if a not in ABILITIES]
         if bad:
             raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")

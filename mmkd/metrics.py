@@ -1,4 +1,5 @@
-"""Scorers: exact match for open answers, CIDEr-D for captions, and a confidence interval helper.
+"""Scorers: exact match and ANLS for open answers, box IoU for grounding, CIDEr-D for captions, and a
+confidence interval helper.
 
 CIDEr-D follows Vedantam et al. (2015) as in the COCO caption toolkit: TF-IDF n-gram vectors (n=1..4)
 with document frequencies over the evaluated set's references, clipped candidate counts, a Gaussian
@@ -21,6 +22,46 @@ def normalize(text: str) -> str:
 
 def exact_match(prediction: str, answer: str) -> float:
     return float(normalize(prediction) == normalize(answer))
+
+
+def anls(prediction: str, answers: list[str], threshold: float = 0.5) -> float:
+    """Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019): 1 - normalised edit
+    distance to the closest answer, 0 when that distance is `threshold` or more."""
+    pred = " ".join(prediction.lower().split())
+    best = 0.0
+    for answer in answers:
+        ans = " ".join(answer.lower().split())
+        distance = _levenshtein(pred, ans) / max(len(pred), len(ans), 1)
+        best = max(best, 1 - distance if distance < threshold else 0.0)
+    return best
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float] | None:
+    """The first four numbers of a text as (x1, y1, x2, y2), e.g. "[0.1, 0.2, 0.5, 0.6]"."""
+    numbers = [float(x) for x in _NUMBER.findall(text)[:4]]
+    return tuple(numbers) if len(numbers) == 4 else None  # type: ignore[return-value]
+
+
+def box_iou(a: tuple[float, ...] | None, b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes; 0 for a missing prediction."""
+    if a is None:
+        return 0.0
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
 
 
 def _ngrams(words: list[str], n: int) -> Counter:

@@ -24,6 +24,7 @@ from mmkd.data_builders.sources import (
     world_dir,
 )
 from mmkd.distributed import DistInfo, barrier
+from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
 from mmkd.model import VLM
@@ -74,17 +75,21 @@ def evaluate(
     hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`."""
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     e = cfg.eval
-    results = evaluate_world(
-        model,
-        templates,
-        world_root,
-        e.abilities,
-        out_dir,
-        e.batch_size,
-        e.max_new_tokens,
-        e.max_items,
-        cfg.seed,
-    )
+    suites, records = {}, []
+    if e.abilities:
+        suites["world"], records = evaluate_world(
+            model, templates, world_root, e.abilities, e.batch_size, e.max_new_tokens, e.max_items, cfg.seed
+        )
+    for name, path in e.custom.items():
+        items = load_suite(path)
+        items = items[: e.max_items] if e.max_items else items
+        result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
+        suites[name] = {name: result}
+        records += [{"suite": name, "benchmark": name, **r} for r in recs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(out_dir / "predictions.jsonl")
     mixture = Path(cfg.run_dir) / "mixture.json"
     write_json_atomic(
         out_dir / "results.json",
@@ -92,15 +97,15 @@ def evaluate(
             "recipe": cfg.recipe.name,
             "seed": cfg.seed,
             "model": cfg.model.name,
-            "suites": {"world": results},
+            "suites": suites,
             "mixture": json.loads(mixture.read_text()) if mixture.exists() else None,
             "code": code_version(),
             "config": asdict(cfg),
         },
     )
-    table = markdown_table(results, title)
+    table = "\n".join(markdown_table(results, f"{title}: {name}") for name, results in suites.items())
     (out_dir / "report.md").write_text(table)
-    return results
+    return suites
 
 
 def run(cfg: RunConfig, info: DistInfo) -> dict | None:

@@ -98,9 +98,9 @@ class Templates:
             raise ValueError(f"sample {sample_id!r}: its images alone exceed max_seq_len={self.max_seq_len}")
         return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[:kept_images])
 
-    def prompt_ids(self, question: str, with_image: bool) -> list[int]:
-        """Tokens before an answer: <bos> [img] "Question: ...\\nAnswer:"; <bos> [img] for a caption."""
-        ids = [self.tok.bos_id] + ([self.tok.image_id] * self.image_tokens if with_image else [])
+    def prompt_ids(self, question: str, images: int) -> list[int]:
+        """Tokens before an answer: <bos> [img]... "Question: ...\\nAnswer:"; <bos> [img] for a caption."""
+        ids = [self.tok.bos_id] + [self.tok.image_id] * (self.image_tokens * images)
         return ids + (self.tok.encode(question_text(question)) if question else [])
 
     def answer_ids(self, answer: str) -> list[int]:

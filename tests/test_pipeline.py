@@ -5,6 +5,7 @@ from pathlib import Path
 
 from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES, run_python, torchrun
+from tests.test_custom_suites import write_suites
 
 
 def _data_overrides(data):
@@ -64,11 +65,23 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     assert abs(results["existence"]["chance"] - 0.5) < 1e-9
     assert "seed: 0" in (run / "config.yaml").read_text()
 
-    stdout = _run(
-        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "abilities=[counting]", "max_items=4"], tmp_path
-    )
-    only = json.loads((run / "eval-final/results.json").read_text())["suites"]["world"]
-    assert set(only) == {"counting"} and only["counting"]["n"] == 4 and "| counting |" in stdout
+    assert results == json.loads((run / "eval/results.json").read_text())["suites"]["world"]
+    saved = json.loads((run / "eval/results.json").read_text())
+    assert saved["mixture"]["sources"].keys() == mixture["sources"].keys() and saved["code"]["version"]
+    assert saved["config"]["train"]["budget_samples"] == 512
+
+    # Eval-only on the final checkpoint reproduces the automatic scores exactly, and adds custom suites.
+    write_suites(world[1], tmp_path)
+    custom = [f"custom.mine={tmp_path / 'mine.jsonl'}", f"custom.vlm={tmp_path / 'vlm.tsv'}"]
+    stdout = _run([str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom], tmp_path)
+    again = json.loads((run / "eval-final/results.json").read_text())["suites"]
+    assert again["world"] == results
+    assert again["mine"]["mine"]["n"] == 5 and again["vlm"]["vlm"]["n"] == 3
+    lines = [json.loads(x) for x in (run / "eval-final/predictions.jsonl").read_text().splitlines()]
+    mine = {r["id"]: r for r in lines if r["suite"] == "mine"}
+    assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
+    assert mine["mc"]["prediction"] in ("ball", "box") and "iou" in mine["box"]
+    assert "| mine | mixed | 5 |" in stdout and "| vlm | multiple_choice | 3 |" in stdout
 
 
 def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):

@@ -66,6 +66,10 @@ class BenchItem:
     image: Image.Image | None = None
     references: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    more_images: list[Image.Image] = field(default_factory=list)  # custom suites: images after the first
+
+    def images(self) -> list[Image.Image]:
+        return ([self.image] if self.image is not None else []) + self.more_images
 
     def to_json(self) -> dict[str, Any]:
         d = {
