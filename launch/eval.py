@@ -3,6 +3,7 @@
     python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a checkpoint dir
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[counting,spatial] max_items=50
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] custom.invoices=data/invoices.jsonl
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] lm_eval_tasks=[mmkd_world_knowledge]
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
@@ -23,9 +24,9 @@ from mmkd.tokenizer import Tokenizer
 
 USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
-    "[custom.NAME=FILE.jsonl|.tsv ...]"
+    "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR]"
 )
-EVAL_KEYS = ("abilities", "max_items", "batch_size", "custom")
+EVAL_KEYS = ("abilities", "max_items", "batch_size", "custom", "lm_eval_tasks", "lm_eval_include")
 
 
 def main(argv: list[str]) -> None:
@@ -39,10 +40,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"checkpoint error: {e}")
     meta = read_meta(ckpt)
     saved = dict(meta["config"])
-    saved["eval"] = {
-        **saved["eval"],
-        **{k: OmegaConf.to_container(args[k]) if k == "custom" else args[k] for k in EVAL_KEYS if k in args},
-    }
+    overrides = OmegaConf.to_container(args)  # plain lists and dicts, as the saved config holds
+    saved["eval"] = {**saved["eval"], **{k: overrides[k] for k in EVAL_KEYS if k in overrides}}
     try:
         cfg = to_run_config(saved)
     except ConfigError as e:

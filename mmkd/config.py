@@ -202,6 +202,9 @@ class EvalConfig:
     max_new_tokens: int = 40
     # Custom suites: name -> a .jsonl or VLMEvalKit-style .tsv file (format: eval/custom.py).
     custom: dict[str, str] = field(default_factory=dict)
+    # lm-eval text tasks by name (mmkd_world_knowledge, mmlu_pro, ...) and a folder of your task YAMLs.
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    lm_eval_include: str = ""
 
 
 @dataclass

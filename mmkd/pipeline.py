@@ -80,6 +80,20 @@ def evaluate(
         suites["world"], records = evaluate_world(
             model, templates, world_root, e.abilities, e.batch_size, e.max_new_tokens, e.max_items, cfg.seed
         )
+    if e.lm_eval_tasks:
+        from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra
+
+        suites["lm_eval"], recs = evaluate_lm_eval(
+            model,
+            templates,
+            e.lm_eval_tasks,
+            e.lm_eval_include,
+            world_root,
+            out_dir,
+            e.batch_size,
+            e.max_items,
+        )
+        records += [{"suite": "lm_eval", **r} for r in recs]
     for name, path in e.custom.items():
         items = load_suite(path)
         items = items[: e.max_items] if e.max_items else items
@@ -112,6 +126,10 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
     names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
+    if cfg.eval.lm_eval_tasks:  # a misspelt task must not surface after hours of training
+        from mmkd.eval.lm_eval_suite import check_tasks
+
+        check_tasks(cfg.eval.lm_eval_tasks, cfg.eval.lm_eval_include)
     run_dir = Path(cfg.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -73,10 +73,14 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     # Eval-only on the final checkpoint reproduces the automatic scores exactly, and adds custom suites.
     write_suites(world[1], tmp_path)
     custom = [f"custom.mine={tmp_path / 'mine.jsonl'}", f"custom.vlm={tmp_path / 'vlm.tsv'}"]
-    stdout = _run([str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom], tmp_path)
+    lm_eval = "lm_eval_tasks=[mmkd_world_knowledge]"
+    stdout = _run(
+        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom, lm_eval], tmp_path
+    )
     again = json.loads((run / "eval-final/results.json").read_text())["suites"]
     assert again["world"] == results
     assert again["mine"]["mine"]["n"] == 5 and again["vlm"]["vlm"]["n"] == 3
+    assert again["lm_eval"]["mmkd_world_knowledge"]["n"] == 8  # eval.max_items limits lm-eval too
     lines = [json.loads(x) for x in (run / "eval-final/predictions.jsonl").read_text().splitlines()]
     mine = {r["id"]: r for r in lines if r["suite"] == "mine"}
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
