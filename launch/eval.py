@@ -15,11 +15,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmkd.checkpoint import load_checkpoint, read_meta, resolve
+from mmkd.checkpoint import read_meta, resolve
 from mmkd.config import ConfigError, to_run_config
 from mmkd.data_builders.sources import prepare_world
-from mmkd.model import VLM
-from mmkd.pipeline import evaluate
+from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.tokenizer import Tokenizer
 
 USAGE = (
@@ -47,11 +46,10 @@ def main(argv: list[str]) -> None:
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     tokenizer = Tokenizer.from_str(meta["tokenizer"])
-    model = VLM(cfg.model, tokenizer.image_id)
-    load_checkpoint(ckpt, model)
     out = ckpt.parent.parent / f"eval-{ckpt.name}"
     world_root = prepare_world(cfg.data, cfg.model.patch_size)
-    evaluate(model, cfg, tokenizer, world_root, out, f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})")
+    title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
+    evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title)
     print((out / "report.md").read_text())
 
 

@@ -196,6 +196,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     after_train: bool = True
+    # Also evaluate every K steps, on that step's checkpoint (RUN/eval-step-N/); scores go to the
+    # metrics as eval/<suite>/<benchmark>. K must be a multiple of train.checkpoint_every.
+    every: int = 0
     abilities: list[str] = field(default_factory=lambda: list(ABILITIES))
     max_items: int = 0  # 0: every item of each benchmark
     batch_size: int = 64
@@ -272,6 +275,12 @@ class RunConfig:
         for prefix in [*t.lr_multipliers, *t.freeze]:
             if prefix.split(".")[0] not in modules:
                 raise ConfigError(f"train: unknown module prefix {prefix!r}; modules are {list(modules)}")
+        every, ckpt = self.eval.every, self.train.checkpoint_every
+        if every and (not ckpt or every % ckpt):
+            raise ConfigError(
+                f"eval.every={every} must be a multiple of train.checkpoint_every={ckpt}: "
+                "evaluation reads the checkpoint of its step"
+            )
         for name, path in self.eval.custom.items():
             if Path(path).suffix not in (".jsonl", ".tsv") or not Path(path).is_file():
                 raise ConfigError(f"eval.custom.{name}={path!r}: needs an existing .jsonl or .tsv file")

@@ -20,7 +20,17 @@ from tqdm import tqdm
 from mmkd import deepspeed_engine
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from mmkd.config import ConfigError, RecipeConfig, RunConfig
-from mmkd.distributed import DistInfo, all_reduce_sum, backward, gradient_sync, local_float, parallelize
+from mmkd.data_builders.sources import world_dir
+from mmkd.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    backward,
+    barrier,
+    gradient_sync,
+    local_float,
+    parallelize,
+)
+from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.loader import MixtureDataset, make_loader
 from mmkd.model import VLM
 from mmkd.model.flops import training_flops
@@ -231,7 +241,24 @@ def train(
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < total_steps:
             position = {**meta, "stage": stages[stage][0], "seen": seen}
-            save_checkpoint(run_dir, step, state_owner, optimizer, position, info, keep=t.keep_checkpoints)
+            saved = save_checkpoint(
+                run_dir, step, state_owner, optimizer, position, info, keep=t.keep_checkpoints
+            )
+            if cfg.eval.every and step % cfg.eval.every == 0:
+                if info.is_main:
+                    with torch.random.fork_rng():  # building the eval model must not move training's RNG
+                        suites = evaluate_checkpoint(
+                            saved,
+                            cfg,
+                            tokenizer,
+                            world_dir(cfg.data),
+                            run_dir / f"eval-{saved.name}",
+                            f"{cfg.recipe.name} (seed {cfg.seed}, step {step})",
+                        )
+                    scores = {f"eval/{s}/{b}": r["score"] for s, rs in suites.items() for b, r in rs.items()}
+                    tracker.log({"step": step, **scores})
+                barrier()
+                window = _new_window()  # evaluation time is not training throughput
 
     bar.close()
     tracker.close()

@@ -272,3 +272,23 @@ def test_freezing_under_sharded_engines(engine, world, tokenizer, tmp_path):
     load_checkpoint(run, trained)
     for name, value in trained.state_dict().items():
         assert torch.equal(value, init[name]) != name.startswith("projector."), name
+
+
+def test_eval_every_k_steps_scores_checkpoints_without_changing_training(world, tokenizer, tmp_path):
+    """eval.every: step 4's checkpoint is evaluated into eval-step-00000004/ and its scores reach the
+    metrics; the training losses stay those of a run without it."""
+    data, root = world
+    losses = {}
+    for every in (0, 4):
+        run = tmp_path / f"every{every}"
+        run.mkdir()
+        cfg = micro_run_config(data, run, budget_samples=128, checkpoint_every=4, log_every=1)
+        cfg.eval.every, cfg.eval.max_items, cfg.eval.abilities = every, 4, ["existence", "counting"]
+        train(cfg, source_dirs(sorted(cfg.recipe.active()), cfg, root), tokenizer, run, DistInfo())
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[every] = [r["loss"] for r in records if "loss" in r]
+    evals = [r for r in records if "eval/world/existence" in r]
+    assert [r["step"] for r in evals] == [4] and 0 <= evals[0]["eval/world/counting"] <= 1
+    results = json.loads((tmp_path / "every4" / "eval-step-00000004" / "results.json").read_text())
+    assert results["suites"]["world"]["existence"]["n"] == 4
+    assert losses[4] == losses[0]

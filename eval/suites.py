@@ -1,0 +1,101 @@
+"""Every eval suite on one model: the world benchmarks, lm-eval tasks and custom suites, written as
+`results.json` (scores with provenance), `predictions.jsonl` (one line per item) and `report.md`.
+
+Called after training (`mmkd.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
+by eval-only (`launch/eval.py`); all of them evaluate a checkpoint loaded into a plain model, so the
+same checkpoint always gives the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+import mmkd
+from mmkd.checkpoint import load_checkpoint
+from mmkd.config import RunConfig
+from mmkd.eval.custom import evaluate_suite, load_suite
+from mmkd.eval.report import markdown_table
+from mmkd.eval.world_bench import evaluate_world
+from mmkd.model import VLM
+from mmkd.shards import write_json_atomic
+from mmkd.templates import Templates
+from mmkd.tokenizer import Tokenizer
+
+
+def code_version() -> dict:
+    """The package version and, in a git checkout, the commit and whether files differ from it."""
+    repo = Path(mmkd.__file__).resolve().parents[1]
+    out = {"version": mmkd.__version__, "git": None, "dirty": None}
+    if (repo / ".git").exists():
+        git = ["git", "-C", str(repo)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+        if head.returncode == 0:
+            out |= {"git": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return out
+
+
+def evaluate(
+    model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
+) -> dict:
+    """The eval suites on `model`: `results.json` (scores, resolved config, the mixture's manifest
+    hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`."""
+    templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+    e = cfg.eval
+    suites, records = {}, []
+    if e.abilities:
+        suites["world"], records = evaluate_world(
+            model, templates, world_root, e.abilities, e.batch_size, e.max_new_tokens, e.max_items, cfg.seed
+        )
+    if e.lm_eval_tasks:
+        from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra
+
+        suites["lm_eval"], recs = evaluate_lm_eval(
+            model,
+            templates,
+            e.lm_eval_tasks,
+            e.lm_eval_include,
+            world_root,
+            out_dir,
+            e.batch_size,
+            e.max_items,
+        )
+        records += [{"suite": "lm_eval", **r} for r in recs]
+    for name, path in e.custom.items():
+        items = load_suite(path)
+        items = items[: e.max_items] if e.max_items else items
+        result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
+        suites[name] = {name: result}
+        records += [{"suite": name, "benchmark": name, **r} for r in recs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(out_dir / "predictions.jsonl")
+    mixture = Path(cfg.run_dir) / "mixture.json"
+    write_json_atomic(
+        out_dir / "results.json",
+        {
+            "recipe": cfg.recipe.name,
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+            "suites": suites,
+            "mixture": json.loads(mixture.read_text()) if mixture.exists() else None,
+            "code": code_version(),
+            "config": asdict(cfg),
+        },
+    )
+    table = "\n".join(markdown_table(results, f"{title}: {name}") for name, results in suites.items())
+    (out_dir / "report.md").write_text(table)
+    return suites
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
+) -> dict:
+    """The suites on a committed checkpoint, loaded into a plain model on this process."""
+    model = VLM(cfg.model, tokenizer.image_id)
+    load_checkpoint(checkpoint, model)
+    return evaluate(model, cfg, tokenizer, world_root, out_dir, title)
