@@ -6,8 +6,9 @@ ranks never read the same sample within an epoch. Each reader reshuffles its sha
 and passes samples through a shuffle buffer.
 
 Determinism and resumption: every random stream is seeded from (seed, rank, worker), so the stream of
-batches is a pure function of the config; a run resumed at step s fast-forwards it past the batches
-it already trained on (`mmkd.trainer`) and continues exactly as the uninterrupted run would.
+batches is a pure function of the config; a run resumed at step s has the loader skip the batches it
+already trained on (`skip`: drawn in the workers, not collated) and continues exactly as the
+uninterrupted run would.
 """
 
 from __future__ import annotations
