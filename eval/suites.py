@@ -16,6 +16,7 @@ from pathlib import Path
 import mmkd
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
+from mmkd.eval import decontamination
 from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
@@ -23,6 +24,7 @@ from mmkd.model import VLM
 from mmkd.shards import write_json_atomic
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
+from mmkd.world.benchmarks import BenchItem, load_benchmark
 
 
 def code_version() -> dict:
@@ -39,12 +41,36 @@ def code_version() -> dict:
 
 
 def evaluate(
-    model: VLM, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
+    model: VLM,
+    cfg: RunConfig,
+    tokenizer: Tokenizer,
+    world_root: Path,
+    out_dir: Path,
+    title: str,
+    decontaminate: bool = True,
 ) -> dict:
     """The eval suites on `model`: `results.json` (scores, resolved config, the mixture's manifest
-    hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`."""
+    hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`;
+    first, with `eval.decontamination`, `contamination.json` (eval items found in the training shards)."""
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     e = cfg.eval
+
+    def limit(items: list[BenchItem]) -> list[BenchItem]:
+        return items[: e.max_items] if e.max_items else items
+
+    custom = {name: limit(load_suite(path)) for name, path in e.custom.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mixture_path = Path(cfg.run_dir) / "mixture.json"
+    mixture = json.loads(mixture_path.read_text()) if mixture_path.exists() else None
+    contamination = None
+    if decontaminate and e.decontamination and mixture:
+        benchmarks = {
+            ("world", a): limit(load_benchmark(world_root / "bench" / f"{a}.jsonl")) for a in e.abilities
+        }
+        benchmarks |= {(name, name): items for name, items in custom.items()}
+        sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
+        contamination = decontamination.check(sources, benchmarks)
+        write_json_atomic(out_dir / "contamination.json", contamination)
     suites, records = {}, []
     if e.abilities:
         suites["world"], records = evaluate_world(
@@ -64,17 +90,13 @@ def evaluate(
             e.max_items,
         )
         records += [{"suite": "lm_eval", **r} for r in recs]
-    for name, path in e.custom.items():
-        items = load_suite(path)
-        items = items[: e.max_items] if e.max_items else items
+    for name, items in custom.items():
         result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
         suites[name] = {name: result}
         records += [{"suite": name, "benchmark": name, **r} for r in recs]
-    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "predictions.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out_dir / "predictions.jsonl")
-    mixture = Path(cfg.run_dir) / "mixture.json"
     write_json_atomic(
         out_dir / "results.json",
         {
@@ -82,20 +104,28 @@ def evaluate(
             "seed": cfg.seed,
             "model": cfg.model.name,
             "suites": suites,
-            "mixture": json.loads(mixture.read_text()) if mixture.exists() else None,
+            "mixture": mixture,
+            "contamination": contamination,
             "code": code_version(),
             "config": asdict(cfg),
         },
     )
-    table = "\n".join(markdown_table(results, f"{title}: {name}") for name, results in suites.items())
-    (out_dir / "report.md").write_text(table)
+    tables = [markdown_table(results, f"{title}: {name}") for name, results in suites.items()]
+    tables += [decontamination.markdown(contamination)] if contamination else []
+    (out_dir / "report.md").write_text("\n".join(tables))
     return suites
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, cfg: RunConfig, tokenizer: Tokenizer, world_root: Path, out_dir: Path, title: str
+    checkpoint: Path,
+    cfg: RunConfig,
+    tokenizer: Tokenizer,
+    world_root: Path,
+    out_dir: Path,
+    title: str,
+    decontaminate: bool = True,
 ) -> dict:
     """The suites on a committed checkpoint, loaded into a plain model on this process."""
     model = VLM(cfg.model, tokenizer.image_id)
     load_checkpoint(checkpoint, model)
-    return evaluate(model, cfg, tokenizer, world_root, out_dir, title)
+    return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)

@@ -203,6 +203,8 @@ class EvalConfig:
     max_items: int = 0  # 0: every item of each benchmark
     batch_size: int = 64
     max_new_tokens: int = 40
+    # Before evaluating, look for eval items in the training shards (eval/decontamination.py).
+    decontamination: bool = True
     # Custom suites: name -> a .jsonl or VLMEvalKit-style .tsv file (format: eval/custom.py).
     custom: dict[str, str] = field(default_factory=dict)
     # lm-eval text tasks by name (mmkd_world_knowledge, mmlu_pro, ...) and a folder of your task YAMLs.

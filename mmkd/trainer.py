@@ -254,6 +254,7 @@ def train(
                             world_dir(cfg.data),
                             run_dir / f"eval-{saved.name}",
                             f"{cfg.recipe.name} (seed {cfg.seed}, step {step})",
+                            decontaminate=False,  # once per run, at the end, is enough
                         )
                     scores = {f"eval/{s}/{b}": r["score"] for s, rs in suites.items() for b, r in rs.items()}
                     tracker.log({"step": step, **scores})

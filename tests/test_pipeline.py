@@ -69,6 +69,12 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     saved = json.loads((run / "eval/results.json").read_text())
     assert saved["mixture"]["sources"].keys() == mixture["sources"].keys() and saved["code"]["version"]
     assert saved["config"]["train"]["budget_samples"] == 512
+    leaks = saved["contamination"]["benchmarks"]
+    assert set(leaks) == {f"world/{a}" for a in ABILITIES}
+    # Single-object scenes can render pixel-identical to a training image; each overlap names both.
+    found = [x for e in leaks.values() for x in e["image_examples"]]
+    assert all(x["sample"].split("-")[0] in mixture["sources"] for x in found)
+    assert "Decontamination" in (run / "eval/report.md").read_text()
 
     # Eval-only on the final checkpoint reproduces the automatic scores exactly, and adds custom suites.
     write_suites(world[1], tmp_path)
@@ -81,6 +87,9 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     assert again["world"] == results
     assert again["mine"]["mine"]["n"] == 5 and again["vlm"]["vlm"]["n"] == 3
     assert again["lm_eval"]["mmkd_world_knowledge"]["n"] == 8  # eval.max_items limits lm-eval too
+    # The custom suites' pictures were taken from the vqa0 training shards: decontamination says so.
+    leaks = json.loads((run / "eval-final/contamination.json").read_text())["benchmarks"]
+    assert leaks["mine/mine"]["image_overlap"] == 4 and leaks["vlm/vlm"]["image_overlap"] == 3
     lines = [json.loads(x) for x in (run / "eval-final/predictions.jsonl").read_text().splitlines()]
     mine = {r["id"]: r for r in lines if r["suite"] == "mine"}
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
