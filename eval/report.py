@@ -32,6 +32,9 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
         )
         for name, v in r.get("breakdown", {}).items():
             lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {_fmt(v, m)} | | | |")
+        for split, v in r.get("pope", {}).items():
+            label = f"F1 (yes {100 * v['yes_ratio']:.0f}%)"
+            lines.append(f"| &nbsp;&nbsp;POPE {split} | {label} | | {_fmt(v['f1'], m)} | | | |")
     lines.append("")
     lines.append(
         "Accuracy and exact match in %, captioning in CIDEr-D. Blind: the most frequent training "

@@ -114,6 +114,29 @@ def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.
     return max(counts, key=counts.get) if counts else ""
 
 
+def pope(items: list[BenchItem], preds: list[str]) -> dict[str, dict[str, float]]:
+    """POPE (Li et al., 2023) per negative split (random / popular / adversarial): the present-object
+    questions with that split's absent-object ones, scored as detection of "yes": accuracy,
+    precision, recall, F1 and the share of "yes" answers (a yes-biased model shows there)."""
+    pairs = [(it.metadata.get("pope"), it.answer, p) for it, p in zip(items, preds)]
+    out = {}
+    for split in sorted({s for s, _, _ in pairs if s and s != "present"}):
+        mine = [(a, p) for s, a, p in pairs if s in ("present", split)]
+        tp = sum(a == "yes" and p == "yes" for a, p in mine)
+        fp = sum(a == "no" and p == "yes" for a, p in mine)
+        fn = sum(a == "yes" and p != "yes" for a, p in mine)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        out[split] = {
+            "accuracy": sum(a == p for a, p in mine) / len(mine),
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "yes_ratio": sum(p == "yes" for _, p in mine) / len(mine),
+        }
+    return out
+
+
 def evaluate_ability(
     model: VLM,
     templates: Templates,
@@ -153,6 +176,8 @@ def evaluate_ability(
         "chance": chance,
         "blind": sum(blind) / len(blind),
     }
+    if ability == "existence":
+        result["pope"] = pope(items, preds)
     groups = defaultdict(list)
     for it, s in zip(items, scores):
         groups[it.metadata.get("pope") or it.qtype].append(s)

@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 import torch
 
 from mmkd.eval.report import markdown_table
@@ -89,3 +90,21 @@ def test_report_marks_abilities_that_beat_chance_and_blind():
     assert "| counting | accuracy | 100 | 80.0 ± 5.0 | 25.0 | 30.0 | yes |" in table
     assert "| spatial | accuracy | 100 | 33.0 ± 9.0 | 25.0 | 30.0 | no |" in table
     assert "| captioning | cider | 100 | 0.500 ± 0.100 | — | 0.000 | yes |" in table
+
+
+def test_pope_scores_each_negative_split_with_the_positives():
+    from mmkd.eval.world_bench import pope
+    from mmkd.world.benchmarks import BenchItem
+
+    def item(i, split, answer):
+        return BenchItem(f"e{i}", "existence", "exist", "Is there a ball?", answer, metadata={"pope": split})
+
+    items = [item(0, "present", "yes"), item(1, "present", "yes"), item(2, "random", "no")]
+    items += [item(3, "random", "no"), item(4, "popular", "no"), item(5, "popular", "no")]
+    preds = ["yes", "no", "no", "yes", "yes", "yes"]
+    scores = pope(items, preds)
+    assert set(scores) == {"random", "popular"}
+    # random: tp 1, fn 1, fp 1, tn 1 -> precision = recall = F1 = 0.5, two of four said yes
+    assert scores["random"] == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "yes_ratio": 0.5}
+    # popular: tp 1, fn 1, fp 2 -> precision 1/3, recall 1/2, F1 0.4
+    assert scores["popular"]["f1"] == pytest.approx(0.4) and scores["popular"]["yes_ratio"] == 0.75
