@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmkd.eval.report import format_score as _fmt
+
 BOOTSTRAP = 2000
 PERMUTATIONS = 10000
 
@@ -171,10 +173,6 @@ def compare(runs: list[Run], baseline: str) -> list[Row]:
                 row.p_value = paired_p_value(base, m)
             rows.append(row)
     return rows
-
-
-def _fmt(v: float, metric: str) -> str:
-    return f"{v:.3f}" if metric == "cider" else f"{100 * v:.1f}"
 
 
 def averages(rows: list[Row]) -> dict[tuple[str, str], float]:

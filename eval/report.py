@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt(v: float | None, metric: str) -> str:
+def format_score(v: float | None, metric: str) -> str:
+    """A score as the tables print it: CIDEr as is, everything else in %; None as a dash."""
     if v is None:
         return "—"
     return f"{v:.3f}" if metric == "cider" else f"{100 * v:.1f}"
@@ -21,20 +22,18 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
     ]
     for ability, r in results.items():
         m = r["metric"]
-        ci = _fmt(r["ci95"], m)
+        ci = format_score(r["ci95"], m)
         if r["blind"] is None:  # custom suites: no training prior to be blind with
             beats = "—"
         else:
             beats = "yes" if r["score"] - r["ci95"] > max(r["blind"], r["chance"] or 0.0) else "no"
-        lines.append(
-            f"| {ability} | {m} | {r['n']} | {_fmt(r['score'], m)} ± {ci} | {_fmt(r['chance'], m)} | "
-            f"{_fmt(r['blind'], m)} | {beats} |"
-        )
+        score, chance, blind = (format_score(r[k], m) for k in ("score", "chance", "blind"))
+        lines.append(f"| {ability} | {m} | {r['n']} | {score} ± {ci} | {chance} | {blind} | {beats} |")
         for name, v in r.get("breakdown", {}).items():
-            lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {_fmt(v, m)} | | | |")
+            lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {format_score(v, m)} | | | |")
         for split, v in r.get("pope", {}).items():
             label = f"F1 (yes {100 * v['yes_ratio']:.0f}%)"
-            lines.append(f"| &nbsp;&nbsp;POPE {split} | {label} | | {_fmt(v['f1'], m)} | | | |")
+            lines.append(f"| &nbsp;&nbsp;POPE {split} | {label} | | {format_score(v['f1'], m)} | | | |")
     lines.append("")
     lines.append(
         "Accuracy and exact match in %, captioning in CIDEr-D. Blind: the most frequent training "

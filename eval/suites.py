@@ -58,23 +58,22 @@ def evaluate(
     def limit(items: list[BenchItem]) -> list[BenchItem]:
         return items[: e.max_items] if e.max_items else items
 
+    world = {a: limit(load_benchmark(world_root / "bench" / f"{a}.jsonl")) for a in e.abilities}
     custom = {name: limit(load_suite(path)) for name, path in e.custom.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     mixture_path = Path(cfg.run_dir) / "mixture.json"
     mixture = json.loads(mixture_path.read_text()) if mixture_path.exists() else None
     contamination = None
     if decontaminate and e.decontamination and mixture:
-        benchmarks = {
-            ("world", a): limit(load_benchmark(world_root / "bench" / f"{a}.jsonl")) for a in e.abilities
-        }
+        benchmarks = {("world", a): items for a, items in world.items()}
         benchmarks |= {(name, name): items for name, items in custom.items()}
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         contamination = decontamination.check(sources, benchmarks)
         write_json_atomic(out_dir / "contamination.json", contamination)
     suites, records = {}, []
-    if e.abilities:
+    if world:
         suites["world"], records = evaluate_world(
-            model, templates, world_root, e.abilities, e.batch_size, e.max_new_tokens, e.max_items, cfg.seed
+            model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed
         )
     if e.lm_eval_tasks:
         from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra

@@ -25,7 +25,7 @@ from mmkd.loader import image_tensor
 from mmkd.metrics import cider_d, exact_match, mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import IGNORE, Templates
-from mmkd.world.benchmarks import BenchItem, load_benchmark
+from mmkd.world.benchmarks import BenchItem
 
 
 def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
@@ -209,19 +209,16 @@ def evaluate_world(
     model: VLM,
     templates: Templates,
     world_root: Path,
-    abilities: list[str],
+    benchmarks: dict[str, list[BenchItem]],
     batch_size: int = 64,
     max_new_tokens: int = 40,
-    max_items: int = 0,
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
-    """Every ability's result, and one record per item (`predictions.jsonl` lines)."""
+    """Every ability's result on its items, and one record per item (`predictions.jsonl` lines)."""
     model.eval()
     prior, blind_caption = answer_priors(world_root)
     results, records = {}, []
-    for ability in tqdm(abilities, desc="eval world", unit="ability"):
-        items = load_benchmark(world_root / "bench" / f"{ability}.jsonl")
-        items = items[:max_items] if max_items else items
+    for ability, items in tqdm(benchmarks.items(), desc="eval world", unit="ability"):
         results[ability], recs = evaluate_ability(
             model, templates, items, prior, blind_caption, batch_size, max_new_tokens, seed
         )

@@ -17,7 +17,7 @@ def _run(world_root, out, engine, ranks, zero_stage=2, bf16=False):
 
 
 @pytest.mark.parametrize(
-    ("engine", "zero_stage"), [("ddp", 0), ("fsdp2", 0), ("deepspeed", 2), ("deepspeed", 3)]
+    ("engine", "zero_stage"), [("ddp", 0), ("fsdp2", 0), ("deepspeed", 1), ("deepspeed", 2), ("deepspeed", 3)]
 )
 def test_two_ranks_match_one_process(engine, zero_stage, world, tmp_path):
     _, root = world
