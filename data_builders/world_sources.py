@@ -26,7 +26,7 @@ from mmkd.world import encyclopedia, language
 from mmkd.world.render import render
 from mmkd.world.scene import KINDS, THEMES, WorldConfig, sample_scene, scene_rng
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 def _objects_or_chart(cfg: WorldConfig, split: str, i: int):

@@ -1,6 +1,8 @@
 """Held-out benchmarks of the knowledge world, one per ability.
 
-Items are drawn from their own split ("bench-<ability>"), so no benchmark image is a training image.
+Items are drawn from their own split ("bench-<ability>") whose scenes have held-out compositions
+(`WorldConfig.holdout_fraction`), so no benchmark image, nor one that differs from it only by an
+object's jitter, is a training image.
 Multiple-choice items carry their options (scored by option likelihood); open items (OCR, chart value)
 are scored by exact match of a generated answer; captioning items carry reference captions (CIDEr).
 
@@ -51,7 +53,7 @@ ABILITIES = (
     "captioning",
 )
 NEGATIVE_TYPES = ("random", "popular", "adversarial")
-BENCH_VERSION = 2  # bump when item generation changes: stale benchmark files are then rebuilt
+BENCH_VERSION = 3  # bump when item generation changes: stale benchmark files are then rebuilt
 YES_NO = ["yes", "no"]
 
 

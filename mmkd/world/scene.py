@@ -11,6 +11,7 @@ Sec. 4.2.1) aligns on the first and contrasts on the second.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -63,6 +64,10 @@ class WorldConfig:
     chart_fraction: float = 0.1
     # Max shift of an object inside its cell, as a fraction of the cell, so no two images are equal.
     jitter: float = 0.08
+    # Fraction of scene compositions (everything drawn but the jitter) kept for benchmarks: training
+    # splits never draw them and benchmark splits draw only them, so no benchmark image, nor a
+    # one-pixel shift of it, is ever trained on (docs/world.md).
+    holdout_fraction: float = 0.1
 
     def validate(self) -> WorldConfig:
         if self.image_size < 24:
@@ -73,6 +78,11 @@ class WorldConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"world.{name}={v}: must be in [0, 1]")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(
+                f"world.holdout_fraction={self.holdout_fraction}: must be in (0, 1); benchmarks and "
+                "training both need scenes"
+            )
         if self.sign_fraction + self.chart_fraction > 1.0:
             raise ValueError("world.sign_fraction + world.chart_fraction must be <= 1")
         return self
@@ -153,6 +163,11 @@ class Scene:
             return f"{obj.colour} {obj.kind}"
         return None
 
+    def composition(self) -> tuple:
+        """What the scene shows, without its id or the objects' jitter inside their cells."""
+        objects = tuple((o.kind, o.colour, o.size, o.cell) for o in self.objects)
+        return (self.theme, self.layout, objects, self.word, tuple(self.bars))
+
     def to_json(self) -> dict:
         return {
             "id": self.id,
@@ -180,6 +195,12 @@ def scene_rng(cfg: WorldConfig, split: str, index: int) -> random.Random:
     return random.Random(f"mmkd-world/{cfg.seed}/{split}/{index}")
 
 
+def is_held_out(cfg: WorldConfig, scene: Scene) -> bool:
+    """Whether the scene's composition is reserved for benchmarks (a seeded hash split)."""
+    digest = hashlib.sha256(f"{cfg.seed}/{scene.composition()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < cfg.holdout_fraction * 2**64
+
+
 def sample_scene(
     cfg: WorldConfig,
     split: str,
@@ -187,8 +208,22 @@ def sample_scene(
     layout: str | None = None,
     n_objects: int | None = None,
 ) -> Scene:
-    """The scene at `index` of `split`; `layout` / `n_objects` force a kind of scene."""
+    """The scene at `index` of `split`; `layout` / `n_objects` force a kind of scene.
+
+    Benchmark splits ("bench-*") draw only held-out compositions and every other split none: a draw
+    on the wrong side of the split is redrawn from the same stream.
+    """
     rng = scene_rng(cfg, split, index)
+    bench = split.startswith("bench-")
+    while True:
+        scene = _draw_scene(cfg, rng, f"{split}-{index:07d}", layout, n_objects)
+        if is_held_out(cfg, scene) == bench:
+            return scene
+
+
+def _draw_scene(
+    cfg: WorldConfig, rng: random.Random, scene_id: str, layout: str | None, n_objects: int | None
+) -> Scene:
     theme = rng.choice(sorted(THEMES))
     if layout is None:
         u = rng.random()
@@ -199,7 +234,7 @@ def sample_scene(
             if u < cfg.sign_fraction + cfg.chart_fraction
             else "objects"
         )
-    scene = Scene(id=f"{split}-{index:07d}", theme=theme, layout=layout)
+    scene = Scene(id=scene_id, theme=theme, layout=layout)
     if layout == "sign":
         scene.word = make_word(rng)
     elif layout == "chart":
