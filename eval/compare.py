@@ -78,7 +78,8 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
         record = json.loads(line)
         try:
             key = (record.get("suite", "world"), record.get("benchmark") or record["ability"])
-            run.items.setdefault(key, {})[record["id"]] = float(record["score"])
+            if record["score"] is not None:  # None: scored only as a whole (some VLMEvalKit sets)
+                run.items.setdefault(key, {})[record["id"]] = float(record["score"])
         except KeyError as e:
             raise ValueError(f"{predictions}:{n}: record without {e.args[0]!r}") from None
     return run

@@ -31,6 +31,10 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
         lines.append(f"| {ability} | {m} | {r['n']} | {score} ± {ci} | {chance} | {blind} | {beats} |")
         for name, v in r.get("breakdown", {}).items():
             lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {format_score(v, m)} | | | |")
+        if "skipped" in r:
+            lines.append(f"| &nbsp;&nbsp;{ability}: skipped, {r['skipped']} | | | | | | |")
+        for name, v in r.get("official", {}).items():
+            lines.append(f"| &nbsp;&nbsp;{ability} {name} (VLMEvalKit's score) | | | {v:.2f} | | | |")
         for split, v in r.get("pope", {}).items():
             label = f"F1 (yes {100 * v['yes_ratio']:.0f}%)"
             lines.append(f"| &nbsp;&nbsp;POPE {split} | {label} | | {format_score(v['f1'], m)} | | | |")

@@ -1,4 +1,5 @@
-"""Every eval suite on one model: the world benchmarks, lm-eval tasks and custom suites, written as
+"""Every eval suite on one model: the world benchmarks, lm-eval tasks, VLMEvalKit datasets and custom
+suites, written as
 `results.json` (scores with provenance), `predictions.jsonl` (one line per item) and `report.md`.
 
 Called after training (`mmkd.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
@@ -89,6 +90,13 @@ def evaluate(
             e.max_items,
         )
         records += [{"suite": "lm_eval", **r} for r in recs]
+    if e.vlmeval_datasets:
+        from mmkd.eval.vlmeval_suite import evaluate_vlmeval, judge_from  # optional: [vlmeval]
+
+        suites["vlmeval"], recs = evaluate_vlmeval(
+            model, templates, e.vlmeval_datasets, e.vlmeval_data, out_dir, judge_from(e), e.max_new_tokens
+        )
+        records += recs
     for name, items in custom.items():
         result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
         suites[name] = {name: result}

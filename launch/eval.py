@@ -1,9 +1,10 @@
-"""Evaluate a saved checkpoint on the world benchmarks (eval-only).
+"""Evaluate a saved checkpoint (eval-only): world benchmarks, custom suites, lm-eval, VLMEvalKit.
 
     python launch/eval.py checkpoint=runs/baseline/seed0            # a run directory or a checkpoint dir
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[counting,spatial] max_items=50
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] custom.invoices=data/invoices.jsonl
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] lm_eval_tasks=[mmkd_world_knowledge]
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
@@ -23,9 +24,22 @@ from mmkd.tokenizer import Tokenizer
 
 USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
-    "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR]"
+    "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
+    "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME]"
 )
-EVAL_KEYS = ("abilities", "max_items", "batch_size", "custom", "lm_eval_tasks", "lm_eval_include")
+EVAL_KEYS = (
+    "abilities",
+    "max_items",
+    "batch_size",
+    "custom",
+    "lm_eval_tasks",
+    "lm_eval_include",
+    "vlmeval_datasets",
+    "vlmeval_data",
+    "judge_url",
+    "judge_model",
+    "judge_api_key_env",
+)
 
 
 def main(argv: list[str]) -> None:

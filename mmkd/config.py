@@ -210,6 +210,14 @@ class EvalConfig:
     # lm-eval text tasks by name (mmkd_world_knowledge, mmlu_pro, ...) and a folder of your task YAMLs.
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_include: str = ""
+    # VLMEvalKit datasets by name (MMBench_DEV_EN, POPE, MME, ...), read from <vlmeval_data>/NAME.tsv;
+    # vlmeval_data "" reads $LMUData. Judged datasets (MMVet, MathVista, ...) need the judge below.
+    vlmeval_datasets: list[str] = field(default_factory=list)
+    vlmeval_data: str = ""
+    # An OpenAI-compatible chat endpoint (vLLM, SGLang, a hosted API) and model for LLM-judged scoring.
+    judge_url: str = ""
+    judge_model: str = ""
+    judge_api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key is never logged
 
 
 @dataclass
@@ -288,6 +296,11 @@ class RunConfig:
                 raise ConfigError(f"eval.custom.{name}={path!r}: needs an existing .jsonl or .tsv file")
             if name == "world":
                 raise ConfigError("eval.custom.world: the name 'world' is the world benchmarks' suite")
+        if bool(self.eval.judge_url) != bool(self.eval.judge_model):
+            raise ConfigError(
+                f"eval.judge_url={self.eval.judge_url!r} and eval.judge_model={self.eval.judge_model!r}: "
+                "set both (an OpenAI-compatible endpoint and the model it serves) or neither"
+            )
         bad = [a for a in self.eval.abilities if a not in ABILITIES]
         if bad:
             raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")

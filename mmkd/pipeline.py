@@ -56,6 +56,10 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
         from mmkd.eval.lm_eval_suite import check_tasks
 
         check_tasks(cfg.eval.lm_eval_tasks, cfg.eval.lm_eval_include)
+    if cfg.eval.vlmeval_datasets:  # likewise a missing TSV
+        from mmkd.eval.vlmeval_suite import check_datasets, judge_from
+
+        check_datasets(cfg.eval.vlmeval_datasets, cfg.eval.vlmeval_data, judge_from(cfg.eval))
     run_dir = Path(cfg.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

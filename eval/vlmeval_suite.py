@@ -1,0 +1,365 @@
+"""VLMEvalKit (PyPI `nvidia-vlmeval`, imported as `vlmeval`) on an mmkd checkpoint.
+
+Datasets are named as in VLMEvalKit and read from `<eval.vlmeval_data>/<NAME>.tsv` (default:
+`$LMUData`). A name the kit knows (MMBench_DEV_EN, POPE, MME, OCRBench, ...) needs the kit's own file,
+checked by md5, because the kit would download another; any other name is read as a custom set in the
+kit's layout (option columns A, B, ... make it multiple choice). The kit builds the prompts, keeps the
+predictions and scores them (POPE F1, the MME score, ...); our model answers:
+- multiple choice (MCQ) and yes/no (Y/N) datasets by option likelihood, as for the world benchmarks:
+  the option, or Yes / No, whose tokens have the highest mean log-probability after the question. The
+  answer is the option's letter (or the word), which the kit's exact matching reads without a judge;
+- any other dataset by greedy generation.
+Datasets that the kit scores with an LLM judge (MMVet, MathVista, MIA-Bench, ...) need an
+OpenAI-compatible judge (`eval.judge_url`, `eval.judge_model`); without one they are skipped with
+a message in the log and in results.json.
+
+Installing: on a GPU machine `pip install nvidia-vlmeval`. On CPU torch the kit's torchvision (a CUDA
+build) cannot load and breaks `import transformers`, so the kit goes in without it:
+`pip install -e ".[vlmeval]" && pip install --no-deps nvidia-vlmeval`. `import_vlmeval` then lets
+the kit import with a placeholder for torchvision, which only its video datasets and some of its
+bundled models use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import math
+import os
+import shutil
+import ssl
+import string
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mmkd.eval.world_bench import generate, option_loglik
+from mmkd.metrics import mean_ci95
+from mmkd.model import VLM
+from mmkd.templates import Templates
+from mmkd.world.benchmarks import BenchItem
+
+MODEL_NAME = "mmkd"
+LMU_DATA = "LMUData"  # the environment variable VLMEvalKit reads its data folder from
+# Datasets VLMEvalKit scores with an LLM judge (its run.py picks a GPT model for these by name).
+JUDGED = (
+    "MMVet",
+    "LLaVABench",
+    "MathVista",
+    "MathVerse",
+    "MathVision",
+    "DynaMath",
+    "LogicVista",
+    "MIA-Bench",
+    "WildVision",
+    "MMAlignBench",
+    "MMDU",
+    "MMLongBench",
+    "DUDE",
+    "SLIDEVQA",
+    "VL-RewardBench",
+    "MOAT",
+    "OCR_Reasoning",
+)
+INSTALL = (
+    'on CPU: pip install -c constraints/cpu.txt -e ".[vlmeval]" && pip install --no-deps nvidia-vlmeval; '
+    "on a GPU machine: pip install nvidia-vlmeval (docs/eval.md)"
+)
+
+
+class VlmevalError(ValueError):
+    pass
+
+
+@dataclass
+class Judge:
+    """An OpenAI-compatible chat endpoint that VLMEvalKit's judged datasets send their grading to."""
+
+    url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+def judge_from(e: Any) -> Judge | None:
+    """The judge an EvalConfig names, or None."""
+    return Judge(e.judge_url, e.judge_model, e.judge_api_key_env) if e.judge_url else None
+
+
+class _Placeholder(types.ModuleType):
+    """Stands in for torchvision while VLMEvalKit imports; using it says why it is missing."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Placeholder(f"{self.__name__}.{name}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ImportError(
+            f"{self.__name__} needs torchvision, which this install leaves out (CPU torch); "
+            f"the VLMEvalKit datasets and models that use it need a GPU install: {INSTALL}"
+        )
+
+
+class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "torchvision" or fullname.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _Placeholder(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def import_vlmeval() -> types.ModuleType:
+    """Import VLMEvalKit without its side effects on this process.
+
+    The kit disables autograd, reseeds torch, turns off TLS verification and configures the root
+    logger on import; all are restored, so a periodic eval leaves training as it was. Without
+    torchvision, the kit imports against a placeholder that is removed again afterwards.
+    """
+    if "vlmeval" in sys.modules:
+        return sys.modules["vlmeval"]
+    if importlib.util.find_spec("vlmeval") is None:
+        raise ImportError(f"VLMEvalKit is not installed: {INSTALL}")
+    finder = None
+    if importlib.util.find_spec("torchvision") is None:
+        from transformers.utils import import_utils
+
+        import_utils.is_torchvision_available()  # cached as False before the placeholder exists
+        finder = _PlaceholderFinder()
+        sys.meta_path.insert(0, finder)
+    else:
+        try:
+            import torchvision  # noqa: F401
+        except Exception as e:
+            raise ImportError(
+                f"torchvision is installed but cannot load with torch {torch.__version__} ({e}); a CUDA "
+                f"build next to CPU torch also breaks transformers. pip uninstall torchvision, then {INSTALL}"
+            ) from None
+    grad, https = torch.is_grad_enabled(), ssl._create_default_https_context
+    root_handlers = list(logging.root.handlers)
+    logging.disable(logging.ERROR)  # the kit logs an error when it finds no .env file of API keys
+    try:
+        with torch.random.fork_rng(devices=[]):
+            import vlmeval
+            import vlmeval.inference
+    finally:
+        logging.disable(logging.NOTSET)
+        logging.root.handlers = root_handlers  # and configures the root logger
+        torch.set_grad_enabled(grad)
+        ssl._create_default_https_context = https
+        if finder is not None:
+            sys.meta_path.remove(finder)
+            for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+                del sys.modules[name]
+    return vlmeval
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _wrapper(vlmeval: types.ModuleType, model: VLM, templates: Templates, max_new_tokens: int) -> Any:
+    class MmkdVLM(vlmeval.vlm.BaseModel):
+        """Our model as a VLMEvalKit model: the kit's messages in, an answer string out."""
+
+        INTERLEAVE = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.types: dict[str, str] = {}  # dataset name -> the kit's type (MCQ, Y/N, VQA, ...)
+
+        def use_custom_prompt(self, dataset: str) -> bool:
+            return self.types.get(dataset) in ("MCQ", "Y/N")
+
+        def build_prompt(self, line: Any, dataset: str) -> list[dict]:
+            """The images, the question (after its hint) and the options to score by likelihood."""
+            paths = self.dump_image(line, dataset)
+            question = str(line["question"])
+            hint = line.get("hint")
+            if not _missing(hint):
+                question = f"{hint}\n{question}"
+            if self.types[dataset] == "MCQ":
+                options = {
+                    c: str(line[c]) for c in string.ascii_uppercase if c in line and not _missing(line[c])
+                }
+            else:
+                options = {"Yes": "Yes", "No": "No"}
+            return [
+                *({"type": "image", "value": p} for p in paths),
+                {"type": "text", "value": question, "options": options},
+            ]
+
+        def generate_inner(self, message: list[dict], dataset: str | None = None) -> str:
+            images = [Image.open(m["value"]).convert("RGB") for m in message if m["type"] == "image"]
+            texts = [m for m in message if m["type"] == "text"]
+            options = next((m["options"] for m in texts if "options" in m), None)
+            item = BenchItem(
+                id="",
+                ability="vlmeval",
+                qtype="",
+                question="\n".join(m["value"] for m in texts),
+                answer="",
+                options=list(options.values()) if options else None,
+                image=images[0] if images else None,
+                more_images=images[1:],
+            )
+            model.eval()
+            if options:
+                scores = option_loglik(model, templates, [item], len(options))[0]
+                return list(options)[max(range(len(scores)), key=scores.__getitem__)]
+            return generate(model, templates, [item], 1, max_new_tokens, stop_at_newline=False)[0]
+
+    return MmkdVLM()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_file(vlmeval: types.ModuleType, name: str, root: Path) -> None:
+    """The dataset's TSV is there and, for a dataset the kit knows, is the kit's own file."""
+    path = root / f"{name}.tsv"
+    known = next((c for c in vlmeval.dataset.DATASET_CLASSES if name in c.supported_datasets()), None)
+    url = getattr(known, "DATASET_URL", {}).get(name, "") if known else ""
+    if not path.exists():
+        hint = f" (VLMEvalKit's file: {url})" if url else ""
+        raise VlmevalError(f"eval.vlmeval_datasets: {name}: {path} does not exist{hint}")
+    want = getattr(known, "DATASET_MD5", {}).get(name) if known else None
+    if want and _md5(path) != want:
+        raise VlmevalError(
+            f"eval.vlmeval_datasets: {name}: {path} has md5 {_md5(path)}, VLMEvalKit's {name} has {want}; "
+            f"the kit would replace it by a download. Use the kit's file{f' ({url})' if url else ''}, or "
+            "give your own data another name"
+        )
+
+
+def _flatten(scores: Any) -> dict[str, float]:
+    """The kit's score table (a DataFrame or dict, per split) as {"split/column": value}."""
+    out: dict[str, float] = {}
+    if scores is None:
+        return out
+    if isinstance(scores, dict):
+        for k, v in scores.items():
+            if isinstance(v, dict):
+                out |= {f"{k}/{kk}": vv for kk, vv in _flatten(v).items()}
+            elif isinstance(v, int | float) and not _missing(v):
+                out[str(k)] = float(v)
+        return out
+    for _, row in scores.iterrows():
+        prefix = f"{row['split']}/" if "split" in row and len(scores) > 1 else ""
+        for k, v in row.items():
+            if k != "split" and isinstance(v, int | float) and not _missing(v):
+                out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _empty_result() -> dict[str, Any]:
+    return {"metric": "vlmeval", "n": 0, "score": None, "ci95": None, "chance": None, "blind": None}
+
+
+def _item_scores(vlmeval: types.ModuleType, work: Path, n: int) -> dict[str, float]:
+    """Per-item scores from the file the kit scored with (a `hit` or `score` column per index)."""
+    for path in sorted(work.glob(f"{MODEL_NAME}_*.xlsx")):
+        data = vlmeval.smp.load(str(path))
+        column = next((c for c in ("hit", "score") if c in data), None)
+        if column is not None and "index" in data and len(data) == n:
+            return {str(i): float(v) for i, v in zip(data["index"], data[column], strict=True)}
+    return {}
+
+
+def _needs_judge(name: str) -> bool:
+    return any(j in name for j in JUDGED)
+
+
+def check_datasets(datasets: list[str], data_root: str, judge: Judge | None) -> Path:
+    """Before any compute: the kit imports and every dataset to run has its file; returns the root."""
+    vlmeval = import_vlmeval()
+    root = data_root or os.environ.get(LMU_DATA, "")
+    if not root or not Path(root).is_dir():
+        raise VlmevalError(
+            f"eval.vlmeval_data={data_root!r} (${LMU_DATA}={os.environ.get(LMU_DATA, '')!r}) is not a "
+            "folder: set it to where the VLMEvalKit TSVs are"
+        )
+    for name in datasets:
+        if judge is not None or not _needs_judge(name):
+            _check_file(vlmeval, name, Path(root))
+    return Path(root)
+
+
+def evaluate_vlmeval(
+    model: VLM,
+    templates: Templates,
+    datasets: list[str],
+    data_root: str,
+    out_dir: Path,
+    judge: Judge | None,
+    max_new_tokens: int,
+) -> tuple[dict[str, Any], list[dict]]:
+    """Each dataset through VLMEvalKit's inference and scoring; its files go to `out_dir/vlmeval/NAME`.
+
+    Returns {dataset: result} (the mean per-item score with its CI where the kit scores per item, and
+    the kit's own table under "official") and one record per item.
+    """
+    vlmeval = import_vlmeval()
+    os.environ[LMU_DATA] = str(check_datasets(datasets, data_root, judge))
+    wrapper = _wrapper(vlmeval, model, templates, max_new_tokens)
+    results: dict[str, Any] = {}
+    records: list[dict] = []
+    for name in datasets:
+        if _needs_judge(name) and judge is None:
+            reason = f"{name} is scored by an LLM judge: set eval.judge_url and eval.judge_model to run it"
+            print(f"vlmeval: skipped, {reason}", flush=True)
+            results[name] = {**_empty_result(), "skipped": reason}
+            continue
+        dataset = vlmeval.dataset.build_dataset(name)
+        wrapper.types[name] = dataset.TYPE
+        work = out_dir / "vlmeval" / name
+        shutil.rmtree(work, ignore_errors=True)  # the kit resumes from any predictions it finds there
+        work.mkdir(parents=True)
+        vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
+        result_file = work / f"{MODEL_NAME}_{name}.xlsx"
+        kwargs: dict[str, Any] = {"model": "exact_matching", "nproc": 4}
+        if judge is not None:
+            os.environ["OPENAI_API_BASE"] = judge.url.rstrip("/") + "/chat/completions"
+            os.environ["OPENAI_API_KEY"] = os.environ.get(judge.api_key_env, "")
+            kwargs["model"] = judge.model
+        official = _flatten(dataset.evaluate(str(result_file), **kwargs))
+        predictions = vlmeval.smp.load(str(result_file))
+        hits = _item_scores(vlmeval, work, len(predictions))
+        result = {**_empty_result(), "n": len(predictions), "official": official}
+        if hits:
+            result["score"], result["ci95"] = mean_ci95(list(hits.values()))
+        results[name] = result
+        for _, row in predictions.iterrows():
+            i = str(row["index"])
+            records.append(
+                {
+                    "suite": "vlmeval",
+                    "benchmark": name,
+                    "id": i,
+                    "category": str(row.get("category", "")),
+                    "question": str(row["question"]),
+                    "answer": str(row.get("answer", "")),
+                    "prediction": str(row["prediction"]),
+                    "score": hits.get(i),  # None: the kit scores this dataset only as a whole
+                }
+            )
+    return results, records

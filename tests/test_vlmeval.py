@@ -1,0 +1,155 @@
+"""VLMEvalKit on our model: the kit reads TSVs in its own format from $LMUData, our wrapper answers by
+option likelihood, and the kit's scores (accuracy, the MME score) agree with the per-item answers.
+
+The kit is installed without torchvision on CPU (docs/eval.md); importing it leaves this process's
+autograd, RNG and transformers as they were."""
+
+import base64
+import hashlib
+import io
+import json
+import sys
+from collections import defaultdict
+
+import pytest
+import torch
+from PIL import Image
+
+from mmkd.eval.vlmeval_suite import VlmevalError, check_datasets, evaluate_vlmeval
+from mmkd.eval.world_bench import option_loglik
+from mmkd.shards import open_dataset
+from mmkd.templates import Templates
+from mmkd.trainer import build_model
+from mmkd.world.benchmarks import BenchItem
+from tests.conftest import micro_run_config, run_python
+
+MME_CATEGORIES = [
+    "OCR",
+    "artwork",
+    "celebrity",
+    "color",
+    "count",
+    "existence",
+    "landmark",
+    "position",
+    "posters",
+    "scene",
+    "code_reasoning",
+    "commonsense_reasoning",
+    "numerical_calculation",
+    "text_translation",
+]
+
+
+def _b64(im):
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _samples(world, n):
+    return [s for s, _ in zip(open_dataset(world[1] / "vqa0"), range(n))]
+
+
+def _model(world, tokenizer, tmp_path):
+    cfg = micro_run_config(world[0], tmp_path / "run")
+    torch.manual_seed(0)
+    return build_model(cfg, tokenizer).eval(), Templates(
+        tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len
+    )
+
+
+def test_import_leaves_the_process_as_it_was():
+    code = """
+import ssl, sys, torch
+torch.manual_seed(7)
+state, https = torch.random.get_rng_state(), ssl._create_default_https_context
+from mmkd.eval.vlmeval_suite import import_vlmeval
+vlmeval = import_vlmeval()
+assert torch.is_grad_enabled() and torch.equal(state, torch.random.get_rng_state())
+assert ssl._create_default_https_context is https
+assert not any(m.split(".")[0] == "torchvision" for m in sys.modules)
+from transformers import LlavaForConditionalGeneration  # the torchvision trap would break this
+print("ok", vlmeval.vlm.BaseModel.__name__)
+"""
+    assert "ok BaseModel" in run_python(["-c", code], timeout=240)
+
+
+def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path):
+    lmu = tmp_path / "LMUData"
+    lmu.mkdir()
+    rows = ["index\timage\tquestion\tA\tB\tC\tD\tanswer\tcategory"]
+    for i, s in enumerate(_samples(world, 6)):
+        rows.append(
+            f"{i}\t{_b64(s.images[0])}\t{s.turns[0].question}\tball\tbox\ttent\tstar\t{'ABCD'[i % 4]}\t"
+            f"{'shape' if i % 2 else 'kind'}"
+        )
+    (lmu / "mmkd_kinds.tsv").write_text("\n".join(rows) + "\n")
+    model, templates = _model(world, tokenizer, tmp_path)
+    with pytest.raises(VlmevalError, match=r"MMStar: .*MMStar\.tsv does not exist"):
+        check_datasets(["mmkd_kinds", "MMStar"], str(lmu), None)
+
+    results, records = evaluate_vlmeval(
+        model, templates, ["mmkd_kinds", "MMVet"], str(lmu), tmp_path / "out", None, 5
+    )
+    assert "eval.judge_url" in results["MMVet"]["skipped"]  # judged, and no judge configured
+    r = results["mmkd_kinds"]
+    assert r["n"] == 6 and len(records) == 6
+    # The kit's own accuracy (a fraction for multiple choice) is the mean of the per-item hits we record.
+    assert r["official"]["Overall"] == pytest.approx(r["score"])
+    assert r["score"] == pytest.approx(sum(x["score"] for x in records) / 6)
+    assert set(r["official"]) == {"Overall", "kind", "shape"}
+    # Each answer is the option our model finds most likely for the picture the kit saved.
+    for rec in records:
+        image = Image.open(lmu / "images" / "mmkd_kinds" / f"{rec['id']}.jpg").convert("RGB")
+        item = BenchItem("", "", "", rec["question"], "", ["ball", "box", "tent", "star"], image)
+        scores = option_loglik(model, templates, [item], 4)[0]
+        assert rec["prediction"] == "ABCD"[max(range(4), key=scores.__getitem__)]
+        assert rec["score"] == float(rec["prediction"] == rec["answer"])
+    assert (tmp_path / "out/vlmeval/mmkd_kinds/mmkd_mmkd_kinds.xlsx").exists()
+
+
+def test_mme_score_from_the_kits_scorer(world, tokenizer, tmp_path, monkeypatch):
+    """MME in its real layout: two yes/no questions per image, scored as accuracy + accuracy+."""
+    from mmkd.eval.vlmeval_suite import import_vlmeval
+
+    vlmeval = import_vlmeval()
+    lmu = tmp_path / "LMUData"
+    lmu.mkdir()
+    rows = ["index\timage\tquestion\tanswer\tcategory\timage_path"]
+    samples = _samples(world, len(MME_CATEGORIES))
+    for c, (category, s) in enumerate(zip(MME_CATEGORIES, samples)):
+        for k, answer in enumerate(("Yes", "No")):
+            question = f"{s.turns[k].question} Please answer yes or no."
+            rows.append(
+                f"{2 * c + k}\t{_b64(s.images[0])}\t{question}\t{answer}\t{category}\t{category}/{c}.png"
+            )
+    tsv = lmu / "MME.tsv"
+    tsv.write_text("\n".join(rows) + "\n")
+    # The kit accepts only its own MME.tsv (md5); this fixture in the same layout stands in for it.
+    monkeypatch.setitem(
+        vlmeval.dataset.ImageYORNDataset.DATASET_MD5, "MME", hashlib.md5(tsv.read_bytes()).hexdigest()
+    )
+    model, templates = _model(world, tokenizer, tmp_path)
+    results, records = evaluate_vlmeval(model, templates, ["MME"], str(lmu), tmp_path / "out", None, 5)
+    assert {x["prediction"] for x in records} <= {"Yes", "No"}
+    by_category = defaultdict(list)
+    for x in sorted(records, key=lambda x: int(x["id"])):
+        by_category[x["category"]].append(x["score"])
+    expected = {c: 100 * sum(v) / 2 + 100 * (v[0] * v[1]) for c, v in by_category.items()}
+    official = results["MME"]["official"]
+    for category, score in expected.items():
+        assert official[category] == pytest.approx(score)
+    assert official["perception"] == pytest.approx(sum(expected[c] for c in MME_CATEGORIES[:10]))
+    assert official["reasoning"] == pytest.approx(sum(expected[c] for c in MME_CATEGORIES[10:]))
+    json.dumps(results)  # results.json-ready
+
+
+def test_a_tsv_that_is_not_the_kits_own_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "POPE.tsv").write_text("index\tquestion\tanswer\n0\tIs there a cat?\tYes\n")
+    with pytest.raises(VlmevalError, match=r"POPE: .* has md5 \w+, VLMEvalKit's POPE has c12f5acb"):
+        check_datasets(["POPE"], str(tmp_path), None)
+    monkeypatch.delenv("LMUData", raising=False)
+    with pytest.raises(VlmevalError, match=r"eval.vlmeval_data='' \(\$LMUData=''\) is not a folder"):
+        check_datasets(["POPE"], "", None)
+    assert "torchvision" not in sys.modules
