@@ -68,6 +68,11 @@ def evaluate(
     if decontaminate and e.decontamination and mixture:
         benchmarks = {("world", a): items for a, items in world.items()}
         benchmarks |= {(name, name): items for name, items in custom.items()}
+        if e.vlmeval_datasets:
+            from mmkd.eval.vlmeval_suite import data_folder, dataset_items
+
+            tsvs = {name: data_folder(e.vlmeval_data) / f"{name}.tsv" for name in e.vlmeval_datasets}
+            benchmarks |= {("vlmeval", n): dataset_items(p) for n, p in tsvs.items() if p.exists()}
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         contamination = decontamination.check(sources, benchmarks)
         write_json_atomic(out_dir / "contamination.json", contamination)

@@ -22,10 +22,14 @@ bundled models use.
 
 from __future__ import annotations
 
+import ast
+import base64
+import csv
 import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import io
 import logging
 import math
 import os
@@ -289,19 +293,55 @@ def _needs_judge(name: str) -> bool:
     return any(j in name for j in JUDGED)
 
 
-def check_datasets(datasets: list[str], data_root: str, judge: Judge | None) -> Path:
-    """Before any compute: the kit imports and every dataset to run has its file; returns the root."""
-    vlmeval = import_vlmeval()
+def data_folder(data_root: str) -> Path:
+    """The folder of the TSVs: eval.vlmeval_data, else $LMUData."""
     root = data_root or os.environ.get(LMU_DATA, "")
     if not root or not Path(root).is_dir():
         raise VlmevalError(
             f"eval.vlmeval_data={data_root!r} (${LMU_DATA}={os.environ.get(LMU_DATA, '')!r}) is not a "
             "folder: set it to where the VLMEvalKit TSVs are"
         )
+    return Path(root)
+
+
+def check_datasets(datasets: list[str], data_root: str, judge: Judge | None) -> Path:
+    """Before any compute: the kit imports and every dataset to run has its file; returns the root."""
+    vlmeval = import_vlmeval()
+    root = data_folder(data_root)
     for name in datasets:
         if judge is not None or not _needs_judge(name):
-            _check_file(vlmeval, name, Path(root))
-    return Path(root)
+            _check_file(vlmeval, name, root)
+    return root
+
+
+def dataset_items(path: Path) -> list[BenchItem]:
+    """A VLMEvalKit TSV's questions, answers and images as items (for decontamination).
+
+    An `image` cell holds base64, a list of them, or (64 characters at most) the index of the row
+    whose image it shares, as the kit reads it.
+    """
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    by_index = {r.get("index", ""): r.get("image") or "" for r in rows}
+    items = []
+    for n, r in enumerate(rows):
+        cell = r.get("image") or ""
+        cell = by_index.get(cell, cell) if len(cell) <= 64 else cell
+        encoded = ast.literal_eval(cell) if cell.startswith("[") else [cell] if cell else []
+        images = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in encoded]
+        items.append(
+            BenchItem(
+                id=r.get("index") or str(n),
+                ability="vlmeval",
+                qtype=r.get("category") or "",
+                question=" ".join(filter(None, (r.get("hint"), r.get("question")))),
+                answer=r.get("answer") or "",
+                image=images[0] if images else None,
+                more_images=images[1:],
+            )
+        )
+    return items
 
 
 def evaluate_vlmeval(

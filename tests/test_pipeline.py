@@ -81,8 +81,10 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     write_suites(world[1], tmp_path)
     custom = [f"custom.mine={tmp_path / 'mine.jsonl'}", f"custom.vlm={tmp_path / 'vlm.tsv'}"]
     lm_eval = "lm_eval_tasks=[mmkd_world_knowledge]"
+    vlmeval = ["vlmeval_datasets=[vlm]", f"vlmeval_data={tmp_path}"]  # the TSV is in VLMEvalKit's layout
     stdout = _run(
-        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom, lm_eval], tmp_path
+        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom, lm_eval, *vlmeval],
+        tmp_path,
     )
     again = json.loads((run / "eval-final/results.json").read_text())["suites"]
     assert again["world"] == results
@@ -91,6 +93,9 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     # The custom suites' pictures were taken from the vqa0 training shards: decontamination says so.
     leaks = json.loads((run / "eval-final/contamination.json").read_text())["benchmarks"]
     assert leaks["mine/mine"]["image_overlap"] == 4 and leaks["vlm/vlm"]["image_overlap"] == 3
+    assert leaks["vlmeval/vlm"]["image_overlap"] == 3
+    assert again["vlmeval"]["vlm"]["n"] == 3 and "Overall" in again["vlmeval"]["vlm"]["official"]
+    assert "(VLMEvalKit's score)" in stdout
     lines = [json.loads(x) for x in (run / "eval-final/predictions.jsonl").read_text().splitlines()]
     mine = {r["id"]: r for r in lines if r["suite"] == "mine"}
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
