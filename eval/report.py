@@ -31,6 +31,8 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:
         lines.append(f"| {ability} | {m} | {r['n']} | {score} ± {ci} | {chance} | {blind} | {beats} |")
         for name, v in r.get("breakdown", {}).items():
             lines.append(f"| &nbsp;&nbsp;{ability}/{name} | {m} | | {format_score(v, m)} | | | |")
+        if "cider_coco" in r:
+            lines.append(f"| &nbsp;&nbsp;{ability} (pycocoevalcap CIDEr) | | | {r['cider_coco']:.3f} | | | |")
         if "skipped" in r:
             lines.append(f"| &nbsp;&nbsp;{ability}: skipped, {r['skipped']} | | | | | | |")
         for name, v in r.get("official", {}).items():

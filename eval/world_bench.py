@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from mmkd.loader import image_tensor
-from mmkd.metrics import cider_d, exact_match, mean_ci95
+from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import IGNORE, Templates
 from mmkd.world.benchmarks import BenchItem
@@ -178,6 +178,8 @@ def evaluate_ability(
     }
     if ability == "existence":
         result["pope"] = pope(items, preds)
+    if metric == "cider" and (coco := coco_cider(preds, [it.references for it in items])) is not None:
+        result["cider_coco"] = coco
     groups = defaultdict(list)
     for it, s in zip(items, scores):
         groups[it.metadata.get("pope") or it.qtype].append(s)

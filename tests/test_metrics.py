@@ -1,8 +1,9 @@
 import math
+import random
 
 import pytest
 
-from mmkd.metrics import cider_d, exact_match, mean_ci95, normalize
+from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95, normalize
 
 
 def test_exact_match_normalises_case_punctuation_and_space():
@@ -56,3 +57,28 @@ def test_mean_ci95():
     assert mean == 0.5 and math.isclose(half, 1.96 * math.sqrt(0.25 * 100 / 99 / 100))
     with pytest.raises(ValueError):
         cider_d(["a"], [])
+
+
+def test_cider_d_is_the_coco_toolkits_cider():
+    rng = random.Random(0)
+    words = [
+        "a",
+        "red",
+        "ball",
+        "at",
+        "the",
+        "top",
+        "left",
+        "small",
+        "blue",
+        "box",
+        "kite",
+        "ring",
+        "star",
+        "green",
+        "tent",
+    ]
+    refs = [[" ".join(rng.choices(words, k=rng.randint(4, 9))) for _ in range(5)] for _ in range(20)]
+    cands = [" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(20)]
+    ours = cider_d(cands, refs)
+    assert coco_cider(cands, refs) == pytest.approx(sum(ours) / len(ours), abs=1e-12)
