@@ -21,13 +21,14 @@ from tqdm import tqdm
 try:
     import lm_eval
     from lm_eval.api.model import LM
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager, get_task_dict
 except ModuleNotFoundError as e:
     raise ModuleNotFoundError(f'eval.lm_eval_tasks needs lm-eval ({e}): pip install -e ".[eval]"') from e
 
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
+from mmkd.world.benchmarks import BenchItem
 
 WORLD_TASK = "mmkd_world_knowledge"
 
@@ -143,6 +144,38 @@ def world_task(world_root: Path, out_dir: Path) -> Path:
     return folder
 
 
+def _task_manager(include: str, world_root: Path, out_dir: Path) -> TaskManager:
+    return TaskManager(include_path=[str(world_task(world_root, out_dir))] + ([include] if include else []))
+
+
+def task_items(
+    tasks: list[str], include: str, world_root: Path, out_dir: Path, limit: int = 0
+) -> dict[str, list[BenchItem]]:
+    """Each task's evaluated documents as text items (prompt and target), for decontamination.
+
+    Groups (mmlu_pro, ...) are opened into their subtasks; a multiple-choice target is the text of
+    the right choice. `limit` keeps the documents that evaluation keeps (lm-eval's `limit`).
+    """
+    out: dict[str, list[BenchItem]] = {}
+
+    def walk(node: dict) -> None:
+        for task in node.values():
+            if isinstance(task, dict):
+                walk(task)
+                continue
+            items = []
+            for n, doc in enumerate(list(task.eval_docs)[: limit or None]):
+                target = task.doc_to_target(doc)
+                if task.OUTPUT_TYPE == "multiple_choice" and isinstance(target, int):
+                    target = task.doc_to_choice(doc)[target]
+                text = str(task.doc_to_text(doc))
+                items.append(BenchItem(str(doc.get("id", n)), "lm_eval", "", text, str(target)))
+            out[task.config.task] = items
+
+    walk(get_task_dict(tasks, _task_manager(include, world_root, out_dir)))
+    return out
+
+
 def evaluate_lm_eval(
     model: VLM,
     templates: Templates,
@@ -154,11 +187,10 @@ def evaluate_lm_eval(
     limit: int = 0,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Per task: lm-eval's first metric over the items (with a 95% half-width) and per-item records."""
-    includes = [str(world_task(world_root, out_dir))] + ([include] if include else [])
     results = lm_eval.simple_evaluate(
         model=MmkdLM(model, templates, batch_size),
         tasks=tasks,
-        task_manager=TaskManager(include_path=includes),
+        task_manager=_task_manager(include, world_root, out_dir),
         limit=limit or None,
         log_samples=True,
         bootstrap_iters=0,

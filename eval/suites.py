@@ -73,6 +73,11 @@ def evaluate(
 
             tsvs = {name: data_folder(e.vlmeval_data) / f"{name}.tsv" for name in e.vlmeval_datasets}
             benchmarks |= {("vlmeval", n): dataset_items(p) for n, p in tsvs.items() if p.exists()}
+        if e.lm_eval_tasks:
+            from mmkd.eval.lm_eval_suite import task_items
+
+            lm_items = task_items(e.lm_eval_tasks, e.lm_eval_include, world_root, out_dir, e.max_items)
+            benchmarks |= {("lm_eval", task): items for task, items in lm_items.items()}
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         contamination = decontamination.check(sources, benchmarks)
         write_json_atomic(out_dir / "contamination.json", contamination)

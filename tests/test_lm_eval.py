@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from mmkd.eval.lm_eval_suite import WORLD_TASK, MmkdLM, check_tasks, evaluate_lm_eval
+from mmkd.eval.decontamination import check
+from mmkd.eval.lm_eval_suite import WORLD_TASK, MmkdLM, check_tasks, evaluate_lm_eval, task_items
+from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from mmkd.trainer import build_model
 from tests.conftest import micro_run_config
@@ -92,6 +94,35 @@ def test_world_knowledge_and_user_tasks_run_offline(world, tokenizer, tmp_path, 
     assert suite["colours_mc"]["n"] == 6 and suite["colours_gen"]["metric"] == "exact_match"
     assert all(0 <= r["score"] <= 1 for r in records)
     assert {r["id"] for r in records if r["benchmark"] == "colours_mc"} == {d["id"] for d in docs}
+
+
+def test_task_documents_are_checked_for_contamination(world, tmp_path, offline):
+    """A local task whose question copies a training text is found by the decontamination check."""
+    text = next(iter(open_dataset(world[1] / "text"))).text
+    leaked = " ".join(text.split()[:16])
+    docs = [
+        {"id": "leak", "question": leaked, "choices": ["red", "blue"], "label": 1},
+        {
+            "id": "new",
+            "question": "What colour is the thing that nobody has ever described before?",
+            "choices": ["red", "blue"],
+            "label": 0,
+        },
+    ]
+    (tmp_path / "colours.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    include = tmp_path / "tasks"
+    include.mkdir()
+    (include / "task.yaml").write_text(USER_TASKS.split("---\n")[0].format(data=tmp_path / "colours.jsonl"))
+    items = task_items(["colours_mc", WORLD_TASK], str(include), world[1], tmp_path / "out")
+    assert [(it.id, it.question, it.answer) for it in items["colours_mc"]] == [
+        ("leak", f"Question: {leaked}\nAnswer:", "blue"),
+        ("new", f"Question: {docs[1]['question']}\nAnswer:", "red"),
+    ]
+    assert len(items[WORLD_TASK]) == world[0].bench_per_ability
+    report = check({"text": world[1] / "text"}, {("lm_eval", t): v for t, v in items.items()})
+    entry = report["benchmarks"]["lm_eval/colours_mc"]
+    assert entry["text_checked"] == 2 and entry["text_overlap"] == 1
+    assert entry["text_examples"][0]["item"] == "leak"
 
 
 def test_unknown_task_is_named_before_training(tmp_path):
