@@ -185,13 +185,22 @@ def averages(rows: list[Row]) -> dict[tuple[str, str], float]:
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
+# The paper's table groups (seed 000 Tables 3-10): general multimodal, general text, then custom suites.
+SUITE_GROUPS = {"world": "general multimodal", "vlmeval": "general multimodal", "lm_eval": "general text"}
+
+
+def _suite_order(suite: str) -> tuple[int, str]:
+    return (list(SUITE_GROUPS).index(suite) if suite in SUITE_GROUPS else len(SUITE_GROUPS), suite)
+
+
 def markdown(rows: list[Row], baseline: str) -> str:
-    """One table per suite: recipes as rows within each benchmark, then the suite averages."""
+    """One table per suite (general multimodal, general text, custom): recipes as rows within each
+    benchmark, then the suite averages."""
     out = [f"# Recipe comparison (baseline: {baseline})", ""]
     avg = averages(rows)
-    for suite in sorted({r.suite for r in rows}):
+    for suite in sorted({r.suite for r in rows}, key=_suite_order):
         out += [
-            f"## {suite}",
+            f"## {suite} ({SUITE_GROUPS.get(suite, 'custom')})",
             "",
             "| benchmark | recipe | seeds | items | score [95% CI] | per seed | Δ vs baseline [95% CI] "
             "| p (items) | p (seeds + items) |",

@@ -27,8 +27,18 @@ def _plant(root, recipe, seed, probs, rng):
         {"suite": "world", "benchmark": "captioning", "id": f"cap-{i}", "score": float(rng.random() * 0.5)}
         for i in range(50)
     ]
+    records += [  # other suites: a text task, a custom suite, a dataset scored only as a whole
+        {"suite": "lm_eval", "benchmark": "mmlu_pro", "id": f"q{i}", "score": float(i % 2)} for i in range(10)
+    ]
+    records += [{"suite": "mine", "benchmark": "mine", "id": f"m{i}", "score": 1.0} for i in range(5)]
+    records += [{"suite": "vlmeval", "benchmark": "MMBench", "id": f"v{i}", "score": None} for i in range(5)]
     (run / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    suites = {"world": {"counting": {"metric": "accuracy"}, "captioning": {"metric": "cider"}}}
+    suites = {
+        "world": {"counting": {"metric": "accuracy"}, "captioning": {"metric": "cider"}},
+        "lm_eval": {"mmlu_pro": {"metric": "acc"}},
+        "mine": {"mine": {"metric": "exact_match"}},
+        "vlmeval": {"MMBench": {"metric": "vlmeval"}},
+    }
     results = {"recipe": recipe, "seed": seed, "suites": suites}
     (run / "eval" / "results.json").write_text(json.dumps(results))
 
@@ -75,9 +85,12 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| counting (accuracy) | better | 3 | 400 |" in stdout and "9 runs ->" in stdout
     text = (out / "report.md").read_text()
     assert "| baseline | " in text and "average" in text
+    # The paper's order: general multimodal, general text, custom; MMBench has no per-item scores.
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## world (general multimodal)", "## lm_eval (general text)", "## mine (custom)"]
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
-        (b, r) for b in ("counting", "captioning") for r in ("baseline", "better", "same")
+        (b, r) for b in ("counting", "captioning", "mmlu_pro", "mine") for r in ("baseline", "better", "same")
     }
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
