@@ -268,9 +268,10 @@ def _flatten(scores: Any) -> dict[str, float]:
                 out[str(k)] = float(v)
         return out
     for _, row in scores.iterrows():
-        prefix = f"{row['split']}/" if "split" in row and len(scores) > 1 else ""
+        labels = [v for v in row.values if isinstance(v, str)]  # the row's name: split, Category, ...
+        prefix = f"{labels[0]}/" if labels and len(scores) > 1 else ""
         for k, v in row.items():
-            if k != "split" and isinstance(v, int | float) and not _missing(v):
+            if isinstance(v, int | float) and not isinstance(v, bool) and not _missing(v):
                 out[f"{prefix}{k}"] = float(v)
     return out
 
@@ -376,11 +377,14 @@ def evaluate_vlmeval(
         work.mkdir(parents=True)
         vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
         result_file = work / f"{MODEL_NAME}_{name}.xlsx"
+        # Our multiple-choice and yes/no answers are exact (a letter, Yes or No): no judge needed.
         kwargs: dict[str, Any] = {"model": "exact_matching", "nproc": 4}
-        if judge is not None:
-            os.environ["OPENAI_API_BASE"] = judge.url.rstrip("/") + "/chat/completions"
-            os.environ["OPENAI_API_KEY"] = os.environ.get(judge.api_key_env, "")
-            kwargs["model"] = judge.model
+        if judge is not None and dataset.TYPE not in ("MCQ", "Y/N"):
+            kwargs |= {
+                "model": judge.model,
+                "api_base": judge.url.rstrip("/") + "/chat/completions",
+                "key": os.environ.get(judge.api_key_env, ""),
+            }
         official = _flatten(dataset.evaluate(str(result_file), **kwargs))
         predictions = vlmeval.smp.load(str(result_file))
         hits = _item_scores(vlmeval, work, len(predictions))

@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mmkd.eval.vlmeval_suite import VlmevalError, check_datasets, evaluate_vlmeval
+from mmkd.eval.vlmeval_suite import Judge, VlmevalError, check_datasets, evaluate_vlmeval, import_vlmeval
 from mmkd.eval.world_bench import option_loglik
 from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from mmkd.trainer import build_model
 from mmkd.world.benchmarks import BenchItem
 from tests.conftest import micro_run_config, run_python
+from tests.fake_openai import FakeOpenAI
 
 MME_CATEGORIES = [
     "OCR",
@@ -111,8 +112,6 @@ def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path):
 
 def test_mme_score_from_the_kits_scorer(world, tokenizer, tmp_path, monkeypatch):
     """MME in its real layout: two yes/no questions per image, scored as accuracy + accuracy+."""
-    from mmkd.eval.vlmeval_suite import import_vlmeval
-
     vlmeval = import_vlmeval()
     lmu = tmp_path / "LMUData"
     lmu.mkdir()
@@ -143,6 +142,42 @@ def test_mme_score_from_the_kits_scorer(world, tokenizer, tmp_path, monkeypatch)
     assert official["perception"] == pytest.approx(sum(expected[c] for c in MME_CATEGORIES[:10]))
     assert official["reasoning"] == pytest.approx(sum(expected[c] for c in MME_CATEGORIES[10:]))
     json.dumps(results)  # results.json-ready
+
+
+def test_judged_dataset_is_graded_by_the_configured_judge(world, tokenizer, tmp_path, monkeypatch):
+    """MMVet in its layout, graded by an OpenAI-compatible judge named in the config (a local fake)."""
+    vlmeval = import_vlmeval()
+    lmu = tmp_path / "LMUData"
+    lmu.mkdir()
+    rows = ["index\timage\tquestion\tanswer\tcategory"]
+    for i, s in enumerate(_samples(world, 4)):
+        category = ["rec,ocr", "know,gen", "spat,math", "rec"][i]  # MMVet's six capabilities
+        rows.append(f"{i}\t{_b64(s.images[0])}\t{s.turns[0].question}\t{s.turns[0].answer}\t{category}")
+    tsv = lmu / "MMVet.tsv"
+    tsv.write_text("\n".join(rows) + "\n")
+    monkeypatch.setitem(vlmeval.dataset.MMVet.DATASET_MD5, "MMVet", hashlib.md5(tsv.read_bytes()).hexdigest())
+    monkeypatch.setenv("MMKD_JUDGE_KEY", "sk-test")
+    graded = []
+
+    def respond(body, calls):
+        prompt = body["messages"][-1]["content"]
+        prompt = prompt if isinstance(prompt, str) else " ".join(p.get("text", "") for p in prompt)
+        graded.append((body["model"], prompt))
+        return 200, "0.8" if "Correctness" in prompt else "hello"
+
+    judge_server = FakeOpenAI(respond)
+    try:
+        model, templates = _model(world, tokenizer, tmp_path)
+        judge = Judge(judge_server.url, "judge-model", "MMKD_JUDGE_KEY")
+        results, records = evaluate_vlmeval(model, templates, ["MMVet"], str(lmu), tmp_path / "out", judge, 5)
+    finally:
+        judge_server.close()
+    assert judge_server.auth == {"Bearer sk-test"} and {m for m, _ in graded} == {"judge-model"}
+    assert sum("Correctness" in p for _, p in graded) == 4  # one grading per item
+    r = results["MMVet"]
+    assert r["score"] == pytest.approx(0.8) and [x["score"] for x in records] == [0.8] * 4
+    assert r["official"]["Overall/acc"] == pytest.approx(80.0) and r["official"]["Overall/tot"] == 4
+    assert r["official"]["ocr/tot"] == 1 and r["official"]["ocr/acc"] == pytest.approx(80.0)
 
 
 def test_a_tsv_that_is_not_the_kits_own_is_refused(tmp_path, monkeypatch):
