@@ -69,9 +69,9 @@ def evaluate(
         benchmarks = {("world", a): items for a, items in world.items()}
         benchmarks |= {(name, name): items for name, items in custom.items()}
         if e.vlmeval_datasets:
-            from mmkd.eval.vlmeval_suite import data_folder, dataset_items
+            from mmkd.eval.vlmeval_suite import data_folder, dataset_items, tsv_path
 
-            tsvs = {name: data_folder(e.vlmeval_data) / f"{name}.tsv" for name in e.vlmeval_datasets}
+            tsvs = {name: tsv_path(name, data_folder(e.vlmeval_data)) for name in e.vlmeval_datasets}
             benchmarks |= {("vlmeval", n): dataset_items(p) for n, p in tsvs.items() if p.exists()}
         if e.lm_eval_tasks:
             from mmkd.eval.lm_eval_suite import task_items

@@ -238,18 +238,28 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _known(vlmeval: types.ModuleType, name: str) -> tuple[str, str | None]:
+    """The kit's download URL and md5 for a dataset it knows; ("", None) for any other name."""
+    cls = next((c for c in vlmeval.dataset.DATASET_CLASSES if name in c.supported_datasets()), None)
+    return getattr(cls, "DATASET_URL", {}).get(name, ""), getattr(cls, "DATASET_MD5", {}).get(name)
+
+
+def tsv_path(name: str, root: Path) -> Path:
+    """Where the kit reads the dataset: its URL's file name for a known dataset, else NAME.tsv."""
+    url, _ = _known(import_vlmeval(), name)
+    return root / (url.split("/")[-1] if url.endswith(".tsv") else f"{name}.tsv")
+
+
 def _check_file(vlmeval: types.ModuleType, name: str, root: Path) -> None:
     """The dataset's TSV is there and, for a dataset the kit knows, is the kit's own file."""
-    path = root / f"{name}.tsv"
-    known = next((c for c in vlmeval.dataset.DATASET_CLASSES if name in c.supported_datasets()), None)
-    url = getattr(known, "DATASET_URL", {}).get(name, "") if known else ""
+    path = tsv_path(name, root)
+    url, want = _known(vlmeval, name)
     if not path.exists():
         hint = f" (VLMEvalKit's file: {url})" if url else ""
         raise VlmevalError(f"eval.vlmeval_datasets: {name}: {path} does not exist{hint}")
-    want = getattr(known, "DATASET_MD5", {}).get(name) if known else None
-    if want and _md5(path) != want:
+    if want and (got := _md5(path)) != want:
         raise VlmevalError(
-            f"eval.vlmeval_datasets: {name}: {path} has md5 {_md5(path)}, VLMEvalKit's {name} has {want}; "
+            f"eval.vlmeval_datasets: {name}: {path} has md5 {got}, VLMEvalKit's {name} has {want}; "
             f"the kit would replace it by a download. Use the kit's file{f' ({url})' if url else ''}, or "
             "give your own data another name"
         )
