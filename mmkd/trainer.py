@@ -136,7 +136,11 @@ def train(
     if found is not None:
         _check_resumable(read_meta(found)["config"], cfg, run_dir)
         saved = load_checkpoint(found, state_owner, optimizer)
-        step, seen = saved["step"], saved["seen"]
+        step, seen = saved["step"], saved.get("seen")
+        if seen is None:  # written before the counters were saved: they are metrics only
+            seen = {"samples": 0 if t.packing else step * t.global_batch, "tokens": 0}
+            if info.is_main:
+                print(f"resume: {found} predates the samples/tokens counters; token counts restart at 0")
     templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
     stages = stage_bounds(cfg.recipe, total_steps)
 

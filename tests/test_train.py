@@ -48,6 +48,14 @@ def test_checkpoints_and_resume(world, tokenizer, tmp_path):
     uninterrupted = {m["step"]: m["loss"] for m in metrics[: len(metrics) // 2 + 1]}
     resumed = {m["step"]: m["loss"] for m in metrics[len(metrics) // 2 + 1 :]}
     assert resumed == {s: uninterrupted[s] for s in resumed}
+    # A checkpoint written before the samples/tokens counters were saved still resumes.
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()
+    meta_path = run / "checkpoints" / "step-00000004" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["seen"]
+    meta_path.write_text(json.dumps(meta))
+    metrics = _train(world, tokenizer, run, budget_samples=128)
+    assert metrics[-1]["step"] == 8 and metrics[-1]["samples"] == 128  # 8 steps of 16, from the step
 
 
 def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
