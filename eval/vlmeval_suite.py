@@ -30,6 +30,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import io
+import json
 import logging
 import math
 import os
@@ -286,6 +287,15 @@ def _flatten(scores: Any) -> dict[str, float]:
     return out
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every parameter's name, shape and first values: another checkpoint gives another."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        h.update(p.detach().flatten()[:4096].float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _empty_result() -> dict[str, Any]:
     return {"metric": "vlmeval", "n": 0, "score": None, "ci95": None, "chance": None, "blind": None}
 
@@ -364,13 +374,15 @@ def evaluate_vlmeval(
     judge: Judge | None,
     max_new_tokens: int,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """Each dataset through VLMEvalKit's inference and scoring; its files go to `out_dir/vlmeval/NAME`.
+    """Each dataset through VLMEvalKit's inference and scoring; its files go to `out_dir/vlmeval/NAME`,
+    where an interrupted evaluation of the same model resumes.
 
     Returns {dataset: result} (the mean per-item score with its CI where the kit scores per item, and
     the kit's own table under "official") and one record per item.
     """
     vlmeval = import_vlmeval()
     os.environ[LMU_DATA] = str(check_datasets(datasets, data_root, judge))
+    fingerprint = model_fingerprint(model)
     wrapper = _wrapper(vlmeval, model, templates, max_new_tokens)
     results: dict[str, Any] = {}
     records: list[dict] = []
@@ -383,8 +395,12 @@ def evaluate_vlmeval(
         dataset = vlmeval.dataset.build_dataset(name)
         wrapper.types[name] = dataset.TYPE
         work = out_dir / "vlmeval" / name
-        shutil.rmtree(work, ignore_errors=True)  # the kit resumes from any predictions it finds there
-        work.mkdir(parents=True)
+        # The kit saves predictions as it goes and resumes from them: keep them for this model only.
+        stamp = work / "model.json"
+        if not stamp.exists() or json.loads(stamp.read_text()) != {"fingerprint": fingerprint}:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            stamp.write_text(json.dumps({"fingerprint": fingerprint}))
         vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
         result_file = work / f"{MODEL_NAME}_{name}.xlsx"
         # Our multiple-choice and yes/no answers are exact (a letter, Yes or No): no judge needed.

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mmkd.eval import vlmeval_suite
 from mmkd.eval.vlmeval_suite import Judge, VlmevalError, check_datasets, evaluate_vlmeval, import_vlmeval
 from mmkd.eval.world_bench import option_loglik
 from mmkd.shards import open_dataset
@@ -76,7 +77,7 @@ print("ok", vlmeval.vlm.BaseModel.__name__)
     assert "ok BaseModel" in run_python(["-c", code], timeout=240)
 
 
-def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path):
+def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path, monkeypatch):
     lmu = tmp_path / "LMUData"
     lmu.mkdir()
     rows = ["index\timage\tquestion\tA\tB\tC\tD\tanswer\tcategory"]
@@ -107,7 +108,15 @@ def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path):
         scores = option_loglik(model, templates, [item], 4)[0]
         assert rec["prediction"] == "ABCD"[max(range(4), key=scores.__getitem__)]
         assert rec["score"] == float(rec["prediction"] == rec["answer"])
-    assert (tmp_path / "out/vlmeval/mmkd_kinds/mmkd_mmkd_kinds.xlsx").exists()
+    # The kit resumes from saved predictions of the same model, and never from another model's.
+    calls = []
+    monkeypatch.setattr(vlmeval_suite, "option_loglik", lambda *a: calls.append(1) or option_loglik(*a))
+    _, again = evaluate_vlmeval(model, templates, ["mmkd_kinds"], str(lmu), tmp_path / "out", None, 5)
+    assert not calls and again == records
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    evaluate_vlmeval(model, templates, ["mmkd_kinds"], str(lmu), tmp_path / "out", None, 5)
+    assert len(calls) == 6
 
 
 def test_mme_score_from_the_kits_scorer(world, tokenizer, tmp_path, monkeypatch):
