@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import csv
 import hashlib
 import importlib.abc
@@ -39,6 +40,7 @@ import ssl
 import string
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +289,22 @@ def _flatten(scores: Any) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """The kit shards inference by $RANK / $WORLD_SIZE and meets at barriers; our evaluation runs
+    on rank 0 alone (also after a multi-rank torchrun), so it sees a world of one."""
+    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE")}
+    os.environ.update(RANK="0", WORLD_SIZE="1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A hash of every parameter's name, shape and first values: another checkpoint gives another."""
     h = hashlib.sha256()
@@ -401,7 +419,8 @@ def evaluate_vlmeval(
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             stamp.write_text(json.dumps({"fingerprint": fingerprint}))
-        vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
+        with _one_process():
+            vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
         result_file = work / f"{MODEL_NAME}_{name}.xlsx"
         # Our multiple-choice and yes/no answers are exact (a letter, Yes or No): no judge needed.
         kwargs: dict[str, Any] = {"model": "exact_matching", "nproc": 4}

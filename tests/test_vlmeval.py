@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import sys
 from collections import defaultdict
 
@@ -139,7 +140,10 @@ def test_mme_score_from_the_kits_scorer(world, tokenizer, tmp_path, monkeypatch)
         vlmeval.dataset.ImageYORNDataset.DATASET_MD5, "MME", hashlib.md5(tsv.read_bytes()).hexdigest()
     )
     model, templates = _model(world, tokenizer, tmp_path)
+    monkeypatch.setenv("RANK", "0")  # as on rank 0 of a two-rank torchrun, which evaluates alone
+    monkeypatch.setenv("WORLD_SIZE", "2")
     results, records = evaluate_vlmeval(model, templates, ["MME"], str(lmu), tmp_path / "out", None, 5)
+    assert len(records) == 2 * len(MME_CATEGORIES) and os.environ["WORLD_SIZE"] == "2"
     assert {x["prediction"] for x in records} <= {"Yes", "No"}
     by_category = defaultdict(list)
     for x in sorted(records, key=lambda x: int(x["id"])):
