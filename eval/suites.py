@@ -9,6 +9,7 @@ same checkpoint always gives the same scores.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from dataclasses import asdict
@@ -28,8 +29,12 @@ from mmkd.tokenizer import Tokenizer
 from mmkd.world.benchmarks import BenchItem, load_benchmark
 
 
+@functools.cache
 def code_version() -> dict:
-    """The package version and, in a git checkout, the commit and whether files differ from it."""
+    """The package version and, in a git checkout, the commit and whether files differ from it.
+
+    Taken once, when this module is first imported (below): a long run records the code it runs,
+    not what the checkout holds by the time it evaluates."""
     repo = Path(mmkd.__file__).resolve().parents[1]
     out = {"version": mmkd.__version__, "git": None, "dirty": None}
     if (repo / ".git").exists():
@@ -39,6 +44,9 @@ def code_version() -> dict:
         if head.returncode == 0:
             out |= {"git": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     return out
+
+
+code_version()
 
 
 def evaluate(
