@@ -60,7 +60,7 @@ def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int 
         seen = 0
         for k in mine:
             select = None if by_shard else (lambda i, o=int(starts[k]): (o + i) % readers == reader)
-            for sample in iter_shard(shards[k], select=select):
+            for sample in iter_shard(shards[k], select=select, lazy=True):  # decoded when collated
                 seen += 1
                 pool.append(sample)
                 if len(pool) >= buffer:
@@ -164,9 +164,10 @@ class MixtureDataset(IterableDataset):
 
 def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
     """[3, size, size] float in [-1, 1] (resized when the stored size differs)."""
+    image = image.convert("RGB")  # first: a palette image would otherwise resize by nearest neighbour
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 

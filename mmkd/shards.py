@@ -244,12 +244,16 @@ def iter_shard(
     images: bool = True,
     select: Callable[[int], bool] | None = None,
     on_bad: Callable[[str, str], None] | None = None,
+    lazy: bool = False,
 ) -> Iterator[Sample]:
     """Stream the samples of one shard in write order.
 
     `images=False` yields samples without pixels; `select(i)` keeps only the i-th samples it accepts
     (the others are skipped without decoding). An image that fails to decode raises, naming the shard
     and sample, unless `on_bad(sample_key, error)` is given: then that sample is skipped.
+    `lazy=True` opens images without decoding them (in their stored mode, not converted to RGB): the
+    pixels decode on first use, so samples that are read but never used (a resumed loader's skipped
+    batches) cost no decoding, and buffers hold compressed images. Decode errors then surface on use.
     """
     with tarfile.open(path, "r") as tar:
         key, record, pixels, index, bad = None, None, {}, -1, False
@@ -263,6 +267,9 @@ def iter_shard(
                 continue
             if ext == "json":
                 record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+            elif images and lazy:
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data))
             elif images:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:

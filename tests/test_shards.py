@@ -84,3 +84,15 @@ def test_select_skips_samples(tmp_path):
             w.write(s)
     got = [s.id for s in iter_shard(tmp_path / "shard-000000.tar", select=lambda i: i % 2 == 1)]
     assert got == ["s1", "s3", "s5", "s7"]
+
+
+def test_lazy_images_decode_on_first_use_to_the_same_pixels(tmp_path):
+    with ShardWriter(tmp_path, "mix", {}, samples_per_shard=100) as w:
+        for s in _samples(3):
+            w.write(s)
+    shard = tmp_path / "shard-000000.tar"
+    eager, lazy = list(iter_shard(shard)), list(iter_shard(shard, lazy=True))
+    assert [s.id for s in lazy] == [s.id for s in eager]
+    assert all(im._im is None for s in lazy for im in s.images)  # opened, not decoded
+    for a, b in zip(eager, lazy):
+        assert [im.convert("RGB").tobytes() for im in b.images] == [im.tobytes() for im in a.images]
