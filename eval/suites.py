@@ -1,6 +1,6 @@
 """Every eval suite on one model: the world benchmarks, lm-eval tasks, VLMEvalKit datasets and custom
-suites, written as
-`results.json` (scores with provenance), `predictions.jsonl` (one line per item) and `report.md`.
+suites, written as `results.json` (scores with provenance), `predictions.jsonl` (one line per item)
+and `report.md`.
 
 Called after training (`mmkd.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
 by eval-only (`launch/eval.py`); all of them evaluate a checkpoint loaded into a plain model, so the

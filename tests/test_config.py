@@ -59,6 +59,8 @@ def test_unknown_keys_and_bad_types_name_the_key(cfg, key):
         ({"train": {"packing": True}}, r"train\.packing=true needs train\.budget_tokens"),
         ({"train": {"budget_tokens": 10**6}}, r"train\.budget_tokens=1000000 needs train\.packing=true"),
         ({"train": {"engine": "deepspeed", "zero_stage": 4}}, r"train\.zero_stage=4"),
+        ({"eval": {"judge_url": "http://127.0.0.1:8001/v1"}}, r"eval\.judge_model='': set both"),
+        ({"data": {"world": {"holdout_fraction": 1.0}}}, r"world\.holdout_fraction=1\.0"),
     ],
 )
 def test_bad_values_are_rejected_before_compute(cfg, message):
