@@ -79,7 +79,8 @@ def evaluate(
         if e.vlmeval_datasets:
             from mmkd.eval.vlmeval_suite import data_folder, dataset_items, tsv_path
 
-            tsvs = {name: tsv_path(name, data_folder(e.vlmeval_data)) for name in e.vlmeval_datasets}
+            folder = data_folder(e.vlmeval_data)
+            tsvs = {name: tsv_path(name, folder) for name in e.vlmeval_datasets}
             benchmarks |= {("vlmeval", n): dataset_items(p) for n, p in tsvs.items() if p.exists()}
         if e.lm_eval_tasks:
             from mmkd.eval.lm_eval_suite import task_items

@@ -318,9 +318,9 @@ def _empty_result() -> dict[str, Any]:
     return {"metric": "vlmeval", "n": 0, "score": None, "ci95": None, "chance": None, "blind": None}
 
 
-def _item_scores(vlmeval: types.ModuleType, work: Path, n: int) -> dict[str, float]:
+def _item_scores(vlmeval: types.ModuleType, work: Path, predictions: Path, n: int) -> dict[str, float]:
     """Per-item scores from the file the kit scored with (a `hit` or `score` column per index)."""
-    for path in sorted(work.glob(f"{MODEL_NAME}_*.xlsx")):
+    for path in sorted(set(work.glob(f"{MODEL_NAME}_*.xlsx")) - {predictions}):
         data = vlmeval.smp.load(str(path))
         column = next((c for c in ("hit", "score") if c in data), None)
         if column is not None and "index" in data and len(data) == n:
@@ -432,7 +432,7 @@ def evaluate_vlmeval(
             }
         official = _flatten(dataset.evaluate(str(result_file), **kwargs))
         predictions = vlmeval.smp.load(str(result_file))
-        hits = _item_scores(vlmeval, work, len(predictions))
+        hits = _item_scores(vlmeval, work, result_file, len(predictions))
         result = {**_empty_result(), "n": len(predictions), "official": official}
         if hits:
             result["score"], result["ci95"] = mean_ci95(list(hits.values()))

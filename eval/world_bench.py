@@ -149,6 +149,7 @@ def evaluate_ability(
 ) -> tuple[dict[str, Any], list[dict]]:
     ability = items[0].ability
     rng = random.Random(f"{seed}/blind/{ability}")
+    coco = None  # the COCO toolkit's CIDEr, for captions
     if items[0].options is not None:
         loglik = option_loglik(model, templates, items, batch_size)
         preds = [it.options[max(range(len(s)), key=s.__getitem__)] for it, s in zip(items, loglik)]
@@ -161,6 +162,7 @@ def evaluate_ability(
         refs = [it.references for it in items]
         scores = cider_d(preds, refs)
         blind = cider_d([blind_caption] * len(items), refs)
+        coco = coco_cider(preds, refs)
         chance, metric = None, "cider"
     else:
         preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=True)
@@ -178,7 +180,7 @@ def evaluate_ability(
     }
     if ability == "existence":
         result["pope"] = pope(items, preds)
-    if metric == "cider" and (coco := coco_cider(preds, [it.references for it in items])) is not None:
+    if coco is not None:
         result["cider_coco"] = coco
     groups = defaultdict(list)
     for it, s in zip(items, scores):

@@ -108,3 +108,12 @@ def test_pope_scores_each_negative_split_with_the_positives():
     assert scores["random"] == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "yes_ratio": 0.5}
     # popular: tp 1, fn 1, fp 2 -> precision 1/3, recall 1/2, F1 0.4
     assert scores["popular"]["f1"] == pytest.approx(0.4) and scores["popular"]["yes_ratio"] == 0.75
+
+
+def test_code_version_is_taken_once_at_import(monkeypatch):
+    """A long run records the code it started with, whatever the checkout holds when it evaluates."""
+    from mmkd.eval import suites
+
+    first = suites.code_version()
+    monkeypatch.setattr(suites.subprocess, "run", lambda *a, **k: pytest.fail("git ran again"))
+    assert suites.code_version() is first and first["version"]

@@ -23,7 +23,7 @@ from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from mmkd.trainer import build_model
 from mmkd.world.benchmarks import BenchItem
-from tests.conftest import micro_run_config, run_python
+from tests.conftest import REPO, micro_run_config, run_python
 from tests.fake_openai import FakeOpenAI
 
 MME_CATEGORIES = [
@@ -76,6 +76,23 @@ from transformers import LlavaForConditionalGeneration  # the torchvision trap w
 print("ok", vlmeval.vlm.BaseModel.__name__)
 """
     assert "ok BaseModel" in run_python(["-c", code], timeout=240)
+
+
+def test_a_torchvision_that_cannot_load_is_named(tmp_path):
+    """A CUDA torchvision next to CPU torch fails on import; the error says what to do."""
+    (tmp_path / "torchvision").mkdir()
+    (tmp_path / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")'
+    )
+    code = """
+from mmkd.eval.vlmeval_suite import import_vlmeval
+try:
+    import_vlmeval()
+except ImportError as e:
+    print(e)
+"""
+    out = run_python(["-c", code], env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert "torchvision is installed but cannot load" in out and "pip uninstall torchvision" in out
 
 
 def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path, monkeypatch):
