@@ -28,7 +28,7 @@ from mmkd.shards import open_dataset
 FLAGS = ("detection", "knowledge")
 
 
-@hydra.main(config_path="../recipes", config_name="config", version_base=None)
+@hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
 def main(dcfg: DictConfig) -> None:
     flags = {f: bool(OmegaConf.select(dcfg, f, default=False)) for f in FLAGS}
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])

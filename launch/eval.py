@@ -42,8 +42,9 @@ EVAL_KEYS = (
 )
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.from_dotlist(argv)
+def main(argv: list[str] | None = None) -> None:
+    """`argv` defaults to the command line: the console script `mmkd-eval` calls main()."""
+    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
     unknown = set(args) - {"checkpoint", *EVAL_KEYS}
     if "checkpoint" not in args or unknown:
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
@@ -68,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

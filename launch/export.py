@@ -26,8 +26,9 @@ USAGE = "usage: python launch/export.py checkpoint=PATH out=DIR [format=auto|lla
 FORMATS = ("auto", "llava", "llama")
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.from_dotlist(argv)
+def main(argv: list[str] | None = None) -> None:
+    """`argv` defaults to the command line: the console script `mmkd-export` calls main()."""
+    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
     unknown = set(args) - {"checkpoint", "out", "format"}
     if unknown or not {"checkpoint", "out"} <= set(args):
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
@@ -57,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -20,8 +20,9 @@ from mmkd.eval.compare import compare, find_runs, markdown, plot, write_csv
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE]"
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.from_dotlist(argv)
+def main(argv: list[str] | None = None) -> None:
+    """`argv` defaults to the command line: the console script `mmkd-report` calls main()."""
+    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
     unknown = set(args) - {"runs", "out", "baseline"}
     if unknown or not {"runs", "out"} <= set(args):
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
@@ -42,4 +43,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

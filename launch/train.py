@@ -5,6 +5,9 @@
     python launch/train.py -m recipe=baseline seed=0,1,2        # Hydra multirun sweep
     python launch/train.py recipe=baseline model=micro train=smoke   # seconds: check a config runs
 
+Installed from a wheel, the same runs are `mmkd-train recipe=baseline` and
+`torchrun --nproc_per_node=2 -m mmkd.launch.train recipe=baseline`; configs come from `mmkd.recipes`.
+
 Outputs go to runs/<recipe>/seed<seed>/: config.yaml, mixture.json, metrics.jsonl, checkpoints/,
 eval/results.json and eval/report.md.
 """
@@ -21,7 +24,7 @@ from mmkd.distributed import init_distributed, shutdown
 from mmkd.pipeline import run
 
 
-@hydra.main(config_path="../recipes", config_name="config", version_base=None)
+@hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
 def main(dcfg: DictConfig) -> None:
     try:
         cfg = to_run_config(dcfg)
