@@ -34,7 +34,7 @@ from typing import Any
 
 from PIL import Image
 
-from mmkd.eval.world_bench import generate, option_loglik
+from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import anls, box_iou, exact_match, mean_ci95, parse_box
 from mmkd.model import VLM
 from mmkd.templates import Templates

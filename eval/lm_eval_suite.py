@@ -25,6 +25,7 @@ try:
 except ModuleNotFoundError as e:
     raise ModuleNotFoundError(f'eval.lm_eval_tasks needs lm-eval ({e}): pip install -e ".[eval]"') from e
 
+from mmkd.eval.inference import greedy, model_device
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
@@ -66,6 +67,7 @@ class MmkdLM(LM):
         super().__init__()
         self.model, self.batch_size = model.eval(), batch_size
         self.tok, self.max_len = templates.tok, model.cfg.max_seq_len
+        self.model_device = model_device(model)  # lm-eval's LM owns `device` (a read-only property)
 
     def _scores(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(sum log-prob of the continuation, whether greedy decoding gives it) per pair."""
@@ -77,11 +79,11 @@ class MmkdLM(LM):
             for b, seq in enumerate(seqs):
                 ids[b, : len(seq)] = torch.tensor(seq)
             with torch.no_grad():
-                logp = self.model(ids).float().log_softmax(-1)  # [B, T, V]
+                logp = self.model(ids.to(self.model_device)).float().log_softmax(-1)  # [B, T, V]
             for b, (seq, (_, cont)) in enumerate(zip(seqs, chunk)):
                 n = min(len(cont), len(seq) - 1)
                 rows = logp[b, len(seq) - n - 1 : len(seq) - 1]  # the positions predicting `cont`
-                target = torch.tensor(seq[len(seq) - n :])
+                target = torch.tensor(seq[len(seq) - n :], device=self.model_device)
                 greedy = bool((rows.argmax(-1) == target).all())
                 out.append((float(rows.gather(-1, target[:, None]).sum()), greedy))
         return out
@@ -106,18 +108,14 @@ class MmkdLM(LM):
             context, kwargs = r.args
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else until
-            ids, new = self._context(context)[-self.max_len :], []
-            for _ in range(int(kwargs.get("max_gen_toks", 64))):
-                if len(ids) >= self.max_len:
-                    break
-                with torch.no_grad():
-                    nxt = int(self.model(torch.tensor([ids]))[0, -1].argmax())
-                if nxt == self.tok.eos_id:
-                    break
-                ids, new = [*ids, nxt], [*new, nxt]
-                if any(u in self.tok.decode(new) for u in until):
-                    break
-            text = self.tok.decode(new)
+
+            def stop(new: list[int], until: list[str] = until) -> bool:
+                return new[-1] == self.tok.eos_id or any(u in self.tok.decode(new) for u in until)
+
+            context_ids = self._context(context)[-self.max_len :]
+            max_new = int(kwargs.get("max_gen_toks", 64))
+            (new,) = greedy(self.model, [context_ids], None, max_new, self.tok.pad_id, stop)
+            text = self.tok.decode(new[:-1] if new and new[-1] == self.tok.eos_id else new)
             for u in until:
                 text = text.split(u)[0]
             out.append(text)

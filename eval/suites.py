@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 import mmkd
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
@@ -22,6 +24,7 @@ from mmkd.eval import decontamination
 from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
+from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.shards import write_json_atomic
 from mmkd.templates import Templates
@@ -150,8 +153,12 @@ def evaluate_checkpoint(
     out_dir: Path,
     title: str,
     decontaminate: bool = True,
+    device: torch.device | None = None,
 ) -> dict:
-    """The suites on a committed checkpoint, loaded into a plain model on this process."""
-    model = VLM(cfg.model, tokenizer.image_id)
+    """The suites on a committed checkpoint, loaded into a plain model on `device` (default: CPU) in
+    this process alone."""
+    with torch.device("meta"):
+        model = VLM(cfg.model, tokenizer.image_id)
+    materialize(model, device or torch.device("cpu"), seed=None)  # the weights come from the checkpoint
     load_checkpoint(checkpoint, model)
     return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)

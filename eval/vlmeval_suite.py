@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mmkd.eval.world_bench import generate, option_loglik
+from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates

@@ -1,9 +1,7 @@
 """Run the knowledge-world benchmarks on a model.
 
-Multiple choice is scored by option likelihood (seed 003 E.2 takes the most probable option token;
-our options are free-form words, so an option's score is the *mean* log-probability of its tokens:
-a sum would favour one-token options such as "center" over "top left"). Open answers
-(OCR, chart values) are generated greedily and scored by exact match; captions by CIDEr-D.
+Multiple choice is scored by option likelihood, open answers (OCR, chart values) are generated
+greedily and scored by exact match, captions by CIDEr-D (`mmkd.eval.inference` does the inference).
 
 Each ability is reported next to its chance level and a *blind* baseline: the answer picked from
 the question alone, i.e. the training answer most frequent for the question's type (answer priors
@@ -18,90 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-from mmkd.loader import image_tensor
+from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
-from mmkd.templates import IGNORE, Templates
+from mmkd.templates import Templates
 from mmkd.world.benchmarks import BenchItem
-
-
-def _pixels(items: list[BenchItem], size: int) -> torch.Tensor | None:
-    ims = [image_tensor(im, size) for it in items for im in it.images()]  # in sequence order
-    return torch.stack(ims) if ims else None
-
-
-@torch.no_grad()
-def option_loglik(
-    model: VLM, templates: Templates, items: list[BenchItem], batch_size: int
-) -> list[list[float]]:
-    """Mean per-token log-probability of every option of every item."""
-    rows = [
-        (i, templates.prompt_ids(it.question, len(it.images())), templates.answer_ids(opt), it)
-        for i, it in enumerate(items)
-        for opt in it.options or []
-    ]
-    scores: list[list[float]] = [[] for _ in items]
-    pad = templates.tok.pad_id
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        length = max(len(p) + len(a) for _, p, a, _ in chunk)
-        ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        labels = torch.full((len(chunk), length), IGNORE, dtype=torch.long)
-        for b, (_, p, a, _) in enumerate(chunk):
-            ids[b, : len(p) + len(a)] = torch.tensor(p + a)
-            labels[b, len(p) : len(p) + len(a)] = torch.tensor(a)
-        logp = model(ids, _pixels([it for *_, it in chunk], model.cfg.image_size)).log_softmax(-1)[:, :-1]
-        target = labels[:, 1:]
-        tok = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != IGNORE)
-        for b, (i, *_) in enumerate(chunk):
-            scores[i].append(float(tok[b].sum()) / int((target[b] != IGNORE).sum()))
-    return scores
-
-
-@torch.no_grad()
-def generate(
-    model: VLM,
-    templates: Templates,
-    items: list[BenchItem],
-    batch_size: int,
-    max_new_tokens: int,
-    stop_at_newline: bool,
-) -> list[str]:
-    """Greedy decoding from each item's prompt (left-padded batches)."""
-    tok = templates.tok
-    stops = {tok.eos_id} | (set(tok.encode("\n")) if stop_at_newline else set())
-    outputs = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        prompts = [templates.prompt_ids(it.question, len(it.images())) for it in chunk]
-        length = max(len(p) for p in prompts)
-        ids = torch.full((len(chunk), length), tok.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), length), dtype=torch.bool)
-        for b, p in enumerate(prompts):
-            ids[b, length - len(p) :] = torch.tensor(p)
-            mask[b, length - len(p) :] = True
-        pixels = _pixels(chunk, model.cfg.image_size)
-        new = [[] for _ in chunk]
-        done = [False] * len(chunk)
-        for _ in range(max_new_tokens):
-            if ids.shape[1] >= model.cfg.max_seq_len:
-                break
-            nxt = model(ids, pixels, attention_mask=mask)[:, -1].argmax(-1)  # [B]
-            for b, t in enumerate(nxt.tolist()):
-                if not done[b]:
-                    if t in stops:
-                        done[b] = True
-                    else:
-                        new[b].append(t)
-            if all(done):
-                break
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones((len(chunk), 1), dtype=torch.bool)], dim=1)
-        outputs += [tok.decode(n).strip() for n in new]
-    return outputs
 
 
 def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.Random) -> str:

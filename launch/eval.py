@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from mmkd.checkpoint import read_meta, resolve
 from mmkd.config import ConfigError, to_run_config
 from mmkd.data_builders.sources import prepare_world
+from mmkd.distributed import local_device
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.tokenizer import Tokenizer
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     out = ckpt.parent.parent / f"eval-{ckpt.name}"
     world_root = prepare_world(cfg.data, cfg.model.patch_size)
     title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
-    evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title)
+    evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())
     print((out / "report.md").read_text())
 
 

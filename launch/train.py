@@ -28,7 +28,7 @@ from mmkd.pipeline import run
 def main(dcfg: DictConfig) -> None:
     try:
         cfg = to_run_config(dcfg)
-        run(cfg, init_distributed())
+        run(cfg, init_distributed(cfg.train.dist_timeout_s, cfg.train.wait_timeout_s))
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     finally:

@@ -1,4 +1,6 @@
-"""Typed run configuration: Hydra composes YAML, `to_run_config` turns it into these dataclasses.
+"""Typed run configuration: the single source of defaults. Registered with Hydra's ConfigStore as
+`mmkd_schema`, which `recipes/config.yaml` composes first, so each YAML in `recipes/` states only what
+differs from these dataclasses and every key can be overridden on the command line.
 
 Unknown keys and wrong types fail at once with the key's full name (OmegaConf structured merge), and
 `RunConfig.validate()` checks values before any data is built or any step is taken.
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -181,7 +184,14 @@ class TrainConfig:
     wandb_project: str = "mmkd"
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the final one is kept too)
-    resume: bool = True
+    # true: continue from the run directory's latest checkpoint if its run is the same one (seed, data,
+    # world size, ...; a difference is an error naming the keys); false: start over; force: continue
+    # even so (the data stream then differs from an uninterrupted run's).
+    resume: str = "true"
+    # Seconds a collective may take before the job fails (NCCL's watchdog); and how long the other
+    # ranks wait while rank 0 builds data or evaluates alone (they wait outside the default group).
+    dist_timeout_s: int = 1800
+    wait_timeout_s: int = 86400
     # ddp (replicas) | fsdp2 (sharded parameters, gradients, optimizer state) | deepspeed (ZeRO)
     engine: str = "ddp"
     zero_stage: int = 2  # deepspeed: 1 optimizer state, 2 + gradients, 3 + parameters partitioned
@@ -263,6 +273,9 @@ class RunConfig:
             raise ConfigError(
                 f"train.budget_samples={t.budget_samples} is smaller than one global batch ({t.global_batch})"
             )
+        t.resume = str(t.resume).lower()  # `train.resume=false` arrives from the command line as a bool
+        if t.resume not in ("true", "false", "force"):
+            raise ConfigError(f"train.resume={t.resume!r}: must be true, false or force")
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
         choices = {
@@ -316,6 +329,8 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """Merge composed config onto the typed schema; a misspelt key or wrong type names the key."""
     schema = OmegaConf.structured(RunConfig)
     try:
+        if isinstance(cfg, DictConfig):  # plain values: a key forced in with `+` must meet the schema
+            cfg = OmegaConf.to_container(cfg, resolve=True)
         merged = OmegaConf.merge(schema, cfg)
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -323,3 +338,7 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         raise ConfigError(f"config key {key!r}: {str(e).splitlines()[0]}") from None
     assert isinstance(run, RunConfig)
     return run.validate()
+
+
+# The schema Hydra composes first (recipes/config.yaml's defaults list): the YAMLs only state changes.
+ConfigStore.instance().store(name="mmkd_schema", node=RunConfig)

@@ -212,8 +212,14 @@ def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) ->
     return {"input_ids": ids, "labels": labels, "segments": segments, "pixels": pixels, "meta": meta}
 
 
-def make_loader(dataset: MixtureDataset, num_workers: int) -> Iterator[dict]:
-    """The dataset's batches, made in `num_workers` processes (0: this one), in stream order.
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch's tensors on the training device (asynchronously from pinned memory on a GPU)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
+    """The dataset's batches, made in `num_workers` processes (0: this one), in stream order; in
+    page-locked memory with `pin_memory` (for a GPU: the copy to it can then overlap compute).
 
     Batches come ready-made from the dataset (bucketed or packed); workers only move the work off the
     trainer. The DataLoader takes one batch from each worker in turn, starting at worker 0, so a
@@ -225,6 +231,7 @@ def make_loader(dataset: MixtureDataset, num_workers: int) -> Iterator[dict]:
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        pin_memory=pin_memory,
     )
     batches = iter(loader)
     for _ in range(dataset.skip % max(1, num_workers)):

@@ -1,7 +1,8 @@
 """One run of a recipe: check sources -> build what is missing (world, annotators) -> train -> evaluate.
 
 `launch/train.py` (Hydra) and the tests both call `run()`, so the CLI adds nothing but config
-composition. Under torchrun, rank 0 builds data while the other ranks wait at a barrier.
+composition. Under torchrun, rank 0 builds data while the other ranks wait outside the default process
+group (`wait_for_main`), so a build longer than a collective's timeout does not end the job.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mmkd.data_builders.sources import (
     source_dirs,
     world_dir,
 )
-from mmkd.distributed import DistInfo, barrier
+from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.shards import write_json_atomic
 from mmkd.tokenizer import Tokenizer
@@ -67,18 +68,28 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
         pending = [n for n, d in prepare_sources(names, cfg, world_root).items() if d is None]
         if pending:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
-    barrier()
+    wait_for_main(info)
     world_root = world_dir(cfg.data)
     dirs = source_dirs(names, cfg, world_root)
     tokenizer = Tokenizer.load(world_root / "tokenizer.json")
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
         write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))
-    final = train(cfg, dirs, tokenizer, run_dir, info)
+
+    def evaluate_step(checkpoint: Path, out_dir: Path, step: int) -> dict:
+        """Periodic evaluation (`eval.every`); decontamination once per run, at the end, is enough."""
+        title = f"{cfg.recipe.name} (seed {cfg.seed}, step {step})"
+        return evaluate_checkpoint(
+            checkpoint, cfg, tokenizer, world_root, out_dir, title, decontaminate=False, device=info.device
+        )
+
+    final = train(cfg, dirs, tokenizer, run_dir, info, evaluate_step)
     if not (cfg.eval.after_train and info.is_main):
         return None
     # The saved weights, whatever engine sharded them: eval-only on them gives the same scores.
     title = f"{cfg.recipe.name} (seed {cfg.seed})"
-    results = evaluate_checkpoint(final, cfg, tokenizer, world_root, run_dir / "eval", title)
+    results = evaluate_checkpoint(
+        final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
+    )
     print("\n" + (run_dir / "eval" / "report.md").read_text())
     return results

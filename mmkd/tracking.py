@@ -25,11 +25,12 @@ def append_line(path: Path, text: str) -> None:
         f.write(text)
 
 
-def device_peak_flops() -> float | None:
-    """The current CUDA device's peak FLOP/s from the table, or None (CPU, unknown GPU)."""
-    if not torch.cuda.is_available():
+def device_peak_flops(device: torch.device) -> float | None:
+    """The peak FLOP/s of the CUDA device the run trains on, from the table; None elsewhere (CPU,
+    unknown GPU): MFU is logged only where a peak applies."""
+    if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name(device)
     return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
 
 

@@ -7,12 +7,15 @@ whatever the batch split (STYLE.md rule 7).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -20,19 +23,19 @@ from tqdm import tqdm
 from mmkd import deepspeed_engine
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from mmkd.config import ConfigError, RecipeConfig, RunConfig
-from mmkd.data_builders.sources import world_dir
 from mmkd.distributed import (
     DistInfo,
     all_reduce_sum,
     backward,
-    barrier,
     gradient_sync,
     local_float,
     parallelize,
+    wait_for_main,
 )
-from mmkd.eval.suites import evaluate_checkpoint
-from mmkd.loader import MixtureDataset, make_loader
+from mmkd.loader import MixtureDataset, make_loader, to_device
+from mmkd.materialize import materialize
 from mmkd.model import VLM
+from mmkd.model.decoder import resolve_attention
 from mmkd.model.flops import training_flops
 from mmkd.model.hf import load_decoder, load_vision
 from mmkd.schedules import learning_rate, param_groups
@@ -45,16 +48,20 @@ class NonFiniteError(RuntimeError):
     """The loss or gradient norm is NaN/Inf; raised before the optimiser step, so weights stay finite."""
 
 
-def accumulate_gradients(model: torch.nn.Module, micro: list[dict], world_size: int = 1) -> float:
+def accumulate_gradients(
+    model: torch.nn.Module, micro: list[dict], world_size: int = 1, autocast: Any = None
+) -> float:
     """Backward over all micro-batches of one step; returns the step's mean loss per supervised token.
 
     Gradients equal those of (summed token losses of the global batch) / (its supervised-token count),
-    however the batch is split into micro-batches and ranks.
+    however the batch is split into micro-batches and ranks. `autocast`: the forward's precision
+    context (bf16 autocast without a sharded engine's mixed precision), or None.
     """
+    autocast = autocast or nullcontext()
     n_global = all_reduce_sum(sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro).float())
-    total = torch.zeros(())
+    total = torch.zeros((), device=n_global.device)
     for i, b in enumerate(micro):
-        with gradient_sync(model, i == len(micro) - 1):  # reduce across ranks once per step
+        with gradient_sync(model, i == len(micro) - 1), autocast:  # reduce across ranks once per step
             loss_sum, _ = model(b["input_ids"], b["pixels"], labels=b["labels"], segments=b.get("segments"))
             # The engines average gradients over ranks; multiply back so the result is sum / global count.
             backward(model, loss_sum * world_size / n_global)
@@ -70,53 +77,146 @@ def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:
         )
 
 
-def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
+def meta_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
+    """The model's structure on the meta device: no memory, no weights yet (`init_model` draws them)."""
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = tokenizer.vocab_size
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer size {tokenizer.vocab_size}")
-    torch.manual_seed(cfg.seed)
-    model = VLM(cfg.model, tokenizer.image_id)
+    with torch.device("meta"):
+        return VLM(cfg.model, tokenizer.image_id)
+
+
+def init_model(model: VLM, cfg: RunConfig, device: torch.device) -> None:
+    """Allocate a meta-built (possibly sharded) model on `device` with the run's initial weights: drawn
+    from `seed`, then the pretrained towers of `model.init_vision` / `model.init_decoder`."""
+    materialize(model, device, cfg.seed)
     if cfg.model.init_vision:
         load_vision(model, cfg.model.init_vision)
     if cfg.model.init_decoder:
         load_decoder(model, cfg.model.init_decoder)
+
+
+def build_model(cfg: RunConfig, tokenizer: Tokenizer, device: torch.device | None = None) -> VLM:
+    """The run's initial model, whole, on `device` (the CPU by default)."""
+    model = meta_model(cfg, tokenizer)
+    init_model(model, cfg, device or torch.device("cpu"))
     return model
 
 
-def _check_resumable(saved: dict, cfg: RunConfig, run_dir: Path) -> None:
-    now = asdict(cfg)
+# Settings that change neither the data stream nor the optimisation: a resume may change them.
+RESUME_FREE = {
+    "train.resume",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.activation_checkpointing",
+    "train.compile",
+    "train.threads",
+    "train.wandb",
+    "train.wandb_project",
+    "train.trace_samples",
+    "train.dist_timeout_s",
+    "train.wait_timeout_s",
+    "data.root",
+}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _flatten(v, f"{key}.") if isinstance(v, dict) and v else {key: v}
+    return out
+
+
+def run_identity(cfg: RunConfig, sources: dict[str, Path], world_size: int) -> dict[str, Any]:
+    """Everything a resumed run must share with the saved one to continue the same stream and
+    optimisation: seed, recipe, model, data and train settings, world size, and each source's
+    content hash (a rebuilt source is other data under the same name)."""
+    config = asdict(cfg)
+    flat = {"seed": cfg.seed, "world_size": world_size}
+    flat |= _flatten({sec: config[sec] for sec in ("recipe", "model", "data", "train")})
+    for name, path in sorted(sources.items()):
+        flat[f"sources.{name}"] = json.loads((path / "manifest.json").read_text()).get("content_hash")
+    return json.loads(json.dumps({k: v for k, v in flat.items() if k not in RESUME_FREE}))
+
+
+def check_resumable(meta: dict, identity: dict[str, Any], run_dir: Path, force: bool) -> None:
+    """Refuse to resume a run that differs in what makes the stream, naming every differing key.
+
+    Checkpoints written before identities were saved are compared on their config alone."""
+    saved = meta.get("identity")
+    if saved is None:
+        saved = _flatten({k: v for k, v in meta["config"].items() if isinstance(v, dict)})
+        saved["seed"] = meta["config"].get("seed")
     diff = [
-        f"{sec}.{k}"
-        for sec in ("recipe", "model", "train")
-        for k in now[sec]
-        if k not in ("resume", "log_every", "checkpoint_every", "activation_checkpointing", "compile")
-        and saved[sec].get(k) != now[sec][k]
+        f"{k} (saved {saved[k]!r}, now {v!r})" for k, v in identity.items() if k in saved and saved[k] != v
     ]
-    if diff:
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({', '.join(diff)}); "
-            "use another run_dir or train.resume=false"
-        )
+    if not diff:
+        return
+    if force:
+        print(f"resume: train.resume=force continues {run_dir} although {'; '.join(diff)} changed")
+        return
+    raise ConfigError(
+        f"{run_dir} holds a run that differs in {'; '.join(diff)}: resuming would not continue the same "
+        "run. Use another run_dir, train.resume=false to start over, or train.resume=force to continue "
+        "anyway (the data stream will then differ from an uninterrupted run's)"
+    )
+
+
+# Periodic evaluation, passed in by the pipeline (the core never imports eval/): (checkpoint, output
+# directory, step) -> {suite: {benchmark: result}}.
+Evaluate = Callable[[Path, Path, int], dict]
 
 
 def train(
-    cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo
+    cfg: RunConfig,
+    sources: dict[str, Path],
+    tokenizer: Tokenizer,
+    run_dir: Path,
+    info: DistInfo,
+    evaluate: Evaluate | None = None,
 ) -> Path:
     """Train on the recipe's mixture for `train.budget_samples`; returns the final checkpoint.
+
+    With `eval.every`, rank 0 runs `evaluate` on every K-th checkpoint while the other ranks wait.
 
     Evaluation loads that checkpoint into a plain model, so it sees the same weights whatever the
     engine sharded during training, and eval-only on it reproduces the automatic scores.
     """
-    t = cfg.train
+    t, device = cfg.train, info.device
+    if cfg.eval.every and evaluate is None:
+        raise ConfigError("eval.every is set but no evaluate function was given to train()")
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
-    model = build_model(cfg, tokenizer)
-    # Distribution first, then the optimiser over the (possibly sharded) parameters (torchtitan's order).
-    wrapped = parallelize(model, info, t.activation_checkpointing, t.compile, t.engine, t.bf16)
+    resolve_attention(cfg.model.attention, device)  # model.attention=flash without CUDA fails here
+    identity = run_identity(cfg, sources, info.world_size)
+    found = latest_checkpoint(run_dir) if t.resume != "false" else None
+    if found is not None:  # before any compute
+        check_resumable(read_meta(found), identity, run_dir, force=t.resume == "force")
+    model = meta_model(cfg, tokenizer)
+    # Distribution first (the model on the meta device), then the weights on each rank's device, then
+    # the optimiser over the (possibly sharded) parameters: torchtitan's order.
+    wrapped = parallelize(
+        model,
+        info,
+        lambda m: init_model(m, cfg, device),
+        t.activation_checkpointing,
+        t.compile,
+        t.engine,
+        t.bf16,
+    )
     groups = param_groups(model, t.lr_multipliers, t.freeze, t.weight_decay)
-    # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10).
+    # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10);
+    # the fused CUDA kernel where the parameters are on a GPU.
     optimizer_class = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
+    fused = device.type == "cuda" and t.engine != "deepspeed"
+    optimizer = optimizer_class(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused or None)
+    # bf16 without a sharded engine's mixed precision (one process, DDP): autocast the forward.
+    sharded_bf16 = info.world_size > 1 and t.engine != "ddp"
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if t.bf16 and not sharded_bf16 else nullcontext()
+    )
     row_tokens = t.global_batch * cfg.model.max_seq_len
     total_steps = t.budget_tokens // row_tokens if t.packing else t.budget_samples // t.global_batch
     accum = t.global_batch // (t.micro_batch * info.world_size)
@@ -132,9 +232,7 @@ def train(
     # What checkpoints save and load: DeepSpeed's engine (its own layout), else the plain module (DCP).
     state_owner = wrapped if deepspeed else model
     step, seen = 0, {"samples": 0, "tokens": 0}  # seen: real samples and non-pad tokens trained on
-    found = latest_checkpoint(run_dir) if t.resume else None
     if found is not None:
-        _check_resumable(read_meta(found)["config"], cfg, run_dir)
         saved = load_checkpoint(found, state_owner, optimizer)
         step, seen = saved["step"], saved.get("seen")
         if seen is None:  # written before the counters were saved: they are metrics only
@@ -165,7 +263,7 @@ def train(
             pack_len=cfg.model.max_seq_len if t.packing else 0,
             skip=skip,
         )
-        return make_loader(dataset, cfg.data.num_workers)
+        return make_loader(dataset, cfg.data.num_workers, pin_memory=device.type == "cuda")
 
     stage = next((k for k, (_, _, end, _) in enumerate(stages) if step < end), len(stages) - 1)
     batches = stream(stage)
@@ -178,9 +276,9 @@ def train(
     )
     window = _new_window()
     tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg))
-    peak = device_peak_flops()
+    peak = device_peak_flops(device)  # None off CUDA: no MFU where no peak applies
 
-    meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str()}
+    meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str(), "identity": identity}
 
     while step < total_steps:
         if step >= stages[stage][2]:  # the next stage of the curriculum begins
@@ -191,11 +289,11 @@ def train(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        micro = [next(batches) for _ in range(accum)]
+        micro = [to_device(next(batches), device) for _ in range(accum)]
         if t.trace_samples:
             ids = "".join(m["id"] + "\n" for b in micro for m in b["meta"])
             append_line(run_dir / f"samples.rank{info.rank}.txt", ids)
-        loss = accumulate_gradients(wrapped, micro, info.world_size)
+        loss = accumulate_gradients(wrapped, micro, info.world_size, autocast)
         _check_finite("loss", loss, step, run_dir)
         if deepspeed:  # it clips, and skips the update when the gradient norm is not finite
             wrapped.step()
@@ -207,7 +305,9 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         step += 1
-        counts = torch.tensor([sum(len(b["meta"]) for b in micro), _real_tokens(micro, tokenizer.pad_id)])
+        counts = torch.tensor(
+            [sum(len(b["meta"]) for b in micro), _real_tokens(micro, tokenizer.pad_id)], device=device
+        )
         samples, tokens = all_reduce_sum(counts).tolist()
         seen["samples"] += samples
         seen["tokens"] += tokens
@@ -250,19 +350,11 @@ def train(
             )
             if cfg.eval.every and step % cfg.eval.every == 0:
                 if info.is_main:
-                    with torch.random.fork_rng():  # building the eval model must not move training's RNG
-                        suites = evaluate_checkpoint(
-                            saved,
-                            cfg,
-                            tokenizer,
-                            world_dir(cfg.data),
-                            run_dir / f"eval-{saved.name}",
-                            f"{cfg.recipe.name} (seed {cfg.seed}, step {step})",
-                            decontaminate=False,  # once per run, at the end, is enough
-                        )
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        suites = evaluate(saved, run_dir / f"eval-{saved.name}", step)  # training's RNG stays
                     scores = {f"eval/{s}/{b}": r["score"] for s, rs in suites.items() for b, r in rs.items()}
                     tracker.log({"step": step, **scores})
-                barrier()
+                wait_for_main(info)  # the other ranks wait outside any collective of the default group
                 window = _new_window()  # evaluation time is not training throughput
 
     bar.close()

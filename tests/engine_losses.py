@@ -16,6 +16,7 @@ from mmkd import deepspeed_engine
 from mmkd.config import TrainConfig, load_group
 from mmkd.distributed import init_distributed, local_float, parallelize, shutdown
 from mmkd.loader import Collator
+from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.config import ModelConfig
 from mmkd.shards import open_dataset
@@ -32,15 +33,15 @@ def main(world: Path, out: Path, engine: str, zero_stage: int, bf16: bool) -> No
     tok = Tokenizer.load(world / "tokenizer.json")
     cfg = load_group(ModelConfig, REPO / "recipes/model/micro.yaml")
     cfg.vocab_size = tok.vocab_size
-    torch.manual_seed(0)
-    model = VLM(cfg, tok.image_id)
+    with torch.device("meta"):  # as the trainer does: every engine draws the same weights from seed 0
+        model = VLM(cfg, tok.image_id)
     templates = Templates(tok, cfg.image_tokens, cfg.max_seq_len)
     samples = [*islice(open_dataset(world / "vqa0"), 4), *islice(open_dataset(world / "text"), 4)]
     encoded = [(templates.encode(s), {}) for s in samples]
     collate = Collator(tok.pad_id, cfg.image_size)
     micro = [collate(encoded[i : i + 2]) for i in range(0, len(encoded), 2)]
     mine = micro[info.rank :: info.world_size]
-    model = parallelize(model, info, engine=engine, bf16=bf16)
+    model = parallelize(model, info, lambda m: materialize(m, info.device, 0), engine=engine, bf16=bf16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if engine == "deepspeed":
         t = TrainConfig(micro_batch=2, grad_clip=1.0, zero_stage=zero_stage, bf16=bf16)

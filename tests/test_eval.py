@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
+from mmkd.eval.inference import generate, option_loglik
 from mmkd.eval.report import markdown_table
-from mmkd.eval.world_bench import blind_answer, generate, option_loglik
+from mmkd.eval.world_bench import blind_answer
 from mmkd.templates import Templates
 from mmkd.world.benchmarks import BenchItem
 
@@ -14,19 +15,26 @@ from mmkd.world.benchmarks import BenchItem
 class FavouriteTokenModel(torch.nn.Module):
     """Always predicts `favourite` with probability ~1 (a model whose answers we know)."""
 
-    def __init__(self, vocab: int, favourite: int, cfg):
+    def __init__(self, vocab: int, favourite: int, cfg, image_token_id: int):
         super().__init__()
-        self.vocab, self.favourite, self.cfg = vocab, favourite, cfg
+        self.vocab, self.favourite, self.cfg, self.image_token_id = vocab, favourite, cfg, image_token_id
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # the device and dtype inference reads
 
     def forward(self, ids, pixels=None, attention_mask=None):
         logits = torch.full((*ids.shape, self.vocab), -10.0)
         logits[..., self.favourite] = 10.0
         return logits
 
+    def next_token_logits(self, ids, pixels, attention_mask, cache):
+        cache.extend(attention_mask)
+        cache.advance(ids.shape[1])
+        return self(ids)[:, -1]
+
 
 def _model(tokenizer, token_text, micro_cfg):
     micro_cfg.vocab_size = tokenizer.vocab_size
-    return FavouriteTokenModel(tokenizer.vocab_size, tokenizer.encode(token_text)[0], micro_cfg)
+    favourite = tokenizer.encode(token_text)[0]
+    return FavouriteTokenModel(tokenizer.vocab_size, favourite, micro_cfg, tokenizer.image_id)
 
 
 def test_option_likelihood_picks_the_option_the_model_prefers(tokenizer):

@@ -83,5 +83,8 @@ def test_varlen_attention_matches_the_mask_path_and_flash_fails_clearly_on_cpu(w
     real = batch["segments"] > 0  # pad positions' outputs are never used
     torch.testing.assert_close(logits["varlen"][real], logits["sdpa"][real], atol=1e-5, rtol=1e-4)
     assert torch.equal(logits["auto"], logits["sdpa"])  # no GPU here: auto falls back to SDPA
-    with pytest.raises(ValueError, match=r"model\.attention=flash needs a CUDA GPU and flash-attn"):
-        VLM(dataclasses.replace(base, attention="flash"), tokenizer.image_id)
+    flash = VLM(dataclasses.replace(base, attention="flash"), tokenizer.image_id)
+    with pytest.raises(
+        ValueError, match=r"model\.attention=flash needs flash-attn and CUDA tensors \(these are on cpu"
+    ):
+        flash(batch["input_ids"], batch["pixels"], segments=batch["segments"])

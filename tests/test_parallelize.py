@@ -33,7 +33,7 @@ def test_gradients_and_names_are_unchanged(setting, world, tokenizer):
         model = VLM(cfg, tokenizer.image_id)
         names = [n for n, _ in model.named_parameters()]
         if apply:
-            model = parallelize(model, DistInfo(), **setting)
+            model = parallelize(model, DistInfo(), None, **setting)
         calls = []
         model.decoder.layers[0].mlp.register_forward_pre_hook(lambda *_, c=calls: c.append(1))
         loss, n = model(batch["input_ids"], batch["pixels"], labels=batch["labels"])

@@ -9,6 +9,7 @@ import torch
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta
 from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
+from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.schedules import learning_rate
 from mmkd.trainer import train
 from tests.conftest import REPO, SMALL_SIZES, micro_run_config, run_python, torchrun
@@ -61,12 +62,57 @@ def test_checkpoints_and_resume(world, tokenizer, tmp_path):
 def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
     run = tmp_path / "r"
     _train(world, tokenizer, run, budget_samples=64)
-    try:
+    with pytest.raises(ValueError, match=r"train\.lr \(saved 0\.001, now 0\.5\)"):
         _train(world, tokenizer, run, budget_samples=64, lr=0.5)
-    except ValueError as e:
-        assert "train.lr" in str(e)
-    else:
-        raise AssertionError("resuming with another lr must fail")
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"seed": 1}, r"seed \(saved 0, now 1\)"),
+        ({"data": {"vqa_turns": 4}}, r"data\.vqa_turns \(saved 8, now 4\)"),
+        ({"data": {"num_workers": 2}}, r"data\.num_workers \(saved 0, now 2\)"),
+        ({"world_size": 2}, r"world_size \(saved 1, now 2\)"),
+    ],
+)
+def test_resume_refuses_a_changed_stream_naming_the_key_unless_forced(
+    world, tokenizer, tmp_path, change, key
+):
+    """Seed, data settings, loader workers and world size all change the stream: a resume that
+    differs in one fails before any compute, naming it; train.resume=force continues anyway."""
+    from mmkd.trainer import check_resumable, run_identity
+
+    data, root = world
+    run = tmp_path / "r"
+    _train(world, tokenizer, run, budget_samples=32, checkpoint_every=1)
+    cfg = micro_run_config(data, run, budget_samples=32, checkpoint_every=1)
+    cfg.seed = change.get("seed", cfg.seed)
+    for k, v in change.get("data", {}).items():
+        setattr(cfg.data, k, v)
+    sources = source_dirs(sorted(cfg.recipe.active()), cfg, root)
+    identity = run_identity(cfg, sources, change.get("world_size", 1))
+    meta = read_meta(run)
+    with pytest.raises(ValueError, match=key):
+        check_resumable(meta, identity, run, force=False)
+    check_resumable(meta, identity, run, force=True)  # prints what differs, continues
+    if "world_size" not in change:  # through train() itself: refused before a step is taken
+        with pytest.raises(ValueError, match=key):
+            train(cfg, sources, tokenizer, run, DistInfo())
+        cfg.train.resume = "force"
+        train(cfg, sources, tokenizer, run, DistInfo())
+
+
+def test_resume_refuses_a_rebuilt_source(world, tokenizer, tmp_path):
+    """A source rebuilt under the same name is other data: its manifest hash is part of the run."""
+    from mmkd.trainer import check_resumable, run_identity
+
+    data, root = world
+    cfg = micro_run_config(data, tmp_path)
+    sources = source_dirs(sorted(cfg.recipe.active()), cfg, root)
+    saved = {"identity": run_identity(cfg, sources, 1)}
+    saved["identity"]["sources.vqa0"] = "another hash"
+    with pytest.raises(ValueError, match=r"sources\.vqa0 \(saved 'another hash'"):
+        check_resumable(saved, run_identity(cfg, sources, 1), tmp_path, force=False)
 
 
 def test_schedule_warms_up_then_decays_to_min_ratio():
@@ -75,12 +121,12 @@ def test_schedule_warms_up_then_decays_to_min_ratio():
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:])) and abs(lrs[-1] - 0.1) < 0.01
 
 
-def _torchrun(data, run_dir, *overrides):
+def _torchrun(data, run_dir, *overrides, script="launch/train.py", env=None):
     """launch/train.py on two gloo ranks with the small world; returns metrics.jsonl's records."""
     sizes = [f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()]
     cmd = [
         *torchrun(2),
-        str(REPO / "launch/train.py"),
+        str(REPO / script),
         "model=micro",
         "train=smoke",
         "eval.after_train=false",
@@ -93,8 +139,21 @@ def _torchrun(data, run_dir, *overrides):
         *sizes,
         *overrides,
     ]
-    run_python(cmd, cwd=run_dir.parent)
+    run_python(cmd, cwd=run_dir.parent, env=env or {})
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_other_ranks_outwait_a_rank0_evaluation_longer_than_the_collective_timeout(world, tmp_path):
+    """Rank 0 evaluates alone for longer than train.dist_timeout_s; rank 1 waits outside the default
+    group (NCCL's watchdog would otherwise end the job), and training goes on."""
+    run = tmp_path / "run"
+    overrides = ("train.budget_samples=256", "train.checkpoint_every=4", "eval.every=4", "eval.max_items=2")
+    overrides += ("eval.abilities=[existence]", "train.dist_timeout_s=2")
+    records = _torchrun(
+        world[0], run, *overrides, script="tests/slow_rank0_train.py", env={"SLOW_EVAL_S": "6"}
+    )
+    assert [r["step"] for r in records if "eval/world/existence" in r] == [4]
+    assert read_meta(run)["step"] == 8
 
 
 @pytest.mark.parametrize("engine", ["ddp", "fsdp2", "deepspeed"])
@@ -138,7 +197,7 @@ def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
         "step-00000014",
     ]
     meta = read_meta(tmp_path / "r")
-    assert set(meta) == {"step", "stage", "seen", "config", "tokenizer"} and meta["step"] == 16
+    assert set(meta) == {"step", "stage", "seen", "config", "tokenizer", "identity"} and meta["step"] == 16
     assert meta["seen"]["samples"] == 16 * 16 and meta["seen"]["tokens"] > 0
     cfg = micro_run_config(world[0], tmp_path / "r")
     model = build_model(cfg, tokenizer)
@@ -292,7 +351,12 @@ def test_eval_every_k_steps_scores_checkpoints_without_changing_training(world, 
         run.mkdir()
         cfg = micro_run_config(data, run, budget_samples=128, checkpoint_every=4, log_every=1)
         cfg.eval.every, cfg.eval.max_items, cfg.eval.abilities = every, 4, ["existence", "counting"]
-        train(cfg, source_dirs(sorted(cfg.recipe.active()), cfg, root), tokenizer, run, DistInfo())
+
+        def evaluate(ckpt, out, step, cfg=cfg):
+            return evaluate_checkpoint(ckpt, cfg, tokenizer, root, out, f"step {step}", decontaminate=False)
+
+        dirs = source_dirs(sorted(cfg.recipe.active()), cfg, root)
+        train(cfg, dirs, tokenizer, run, DistInfo(), evaluate)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses[every] = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "eval/world/existence" in r]

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from mmkd.eval import vlmeval_suite
+from mmkd.eval.inference import option_loglik
 from mmkd.eval.vlmeval_suite import Judge, VlmevalError, check_datasets, evaluate_vlmeval, import_vlmeval
-from mmkd.eval.world_bench import option_loglik
 from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from mmkd.trainer import build_model

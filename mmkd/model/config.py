@@ -14,7 +14,7 @@ class ModelConfig:
     name: str = "tiny"
     # Vision encoder (ViT, SigLIP-like: pre-norm, GELU MLP, learned positions, no CLS token).
     image_size: int = 48
-    patch_size: int = 8
+    patch_size: int = 16
     vision_width: int = 128
     vision_layers: int = 2
     vision_heads: int = 4

@@ -43,9 +43,16 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.patch_embedding = nn.Conv2d(3, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
-        self.position_embedding = nn.Parameter(torch.randn(1, cfg.image_tokens, cfg.vision_width) * 0.02)
+        self.position_embedding = nn.Parameter(torch.empty(1, cfg.image_tokens, cfg.vision_width))
+        self.reset_parameters()
         self.layers = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.vision_layers))
         self.post_layernorm = nn.LayerNorm(cfg.vision_width) if cfg.vision_post_norm else nn.Identity()
+
+    def reset_parameters(self) -> None:
+        """The position embedding, drawn right after the patch convolution (materialisation replays it)."""
+        with torch.no_grad():
+            p = self.position_embedding
+            p.copy_(torch.randn(p.shape, device=p.device) * 0.02)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # Pixels arrive in fp32; the tower computes in its own dtype (bf16 when an engine casts it).

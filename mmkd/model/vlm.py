@@ -3,12 +3,15 @@ the `<image>` positions of the sequence, so any number of images can sit anywher
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmkd.model.config import ModelConfig
 from mmkd.model.decoder import Decoder
+from mmkd.model.kv_cache import KVCache
 from mmkd.model.projector import Projector
 from mmkd.model.vision import VisionEncoder
 from mmkd.templates import IGNORE
@@ -25,8 +28,31 @@ class VLM(nn.Module):
         self.decoder = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         self.apply(self._init)
-        if cfg.tie_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """The LM head reads the input embeddings (`model.tie_embeddings`); `to_empty` unties them."""
+        if self.cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.embed_tokens.weight
+
+    def initializers(self) -> list[tuple[nn.Module, Callable[[nn.Module], None], bool]]:
+        """Every random draw of `__init__`, in its order, as (module, draw on its own parameters, keep).
+
+        Materialising a model built on the meta device replays these (`mmkd.materialize`), so it starts
+        from exactly the weights that construction on that device gives for the same seed. `keep` is
+        False for the tied LM head: construction drew its weights, then replaced them by the embedding's.
+        """
+        tied = self.cfg.tie_embeddings
+        draws = []
+        for m in self.modules():
+            if m is self.vision:
+                continue  # its own parameter (the positions) is drawn right after its patch convolution
+            if hasattr(m, "reset_parameters"):
+                draws.append((m, type(m).reset_parameters, not (tied and m is self.lm_head)))
+            if m is self.vision.patch_embedding:
+                draws.append((self.vision, type(self.vision).reset_parameters, True))
+        inits = [m for m in self.modules() if isinstance(m, nn.Linear | nn.Embedding)]  # apply()'s order
+        return draws + [(m, self._init, not (tied and m is self.lm_head)) for m in inits]
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -76,6 +102,18 @@ class VLM(nn.Module):
         keep = target != IGNORE  # the head runs only where a loss is taken (not on images or prompts)
         logits = self.lm_head(hidden[:, :-1][keep])  # [N_supervised, V]
         return F.cross_entropy(logits.float(), target[keep], reduction="sum"), keep.sum()
+
+    def next_token_logits(
+        self,
+        input_ids: torch.Tensor,
+        pixels: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+    ) -> torch.Tensor:
+        """Logits [B, V] after the given positions, which follow those in `cache` (generation: the
+        prompt with its images at prefill, then one token per step); the cache takes them in."""
+        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, cache=cache)  # [B, T, D]
+        return self.lm_head(hidden[:, -1])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

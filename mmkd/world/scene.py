@@ -51,7 +51,7 @@ class WorldConfig:
     """Everything that shapes the world; all sources and benchmarks derive from it."""
 
     seed: int = 0
-    image_size: int = 64
+    image_size: int = 48  # 3 grid cells x 2 patches x 8 px: grid cells align with ViT patches
     max_objects: int = 4
     # P(n objects) is proportional to count_decay ** (n - 1): single-object scenes are the most common.
     # They give a tiny model an unambiguous image -> word signal before it can route attention between
