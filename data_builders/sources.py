@@ -83,6 +83,32 @@ def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
             )
 
 
+def _origin(name: str, cfg: RunConfig) -> str:
+    """The source a source is ultimately made from: itself, or the end of its `build.inputs` chain."""
+    seen = [name]
+    while seen[-1] in ANNOTATED_SOURCES and seen[-1] not in cfg.data.sources:
+        nxt = cfg.build.inputs.get(seen[-1])
+        if nxt is None or nxt in seen:
+            break  # check_sources names the problem
+        seen.append(nxt)
+    return seen[-1]
+
+
+def needs_world(cfg: RunConfig, training: bool = True) -> bool:
+    """Whether a run (or, with `training=False`, an eval-only run) uses the knowledge world: its
+    tokenizer, a source made from world data, or the world benchmarks. A run on real data with a
+    pretrained tokenizer and its own suites never builds it."""
+    evaluates = cfg.eval.after_train or cfg.eval.every or not training
+    world_bench = evaluates and (cfg.eval.abilities or "mmkd_world_knowledge" in cfg.eval.lm_eval_tasks)
+    if not training:
+        return bool(world_bench)
+    from_world = any(
+        _origin(n, cfg) in WORLD_SOURCES and _origin(n, cfg) not in cfg.data.sources
+        for n in cfg.recipe.sources()
+    )
+    return cfg.tokenizer_dir() is None or bool(world_bench) or from_world
+
+
 def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:
     chain = [name]
     while chain[-1] in ANNOTATED_SOURCES and chain[-1] not in cfg.data.sources:
@@ -111,7 +137,7 @@ def _digest(obj) -> str:
 class Sources:
     """Resolves source names to dataset directories for one run config, building what is missing."""
 
-    def __init__(self, cfg: RunConfig, world_root: Path):
+    def __init__(self, cfg: RunConfig, world_root: Path | None):
         self.cfg, self.world_root = cfg, world_root
         self._annotator: Annotator | None = None
 
@@ -231,13 +257,13 @@ def build_detection(data: DataConfig) -> Path:
     )
 
 
-def source_dirs(names: list[str], cfg: RunConfig, world_root: Path) -> dict[str, Path]:
+def source_dirs(names: list[str], cfg: RunConfig, world_root: Path | None) -> dict[str, Path]:
     """Directories of already-built sources (every rank calls it after rank 0 built them)."""
     sources = Sources(cfg, world_root)
     return {n: sources.dir(n, build=False) for n in names}  # type: ignore[misc]
 
 
-def prepare_sources(names: list[str], cfg: RunConfig, world_root: Path) -> dict[str, Path | None]:
+def prepare_sources(names: list[str], cfg: RunConfig, world_root: Path | None) -> dict[str, Path | None]:
     """Build every missing source of `names` (this process's share, under build.shard=i/n)."""
     sources = Sources(cfg, world_root)
     return {n: sources.dir(n) for n in names}

@@ -142,12 +142,14 @@ def world_task(world_root: Path, out_dir: Path) -> Path:
     return folder
 
 
-def _task_manager(include: str, world_root: Path, out_dir: Path) -> TaskManager:
-    return TaskManager(include_path=[str(world_task(world_root, out_dir))] + ([include] if include else []))
+def _task_manager(include: str, world_root: Path | None, out_dir: Path) -> TaskManager:
+    """The user's task folder, and the world's task where the run has a world."""
+    world = [str(world_task(world_root, out_dir))] if world_root is not None else []
+    return TaskManager(include_path=world + ([include] if include else []))
 
 
 def task_items(
-    tasks: list[str], include: str, world_root: Path, out_dir: Path, limit: int = 0
+    tasks: list[str], include: str, world_root: Path | None, out_dir: Path, limit: int = 0
 ) -> dict[str, list[BenchItem]]:
     """Each task's evaluated documents as text items (prompt and target), for decontamination.
 
@@ -179,7 +181,7 @@ def evaluate_lm_eval(
     templates: Templates,
     tasks: list[str],
     include: str,
-    world_root: Path,
+    world_root: Path | None,
     out_dir: Path,
     batch_size: int,
     limit: int = 0,

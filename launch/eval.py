@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from mmkd.checkpoint import read_meta, resolve
 from mmkd.config import ConfigError, to_run_config
-from mmkd.data_builders.sources import prepare_world
+from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.tokenizer import Tokenizer
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = to_run_config(saved)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    tokenizer = Tokenizer.from_str(meta["tokenizer"])
+    tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     out = ckpt.parent.parent / f"eval-{ckpt.name}"
-    world_root = prepare_world(cfg.data, cfg.model.patch_size)
+    world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None
     title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
     evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())
     print((out / "report.md").read_text())

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if kind == "auto":
         kind = "llama" if cfg.model.vision_post_norm else "llava"
-    tokenizer = Tokenizer.from_str(meta["tokenizer"])
+    tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     model = VLM(cfg.model, tokenizer.image_id)
     load_checkpoint(ckpt, model)
     export = export_vlm if kind == "llava" else export_decoder

@@ -234,6 +234,10 @@ class EvalConfig:
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
+    # world: the BPE trained on the world's text; DIR: a local Hugging Face tokenizer directory; auto:
+    # model.init_decoder's directory when a pretrained decoder is loaded (its ids mean its words), else
+    # the world's.
+    tokenizer: str = "auto"
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -242,7 +246,27 @@ class RunConfig:
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
 
+    def tokenizer_dir(self) -> Path | None:
+        """The Hugging Face tokenizer directory this run uses, or None for the world's tokenizer."""
+        if self.tokenizer == "auto":
+            return Path(self.model.init_decoder) if self.model.init_decoder else None
+        return None if self.tokenizer == "world" else Path(self.tokenizer)
+
     def validate(self) -> RunConfig:
+        if self.tokenizer == "world" and self.model.init_decoder:
+            raise ConfigError(
+                f"tokenizer=world with model.init_decoder={self.model.init_decoder!r}: the pretrained "
+                "decoder's token ids mean the words of its own tokenizer; use tokenizer=auto (its "
+                "directory) or tokenizer=<its tokenizer directory>"
+            )
+        if (
+            self.tokenizer not in ("auto", "world")
+            and not (Path(self.tokenizer) / "tokenizer.json").is_file()
+        ):
+            raise ConfigError(
+                f"tokenizer={self.tokenizer!r}: must be auto, world or a Hugging Face tokenizer directory "
+                "(with a tokenizer.json)"
+            )
         for part in (self.recipe, self.model, self.data.world, self.annotator):
             try:
                 part.validate()

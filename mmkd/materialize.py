@@ -19,7 +19,9 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 @torch.no_grad()
 def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
-    """Write a full-size value into a parameter: all of it, or this rank's shard of a DTensor."""
+    """Write a full-size value into a parameter (any device, cast to its dtype): all of it, or this
+    rank's shard of a DTensor."""
+    full = full.to(param.device, param.dtype)
     if isinstance(param, DTensor):
         # src_data_rank=None: every rank holds `full` already and keeps its slice, no communication.
         shard = distribute_tensor(

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from mmkd.config import RunConfig
 from mmkd.data_builders.sources import (
     check_sources,
+    needs_world,
     prepare_sources,
     prepare_world,
     source_dirs,
@@ -62,16 +63,21 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
 
         check_datasets(cfg.eval.vlmeval_datasets, cfg.eval.vlmeval_data, judge_from(cfg.eval))
     run_dir = Path(cfg.run_dir)
+    world_root = world_dir(cfg.data) if needs_world(cfg) else None  # real data alone: no world built
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        world_root = prepare_world(cfg.data, cfg.model.patch_size)
+        if world_root is not None:
+            prepare_world(cfg.data, cfg.model.patch_size)
         pending = [n for n, d in prepare_sources(names, cfg, world_root).items() if d is None]
         if pending:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
     wait_for_main(info)
-    world_root = world_dir(cfg.data)
     dirs = source_dirs(names, cfg, world_root)
-    tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+    tokenizer_dir = cfg.tokenizer_dir()
+    if tokenizer_dir is not None:
+        tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = Tokenizer.load(world_root / "tokenizer.json")
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
         write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))

@@ -1,22 +1,42 @@
-"""A byte-level BPE tokenizer trained locally on the data, saved as `tokenizer.json` with it.
+"""Tokenizers: the world's byte-level BPE trained locally on its data, or a pretrained LLM's own.
 
-Byte-level BPE never produces unknown tokens (OCR words, numbers and any real text still encode), and
-the saved file is the Hugging Face `tokenizers` format, which `transformers.PreTrainedTokenizerFast`
-loads directly for export. Special tokens are fixed here so every model agrees on their ids.
+`tokenizer=world` trains byte-level BPE on the world's text (never an unknown token: OCR words, numbers
+and any real text still encode) and saves it as `tokenizer.json` with the data. `tokenizer=DIR` reads a
+local Hugging Face tokenizer directory (the one that came with `model.init_decoder`, which `auto`
+picks): its `tokenizer.json` and the BOS / EOS / pad tokens its `tokenizer_config.json` names, with
+the tokens we need and it lacks (`<image>`, a pad token) added at the end of its vocabulary. Either
+way the tokenizer travels inside every checkpoint (JSON, with its special tokens), and the files
+transformers loads are written on export.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from mmkd.schema import IMAGE_MARKER
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, IMAGE_MARKER)
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The text of each token with a role in our templates."""
+
+    pad: str = PAD
+    bos: str = BOS
+    eos: str = EOS
+    image: str = IMAGE_MARKER
+
+
+WORLD_SPECIALS = SpecialTokens()
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> Tokenizer:
@@ -38,16 +58,26 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> 
     return Tokenizer(tok)
 
 
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
 class Tokenizer:
     """Thin wrapper: encode/decode plus the special-token ids the templates and model need."""
 
-    def __init__(self, tok: HFTokenizer):
-        self._tok = tok
-        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-        missing = [t for t, i in ids.items() if i is None]
+    def __init__(self, tok: HFTokenizer, special: SpecialTokens = WORLD_SPECIALS):
+        self._tok, self.special = tok, special
+        ids = {role: tok.token_to_id(text) for role, text in asdict(special).items()}
+        missing = [asdict(special)[r] for r, i in ids.items() if i is None]
         if missing:
             raise ValueError(f"tokenizer lacks special tokens {missing}; retrain it with mmkd.tokenizer")
-        self.pad_id, self.bos_id, self.eos_id, self.image_id = (ids[t] for t in SPECIAL_TOKENS)
+        self.pad_id, self.bos_id, self.eos_id, self.image_id = (
+            ids["pad"],
+            ids["bos"],
+            ids["eos"],
+            ids["image"],
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -56,12 +86,42 @@ class Tokenizer:
         return cls(HFTokenizer.from_file(str(path)))
 
     @classmethod
-    def from_str(cls, data: str) -> Tokenizer:
-        return cls(HFTokenizer.from_str(data))
+    def from_pretrained(cls, directory: str | Path) -> Tokenizer:
+        """A local Hugging Face tokenizer directory (fast tokenizers: `tokenizer.json`), with `<image>`
+        and, if it has none, a pad token added as special tokens after its vocabulary."""
+        directory = Path(directory)
+        if not (directory / "tokenizer.json").is_file():
+            raise FileNotFoundError(
+                f"tokenizer={directory}: no tokenizer.json there (a Hugging Face fast tokenizer directory "
+                "is needed; save one with transformers' tokenizer.save_pretrained)"
+            )
+        config_path = directory / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        tok = HFTokenizer.from_file(str(directory / "tokenizer.json"))
+        roles = {role: _token_text(config.get(f"{role}_token")) for role in ("bos", "eos", "pad")}
+        for role in ("bos", "eos"):
+            if not roles[role] or tok.token_to_id(roles[role]) is None:
+                raise ValueError(
+                    f"{config_path}: {role}_token={roles[role]!r} is not a token of "
+                    f"{directory / 'tokenizer.json'}; the templates start every sample with BOS and end it "
+                    "with EOS"
+                )
+        pad = roles["pad"] if roles["pad"] and tok.token_to_id(roles["pad"]) is not None else PAD
+        added = [t for t in (pad, IMAGE_MARKER) if tok.token_to_id(t) is None]
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
+        return cls(tok, SpecialTokens(pad=pad, bos=roles["bos"], eos=roles["eos"]))
+
+    @classmethod
+    def from_str(cls, data: str, special: dict[str, str] | None = None) -> Tokenizer:
+        """From `to_str()` and `special_tokens()` (checkpoints written before those: the world's)."""
+        return cls(HFTokenizer.from_str(data), SpecialTokens(**special) if special else WORLD_SPECIALS)
 
     def to_str(self) -> str:
         """The whole tokenizer as JSON, so a checkpoint carries its own tokenizer."""
         return self._tok.to_str()
+
+    def special_tokens(self) -> dict[str, str]:
+        return asdict(self.special)
 
     @property
     def vocab_size(self) -> int:

@@ -278,7 +278,12 @@ def train(
     tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg))
     peak = device_peak_flops(device)  # None off CUDA: no MFU where no peak applies
 
-    meta = {"config": asdict(cfg), "tokenizer": tokenizer.to_str(), "identity": identity}
+    meta = {
+        "config": asdict(cfg),
+        "tokenizer": tokenizer.to_str(),
+        "special_tokens": tokenizer.special_tokens(),
+        "identity": identity,
+    }
 
     while step < total_steps:
         if step >= stages[stage][2]:  # the next stage of the curriculum begins

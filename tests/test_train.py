@@ -197,7 +197,10 @@ def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
         "step-00000014",
     ]
     meta = read_meta(tmp_path / "r")
-    assert set(meta) == {"step", "stage", "seen", "config", "tokenizer", "identity"} and meta["step"] == 16
+    assert (
+        set(meta) == {"step", "stage", "seen", "config", "tokenizer", "special_tokens", "identity"}
+        and meta["step"] == 16
+    )
     assert meta["seen"]["samples"] == 16 * 16 and meta["seen"]["tokens"] > 0
     cfg = micro_run_config(world[0], tmp_path / "r")
     model = build_model(cfg, tokenizer)

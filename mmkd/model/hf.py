@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mmkd.materialize import copy_full_
 from mmkd.model.config import ModelConfig
 from mmkd.model.vlm import VLM
-from mmkd.schema import IMAGE_MARKER
-from mmkd.tokenizer import BOS, EOS, PAD, Tokenizer
+from mmkd.tokenizer import Tokenizer
 
 
 class CheckpointMismatch(ValueError):
@@ -89,8 +89,22 @@ def vision_map(cfg: ModelConfig) -> dict[str, str]:
     return keys
 
 
+# Token-indexed rows: the vocabulary may have grown by the tokens we add to a pretrained tokenizer.
+VOCAB_ROWS = ("decoder.embed_tokens.weight", "lm_head.weight")
+
+
+def _grown_vocabulary(ours: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The pretrained rows, then one row per added token (`<image>`, a pad token) set to the mean of
+    the pretrained rows: a new token starts where the average token is, not at a random point."""
+    extra = value.mean(0, keepdim=True).expand(ours.shape[0] - value.shape[0], -1)
+    return torch.cat([value, extra])
+
+
 def _check(ours: dict[str, torch.Tensor], key: str, hf_key: str, value: torch.Tensor, path: Path) -> None:
-    if ours[key].shape != value.shape:
+    grows = (
+        key in VOCAB_ROWS and ours[key].shape[1:] == value.shape[1:] and ours[key].shape[0] > value.shape[0]
+    )
+    if ours[key].shape != value.shape and not grows:
         raise CheckpointMismatch(
             f"{path}: {hf_key} has shape {tuple(value.shape)}, model key {key} needs {tuple(ours[key].shape)}"
         )
@@ -119,7 +133,10 @@ def load_decoder(model: VLM, path: str | Path) -> None:
     with torch.no_grad():
         for hf_key, key in keys.items():
             _check(ours, key, hf_key, state[hf_key], path)
-            ours[key].copy_(state[hf_key])
+            value = state[hf_key]
+            if key in VOCAB_ROWS and value.shape[0] < ours[key].shape[0]:
+                value = _grown_vocabulary(ours[key], value)
+            copy_full_(ours[key], value)
 
 
 def load_vision(model: VLM, path: str | Path) -> None:
@@ -141,7 +158,7 @@ def load_vision(model: VLM, path: str | Path) -> None:
     with torch.no_grad():
         for key, value in tensors.items():
             _check(ours, key, key, value, path)
-            ours[key].copy_(value)
+            copy_full_(ours[key], value)
 
 
 def _llama_config(cfg: ModelConfig) -> dict:
@@ -171,7 +188,8 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer:
     _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
     if tokenizer is not None:  # AutoTokenizer loads it: our tokenizers-library file as it is
         (out / "tokenizer.json").write_text(tokenizer.to_str())
-        special = {"pad_token": PAD, "bos_token": BOS, "eos_token": EOS}
+        roles = tokenizer.special_tokens()
+        special = {"pad_token": roles["pad"], "bos_token": roles["bos"], "eos_token": roles["eos"]}
         _write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **special})
     return out
 
@@ -268,7 +286,7 @@ def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = No
             out / "processor_config.json",
             {
                 "processor_class": "LlavaProcessor",
-                "image_token": IMAGE_MARKER,
+                "image_token": tokenizer.special.image,
                 "patch_size": cfg.patch_size,
                 "vision_feature_select_strategy": "full",
                 "num_additional_image_tokens": 0,
