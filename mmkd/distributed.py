@@ -28,6 +28,9 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     device: torch.device = CPU
+    # Launched by torchrun, with a process group: the sharded engines (FSDP2, DeepSpeed) then run, even
+    # on one rank (`torchrun --nproc_per_node=1`: one GPU, the engine's own mixed precision).
+    grouped: bool = False
     # A gloo group with a long timeout, where the other ranks wait while rank 0 works alone (data
     # builds, periodic evaluation): the default group's timeout (NCCL's watchdog) is for collectives.
     wait_group: Any = field(default=None, compare=False, repr=False)
@@ -51,7 +54,7 @@ def init_distributed(timeout_s: float = 1800, wait_timeout_s: float = 86400) -> 
     for CPU ones), gloo alone on CPU. `timeout_s` bounds a collective; `wait_timeout_s` bounds how
     long the other ranks wait for rank 0's lone work (`wait_for_main`)."""
     device = local_device()
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if "RANK" not in os.environ:  # a plain `python launch/train.py`: one process, no group
         return DistInfo(device=device)
     if not dist.is_initialized():
         cuda = device.type == "cuda"
@@ -61,7 +64,7 @@ def init_distributed(timeout_s: float = 1800, wait_timeout_s: float = 86400) -> 
             device_id=device if cuda else None,
         )
     wait_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=wait_timeout_s))
-    return DistInfo(dist.get_rank(), dist.get_world_size(), device, wait_group)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), device, True, wait_group)
 
 
 def wait_for_main(info: DistInfo) -> None:
@@ -126,7 +129,7 @@ def parallelize(
         if compile_backend:
             forward = torch.compile(forward, backend=compile_backend, dynamic=True)
         block.forward = forward
-    if info.world_size > 1 and engine == "fsdp2":
+    if info.grouped and engine == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if bf16 else MixedPrecisionPolicy()
@@ -138,7 +141,7 @@ def parallelize(
         return model
     if materialize:
         materialize(model)
-    if info.world_size == 1 or engine == "deepspeed":  # DeepSpeed wraps model and optimiser together
+    if info.world_size == 1 or engine != "ddp":  # DeepSpeed wraps model and optimiser together
         return model
     # A micro-batch without images leaves the vision tower unused; DDP must then still reduce the
     # gradients it accumulated over the step's other micro-batches.

@@ -213,7 +213,7 @@ def train(
     fused = device.type == "cuda" and t.engine != "deepspeed"
     optimizer = optimizer_class(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused or None)
     # bf16 without a sharded engine's mixed precision (one process, DDP): autocast the forward.
-    sharded_bf16 = info.world_size > 1 and t.engine != "ddp"
+    sharded_bf16 = info.grouped and t.engine != "ddp"
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if t.bf16 and not sharded_bf16 else nullcontext()
     )
@@ -225,7 +225,7 @@ def train(
             f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
             f"({t.micro_batch} x {info.world_size})"
         )
-    deepspeed = t.engine == "deepspeed" and info.world_size > 1
+    deepspeed = t.engine == "deepspeed" and info.grouped
     if deepspeed:  # it partitions the optimiser: its wrapper is what steps and holds the groups
         wrapped = deepspeed_engine.wrap(model, optimizer, t, accum)
         optimizer = wrapped.optimizer
