@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from mmkd.config import to_run_config
 from mmkd.data_builders.sources import prepare_world, source_dirs
 from mmkd.distributed import DistInfo
+from mmkd.engines import Engine
 from mmkd.loader import MixtureDataset
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
@@ -65,13 +66,12 @@ def main() -> None:
         batches = list(islice(iter(data), args.steps))
         model = build_model(cfg, tok)
         opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
+        engine = Engine(model, opt)
         for i, b in enumerate(batches):
             if i == WARMUP:
                 t0 = time.perf_counter()
-            accumulate_gradients(model, [b])
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            accumulate_gradients(engine, [b])
+            engine.step(t.grad_clip)
         bare = (args.steps - WARMUP) * t.global_batch / (time.perf_counter() - t0)
 
         # The trainer, same config, end to end.

@@ -10,40 +10,27 @@ previous one loads. Every rank writes its own shards (with FSDP2 these are real 
 0's replica is stored once). Nothing here unpickles: tensors come from DCP, the rest from JSON.
 Eval-only needs nothing else: `meta.json` holds the config and tokenizer to rebuild the model.
 
-With `train.engine=deepspeed` the tensors are in DeepSpeed's own layout instead (its ZeRO partitions,
-pickled), in the same directory under the same commit protocol; `load_checkpoint` reads either.
+The tensors are written by the run's engine (`Engine.save`): DCP for the local, DDP and FSDP2
+engines; with `train.engine=deepspeed`, DeepSpeed's own layout (its ZeRO partitions, pickled), in the
+same directory under the same commit protocol. `load_checkpoint` reads either into a plain model.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from mmkd import deepspeed_engine
 from mmkd.distributed import DistInfo, barrier
+from mmkd.engines import deepspeed
+from mmkd.engines.base import Engine, quiet_single_process
 from mmkd.shards import write_json_atomic
 
 COMMITTED = "COMMITTED"
-
-
-@contextmanager
-def _quiet_single_process():
-    """A single process is an intended case here; DCP warns about it on every call."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
-        )
-        yield
 
 
 def _committed(path: Path) -> bool:
@@ -53,8 +40,7 @@ def _committed(path: Path) -> bool:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    engine: Engine,
     meta: dict[str, Any],
     info: DistInfo,
     final: bool = False,
@@ -68,13 +54,7 @@ def save_checkpoint(
             shutil.rmtree(path)  # an uncommitted leftover of a killed save
         path.mkdir(parents=True)
     barrier()
-    if deepspeed_engine.is_engine(model):
-        deepspeed_engine.save(model, path, torch.get_rng_state())
-    else:
-        model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optim_state, "rng": torch.get_rng_state()}
-        with _quiet_single_process():
-            dcp.save(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+    engine.save(path)
     barrier()
     if info.is_main:
         write_json_atomic(path / "meta.json", {"step": step, **meta})
@@ -118,26 +98,22 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads((resolve(path) / "meta.json").read_text())
 
 
-def load_checkpoint(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> dict:
-    """Load in place and return the meta: weights into a plain model on this process alone (eval,
-    export), or with `optimizer` the whole training state on every rank (resume; collective)."""
+def load_checkpoint(path: str | Path, model: nn.Module) -> dict:
+    """Weights into a plain model on this process alone (eval, export; no collective), from either
+    layout; returns the meta."""
     path = resolve(path)
-    if deepspeed_engine.is_engine(model):
-        deepspeed_engine.load(model, path)
-    elif deepspeed_engine.is_checkpoint(path):
-        deepspeed_engine.load_weights(path, model)
-    elif optimizer is None:  # a plain model on this process alone (eval): no collective
+    if deepspeed.is_checkpoint(path):
+        deepspeed.load_weights(path, model)
+    else:
         state = {"model": model.state_dict()}
-        with _quiet_single_process():
+        with quiet_single_process():
             dcp.load(state, checkpoint_id=path, no_dist=True)
         model.load_state_dict(state["model"])
-    else:
-        model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optim_state, "rng": torch.get_rng_state()}
-        with _quiet_single_process():
-            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        torch.set_rng_state(state["rng"])
+    return json.loads((path / "meta.json").read_text())
+
+
+def resume_checkpoint(path: str | Path, engine: Engine) -> dict:
+    """The whole training state into the run's engine, on every rank (collective); returns the meta."""
+    path = resolve(path)
+    engine.load(path)
     return json.loads((path / "meta.json").read_text())

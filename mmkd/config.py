@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.annotators.base import AnnotatorConfig
-from mmkd.distributed import ENGINES
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import WorldConfig
+
+# ddp (replicas) | fsdp2 (sharded) | deepspeed (ZeRO): mmkd/engines/.
+ENGINES = ("ddp", "fsdp2", "deepspeed")
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,5 @@
-"""What `parallelize` applies to the single-device model: activation checkpointing and compilation
-change neither parameter names nor gradients (CPU twins of the GPU setup)."""
+"""What `parallelize` applies to each block before the engine: activation checkpointing and
+compilation change neither parameter names nor gradients (CPU twins of the GPU setup)."""
 
 from itertools import islice
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmkd.config import ConfigError
-from mmkd.distributed import DistInfo, parallelize
+from mmkd.engines import wrap_blocks
 from mmkd.loader import Collator
 from mmkd.model import VLM
 from mmkd.shards import open_dataset
@@ -33,7 +33,7 @@ def test_gradients_and_names_are_unchanged(setting, world, tokenizer):
         model = VLM(cfg, tokenizer.image_id)
         names = [n for n, _ in model.named_parameters()]
         if apply:
-            model = parallelize(model, DistInfo(), None, **setting)
+            wrap_blocks(model, **setting)
         calls = []
         model.decoder.layers[0].mlp.register_forward_pre_hook(lambda *_, c=calls: c.append(1))
         loss, n = model(batch["input_ids"], batch["pixels"], labels=batch["labels"])

@@ -11,19 +11,23 @@ checkpoint commit protocol. The DeepSpeed config is generated from ours, so the 
 On a machine without CUDA, DeepSpeed runs on its CPU accelerator over gloo (`DS_ACCELERATOR=cpu` is
 set for it); its first start compiles a small communication op (~1 minute, cached afterwards in
 `TORCH_EXTENSIONS_DIR`). Install with `pip install -e ".[deepspeed]"`.
+
+[IMPORTANT] The model is materialised whole on each rank's device before DeepSpeed partitions it
+(ZeRO-3 included): dense_3b fits a GPU that way, larger models would need `deepspeed.zero.Init`.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from mmkd.config import TrainConfig
+from mmkd.config import TrainConfig
+from mmkd.engines.base import Engine
 
 
 def import_deepspeed():
@@ -53,36 +57,45 @@ def deepspeed_config(t: TrainConfig, accumulation: int) -> dict[str, Any]:
     }
 
 
-def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, t: TrainConfig, accumulation: int):
-    """The DeepSpeed engine over `model`, stepping our optimiser (partitioned by ZeRO)."""
-    deepspeed = import_deepspeed()
-    engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(t, accumulation)
-    )
-    return engine
+class DeepSpeedEngine(Engine):
+    """DeepSpeed's engine over the model, stepping our optimiser (partitioned by ZeRO)."""
 
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, t: TrainConfig, accumulation: int):
+        deepspeed = import_deepspeed()
+        wrapped, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=deepspeed_config(t, accumulation)
+        )
+        super().__init__(model, wrapped.optimizer)  # its wrapper steps and holds the param groups
+        self.module = wrapped
 
-def is_engine(model: nn.Module) -> bool:
-    """Whether `model` is wrapped by DeepSpeed (without importing it for the other engines)."""
-    return any(c.__name__ == "DeepSpeedEngine" for c in type(model).__mro__)
+    def sync(self, last: bool) -> AbstractContextManager:
+        self.module.set_gradient_accumulation_boundary(last)
+        return nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.module.backward(loss, scale_wrt_gas=False)  # the loss is already normalised per global token
+
+    def step(self, grad_clip: float) -> float:
+        self.module.step()  # it clips (train.grad_clip), and skips the update on a non-finite norm
+        return float(self.module.get_global_grad_norm())
+
+    def save(self, path: Path) -> None:
+        """DeepSpeed's own sharded layout inside our checkpoint directory (collective)."""
+        self.module.save_checkpoint(
+            str(path.parent), tag=path.name, client_state={"rng": torch.get_rng_state()}, save_latest=False
+        )
+
+    def load(self, path: Path) -> None:
+        """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective)."""
+        _, client = self.module.load_checkpoint(
+            str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
+        torch.set_rng_state(client["rng"])
 
 
 def is_checkpoint(path: Path) -> bool:
     """A checkpoint directory written by DeepSpeed (its model-state files) rather than by DCP."""
     return any(path.glob("*model_states.pt"))
-
-
-def save(engine, path: Path, rng: torch.Tensor) -> None:
-    """DeepSpeed's own sharded layout inside our checkpoint directory (collective)."""
-    engine.save_checkpoint(str(path.parent), tag=path.name, client_state={"rng": rng}, save_latest=False)
-
-
-def load(engine, path: Path) -> None:
-    """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective)."""
-    _, client = engine.load_checkpoint(
-        str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=False
-    )
-    torch.set_rng_state(client["rng"])
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
