@@ -16,21 +16,17 @@ import argparse
 import dataclasses
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from quickstart import quickstart_config
 from transformers import LlavaForConditionalGeneration
 
-from mmkd.config import DataConfig, RecipeConfig, RunConfig, TrainConfig, load_group
 from mmkd.data_builders.sources import prepare_world
 from mmkd.loader import MixtureDataset
-from mmkd.model.config import ModelConfig
 from mmkd.model.hf import export_vlm
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import build_model
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def run(step, batches: list[dict], warmup: int = 3) -> tuple[float, float]:
@@ -51,12 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = RunConfig(
-        recipe=load_group(RecipeConfig, RECIPES / "recipe/baseline.yaml"),
-        model=load_group(ModelConfig, RECIPES / "model/tiny.yaml"),
-        data=load_group(DataConfig, RECIPES / "data/world.yaml"),
-        train=load_group(TrainConfig, RECIPES / "train/quickstart.yaml"),
-    ).validate()
+    cfg = quickstart_config()
     cfg.model = dataclasses.replace(cfg.model, vision_post_norm=False)  # LLaVA's input to the projector
     root = prepare_world(cfg.data, cfg.model.patch_size)
     tok = Tokenizer.load(root / "tokenizer.json")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from quickstart import quickstart_config
 
-from mmkd.config import DataConfig, RecipeConfig, RunConfig, TrainConfig, load_group
+from mmkd.config import RunConfig
 from mmkd.data_builders.sources import prepare_world
 from mmkd.loader import MixtureDataset
-from mmkd.model.config import ModelConfig
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import build_model
@@ -70,13 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipes = Path(__file__).resolve().parents[1] / "recipes"
-    cfg = RunConfig(
-        recipe=load_group(RecipeConfig, recipes / "recipe/baseline.yaml"),
-        model=load_group(ModelConfig, recipes / "model/tiny.yaml"),
-        data=load_group(DataConfig, recipes / "data/world.yaml"),
-        train=load_group(TrainConfig, recipes / "train/quickstart.yaml"),
-    ).validate()
+    cfg = quickstart_config()
     data, model = cfg.data, cfg.model
     root = prepare_world(data, model.patch_size)
     tok = Tokenizer.load(root / "tokenizer.json")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from mmkd.config import DataConfig, RunConfig, load_group, to_run_config
@@ -75,6 +76,29 @@ def run_python(args: list[str], timeout: int = 300, **kw) -> str:
 def model_config(name: str) -> ModelConfig:
     """A named size exactly as the recipes/model/<name>.yaml file declares it."""
     return load_group(ModelConfig, REPO / "recipes" / "model" / f"{name}.yaml")
+
+
+def hf_llama(cfg: ModelConfig, vocab_size: int, tie: bool, out: Path, seed: int = 2):
+    """A randomly initialised transformers Llama with `cfg`'s decoder shapes, saved to `out`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.width,
+            intermediate_size=cfg.ffn,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            num_key_value_heads=cfg.kv_heads,
+            rms_norm_eps=cfg.norm_eps,
+            rope_theta=cfg.rope_theta,
+            max_position_embeddings=cfg.max_seq_len,
+            tie_word_embeddings=tie,
+        )
+    ).eval()
+    llama.save_pretrained(out)
+    return llama
 
 
 @pytest.fixture(scope="session")

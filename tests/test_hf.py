@@ -5,11 +5,11 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+from transformers import LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from mmkd.model import VLM
 from mmkd.model.hf import CheckpointMismatch, export_decoder, export_vlm, load_decoder, load_vision
-from tests.conftest import model_config
+from tests.conftest import hf_llama, model_config
 
 VOCAB = 300
 
@@ -21,23 +21,7 @@ def _ours(**changes):
 
 
 def _hf_llama(cfg, tmp_path, tie):
-    torch.manual_seed(2)
-    hf = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=cfg.width,
-            intermediate_size=cfg.ffn,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=cfg.kv_heads,
-            rms_norm_eps=cfg.norm_eps,
-            rope_theta=cfg.rope_theta,
-            max_position_embeddings=cfg.max_seq_len,
-            tie_word_embeddings=tie,
-        )
-    ).eval()
-    hf.save_pretrained(tmp_path / "llama")
-    return hf
+    return hf_llama(cfg, VOCAB, tie, tmp_path / "llama")
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from mmkd.eval.inference import generate, greedy, item_pixels
@@ -26,12 +27,18 @@ def _recompute(model, prompts, pixels, max_new, pad_id):
     return ids[:, length:].tolist(), steps
 
 
-def test_cached_generation_equals_full_recompute(world, tokenizer):
-    _, root = world
+@pytest.fixture
+def micro(tokenizer):
+    """A random micro model and its templates."""
     cfg = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size)
     torch.manual_seed(0)
-    model = VLM(cfg, tokenizer.image_id).eval()
-    templates = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    return VLM(cfg, tokenizer.image_id).eval(), Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+
+
+def test_cached_generation_equals_full_recompute(world, tokenizer, micro):
+    _, root = world
+    model, templates = micro
+    cfg = model.cfg
     items = [
         *load_benchmark(root / "bench" / "counting.jsonl")[:2],
         *load_benchmark(root / "bench" / "ocr.jsonl")[:2],
@@ -50,12 +57,10 @@ def test_cached_generation_equals_full_recompute(world, tokenizer):
     assert seen[1].shape == (4, tokenizer.vocab_size)
 
 
-def test_generation_stops_within_the_context_and_at_stop_tokens(world, tokenizer):
+def test_generation_stops_within_the_context_and_at_stop_tokens(world, tokenizer, micro):
     _, root = world
-    cfg = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size)
-    torch.manual_seed(0)
-    model = VLM(cfg, tokenizer.image_id).eval()
-    templates = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    model, templates = micro
+    cfg = model.cfg
     items = load_benchmark(root / "bench" / "ocr.jsonl")[:2]
     prompt_len = len(templates.prompt_ids(items[0].question, 1))
     long = greedy(

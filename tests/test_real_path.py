@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mmkd.checkpoint import load_checkpoint, read_meta
 from mmkd.config import ConfigError, to_run_config
@@ -23,7 +23,7 @@ from mmkd.model.hf import export_decoder
 from mmkd.pipeline import run
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import build_model
-from tests.conftest import model_config
+from tests.conftest import hf_llama, model_config
 
 CAPTIONS = ["A red block on grey.", "A blue ball.", "Two green boxes.", "A tall red tower.", "A yellow kite."]
 
@@ -40,23 +40,7 @@ def _llama_dir(tmp_path):
     out = tmp_path / "llama"
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(out)
-    cfg = model_config("micro")
-    torch.manual_seed(5)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=bpe.get_vocab_size(),
-            hidden_size=cfg.width,
-            intermediate_size=cfg.ffn,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=cfg.kv_heads,
-            rms_norm_eps=cfg.norm_eps,
-            rope_theta=cfg.rope_theta,
-            max_position_embeddings=cfg.max_seq_len,
-            tie_word_embeddings=True,
-        )
-    )
-    llama.save_pretrained(out)
+    llama = hf_llama(model_config("micro"), bpe.get_vocab_size(), tie=True, out=out, seed=5)
     return out, llama
 
 
