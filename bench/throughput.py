@@ -15,7 +15,7 @@ import time
 import torch
 from quickstart import quickstart_config
 
-from mmkd.config import RunConfig
+from mmkd.config import RunConfig, micro_batch_for
 from mmkd.data_builders.sources import prepare_world
 from mmkd.loader import MixtureDataset
 from mmkd.templates import Templates
@@ -31,7 +31,7 @@ def measure(cfg: RunConfig, root, tok: Tokenizer, bucket: int, steps: int) -> di
         weights,
         templates,
         0,
-        cfg.train.micro_batch,
+        micro_batch_for(cfg.train, 1),
         cfg.model.image_size,
         bucket=bucket,
     )
@@ -39,7 +39,7 @@ def measure(cfg: RunConfig, root, tok: Tokenizer, bucket: int, steps: int) -> di
     next(it)
     t0 = time.perf_counter()
     batches = [next(it) for _ in range(steps)]
-    loader = steps * cfg.train.micro_batch / (time.perf_counter() - t0)
+    loader = steps * micro_batch_for(cfg.train, 1) / (time.perf_counter() - t0)
     model = build_model(cfg, tok)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
 
@@ -58,7 +58,7 @@ def measure(cfg: RunConfig, root, tok: Tokenizer, bucket: int, steps: int) -> di
     tokens = sum(int((b["input_ids"] != tok.pad_id).sum()) for b in batches)
     return {
         "loader_samples_per_s": loader,
-        "train_samples_per_s": steps * cfg.train.micro_batch / dt,
+        "train_samples_per_s": steps * micro_batch_for(cfg.train, 1) / dt,
         "train_tokens_per_s": tokens / dt,
     }
 
@@ -75,7 +75,7 @@ def main() -> None:
     tok = Tokenizer.load(root / "tokenizer.json")
     plain = measure(cfg, root, tok, bucket=1, steps=args.steps)
     bucketed = measure(cfg, root, tok, bucket=8, steps=args.steps)
-    print(f"tiny model, recipe=baseline, micro_batch={cfg.train.micro_batch}, threads={args.threads}")
+    print(f"tiny model, recipe=baseline, micro_batch={micro_batch_for(cfg.train, 1)}, threads={args.threads}")
     print(f"{'':24}{'bucketed':>12}{'plain':>12}{'ratio':>8}")
     for key in bucketed:
         print(f"{key:24}{bucketed[key]:12.0f}{plain[key]:12.0f}{bucketed[key] / plain[key]:8.2f}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from mmkd.config import to_run_config
+from mmkd.config import micro_batch_for, to_run_config
 from mmkd.data_builders.sources import prepare_world, source_dirs
 from mmkd.distributed import DistInfo
 from mmkd.engines import Engine
@@ -61,7 +61,7 @@ def main() -> None:
         templates = Templates(tok, cfg.model.image_tokens, cfg.model.max_seq_len)
         t = cfg.train
         data = MixtureDataset(
-            dirs, cfg.recipe.active(), templates, cfg.seed, t.micro_batch, cfg.model.image_size
+            dirs, cfg.recipe.active(), templates, cfg.seed, micro_batch_for(t, 1), cfg.model.image_size
         )
         batches = list(islice(iter(data), args.steps))
         model = build_model(cfg, tok)

@@ -163,7 +163,9 @@ class TrainConfig:
     budget_tokens: int = 0
     packing: bool = False  # several samples per row of model.max_seq_len tokens (mmkd/packing.py)
     global_batch: int = 64
-    micro_batch: int = 32
+    # Samples (rows) per forward pass on each rank; 0: global_batch / world size, one forward per rank
+    # per step, so the same config runs on any number of ranks that divides the global batch.
+    micro_batch: int = 0
     lr: float = 1e-3
     # Adam betas and eps of seed 000 Sec. 3.2.
     beta1: float = 0.9
@@ -203,6 +205,19 @@ class TrainConfig:
     compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
     trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
+
+
+def micro_batch_for(t: TrainConfig, world_size: int) -> int:
+    """The micro-batch on `world_size` ranks; the global batch must split into whole micro-batches
+    on every rank (checked before any data is built)."""
+    micro = t.micro_batch or t.global_batch // world_size
+    if micro < 1 or t.global_batch % (micro * world_size):
+        fix = "train.micro_batch=0 lets it follow the world size" if t.micro_batch else "change it"
+        raise ConfigError(
+            f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
+            f"({micro} x {world_size}); {fix}"
+        )
+    return micro
 
 
 @dataclass
@@ -275,9 +290,10 @@ class RunConfig:
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         t = self.train
-        if t.global_batch % t.micro_batch:
+        if t.micro_batch < 0 or (t.micro_batch and t.global_batch % t.micro_batch):
             raise ConfigError(
-                f"train.global_batch={t.global_batch} must be a multiple of train.micro_batch={t.micro_batch}"
+                f"train.micro_batch={t.micro_batch}: must be 0 (global batch / world size) or divide "
+                f"train.global_batch={t.global_batch}"
             )
         if t.packing and t.budget_tokens <= 0:
             raise ConfigError(

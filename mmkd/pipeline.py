@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmkd.config import RunConfig
+from mmkd.config import RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
     needs_world,
@@ -54,6 +54,7 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
     """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
     names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
+    micro_batch_for(cfg.train, info.world_size)  # the batch splits over these ranks
     if cfg.eval.lm_eval_tasks:  # a misspelt task must not surface after hours of training
         from mmkd.eval.lm_eval_suite import check_tasks
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from mmkd.checkpoint import latest_checkpoint, read_meta, resume_checkpoint, save_checkpoint
-from mmkd.config import ConfigError, RecipeConfig, RunConfig
+from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
 from mmkd.loader import MixtureDataset, make_loader, to_device
@@ -112,6 +112,7 @@ class Setup:
     engine: Engine
     stages: list[Stage]
     total_steps: int
+    micro: int  # samples (rows) per forward pass
     accum: int  # micro-batches per rank per step
     step: int  # the step to start from (> 0 on resume)
     seen: dict[str, int]  # real samples and non-pad tokens trained on so far
@@ -126,12 +127,8 @@ def setup(
     t, device = cfg.train, info.device
     torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
     resolve_attention(cfg.model.attention, device)  # model.attention=flash without CUDA fails here
-    accum = t.global_batch // (t.micro_batch * info.world_size)
-    if accum < 1 or t.global_batch % (t.micro_batch * info.world_size):
-        raise ConfigError(
-            f"train.global_batch={t.global_batch} must be a multiple of micro_batch x world size "
-            f"({t.micro_batch} x {info.world_size})"
-        )
+    micro = micro_batch_for(t, info.world_size)
+    accum = t.global_batch // (micro * info.world_size)
     identity = run_identity(cfg, sources, info.world_size)
     found = latest_checkpoint(run_dir) if t.resume != "false" else None
     if found is not None:  # before any compute
@@ -146,7 +143,7 @@ def setup(
         return optimizer(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused or None)
 
     model = meta_model(cfg, tokenizer)
-    engine = parallelize(model, info, t, lambda m: init_model(m, cfg, device), make_optimizer, accum)
+    engine = parallelize(model, info, t, lambda m: init_model(m, cfg, device), make_optimizer, micro, accum)
     # bf16 without a sharded engine's own mixed precision (one process, DDP): autocast the forward.
     own_precision = info.grouped and t.engine != "ddp"
     autocast = (
@@ -172,7 +169,7 @@ def setup(
         "identity": identity,
     }
     stages = stage_bounds(cfg.recipe, total_steps)
-    return Setup(engine, stages, total_steps, accum, step, seen, autocast, meta)
+    return Setup(engine, stages, total_steps, micro, accum, step, seen, autocast, meta)
 
 
 def batches(
@@ -197,7 +194,7 @@ def batches(
         weights,
         Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len),
         seed,
-        cfg.train.micro_batch,
+        s.micro,
         cfg.model.image_size,
         info.rank,
         info.world_size,

@@ -48,6 +48,7 @@ def main(world: Path, out: Path, engine: str, zero_stage: int, bf16: bool) -> No
         t,
         lambda m: materialize(m, info.device, 0),  # every engine draws the same weights from seed 0
         lambda m: torch.optim.Adam(m.parameters(), lr=1e-3),
+        micro_batch=2,
         accumulation=len(mine),
     )
     history = []

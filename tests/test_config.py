@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from mmkd.config import ConfigError, RecipeConfig, to_run_config
 from mmkd.data_builders.sources import SourceError, check_sources
-from tests.conftest import REPO
+from tests.conftest import REPO, micro_run_config, small_data
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
 
@@ -155,3 +155,18 @@ def test_group_files_list_every_typed_field():
     ):
         missing = {f.name for f in fields(schema)} - set(cfg[key])
         assert not missing, f"recipes/{key}/ lacks {missing}"
+
+
+def test_the_micro_batch_follows_the_world_size_and_a_bad_split_stops_before_any_build(tmp_path):
+    """The default micro-batch (0) is the global batch over the ranks, so the README's torchrun
+    commands run as written; a split that cannot work is refused before any data is built."""
+    from mmkd.config import TrainConfig, micro_batch_for
+    from mmkd.distributed import DistInfo
+    from mmkd.pipeline import run
+
+    assert [micro_batch_for(TrainConfig(global_batch=32), n) for n in (1, 2, 4)] == [32, 16, 8]
+    assert micro_batch_for(TrainConfig(global_batch=32, micro_batch=8), 2) == 8
+    cfg = micro_run_config(small_data(tmp_path / "data"), tmp_path / "r", global_batch=32, micro_batch=32)
+    with pytest.raises(ConfigError, match=r"micro_batch x world size \(32 x 2\); train\.micro_batch=0"):
+        run(cfg, DistInfo(rank=0, world_size=2))
+    assert not (tmp_path / "data").exists()

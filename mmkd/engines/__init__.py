@@ -51,6 +51,7 @@ def parallelize(
     t: TrainConfig,
     materialize: Callable[[nn.Module], None],
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    micro_batch: int,
     accumulation: int,
 ) -> Engine:
     """The engine `t.engine` over the meta-built `model`, with its weights materialised by
@@ -67,7 +68,7 @@ def parallelize(
     if engine == "deepspeed":
         from mmkd.engines.deepspeed import DeepSpeedEngine
 
-        return DeepSpeedEngine(model, make_optimizer(model), t, accumulation)
+        return DeepSpeedEngine(model, make_optimizer(model), t, micro_batch, accumulation)
     if engine == "ddp" and info.world_size > 1:
         from mmkd.engines.ddp import DDPEngine
 

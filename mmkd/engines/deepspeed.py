@@ -4,7 +4,7 @@ DeepSpeed owns the optimiser step, gradient clipping and the reduction across ra
 the loss normalisation (the global supervised-token count), the learning-rate schedule and the
 checkpoint commit protocol. The DeepSpeed config is generated from ours, so the two cannot disagree:
 
-    train_micro_batch_size_per_gpu = train.micro_batch     gradient_clipping = train.grad_clip
+    train_micro_batch_size_per_gpu = the micro-batch       gradient_clipping = train.grad_clip
     gradient_accumulation_steps    = accumulation steps    zero_optimization.stage = train.zero_stage
     bf16.enabled                   = train.bf16            (non-finite gradients skip the update)
 
@@ -43,10 +43,10 @@ def import_deepspeed():
     return deepspeed
 
 
-def deepspeed_config(t: TrainConfig, accumulation: int) -> dict[str, Any]:
+def deepspeed_config(t: TrainConfig, micro_batch: int, accumulation: int) -> dict[str, Any]:
     """DeepSpeed's JSON config from ours (see the module docstring for the mapping)."""
     return {
-        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": accumulation,
         "gradient_clipping": t.grad_clip,
         "zero_optimization": {"stage": t.zero_stage},
@@ -60,11 +60,17 @@ def deepspeed_config(t: TrainConfig, accumulation: int) -> dict[str, Any]:
 class DeepSpeedEngine(Engine):
     """DeepSpeed's engine over the model, stepping our optimiser (partitioned by ZeRO)."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, t: TrainConfig, accumulation: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        t: TrainConfig,
+        micro_batch: int,
+        accumulation: int,
+    ):
         deepspeed = import_deepspeed()
-        wrapped, *_ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(t, accumulation)
-        )
+        config = deepspeed_config(t, micro_batch, accumulation)
+        wrapped, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         super().__init__(model, wrapped.optimizer)  # its wrapper steps and holds the param groups
         self.module = wrapped
 
