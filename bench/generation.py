@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mmkd.bench_item import load_benchmark
 from mmkd.config import DataConfig, load_group
 from mmkd.data_builders.sources import prepare_world
 from mmkd.eval.inference import greedy, item_pixels
@@ -24,7 +25,6 @@ from mmkd.model import VLM
 from mmkd.model.config import ModelConfig
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
-from mmkd.world.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 

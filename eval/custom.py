@@ -34,11 +34,11 @@ from typing import Any
 
 from PIL import Image
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import anls, box_iou, exact_match, mean_ci95, parse_box
 from mmkd.model import VLM
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import BenchItem
 
 METRICS = ("multiple_choice", "exact_match", "anls", "box_iou")
 

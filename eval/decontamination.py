@@ -22,10 +22,10 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from mmkd.bench_item import BenchItem
 from mmkd.metrics import normalize
 from mmkd.schema import Sample
 from mmkd.shards import open_dataset
-from mmkd.world.benchmarks import BenchItem
 
 NGRAM = 13
 EXAMPLES = 5

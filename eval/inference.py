@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import torch
 
+from mmkd.bench_item import BenchItem
 from mmkd.loader import image_tensor
 from mmkd.model import VLM
 from mmkd.model.kv_cache import KVCache
 from mmkd.templates import IGNORE, Templates
-from mmkd.world.benchmarks import BenchItem
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -25,11 +25,11 @@ try:
 except ModuleNotFoundError as e:
     raise ModuleNotFoundError(f'eval.lm_eval_tasks needs lm-eval ({e}): pip install -e ".[eval]"') from e
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.inference import greedy, model_device
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import BenchItem
 
 WORLD_TASK = "mmkd_world_knowledge"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import mmkd
+from mmkd.bench_item import BenchItem, load_benchmark
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.eval import decontamination
@@ -29,7 +30,6 @@ from mmkd.model import VLM
 from mmkd.shards import write_json_atomic
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
-from mmkd.world.benchmarks import BenchItem, load_benchmark
 
 
 @functools.cache

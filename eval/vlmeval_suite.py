@@ -48,11 +48,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import BenchItem
 
 MODEL_NAME = "mmkd"
 LMU_DATA = "LMUData"  # the environment variable VLMEvalKit reads its data folder from

@@ -18,11 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import BenchItem
 
 
 def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.Random) -> str:

@@ -3,10 +3,10 @@ and nothing else."""
 
 from PIL import Image
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.decontamination import check, markdown
 from mmkd.schema import Sample, Turn
 from mmkd.shards import ShardWriter
-from mmkd.world.benchmarks import BenchItem
 
 LONG = "Which of the four objects drawn on the left side of the picture is the largest one in the scene?"
 

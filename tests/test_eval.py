@@ -5,11 +5,11 @@ import random
 import pytest
 import torch
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import blind_answer
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import BenchItem
 
 
 class FavouriteTokenModel(torch.nn.Module):
@@ -101,8 +101,8 @@ def test_report_marks_abilities_that_beat_chance_and_blind():
 
 
 def test_pope_scores_each_negative_split_with_the_positives():
+    from mmkd.bench_item import BenchItem
     from mmkd.eval.world_bench import pope
-    from mmkd.world.benchmarks import BenchItem
 
     def item(i, split, answer):
         return BenchItem(f"e{i}", "existence", "exist", "Is there a ball?", answer, metadata={"pope": split})

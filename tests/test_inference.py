@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
+from mmkd.bench_item import load_benchmark
 from mmkd.eval.inference import generate, greedy, item_pixels
 from mmkd.model import VLM
 from mmkd.templates import Templates
-from mmkd.world.benchmarks import load_benchmark
 from tests.conftest import model_config
 
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mmkd.bench_item import BenchItem
 from mmkd.eval import vlmeval_suite
 from mmkd.eval.inference import option_loglik
 from mmkd.eval.vlmeval_suite import Judge, VlmevalError, check_datasets, evaluate_vlmeval, import_vlmeval
 from mmkd.shards import open_dataset
 from mmkd.templates import Templates
 from mmkd.trainer import build_model
-from mmkd.world.benchmarks import BenchItem
 from tests.conftest import REPO, micro_run_config, run_python
 from tests.fake_openai import FakeOpenAI
 

@@ -10,8 +10,9 @@ import re
 
 import pytest
 
+from mmkd.bench_item import load_benchmark
 from mmkd.world import encyclopedia, language
-from mmkd.world.benchmarks import build_benchmarks, load_benchmark
+from mmkd.world.benchmarks import build_benchmarks
 from mmkd.world.render import render
 from mmkd.world.scene import (
     COLOURS,
