@@ -11,8 +11,9 @@ previous one loads. Every rank writes its own shards (with FSDP2 these are real 
 Eval-only needs nothing else: `meta.json` holds the config and tokenizer to rebuild the model.
 
 The tensors are written by the run's engine (`Engine.save`): DCP for the local, DDP and FSDP2
-engines; with `train.engine=deepspeed`, DeepSpeed's own layout (its ZeRO partitions, pickled), in the
-same directory under the same commit protocol. `load_checkpoint` reads either into a plain model.
+engines; with `train.engine=deepspeed`, DeepSpeed's own layout (its ZeRO partitions, pickled) for
+resuming that run, and the weights as DCP beside it. Evaluation and export read only DCP
+(`load_checkpoint`): they never unpickle, so a checkpoint from elsewhere cannot run code here.
 """
 
 from __future__ import annotations
@@ -99,16 +100,19 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> dict:
-    """Weights into a plain model on this process alone (eval, export; no collective), from either
-    layout; returns the meta."""
+    """Weights into a plain model on this process alone (eval, export; no collective); returns the
+    meta. Only DCP is read, never a pickle."""
     path = resolve(path)
-    if deepspeed.is_checkpoint(path):
-        deepspeed.load_weights(path, model)
-    else:
-        state = {"model": model.state_dict()}
-        with quiet_single_process():
-            dcp.load(state, checkpoint_id=path, no_dist=True)
-        model.load_state_dict(state["model"])
+    if not (path / ".metadata").exists():
+        what = "only DeepSpeed's pickled files" if deepspeed.is_checkpoint(path) else "no DCP weights"
+        raise FileNotFoundError(
+            f"{path} holds {what} (no .metadata): evaluation and export read DCP weights only and never "
+            "unpickle; a DeepSpeed run of this version writes them beside its own files"
+        )
+    state = {"model": model.state_dict()}
+    with quiet_single_process():
+        dcp.load(state, checkpoint_id=path, no_dist=True)
+    model.load_state_dict(state["model"])
     return json.loads((path / "meta.json").read_text())
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,14 +168,18 @@ def test_torchrun_two_ranks_on_cpu(engine, world, tmp_path):
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
-def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(world, tokenizer, tmp_path):
-    """ZeRO-2 on two ranks: a run resumed from its step-4 checkpoint (the final one killed before its
-    commit marker) repeats the uninterrupted losses bit for bit; eval loads the weights on one process."""
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(
+    zero_stage, world, tokenizer, tmp_path
+):
+    """ZeRO on two ranks: a run resumed from its step-4 checkpoint (the final one killed before its
+    commit marker) repeats the uninterrupted losses bit for bit; eval loads the weights (DCP, gathered
+    from ZeRO-3's pieces) on one process without DeepSpeed and without unpickling."""
     from mmkd.trainer import build_model
 
     run = tmp_path / "run"
     args = ("train.budget_samples=256", "train.checkpoint_every=4", "train.log_every=1")
-    args += ("train.engine=deepspeed",)
+    args += ("train.engine=deepspeed", f"train.zero_stage={zero_stage}")
     first = _torchrun(world[0], run, *args)
     assert any(run.glob("checkpoints/step-00000004/*optim_states.pt"))  # DeepSpeed's ZeRO partitions
     (run / "checkpoints" / "final" / "COMMITTED").unlink()
@@ -183,8 +188,33 @@ def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(world, to
     assert [r["loss"] for r in resumed] == [r["loss"] for r in first[4:]]
     model = build_model(micro_run_config(world[0], run), tokenizer)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    load_checkpoint(run, model)  # the final checkpoint, consolidated from ZeRO's fp32 partitions
+    load_checkpoint(run, model)  # the final checkpoint's DCP weights
     assert all(not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if "norm" not in k)
+    # They are DeepSpeed's own fp32 weights (read here with its unpickling tool: our run's files).
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    ref = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), tag="final")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+
+
+def test_evaluation_never_unpickles_a_checkpoint(world, tokenizer, tmp_path):
+    """A checkpoint folder from elsewhere with a pickled DeepSpeed-style file: loading it for eval or
+    export refuses, naming the folder, and the payload never runs."""
+    from mmkd.trainer import build_model
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (tmp_path / "pwned", "ran"))
+
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    torch.save({"module": Payload()}, crafted / "mp_rank_00_model_states.pt")
+    (crafted / "meta.json").write_text(json.dumps({"step": 1}))
+    (crafted / "COMMITTED").write_text("1\n")
+    model = build_model(micro_run_config(world[0], tmp_path / "run"), tokenizer)
+    with pytest.raises(FileNotFoundError, match=r"crafted holds only DeepSpeed's pickled files.*never"):
+        load_checkpoint(crafted, model)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from mmkd.config import TrainConfig
@@ -86,10 +87,17 @@ class DeepSpeedEngine(Engine):
         return float(self.module.get_global_grad_norm())
 
     def save(self, path: Path) -> None:
-        """DeepSpeed's own sharded layout inside our checkpoint directory (collective)."""
+        """DeepSpeed's own sharded layout inside our checkpoint directory, for resuming this run, and
+        beside it the weights as DCP, which evaluation and export read without unpickling (collective)."""
         self.module.save_checkpoint(
             str(path.parent), tag=path.name, client_state={"rng": torch.get_rng_state()}, save_latest=False
         )
+        # ZeRO-3 holds each parameter in pieces: gather them for the save (a full copy per rank, briefly).
+        gathered = self.module.zero_optimization_stage() == 3
+        with import_deepspeed().zero.GatheredParameters(list(self.model.parameters()), enabled=gathered):
+            # fp32 for a plain model to load; under bf16 these are the bf16 weights the run computed with
+            state = {"model": {k: v.detach().float().clone() for k, v in self.model.state_dict().items()}}
+        dcp.save(state, checkpoint_id=path)
 
     def load(self, path: Path) -> None:
         """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective)."""
@@ -100,17 +108,5 @@ class DeepSpeedEngine(Engine):
 
 
 def is_checkpoint(path: Path) -> bool:
-    """A checkpoint directory written by DeepSpeed (its model-state files) rather than by DCP."""
+    """A checkpoint directory written by DeepSpeed (its pickled model-state files)."""
     return any(path.glob("*model_states.pt"))
-
-
-def load_weights(path: Path, model: nn.Module) -> None:
-    """fp32 weights of a DeepSpeed checkpoint (any ZeRO stage) into a plain single-device model.
-
-    DeepSpeed stores its files with pickle; load only checkpoints your own runs wrote.
-    """
-    import_deepspeed()
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
-    model.load_state_dict(state)
