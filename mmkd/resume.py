@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmkd.config import ConfigError, RunConfig
+from mmkd.config import ConfigError, RunConfig, micro_batch_for
 
 # Settings that change neither the data stream nor the optimisation: a resume may change them.
 RESUME_FREE = {
@@ -44,6 +44,7 @@ def run_identity(cfg: RunConfig, sources: dict[str, Path], world_size: int) -> d
     config = asdict(cfg)
     flat = {"seed": cfg.seed, "world_size": world_size}
     flat |= _flatten({sec: config[sec] for sec in ("recipe", "model", "data", "train")})
+    flat["train.micro_batch"] = micro_batch_for(cfg.train, world_size)  # as trained (0 means "follow")
     for name, path in sorted(sources.items()):
         flat[f"sources.{name}"] = json.loads((path / "manifest.json").read_text()).get("content_hash")
     return json.loads(json.dumps({k: v for k, v in flat.items() if k not in RESUME_FREE}))

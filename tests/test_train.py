@@ -81,7 +81,7 @@ def test_resume_refuses_a_changed_stream_naming_the_key_unless_forced(
 ):
     """Seed, data settings, loader workers and world size all change the stream: a resume that
     differs in one fails before any compute, naming it; train.resume=force continues anyway."""
-    from mmkd.trainer import check_resumable, run_identity
+    from mmkd.resume import check_resumable, run_identity
 
     data, root = world
     run = tmp_path / "r"
@@ -105,7 +105,7 @@ def test_resume_refuses_a_changed_stream_naming_the_key_unless_forced(
 
 def test_resume_refuses_a_rebuilt_source(world, tokenizer, tmp_path):
     """A source rebuilt under the same name is other data: its manifest hash is part of the run."""
-    from mmkd.trainer import check_resumable, run_identity
+    from mmkd.resume import check_resumable, run_identity
 
     data, root = world
     cfg = micro_run_config(data, tmp_path)
@@ -398,3 +398,21 @@ def test_eval_every_k_steps_scores_checkpoints_without_changing_training(world, 
     results = json.loads((tmp_path / "every4" / "eval-step-00000004" / "results.json").read_text())
     assert results["suites"]["world"]["existence"]["n"] == 4
     assert losses[4] == losses[0]
+
+
+def test_resume_compares_the_micro_batch_as_trained(world, tokenizer, tmp_path):
+    """micro_batch=0 follows the world size: a run saved with the explicit value it resolves to (or by a
+    version whose default was that value) is the same run."""
+    from mmkd.resume import check_resumable, run_identity
+
+    data, root = world
+    cfg = micro_run_config(data, tmp_path, global_batch=16, micro_batch=0)
+    sources = source_dirs(sorted(cfg.recipe.active()), cfg, root)
+    explicit = micro_run_config(data, tmp_path, global_batch=16, micro_batch=16)
+    check_resumable(
+        {"identity": run_identity(explicit, sources, 1)}, run_identity(cfg, sources, 1), tmp_path, False
+    )
+    with pytest.raises(ValueError, match=r"train\.micro_batch \(saved 16, now 8\)"):
+        check_resumable(
+            {"identity": run_identity(explicit, sources, 1)}, run_identity(cfg, sources, 2), tmp_path, False
+        )
