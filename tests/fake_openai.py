@@ -2,11 +2,16 @@
 
 `respond(body, calls)` decides each reply: return (status, content) or (status, content, headers);
 a 200's content becomes choices[0].message.content, any other status sends {"error": content}.
+The status may also be a broken connection: "disconnect" (closed before any reply: the client sees
+RemoteDisconnected), "reset" (a TCP reset: ConnectionResetError) or "truncate" (a 200 whose body
+stops short of its Content-Length: IncompleteRead).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +33,22 @@ class FakeOpenAI:
                 outer.calls += 1
                 status, content, *rest = respond(body, outer.calls)
                 headers = rest[0] if rest else {}
+                if status in ("disconnect", "reset"):
+                    if status == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
+                        self.connection.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if status == "truncate":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"choices": [')
+                    self.close_connection = True
+                    return
                 if status == 200:
                     obj = {
                         "choices": [{"message": {"role": "assistant", "content": content}}],

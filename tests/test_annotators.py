@@ -24,7 +24,8 @@ class ModeServer(FakeOpenAI):
     """Behaviour chosen by the word the prompt ends with:
 
     valid / malformed_then_valid / slow_then_valid / 500_then_valid / 429_then_valid / always_500 /
-    bad_request / refusal / image (answers with the size of the image it was sent).
+    bad_request / refusal / image (answers with the size of the image it was sent) /
+    dropped_disconnect, dropped_reset, dropped_truncate (the connection breaks once, then valid).
     """
 
     def __init__(self):
@@ -42,6 +43,8 @@ class ModeServer(FakeOpenAI):
             return 429, "slow down", {"Retry-After": "0"}
         if mode == "bad_request":
             return 400, "no such model"
+        if mode.startswith("dropped_") and n == 1:  # dropped_disconnect / dropped_reset / dropped_truncate
+            return mode.removeprefix("dropped_"), ""
         if mode == "refusal":
             return 200, "I'm sorry, I can't help with that."
         if mode == "malformed_then_valid" and len(body["messages"]) == 1:
@@ -98,6 +101,18 @@ MODES = [
     "bad_request",
     "refusal",
 ]
+
+
+def test_a_dropped_reset_or_truncated_connection_is_retried(server, tmp_path):
+    """A server that closes, resets or cuts short a reply once: each request is retried and succeeds
+    (before, RemoteDisconnected, ConnectionResetError and IncompleteRead escaped and ended the build)."""
+    modes = ["dropped_disconnect", "dropped_reset", "dropped_truncate"]
+    annotator = make_annotator(_config(server.url, tmp_path, concurrency=1))
+    out = {
+        r.key: r for r in annotator.annotate([Request(m, PROMPT, _parse, fields={"mode": m}) for m in modes])
+    }
+    assert {m: (out[m].value, out[m].error) for m in modes} == {m: (m, None) for m in modes}
+    assert annotator.report()["retries.connection"] == 3 and server.by_mode == dict.fromkeys(modes, 2)
 
 
 def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, monkeypatch):

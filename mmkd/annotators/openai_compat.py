@@ -1,7 +1,8 @@
 """Annotator backend for any OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, hosted APIs).
 
-Images travel as base64 PNG data URLs. Timeouts, 429 and 5xx are retried with exponential backoff
-(a server's `Retry-After` wins); other 4xx fail the request at once. Every successful response is
+Images travel as base64 PNG data URLs. Timeouts, dropped or reset connections, truncated replies,
+429 and 5xx are retried with exponential backoff (a server's `Retry-After` wins); other 4xx fail the
+request at once. Every successful response is
 stored in a SQLite cache keyed by (model, prompt version, messages with image hashes, sampling
 parameters), so rerunning a build, or resuming one after a kill, sends no request twice. The API key
 is read from the environment variable named by `annotator.api_key_env` and appears in no log,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -139,6 +141,8 @@ class OpenAICompatible(Annotator):
                 if not isinstance(e.reason, TimeoutError | ConnectionError):
                     raise TransportError("connection", f"{self.url}: {e.reason}") from None
                 reason, detail = "connection", f"{self.url}: {e.reason}"
+            except (ConnectionError, http.client.HTTPException) as e:  # reset, closed, cut short mid-reply
+                reason, detail = "connection", f"{self.url}: {type(e).__name__}: {e}"
             if attempt == self.cfg.max_retries:
                 break
             self.count(**{f"retries.{reason}": 1})
