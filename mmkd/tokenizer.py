@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from mmkd.schema import IMAGE_MARKER
@@ -119,6 +119,18 @@ class Tokenizer:
     def to_str(self) -> str:
         """The whole tokenizer as JSON, so a checkpoint carries its own tokenizer."""
         return self._tok.to_str()
+
+    def export_str(self) -> str:
+        """The tokenizer as exported for transformers (and through it lm-eval, VLMEvalKit, vLLM): encoding
+        text puts BOS first, as every sequence of ours starts (a pretrained tokenizer's own
+        post-processor is kept as it is)."""
+        tok = HFTokenizer.from_str(self._tok.to_str())
+        if tok.post_processor is None:
+            bos = self.special.bos
+            tok.post_processor = processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, self.bos_id)]
+            )
+        return tok.to_str()
 
     def special_tokens(self) -> dict[str, str]:
         return asdict(self.special)

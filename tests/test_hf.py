@@ -103,7 +103,7 @@ def test_a_run_starts_from_the_configured_checkpoints(world, tokenizer, tmp_path
 @pytest.mark.parametrize("tie", [True, False])
 def test_exported_vlm_loads_as_llava_and_its_processor_makes_our_inputs(tie, world, tokenizer, tmp_path):
     """The whole model as LlavaForConditionalGeneration: AutoProcessor turns "<image> text" and a picture
-    into our token ids and pixels, and transformers gives our logits."""
+    into our token ids (BOS first, as ours) and pixels, and transformers gives our logits."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from mmkd.loader import image_tensor
@@ -124,8 +124,12 @@ def test_exported_vlm_loads_as_llava_and_its_processor_makes_our_inputs(tie, wor
     )
     ids, pixels = inputs["input_ids"], inputs["pixel_values"]
     torch.testing.assert_close(pixels[0], image_tensor(sample.images[0], cfg.image_size), atol=1e-5, rtol=0)
-    assert int((ids == tokenizer.image_id).sum()) == cfg.image_tokens
-    assert tokenizer.decode(ids[0].tolist()).endswith("what is in the image?")
+    want = (
+        [tokenizer.bos_id]
+        + [tokenizer.image_id] * cfg.image_tokens
+        + tokenizer.encode(" what is in the image?")
+    )
+    assert ids[0].tolist() == want
     with torch.no_grad():
         torch.testing.assert_close(hf(**inputs).logits, model(ids, pixels), atol=1e-5, rtol=1e-5)
 

@@ -187,7 +187,7 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer:
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
     if tokenizer is not None:  # AutoTokenizer loads it: our tokenizers-library file as it is
-        (out / "tokenizer.json").write_text(tokenizer.to_str())
+        (out / "tokenizer.json").write_text(tokenizer.export_str())
         roles = tokenizer.special_tokens()
         special = {"pad_token": roles["pad"], "bos_token": roles["bos"], "eos_token": roles["eos"]}
         _write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **special})
