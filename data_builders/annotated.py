@@ -48,7 +48,7 @@ class Job:
 
     @property
     def shard(self) -> tuple[int, int]:
-        return engine.parse_shard(self.build.shard)
+        return self.build.shard_index()
 
     def provenance(self, builder: str, prompts: list[str], **more: Any) -> dict[str, Any]:
         return {

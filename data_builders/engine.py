@@ -32,17 +32,6 @@ class PlanChanged(RuntimeError):
     """An output directory holds a different plan: its inputs or settings changed."""
 
 
-def parse_shard(spec: str) -> tuple[int, int]:
-    """'i/n' -> (i, n), e.g. build.shard=2/8 for the third of eight processes."""
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"build.shard={spec!r}: expected 'i/n', e.g. 0/1 or 3/8") from None
-    if not 0 <= i < n:
-        raise ValueError(f"build.shard={spec!r}: need 0 <= i < n")
-    return i, n
-
-
 def _done(out: Path, u: int) -> Path:
     return out / f"done-{u:06d}.json"
 

@@ -62,7 +62,20 @@ def world_dir(data: DataConfig) -> Path:
 
 
 def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
-    """Fail before any compute if a source can be neither found nor built."""
+    """Fail before any compute if a source can be neither found nor built, or if a dataset given in
+    `data.sources` is used by no weight of the recipe (nor read by a builder it needs): a typo in a
+    mixture would otherwise train without it."""
+    used = {n for name in names for n in _chain(name, cfg)}
+    unused = sorted(set(cfg.data.sources) - used)
+    if unused:
+        raise SourceError(
+            f"recipe {recipe_name!r}: data.sources.{unused[0]} is used by no weight of the mixture "
+            f"(sources it uses: {sorted(used)}); give it a weight or drop it"
+        )
+    _check_names(recipe_name, names, cfg)
+
+
+def _check_names(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
     data = cfg.data
     for name in names:
         if name in data.sources:
@@ -83,15 +96,20 @@ def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
             )
 
 
-def _origin(name: str, cfg: RunConfig) -> str:
-    """The source a source is ultimately made from: itself, or the end of its `build.inputs` chain."""
+def _chain(name: str, cfg: RunConfig) -> list[str]:
+    """A source and, for an annotated one, the sources its `build.inputs` chain reads, in order."""
     seen = [name]
     while seen[-1] in ANNOTATED_SOURCES and seen[-1] not in cfg.data.sources:
         nxt = cfg.build.inputs.get(seen[-1])
         if nxt is None or nxt in seen:
             break  # check_sources names the problem
         seen.append(nxt)
-    return seen[-1]
+    return seen
+
+
+def _origin(name: str, cfg: RunConfig) -> str:
+    """The source a source is ultimately made from: itself, or the end of its `build.inputs` chain."""
+    return _chain(name, cfg)[-1]
 
 
 def needs_world(cfg: RunConfig, training: bool = True) -> bool:
@@ -121,7 +139,7 @@ def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:
         if nxt in chain:
             raise SourceError(f"build.inputs loops: {' -> '.join([*chain, nxt])}")
         chain.append(nxt)
-    check_sources(recipe_name, [chain[-1]], cfg)
+    _check_names(recipe_name, [chain[-1]], cfg)
     if cfg.annotator.backend == "world" and chain[-1] in cfg.data.sources:
         raise SourceError(
             f"recipe {recipe_name!r}: {name!r} would be annotated from data.sources.{chain[-1]} (real "

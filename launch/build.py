@@ -35,9 +35,8 @@ def main(dcfg: DictConfig) -> None:
     try:
         cfg = to_run_config(dcfg)
         names = cfg.recipe.sources()
-        check_sources(cfg.recipe.name, names, cfg)
-        if flags["knowledge"]:
-            check_sources("knowledge report", cfg.build.knowledge_sources, cfg)
+        measured = cfg.build.knowledge_sources if flags["knowledge"] else []
+        check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     root = prepare_world(cfg.data, cfg.model.patch_size)

@@ -154,6 +154,13 @@ class BuildConfig:
     # Sources whose knowledge density `launch/build.py +knowledge=true` measures and compares (Fig. 4).
     knowledge_sources: list[str] = field(default_factory=lambda: ["caption0", "vqa0", "pair_caption"])
 
+    def shard_index(self) -> tuple[int, int]:
+        """`shard` 'i/n' as (i, n): this process builds units i, i + n, ... of n processes."""
+        parts = self.shard.split("/")
+        if len(parts) != 2 or not all(x.isdigit() for x in parts) or not 0 <= int(parts[0]) < int(parts[1]):
+            raise ConfigError(f"build.shard={self.shard!r}: must be i/n with 0 <= i < n, e.g. 0/1 or 3/8")
+        return int(parts[0]), int(parts[1])
+
 
 @dataclass
 class TrainConfig:
@@ -205,6 +212,37 @@ class TrainConfig:
     compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
     trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
+
+
+# Numeric keys with a range, checked before any compute: (key, holds, what would be right).
+RANGES = [
+    ("train.lr", lambda v: v > 0, "> 0"),
+    ("train.beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.eps", lambda v: v > 0, "> 0"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.grad_clip", lambda v: v > 0, "> 0 (the maximum gradient norm)"),
+    ("train.global_batch", lambda v: v >= 1, ">= 1"),
+    ("train.budget_samples", lambda v: v >= 0, ">= 0"),
+    ("train.budget_tokens", lambda v: v >= 0, ">= 0"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_every", lambda v: v >= 0, ">= 0 (0: only the final checkpoint)"),
+    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("train.threads", lambda v: v >= 0, ">= 0 (0: cores / world size)"),
+    ("train.dist_timeout_s", lambda v: v > 0, "> 0"),
+    ("train.wait_timeout_s", lambda v: v > 0, "> 0"),
+    ("eval.every", lambda v: v >= 0, ">= 0"),
+    ("eval.max_items", lambda v: v >= 0, ">= 0 (0: every item)"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+    ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.samples_per_shard", lambda v: v >= 1, ">= 1"),
+    ("build.unit_size", lambda v: v >= 1, ">= 1"),
+    ("build.limit", lambda v: v >= 0, ">= 0 (0: every input record)"),
+    ("build.pairs_per_image", lambda v: v >= 1, ">= 1"),
+    ("build.group_min", lambda v: v >= 3, ">= 3 (seed 000 Sec. 4.2.2: groups of three or more images)"),
+]
 
 
 def micro_batch_for(t: TrainConfig, world_size: int) -> int:
@@ -320,6 +358,16 @@ class RunConfig:
             raise ConfigError(f"train.resume={t.resume!r}: must be true, false or force")
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
+        for key, ok, want in RANGES:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not ok(value):
+                raise ConfigError(f"{key}={value}: must be {want}")
+        self.build.shard_index()
+        if self.build.group_max < self.build.group_min:
+            raise ConfigError(
+                f"build.group_max={self.build.group_max}: must be >= build.group_min={self.build.group_min}"
+            )
         choices = {
             "optimizer": ("adam", "adamw"),
             "schedule": SCHEDULES,

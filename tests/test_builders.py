@@ -164,7 +164,7 @@ def test_parallel_shards_build_what_one_process_builds(built, tmp_path):
     second = build_caption(replace(job, build=replace(job.build, shard="1/2")), tmp_path / "two")
     assert second["content_hash"] == one["content_hash"] and second["num_samples"] == one["num_samples"]
     with pytest.raises(ValueError, match=r"build\.shard='2/2'"):
-        engine.parse_shard("2/2")
+        replace(job.build, shard="2/2").shard_index()
 
 
 def _captioner(body: dict, _: int) -> tuple:

@@ -86,6 +86,21 @@ def test_sources_are_checked_before_compute():
         check_sources("mine", ["caption1"], loop)
 
 
+def test_a_dataset_no_weight_uses_is_named(tmp_path):
+    """+data.sources.foo=DIR with no weight for foo (a typo in the mixture, say) would train without it."""
+    from mmkd.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "coco", "coco", {"builder": "test"}):
+        pass
+    cfg = to_run_config(_compose(f"+data.sources.cocoo={tmp_path / 'coco'}"))
+    with pytest.raises(SourceError, match=r"data\.sources\.cocoo is used by no weight of the mixture"):
+        check_sources(cfg.recipe.name, cfg.recipe.sources(), cfg)
+    reads = to_run_config(_compose("recipe=caption_only", f"+data.sources.photos={tmp_path / 'coco'}"))
+    reads.build.inputs["caption1"] = "photos"  # read by a builder the recipe needs: used
+    reads.annotator.backend = "openai"
+    check_sources(reads.recipe.name, reads.recipe.sources(), reads)
+
+
 def test_world_oracle_refuses_real_images(tmp_path):
     from PIL import Image
 
@@ -170,3 +185,21 @@ def test_the_micro_batch_follows_the_world_size_and_a_bad_split_stops_before_any
     with pytest.raises(ConfigError, match=r"micro_batch x world size \(32 x 2\); train\.micro_batch=0"):
         run(cfg, DistInfo(rank=0, world_size=2))
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.lr", -1, r"train\.lr=-1\.0: must be > 0"),
+        ("train.beta1", 1.5, r"train\.beta1=1\.5: must be in \[0, 1\)"),
+        ("train.eps", -1, r"train\.eps=-1\.0: must be > 0"),
+        ("train.micro_batch", -2, r"train\.micro_batch=-2"),
+        ("build.shard", "5/4", r"build\.shard='5/4': must be i/n with 0 <= i < n"),
+        ("build.limit", -5, r"build\.limit=-5: must be >= 0"),
+        ("eval.batch_size", 0, r"eval\.batch_size=0: must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_named_before_any_compute(key, value, message):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=message):
+        to_run_config({"recipe": {"mixture": {"vqa0": 1.0}}, section: {name: value}})
