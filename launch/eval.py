@@ -41,12 +41,13 @@ EVAL_KEYS = (
     "judge_model",
     "judge_api_key_env",
 )
+FLAGS = ("overwrite",)  # eval-only replaces a finished evaluation of the same checkpoint only when told
 
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-eval` calls main()."""
     args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"checkpoint", *EVAL_KEYS}
+    unknown = set(args) - {"checkpoint", *EVAL_KEYS, *FLAGS}
     if "checkpoint" not in args or unknown:
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
     try:
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"config error: {e}")
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     out = ckpt.parent.parent / f"eval-{ckpt.name}"
+    if (out / "results.json").exists() and not args.get("overwrite", False):
+        sys.exit(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
     world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None
     title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
     evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())

@@ -35,12 +35,28 @@ def device_peak_flops(device: torch.device) -> float | None:
 
 
 class Tracker:
-    """Writes one record per logging step to <run_dir>/metrics.jsonl and, if asked, to wandb."""
+    """Writes one record per logging step to <run_dir>/metrics.jsonl and, if asked, to wandb.
 
-    def __init__(self, run_dir: Path, enabled: bool, use_wandb: bool, project: str, config: dict[str, Any]):
+    A run resumed at step `start` first drops the records of later steps (written after the checkpoint
+    it resumes from, and about to be redone), so each step appears once."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        enabled: bool,
+        use_wandb: bool,
+        project: str,
+        config: dict[str, Any],
+        start: int = 0,
+    ):
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.run = None
+        if enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
         if enabled and use_wandb:
             try:
                 import wandb

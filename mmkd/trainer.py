@@ -232,7 +232,7 @@ def train(
         unit="step",
         disable=not info.is_main,
     )
-    tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg))
+    tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg), start=step)
     window = Window(device_peak_flops(device), t.global_batch * cfg.model.max_seq_len if t.packing else 0)
 
     while step < s.total_steps:

@@ -1,6 +1,8 @@
 """The README's loop end to end through the real entry points, on the micro model and a small world."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from mmkd.world.benchmarks import ABILITIES
@@ -102,6 +104,12 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
     assert mine["mc"]["prediction"] in ("ball", "box") and "iou" in mine["box"]
     assert "| mine | mixed | 5 |" in stdout and "| vlm | multiple_choice | 3 |" in stdout
+    # A second eval-only of the same checkpoint does not silently replace the first.
+    again = subprocess.run(
+        [sys.executable, str(REPO / "launch/eval.py"), f"checkpoint={run}"], capture_output=True, text=True
+    )
+    assert again.returncode != 0 and f"{run / 'eval-final'} already holds" in again.stderr
+    assert "overwrite=true" in again.stderr
 
 
 def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
