@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from mmkd.config import ConfigError, to_run_config
 from mmkd.distributed import init_distributed, shutdown
 from mmkd.pipeline import run
+from mmkd.run_lock import RunLocked
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
@@ -31,6 +32,8 @@ def main(dcfg: DictConfig) -> None:
         run(cfg, init_distributed(cfg.train.dist_timeout_s, cfg.train.wait_timeout_s))
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    except RunLocked as e:
+        sys.exit(f"run directory error: {e}")
     finally:
         shutdown()
 

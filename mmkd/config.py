@@ -203,6 +203,9 @@ class TrainConfig:
     # ranks wait while rank 0 builds data or evaluates alone (they wait outside the default group).
     dist_timeout_s: int = 1800
     wait_timeout_s: int = 86400
+    # Take over the run directory's lock although a job on another host holds it (mmkd/run_lock.py):
+    # only once that job is gone. A lock whose process died on this host is taken over anyway.
+    break_lock: bool = False
     # ddp (replicas) | fsdp2 (sharded parameters, gradients, optimizer state) | deepspeed (ZeRO)
     engine: str = "ddp"
     zero_stage: int = 2  # deepspeed: 1 optimizer state, 2 + gradients, 3 + parameters partitioned

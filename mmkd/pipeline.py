@@ -8,6 +8,7 @@ group (`wait_for_main`), so a build longer than a collective's timeout does not 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mmkd.data_builders.sources import (
 )
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.run_lock import run_lock
 from mmkd.shards import write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import train
@@ -51,7 +53,15 @@ def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
 
 
 def run(cfg: RunConfig, info: DistInfo) -> dict | None:
-    """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0."""
+    """Train `cfg.recipe` and evaluate it; returns the eval results on rank 0. Rank 0 holds the run
+    directory's lock throughout, so a second job on it stops before building or training anything."""
+    check(cfg, info)
+    with run_lock(Path(cfg.run_dir), cfg.train.break_lock) if info.is_main else nullcontext():
+        return _run(cfg, info)
+
+
+def check(cfg: RunConfig, info: DistInfo) -> None:
+    """Every check that needs no compute: sources, the batch split over the ranks, eval suites."""
     names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
     micro_batch_for(cfg.train, info.world_size)  # the batch splits over these ranks
@@ -63,6 +73,10 @@ def run(cfg: RunConfig, info: DistInfo) -> dict | None:
         from mmkd.eval.vlmeval_suite import check_datasets, judge_from
 
         check_datasets(cfg.eval.vlmeval_datasets, cfg.eval.vlmeval_data, judge_from(cfg.eval))
+
+
+def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
+    names = cfg.recipe.sources()
     run_dir = Path(cfg.run_dir)
     world_root = world_dir(cfg.data) if needs_world(cfg) else None  # real data alone: no world built
     if info.is_main:

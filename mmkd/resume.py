@@ -25,6 +25,7 @@ RESUME_FREE = {
     "train.trace_samples",
     "train.dist_timeout_s",
     "train.wait_timeout_s",
+    "train.break_lock",
     "data.root",
 }
 
