@@ -19,7 +19,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mmkd.config import ConfigError, to_run_config
+from mmkd.annotators.base import AnnotatorUnreachable
+from mmkd.config import ConfigError, RunConfig, to_run_config
 from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
 from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
@@ -39,6 +40,15 @@ def main(dcfg: DictConfig) -> None:
         check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    try:
+        build(cfg, names, flags)
+    except AnnotatorUnreachable as e:
+        sys.exit(f"annotator error: {e} (finished units are kept: the same command resumes)")
+
+
+def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:
+    """Build the recipe's sources (this process's share) and, if asked, the knowledge report and the
+    detection annotations."""
     root = prepare_world(cfg.data, cfg.model.patch_size)
     print(f"world data: {root}")
     sources = Sources(cfg, root)

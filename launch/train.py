@@ -19,6 +19,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from mmkd.annotators.base import AnnotatorUnreachable
 from mmkd.config import ConfigError, to_run_config
 from mmkd.distributed import init_distributed, shutdown
 from mmkd.pipeline import run
@@ -34,6 +35,8 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(f"config error: {e}")
     except RunLocked as e:
         sys.exit(f"run directory error: {e}")
+    except AnnotatorUnreachable as e:
+        sys.exit(f"annotator error: {e} (finished units are kept: the same command resumes)")
     finally:
         shutdown()
 

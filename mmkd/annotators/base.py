@@ -142,6 +142,11 @@ class TransportError(RuntimeError):
         self.reason, self.detail = reason, detail
 
 
+class AnnotatorUnreachable(TransportError):
+    """The server refuses every request (401, 403, 404) or cannot be reached at all: the build stops at
+    once, naming the URL and the status, instead of finishing a dataset of rejects."""
+
+
 _REFUSAL = re.compile(
     r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i am unable|i'm unable|as an ai)\b", re.I
 )
@@ -196,6 +201,8 @@ class Annotator:
         for repair in range(self.cfg.json_repairs + 1):
             try:
                 text, usage = self._answer(request, messages)
+            except AnnotatorUnreachable:
+                raise  # no request can succeed: stop the build (finished units stay as they are)
             except TransportError as e:
                 self.count(rejects=1)
                 return Response(request.key, error=e.reason, detail=e.detail, repairs=repair)

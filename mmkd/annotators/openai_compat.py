@@ -31,9 +31,17 @@ from typing import Any
 
 from PIL import Image
 
-from mmkd.annotators.base import Annotator, AnnotatorConfig, Request, TransportError, Usage
+from mmkd.annotators.base import (
+    Annotator,
+    AnnotatorConfig,
+    AnnotatorUnreachable,
+    Request,
+    TransportError,
+    Usage,
+)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401, 403, 404}  # a wrong key, a forbidden model, a wrong URL: every request would fail
 
 
 def _png(im: Image.Image) -> bytes:
@@ -131,6 +139,8 @@ class OpenAICompatible(Annotator):
                     reason, detail = "bad_response", f"reply is not JSON: {raw[:80]!r}"
             except urllib.error.HTTPError as e:
                 reason, detail = f"http_{e.code}", e.read()[:200].decode(errors="replace")
+                if e.code in FATAL_STATUS:
+                    raise AnnotatorUnreachable(reason, f"{self.url} answered {e.code}: {detail}") from None
                 if e.code not in RETRY_STATUS:
                     raise TransportError(reason, detail) from None
                 if (after := e.headers.get("Retry-After")) and after.replace(".", "", 1).isdigit():
@@ -139,8 +149,10 @@ class OpenAICompatible(Annotator):
                 reason, detail = "timeout", f"no reply within {self.cfg.timeout_s} s"
             except urllib.error.URLError as e:
                 if not isinstance(e.reason, TimeoutError | ConnectionError):
-                    raise TransportError("connection", f"{self.url}: {e.reason}") from None
+                    raise AnnotatorUnreachable("connection", f"{self.url}: {e.reason}") from None
                 reason, detail = "connection", f"{self.url}: {e.reason}"
+                if isinstance(e.reason, ConnectionRefusedError):
+                    reason = "refused"
             except (ConnectionError, http.client.HTTPException) as e:  # reset, closed, cut short mid-reply
                 reason, detail = "connection", f"{self.url}: {type(e).__name__}: {e}"
             if attempt == self.cfg.max_retries:
@@ -149,4 +161,5 @@ class OpenAICompatible(Annotator):
             if wait is None:
                 wait = self.cfg.backoff_s * 2**attempt * (1 + 0.25 * jitter.random())
             time.sleep(min(wait, self.cfg.max_backoff_s))
-        raise TransportError(reason, f"{detail} (after {self.cfg.max_retries} retries)")
+        error = AnnotatorUnreachable if reason == "refused" else TransportError  # nobody listens there
+        raise error(reason, f"{detail} (after {self.cfg.max_retries} retries)")
