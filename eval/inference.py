@@ -46,6 +46,7 @@ def option_loglik(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         length = max(len(p) + len(a) for _, p, a, _ in chunk)
+        # Rows are filled on the host, then sent to the device in one copy each (not one per row).
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
         labels = torch.full((len(chunk), length), IGNORE, dtype=torch.long)
         for b, (_, p, a, _) in enumerate(chunk):

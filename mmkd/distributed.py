@@ -36,7 +36,7 @@ class DistInfo:
 def local_device() -> torch.device:
     """`cuda:$LOCAL_RANK` (made the current CUDA device) where CUDA exists, else the CPU."""
     if not torch.cuda.is_available():
-        return torch.device("cpu")
+        return CPU
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     torch.cuda.set_device(device)
     return device

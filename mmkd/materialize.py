@@ -54,7 +54,7 @@ def materialize(model: nn.Module, device: torch.device, seed: int | None) -> Non
     checkpoint (`seed=None`: only the buffers that checkpoints do not hold are computed)."""
     model.to_empty(device=device)
     model.tie_weights()  # to_empty gives each module its own tensor (FSDP2 keeps the tie itself)
-    model.decoder.reset_buffers()
+    model.reset_buffers()
     if seed is None:
         return
     torch.manual_seed(seed)

@@ -35,6 +35,10 @@ class VLM(nn.Module):
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.embed_tokens.weight
 
+    def reset_buffers(self) -> None:
+        """The buffers checkpoints do not hold (RoPE tables), computed on the model's device."""
+        self.decoder.reset_buffers()
+
     def initializers(self) -> list[tuple[nn.Module, Callable[[nn.Module], None], bool]]:
         """Every random draw of `__init__`, in its order, as (module, draw on its own parameters, keep).
 
