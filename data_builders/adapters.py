@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mmkd.data_builders.rejects import RejectLog
+from mmkd.errors import DataError
 from mmkd.schema import IMAGE_MARKER, Sample, SampleError, Turn
 from mmkd.shards import MANIFEST, ShardWriter
 
@@ -143,9 +144,7 @@ def llava(
     The `<image>` placeholder is dropped from human messages: the schema places the one image itself.
     """
     path, images_dir = Path(json_path), Path(images_dir)
-    records = _load_json(path)
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: a LLaVA file is a JSON list of records, got {type(records).__name__}")
+    records = _load_json(path, list)  # a LLaVA file is a list of records
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             rejects.add(f"{path}: [{i}]", "malformed_json", f"a {type(rec).__name__}, not a JSON object")
@@ -228,7 +227,7 @@ def tar_paths(path: str | Path) -> list[Path]:
         return [path]
     tars = sorted(path.glob("*.tar"))
     if not tars:
-        raise FileNotFoundError(f"{path}: no *.tar shards (is it an img2dataset output directory?)")
+        raise DataError(f"{path}: no *.tar shards (is it an img2dataset output directory?)")
     return tars
 
 
@@ -475,7 +474,7 @@ def _parquet_rows(path: Path, field: str) -> Iterator[tuple[str, int, Any]]:
         raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from e
     parquet = pq.ParquetFile(path)
     if field not in parquet.schema_arrow.names:
-        raise ValueError(f"{path}: no column {field!r}; columns are {parquet.schema_arrow.names}")
+        raise DataError(f"{path}: no column {field!r}; columns are {parquet.schema_arrow.names}")
     row = 0
     for batch in parquet.iter_batches(columns=[field], batch_size=4096):
         for value in batch.column(0).to_pylist():
@@ -515,7 +514,7 @@ def convert(
         rejects.write(out_dir / "rejects.jsonl")
         if not seen:
             # Leaves no manifest: an empty dataset in a recipe would be a silent failure.
-            raise ValueError(
+            raise DataError(
                 f"{name}: no usable samples ({rejects.counts()}); see {out_dir / 'rejects.jsonl'}"
             )
         writer.extra["rejects"] = rejects.counts()
@@ -558,12 +557,18 @@ def _checked(sample: Sample, rejects: RejectLog) -> bool:
     return True
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, shape: type = dict) -> Any:
+    """A whole JSON file whose top level is a `shape` (dict or list); `DataError` naming it otherwise."""
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
     except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, shape):
+        raise DataError(f"{path}: the top level is a JSON {type(data).__name__}, expected a {shape.__name__}")
+    return data
 
 
 def _load_image(path: Path, where: str, rejects: RejectLog) -> Image.Image | None:

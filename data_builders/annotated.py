@@ -8,7 +8,8 @@
   interleaved       groups of >= 3 related images -> one description with the images in place (A.3)
 
 Each runs through `engine.run`, so it is shard-parallel, skips finished units and resumes after a
-kill. Every failed request is a reject with its reason; nothing stops a build but a bug.
+kill. Every failed request is a reject with its reason; a unit that rejects more than
+`build.max_reject_share` of its records stops the build (`engine.BuildFailed`).
 `mmkd.data_builders.sources` decides what to build where; the knowledge builder is in `knowledge.py`.
 """
 
@@ -70,6 +71,7 @@ class Job:
             shard=self.shard,
             image_size=self.source.manifest.get("image_size"),
             counters=lambda: dict(self.annotator.stats),
+            max_reject_share=self.build.max_reject_share,
         )
 
     def finish(self, out: Path, name: str, provenance: dict, extra: dict | None = None) -> dict | None:

@@ -7,6 +7,11 @@
     done-000007.json          written last: unit 7 is finished (stats, reject and annotator counts)
     manifest.json             written once every unit is done
 
+A unit whose rejects exceed `max_reject_share` of its records, or that produced nothing but rejects,
+is not finished: the build stops with `BuildFailed`, naming the commonest reasons (a wrong model, a
+broken prompt, a failing server), and leaves the unit's rejects to read. Finished units stay, so the
+same command, once the cause is fixed, redoes only what failed.
+
 Process i of n (`build.shard=i/n`) builds the units u with u % n == i and skips finished ones. A kill
 leaves at most a `.tmp` file, which the rerun overwrites; with the annotator's response cache the
 rerun costs nothing, and its shards are byte-identical to those of an uninterrupted build.
@@ -22,14 +27,28 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.data_builders.rejects import RejectLog
+from mmkd.errors import UserError
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST, ShardFile, shard_name, write_json_atomic, write_manifest
 
 Work = Callable[[Any, RejectLog], list]  # unit items -> samples (or JSON records)
 
 
-class PlanChanged(RuntimeError):
+class PlanChanged(UserError, RuntimeError):
     """An output directory holds a different plan: its inputs or settings changed."""
+
+    label = "build error"
+
+
+class BuildFailed(UserError, RuntimeError):
+    """A unit rejected too much of its input, or a build produced nothing."""
+
+    label = "build error"
+    hint = " (finished units are kept: fix the cause and rerun the same command)"
+
+
+# Rejects that are a builder's judgement of good input (the pair filter said no), not failures.
+DECISIONS = frozenset({"pair_filtered"})
 
 
 def _done(out: Path, u: int) -> Path:
@@ -54,6 +73,7 @@ def run(
     shard: tuple[int, int] = (0, 1),
     image_size: int | None = None,
     counters: Callable[[], dict[str, int]] | None = None,
+    max_reject_share: float = 1.0,
 ) -> int:
     """Build this process's unfinished units; returns how many it built.
 
@@ -71,6 +91,7 @@ def run(
         rejects = RejectLog()
         results = work(items, rejects)
         rejects.write(out / f"rejects-{u:06d}.jsonl")
+        _check_unit(out, u, len(results), rejects, max_reject_share)
         if records:
             path = out / f"part-{u:06d}.jsonl"
             _write_lines(path, results)
@@ -84,6 +105,19 @@ def run(
         write_json_atomic(_done(out, u), stats)
         built += 1
     return built
+
+
+def _check_unit(out: Path, u: int, produced: int, rejects: RejectLog, max_share: float) -> None:
+    """Raise `BuildFailed` if the unit failed on more than `max_share` of its records or made nothing."""
+    failed = Counter(r.reason for r in rejects.items if r.reason not in DECISIONS)
+    n = sum(failed.values())
+    if not n or (produced and n / (n + produced) <= max_share):
+        return
+    common = ", ".join(f"{reason} x{k}" for reason, k in failed.most_common(3))
+    raise BuildFailed(
+        f"{out} unit {u}: {n} of {n + produced} records rejected ({n / (n + produced):.0%}, more than "
+        f"build.max_reject_share={max_share}): {common}; listed in {out / f'rejects-{u:06d}.jsonl'}"
+    )
 
 
 def _write_samples(path: Path, samples: list[Sample], image_size: int | None) -> dict[str, Any]:
@@ -139,6 +173,8 @@ def finish_samples(
     if done is None:
         return None
     shards = [d for d in done if d["num_samples"] > 0]
+    if not shards:
+        raise BuildFailed(f"{out}: every unit is done but none produced a sample (is the input empty?)")
     return write_manifest(
         out, name, provenance, shards, image_size, tokens_per_image, {**totals(done), **(extra or {})}
     )
@@ -166,6 +202,8 @@ def finish_records(
     done = finished(out)
     if done is None:
         return None
+    if not sum(d["num_records"] for d in done):
+        raise BuildFailed(f"{out}: every unit is done but none produced a record (is the input empty?)")
     manifest = {
         "name": name,
         "num_records": sum(d["num_records"] for d in done),

@@ -13,9 +13,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmkd.errors import UserError
 
-class RejectedRecord(ValueError):
+
+class RejectedRecord(UserError, ValueError):
     """Raised by a strict `RejectLog`; the message names the file, the record and the reason."""
+
+    label = "rejected (--strict)"
 
 
 @dataclass(frozen=True)

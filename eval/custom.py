@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from mmkd.bench_item import BenchItem
+from mmkd.errors import UserError
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import anls, box_iou, exact_match, mean_ci95, parse_box
 from mmkd.model import VLM
@@ -43,8 +44,10 @@ from mmkd.templates import Templates
 METRICS = ("multiple_choice", "exact_match", "anls", "box_iou")
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError, ValueError):
     """A custom suite file is malformed; the message names the file, the line and the field."""
+
+    label = "eval error"
 
 
 def _image(value: str, base: Path, where: str) -> Image.Image:

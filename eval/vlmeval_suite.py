@@ -49,6 +49,7 @@ import torch
 from PIL import Image
 
 from mmkd.bench_item import BenchItem
+from mmkd.errors import UserError
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
@@ -82,8 +83,10 @@ INSTALL = (
 )
 
 
-class VlmevalError(ValueError):
-    pass
+class VlmevalError(UserError, ValueError):
+    """VLMEvalKit is missing, or a dataset or judge is not usable; the message says which."""
+
+    label = "eval error"
 
 
 @dataclass

@@ -13,17 +13,16 @@ machine. Finished parts are skipped, so rerunning after a kill resumes (docs/bui
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mmkd.annotators.base import AnnotatorUnreachable
-from mmkd.config import ConfigError, RunConfig, to_run_config
+from mmkd.config import RunConfig, to_run_config
 from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
 from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
+from mmkd.errors import reported
 from mmkd.shards import open_dataset
 
 FLAGS = ("detection", "knowledge")
@@ -33,17 +32,12 @@ FLAGS = ("detection", "knowledge")
 def main(dcfg: DictConfig) -> None:
     flags = {f: bool(OmegaConf.select(dcfg, f, default=False)) for f in FLAGS}
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])
-    try:
+    with reported():
         cfg = to_run_config(dcfg)
         names = cfg.recipe.sources()
         measured = cfg.build.knowledge_sources if flags["knowledge"] else []
         check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
-    try:
         build(cfg, names, flags)
-    except AnnotatorUnreachable as e:
-        sys.exit(f"annotator error: {e} (finished units are kept: the same command resumes)")
 
 
 def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.data_builders import adapters
-from mmkd.data_builders.rejects import RejectedRecord, RejectLog
+from mmkd.data_builders.rejects import RejectLog
+from mmkd.errors import reported
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST
+
+INPUTS = ("annotations", "questions", "images", "json", "shards", "instances", "path")  # files read
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--path", required=True, type=Path)
     p.add_argument("--field", default="text")
     args = parser.parse_args(argv)
+    for flag in INPUTS:
+        path = getattr(args, flag, None)
+        if path is not None and not path.exists():
+            parser.error(f"--{flag} {path} does not exist")
     if args.adapter == "detection" and args.image_size is None:
         # Grounding answers are pixels; the loader resizes images to a square, so fix the frame here.
         parser.error("detection needs --image-size: the boxes are given in pixels of the stored image")
@@ -96,8 +103,8 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rejects = RejectLog(strict=args.strict)
-    samples, provenance = open_source(args, rejects)
-    try:
+    with reported():
+        samples, provenance = open_source(args, rejects)
         manifest = adapters.convert(
             samples,
             args.out,
@@ -107,9 +114,6 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size,
             rejects=rejects,
         )
-    except RejectedRecord as e:
-        print(f"rejected (--strict): {e}", file=sys.stderr)
-        return 1
     print(f"manifest: {args.out / MANIFEST}")
     print(f"samples: {manifest['num_samples']} {json.dumps(manifest['kinds'])}")
     print(f"rejects: {json.dumps(manifest['rejects'])} (listed in {args.out / 'rejects.jsonl'})")

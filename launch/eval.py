@@ -14,13 +14,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from mmkd.checkpoint import read_meta, resolve
-from mmkd.config import ConfigError, to_run_config
+from mmkd.checkpoint import check_checkpoint, read_meta
+from mmkd.config import to_run_config
 from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
+from mmkd.errors import reported
 from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.run_lock import RunLocked
 from mmkd.tokenizer import Tokenizer
 
 USAGE = (
@@ -50,22 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args) - {"checkpoint", *EVAL_KEYS, *FLAGS}
     if "checkpoint" not in args or unknown:
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
-    try:
-        ckpt = resolve(Path(args.checkpoint))
-    except FileNotFoundError as e:
-        sys.exit(f"checkpoint error: {e}")
+    with reported():
+        evaluate(args)
+
+
+def evaluate(args: DictConfig) -> None:
+    """Check the checkpoint and the overrides, then evaluate."""
+    ckpt = check_checkpoint(Path(args.checkpoint))
     meta = read_meta(ckpt)
     saved = dict(meta["config"])
     overrides = OmegaConf.to_container(args)  # plain lists and dicts, as the saved config holds
     saved["eval"] = {**saved["eval"], **{k: overrides[k] for k in EVAL_KEYS if k in overrides}}
-    try:
-        cfg = to_run_config(saved)
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
+    cfg = to_run_config(saved)
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     out = ckpt.parent.parent / f"eval-{ckpt.name}"
     if (out / "results.json").exists() and not args.get("overwrite", False):
-        sys.exit(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
+        raise RunLocked(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
     world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None
     title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
     evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmkd.checkpoint import load_checkpoint, read_meta, resolve
+from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
 from mmkd.config import ConfigError, to_run_config
+from mmkd.errors import reported
 from mmkd.model import VLM
 from mmkd.model.hf import export_decoder, export_vlm
 from mmkd.tokenizer import Tokenizer
@@ -32,17 +33,19 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args) - {"checkpoint", "out", "format"}
     if unknown or not {"checkpoint", "out"} <= set(args):
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
-    kind = args.get("format", "auto")
+    with reported():
+        export(Path(args.checkpoint), Path(args.out), args.get("format", "auto"))
+
+
+def export(checkpoint: Path, out: Path, kind: str) -> None:
+    """Check the format and the checkpoint, then write the Hugging Face directory."""
     if kind not in FORMATS:
-        sys.exit(f"format={kind!r}: must be one of {list(FORMATS)}")
-    try:
-        ckpt = resolve(Path(args.checkpoint))
-        meta = read_meta(ckpt)
-        cfg = to_run_config(meta["config"])
-    except (FileNotFoundError, ConfigError) as e:
-        sys.exit(f"checkpoint error: {e}")
+        raise ConfigError(f"format={kind!r}: must be one of {list(FORMATS)}")
+    ckpt = check_checkpoint(checkpoint)
+    meta = read_meta(ckpt)
+    cfg = to_run_config(meta["config"])
     if kind == "llava" and cfg.model.vision_post_norm:
-        sys.exit(
+        raise ConfigError(
             "format=llava needs a model trained with model.vision_post_norm=false (LLaVA reads the ViT's "
             "last hidden state, before SigLIP's post-layernorm); use format=llama for the decoder alone"
         )
@@ -51,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     model = VLM(cfg.model, tokenizer.image_id)
     load_checkpoint(ckpt, model)
-    export = export_vlm if kind == "llava" else export_decoder
-    out = export(model, Path(args.out), tokenizer)
+    out = (export_vlm if kind == "llava" else export_decoder)(model, out, tokenizer)
     what = "LlavaForConditionalGeneration" if kind == "llava" else "LlamaForCausalLM (the decoder)"
     print(f"exported {ckpt} (step {meta['step']}) as {what} to {out}")
 

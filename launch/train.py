@@ -14,29 +14,21 @@ eval/results.json and eval/report.md.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from mmkd.annotators.base import AnnotatorUnreachable
-from mmkd.config import ConfigError, to_run_config
+from mmkd.config import to_run_config
 from mmkd.distributed import init_distributed, shutdown
+from mmkd.errors import reported
 from mmkd.pipeline import run
-from mmkd.run_lock import RunLocked
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
 def main(dcfg: DictConfig) -> None:
     try:
-        cfg = to_run_config(dcfg)
-        run(cfg, init_distributed(cfg.train.dist_timeout_s, cfg.train.wait_timeout_s))
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
-    except RunLocked as e:
-        sys.exit(f"run directory error: {e}")
-    except AnnotatorUnreachable as e:
-        sys.exit(f"annotator error: {e} (finished units are kept: the same command resumes)")
+        with reported():
+            cfg = to_run_config(dcfg)
+            run(cfg, init_distributed(cfg.train.dist_timeout_s, cfg.train.wait_timeout_s))
     finally:
         shutdown()
 

@@ -26,9 +26,11 @@ from typing import Any
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
+from mmkd.dcp_reader import SafeReader, check_files, read_index
 from mmkd.distributed import DistInfo, barrier
 from mmkd.engines import deepspeed
 from mmkd.engines.base import Engine, quiet_single_process
+from mmkd.errors import CheckpointError
 from mmkd.shards import write_json_atomic
 
 COMMITTED = "COMMITTED"
@@ -80,44 +82,68 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint directory from a run directory or a checkpoint directory; clear errors otherwise."""
+    """A checkpoint directory from a run directory or a checkpoint directory; `CheckpointError`
+    naming what is missing otherwise."""
     path = Path(path)
     if (path / "checkpoints").is_dir():
         found = latest_checkpoint(path)
         if found is None:
-            raise FileNotFoundError(f"{path} holds no committed checkpoint under {path / 'checkpoints'}")
+            raise CheckpointError(f"{path} holds no committed checkpoint under {path / 'checkpoints'}")
         return found
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     if not _committed(path):
-        raise FileNotFoundError(f"{path} is not a committed checkpoint (no {COMMITTED} marker)")
+        raise CheckpointError(
+            f"{path} is not a committed checkpoint (no {COMMITTED} marker: its save did not finish)"
+        )
     return path
+
+
+META_KEYS = ("step", "config", "tokenizer")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """Step, resolved config and tokenizer of a checkpoint (or of a run directory's latest)."""
-    return json.loads((resolve(path) / "meta.json").read_text())
+    file = resolve(path) / "meta.json"
+    try:
+        meta = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing: the checkpoint has no config or tokenizer") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise CheckpointError(f"{file} lacks {missing}: not a checkpoint written by mmkd")
+    return meta
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory, checked before anything loads it: committed, a readable meta.json,
+    and a DCP index whose data files are all there and complete (each problem names its file)."""
+    path = resolve(path)
+    if not (path / ".metadata").exists() and deepspeed.is_checkpoint(path):
+        raise CheckpointError(
+            f"{path} holds only DeepSpeed's pickled files (no .metadata): evaluation and export read DCP "
+            "weights only and never unpickle; a DeepSpeed run of this version writes them beside its own"
+        )
+    read_meta(path)
+    check_files(path, read_index(path))
+    return path
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> dict:
     """Weights into a plain model on this process alone (eval, export; no collective); returns the
-    meta. Only DCP is read, never a pickle."""
-    path = resolve(path)
-    if not (path / ".metadata").exists():
-        what = "only DeepSpeed's pickled files" if deepspeed.is_checkpoint(path) else "no DCP weights"
-        raise FileNotFoundError(
-            f"{path} holds {what} (no .metadata): evaluation and export read DCP weights only and never "
-            "unpickle; a DeepSpeed run of this version writes them beside its own files"
-        )
+    meta. Only DCP is read, and its index without executing it (`mmkd.dcp_reader`)."""
+    path = check_checkpoint(path)
     state = {"model": model.state_dict()}
     with quiet_single_process():
-        dcp.load(state, checkpoint_id=path, no_dist=True)
+        dcp.load(state, storage_reader=SafeReader(path), no_dist=True)
     model.load_state_dict(state["model"])
-    return json.loads((path / "meta.json").read_text())
+    return read_meta(path)
 
 
 def resume_checkpoint(path: str | Path, engine: Engine) -> dict:
     """The whole training state into the run's engine, on every rank (collective); returns the meta."""
-    path = resolve(path)
+    path = check_checkpoint(path)
     engine.load(path)
-    return json.loads((path / "meta.json").read_text())
+    return read_meta(path)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.annotators.base import AnnotatorConfig
+from mmkd.errors import UserError
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.world.benchmarks import ABILITIES
@@ -28,8 +29,10 @@ from mmkd.world.scene import WorldConfig
 ENGINES = ("ddp", "fsdp2", "deepspeed")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is wrong; the message names the key and what would be right."""
+
+    label = "config error"
 
 
 @dataclass
@@ -129,6 +132,9 @@ class DataConfig:
     # Datasets built elsewhere (real data, annotator outputs): source name -> dataset directory.
     sources: dict[str, str] = field(default_factory=dict)
     num_workers: int = 1
+    # Samples whose image does not decode mid-run are left out and logged (source, shard, id); a rank
+    # that meets more than this many stops the run naming them.
+    max_bad_samples: int = 10
 
 
 @dataclass
@@ -148,6 +154,9 @@ class BuildConfig:
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
+    # A unit whose rejected share is larger (or that produced nothing) is not finished: the build stops,
+    # naming the commonest reasons, and the same command redoes that unit once the cause is fixed.
+    max_reject_share: float = 0.2
     pairs_per_image: int = 1  # the per-image pair budget
     group_min: int = 3  # images per interleaved group (seed 000 Sec. 4.2.2: three or more)
     group_max: int = 5
@@ -240,10 +249,12 @@ RANGES = [
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.max_bad_samples", lambda v: v >= 0, ">= 0 (0: stop at the first undecodable sample)"),
     ("data.samples_per_shard", lambda v: v >= 1, ">= 1"),
     ("build.unit_size", lambda v: v >= 1, ">= 1"),
     ("build.limit", lambda v: v >= 0, ">= 0 (0: every input record)"),
     ("build.pairs_per_image", lambda v: v >= 1, ">= 1"),
+    ("build.max_reject_share", lambda v: 0 <= v <= 1, "in [0, 1] (the rejected share a unit may have)"),
     ("build.group_min", lambda v: v >= 3, ">= 3 (seed 000 Sec. 4.2.2: groups of three or more images)"),
 ]
 

@@ -9,6 +9,10 @@ Determinism and resumption: every random stream is seeded from (seed, rank, work
 batches is a pure function of the config; a run resumed at step s has the loader skip the batches it
 already trained on (`skip`: drawn in the workers, not collated) and continues exactly as the
 uninterrupted run would.
+
+Bad images: images decode when a batch is collated. A sample whose image does not decode is left out
+of its batch and listed in the batch's `bad` (source, shard, id, error); the trainer logs each one and
+stops once a rank has met more than `data.max_bad_samples` of them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mmkd.errors import DataError
 from mmkd.packing import Row, pack
 from mmkd.schema import Sample
 from mmkd.shards import iter_shard, open_dataset
@@ -46,15 +52,17 @@ class MixtureSampler:
         return self.names[min(i, len(self.names) - 1)]
 
 
-def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int = 512) -> Iterator[Sample]:
-    """An endless, shuffled stream of this reader's share of one dataset."""
+def source_stream(
+    root: Path, reader: int, readers: int, seed: str, buffer: int = 512
+) -> Iterator[tuple[str, Sample]]:
+    """An endless, shuffled stream of this reader's share of one dataset: (shard file name, sample)."""
     ds = open_dataset(root)
     shards = ds.shard_paths
     starts = np.cumsum([0] + [s["num_samples"] for s in ds.manifest["shards"]])  # global index of shard[0]
     by_shard = len(shards) >= readers
     mine = list(range(len(shards)))[reader::readers] if by_shard else list(range(len(shards)))
     rng = random.Random(seed)
-    pool: list[Sample] = []
+    pool: list[tuple[str, Sample]] = []
     while True:
         rng.shuffle(mine)
         seen = 0
@@ -62,7 +70,7 @@ def source_stream(root: Path, reader: int, readers: int, seed: str, buffer: int 
             select = None if by_shard else (lambda i, o=int(starts[k]): (o + i) % readers == reader)
             for sample in iter_shard(shards[k], select=select, lazy=True):  # decoded when collated
                 seen += 1
-                pool.append(sample)
+                pool.append((shards[k].name, sample))
                 if len(pool) >= buffer:
                     yield pool.pop(rng.randrange(len(pool)))
         if not seen:
@@ -115,8 +123,9 @@ class MixtureDataset(IterableDataset):
             for name in self.weights
         }
         for name in MixtureSampler(self.weights, seed=f"{tag}/mixture"):
-            sample = next(streams[name])
-            yield self.templates.encode(sample), {"id": sample.id, "source": name, "kind": sample.kind}
+            shard, sample = next(streams[name])
+            meta = {"id": sample.id, "source": name, "kind": sample.kind, "shard": shard}
+            yield self.templates.encode(sample), meta
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -171,12 +180,28 @@ def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def decodes(enc: Encoded, meta: Any, bad: list[dict]) -> bool:
+    """Decode the sample's images now; False, with the sample named in `bad`, if one does not."""
+    try:
+        for image in enc.images:
+            image.load()
+    except OSError as e:  # PIL's undecodable and truncated images
+        where = meta if isinstance(meta, dict) else {"id": meta}
+        bad.append({**{k: where[k] for k in ("source", "shard", "id") if k in where}, "error": str(e)})
+        return False
+    return True
+
+
 @dataclass
 class Collator:
     pad_id: int
     image_size: int
 
     def __call__(self, items: list[tuple[Encoded, dict]]) -> dict:
+        bad: list[dict] = []
+        items = [(enc, meta) for enc, meta in items if decodes(enc, meta, bad)]
+        if not items:
+            raise DataError(f"no sample of a batch decodes: {bad}")
         length = max(len(enc) for enc, _ in items)
         ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
         labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
@@ -186,14 +211,28 @@ class Collator:
             labels[b, : len(enc)] = torch.tensor(enc.labels)
             images += [image_tensor(im, self.image_size) for im in enc.images]
         pixels = torch.stack(images) if images else None  # [N_images, 3, H, W], in sequence order
-        return {"input_ids": ids, "labels": labels, "pixels": pixels, "meta": [m for _, m in items]}
+        meta = [m for _, m in items]
+        return {"input_ids": ids, "labels": labels, "pixels": pixels, "meta": meta, "bad": bad}
+
+
+def _decoded(row: Row, bad: list[dict]) -> Row:
+    """The row without its samples whose images do not decode (those are listed in `bad`)."""
+    kept = Row()
+    for enc, key in zip(row.samples, row.keys, strict=True):
+        if decodes(enc, key, bad):
+            kept.samples.append(enc)
+            kept.keys.append(key)
+    return kept
 
 
 def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) -> dict:
     """A batch of packed rows: input_ids, labels, segments [B, max_len], pixels in sequence order.
 
     `segments` numbers each row's samples 1, 2, ... (0 on padding); `meta` is the row keys in order.
+    A sample whose image does not decode leaves its row (listed in `bad`).
     """
+    bad: list[dict] = []
+    rows = [_decoded(row, bad) for row in rows]
     ids = torch.full((len(rows), max_len), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), max_len), IGNORE, dtype=torch.long)
     segments = torch.zeros((len(rows), max_len), dtype=torch.long)
@@ -209,7 +248,14 @@ def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) ->
             at += n
     pixels = torch.stack(images) if images else None  # [N_images, 3, H, W]
     meta = [key for row in rows for key in row.keys]
-    return {"input_ids": ids, "labels": labels, "segments": segments, "pixels": pixels, "meta": meta}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "segments": segments,
+        "pixels": pixels,
+        "meta": meta,
+        "bad": bad,
+    }
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

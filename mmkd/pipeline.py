@@ -1,4 +1,5 @@
-"""One run of a recipe: check sources -> build what is missing (world, annotators) -> train -> evaluate.
+"""One run of a recipe: check sources -> build what is missing (world, annotators) -> verify every shard
+against its manifest -> train -> evaluate.
 
 `launch/train.py` (Hydra) and the tests both call `run()`, so the CLI adds nothing but config
 composition. Under torchrun, rank 0 builds data while the other ranks wait outside the default process
@@ -26,7 +27,7 @@ from mmkd.data_builders.sources import (
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.run_lock import run_lock
-from mmkd.shards import write_json_atomic
+from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import train
 
@@ -83,9 +84,12 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         if world_root is not None:
             prepare_world(cfg.data, cfg.model.patch_size)
-        pending = [n for n, d in prepare_sources(names, cfg, world_root).items() if d is None]
+        prepared = prepare_sources(names, cfg, world_root)
+        pending = [n for n, d in prepared.items() if d is None]
         if pending:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
+        for d in prepared.values():  # a corrupt shard is named now, not hours into training
+            verify(open_dataset(d), Path(cfg.data.root) / "verified")
     wait_for_main(info)
     dirs = source_dirs(names, cfg, world_root)
     tokenizer_dir = cfg.tokenizer_dir()

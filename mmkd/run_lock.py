@@ -17,9 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mmkd.errors import UserError
 
-class RunLocked(RuntimeError):
+
+class RunLocked(UserError, RuntimeError):
     """Another job holds the run directory."""
+
+    label = "run directory error"
 
 
 def _alive(pid: int) -> bool:

@@ -6,6 +6,8 @@ Layout of one dataset directory:
 
 Shards are written to `*.tar.tmp` and renamed when closed, and the manifest names the shards it covers,
 so a crash mid-build leaves nothing a reader would pick up. Images are stored pre-resized as PNG.
+Before training, `verify` checks every shard against the manifest's sha256, so a truncated or altered
+shard is named before the first step rather than hours in.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
+from mmkd.errors import DataError
 from mmkd.schema import Sample
 
 MANIFEST = "manifest.json"
@@ -52,11 +56,13 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, progress: Callable[[int], Any] | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+            if progress is not None:
+                progress(len(block))
     return h.hexdigest()
 
 
@@ -253,8 +259,23 @@ def iter_shard(
     and sample, unless `on_bad(sample_key, error)` is given: then that sample is skipped.
     `lazy=True` opens images without decoding them (in their stored mode, not converted to RGB): the
     pixels decode on first use, so samples that are read but never used (a resumed loader's skipped
-    batches) cost no decoding, and buffers hold compressed images. Decode errors then surface on use.
+    batches) cost no decoding, and buffers hold compressed images. Decode errors then surface on use
+    (`Image.load()` raises `OSError`), also for an image whose header is already unreadable.
+    An unreadable tar raises `DataError` naming the shard.
     """
+    try:
+        yield from _iter_tar(Path(path), images, select, on_bad, lazy)
+    except tarfile.TarError as e:
+        raise DataError(f"{path} is not a readable tar ({e}): verify or rebuild the dataset") from None
+
+
+def _iter_tar(
+    path: Path,
+    images: bool,
+    select: Callable[[int], bool] | None,
+    on_bad: Callable[[str, str], None] | None,
+    lazy: bool,
+) -> Iterator[Sample]:
     with tarfile.open(path, "r") as tar:
         key, record, pixels, index, bad = None, None, {}, -1, False
         for member in tar:
@@ -269,7 +290,10 @@ def iter_shard(
                 record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
             elif images and lazy:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data))
+                try:
+                    pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data))
+                except (UnidentifiedImageError, OSError) as e:
+                    pixels[int(ext.split(".")[0])] = Undecodable(f"{path}: image {member.name}: {e}")
             elif images:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
@@ -283,6 +307,52 @@ def iter_shard(
                 pixels[int(ext.split(".")[0])] = None
         if key is not None and not bad and (select is None or select(index)):
             yield _assemble(path, record, pixels, images)
+
+
+class Undecodable:
+    """Stands in, in a lazy stream, for an image whose header does not even open: like a truncated
+    image, it fails when used (`load`, `convert`), where the loader counts and names it."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def load(self) -> None:
+        raise OSError(self.error)
+
+    def convert(self, mode: str) -> Image.Image:
+        raise OSError(self.error)
+
+
+def verify(ds: Dataset, cache_dir: Path | None = None) -> None:
+    """Check every shard of `ds` against the sha256 in its manifest; `DataError` names the first that
+    differs. With `cache_dir`, a shard verified before and unchanged since (same size and mtime) is
+    not read again, so the check costs seconds on every run, not a re-read of terabytes."""
+    cache_file = None
+    done: dict[str, Any] = {}
+    if cache_dir is not None:
+        key = hashlib.sha256(str(ds.root.resolve()).encode()).hexdigest()[:16]
+        cache_file = Path(cache_dir) / f"{key}.json"
+        if cache_file.exists():
+            done = json.loads(cache_file.read_text()).get("shards", {})
+    todo = []
+    for entry in ds.manifest["shards"]:
+        stat = (ds.root / entry["file"]).stat()
+        stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": entry["sha256"]}
+        if done.get(entry["file"]) != stamp:
+            todo.append((entry, stamp))
+    total = sum(stamp["size"] for _, stamp in todo)
+    with tqdm(total=total, desc=f"verify {ds.root.name}", unit="B", unit_scale=True, disable=None) as bar:
+        for entry, stamp in todo:
+            path = ds.root / entry["file"]
+            if _sha256(path, bar.update) != entry["sha256"]:
+                raise DataError(
+                    f"{path}: its sha256 differs from {ds.root / MANIFEST} (the shard was truncated or "
+                    "changed after the build): restore it, or delete the dataset to rebuild it"
+                )
+            done[entry["file"]] = stamp
+    if cache_file is not None and todo:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache_file, {"root": str(ds.root.resolve()), "shards": done})
 
 
 def _assemble(path: str | Path, record: dict | None, pixels: dict, images: bool) -> Sample:

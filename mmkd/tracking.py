@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 # Dense bf16 peak TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
@@ -23,6 +25,22 @@ def append_line(path: Path, text: str) -> None:
     """Append and close at once: a crash never loses logged lines to a buffer."""
     with open(path, "a") as f:
         f.write(text)
+
+
+class RunLog:
+    """Rank 0's account of a run, timestamped, in <run_dir>/train.log: what started, resumed, was
+    skipped, saved and measured. Appended, so a resumed run continues the same file. `echo` also
+    prints the line (above any progress bar)."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path, self.enabled = Path(run_dir) / "train.log", enabled
+
+    def __call__(self, message: str, echo: bool = True) -> None:
+        if not self.enabled:
+            return
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        if echo:
+            tqdm.write(message)
 
 
 def device_peak_flops(device: torch.device) -> float | None:

@@ -8,8 +8,10 @@ whatever the batch split (STYLE.md rule 7).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -24,6 +26,7 @@ from mmkd.checkpoint import latest_checkpoint, read_meta, resume_checkpoint, sav
 from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
+from mmkd.errors import DataError, UserError
 from mmkd.loader import MixtureDataset, make_loader, to_device
 from mmkd.materialize import materialize
 from mmkd.model import VLM
@@ -34,7 +37,7 @@ from mmkd.resume import check_resumable, run_identity
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
-from mmkd.tracking import Tracker, append_line, device_peak_flops
+from mmkd.tracking import RunLog, Tracker, append_line, device_peak_flops
 
 # Periodic evaluation, passed in by the pipeline (the core never imports eval/): (checkpoint, output
 # directory, step) -> {suite: {benchmark: result}}.
@@ -43,8 +46,10 @@ Evaluate = Callable[[Path, Path, int], dict]
 Stage = tuple[str, int, int, dict[str, float]]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """The loss or gradient norm is NaN/Inf; raised before the optimiser step, so weights stay finite."""
+
+    label = "training error"
 
 
 def accumulate_gradients(
@@ -121,7 +126,12 @@ class Setup:
 
 
 def setup(
-    cfg: RunConfig, sources: dict[str, Path], tokenizer: Tokenizer, run_dir: Path, info: DistInfo
+    cfg: RunConfig,
+    sources: dict[str, Path],
+    tokenizer: Tokenizer,
+    run_dir: Path,
+    info: DistInfo,
+    log: RunLog,
 ) -> Setup:
     """Check the run, build the model on its device behind its engine, and resume if asked."""
     t, device = cfg.train, info.device
@@ -158,10 +168,10 @@ def setup(
     if found is not None:
         saved = resume_checkpoint(found, engine)
         step, seen = saved["step"], saved.get("seen")
+        log(f"resume: from {found} (step {step})")
         if seen is None:  # written before the counters were saved: they are metrics only
             seen = {"samples": 0 if t.packing else step * t.global_batch, "tokens": 0}
-            if info.is_main:
-                print(f"resume: {found} predates the samples/tokens counters; token counts restart at 0")
+            log(f"resume: {found} predates the samples/tokens counters; token counts restart at 0")
     meta = {
         "config": asdict(cfg),
         "tokenizer": tokenizer.to_str(),
@@ -180,6 +190,7 @@ def batches(
     sources: dict[str, Path],
     tokenizer: Tokenizer,
     info: DistInfo,
+    log: RunLog,
 ) -> Iterator[dict]:
     """Stage k's batches from `step`; a resumed run skips those already trained on."""
     name, start, _, weights = s.stages[k]
@@ -187,8 +198,8 @@ def batches(
     # Exact resume: a stage's stream is a pure function of the config, so the loader skips the
     # micro-batches already trained on (drawn, not collated) and continues the same stream.
     skip = (step - start) * s.accum
-    if skip and info.is_main:
-        print(f"resume: skipping the {skip} micro-batches of stage {name!r} already trained on")
+    if skip:
+        log(f"resume: skipping the {skip} micro-batches of stage {name!r} already trained on")
     dataset = MixtureDataset(
         sources,
         weights,
@@ -221,10 +232,17 @@ def train(
     t, device = cfg.train, info.device
     if cfg.eval.every and evaluate is None:
         raise ConfigError("eval.every is set but no evaluate function was given to train()")
-    s = setup(cfg, sources, tokenizer, run_dir, info)
+    log = RunLog(run_dir, info.is_main)
+    s = setup(cfg, sources, tokenizer, run_dir, info, log)
     engine, step = s.engine, s.step
+    log(
+        f"train: {cfg.recipe.name} seed {cfg.seed}, steps {step}..{s.total_steps}, {info.world_size} rank(s) "
+        f"on {device}, engine {t.engine if info.grouped else 'local'}, micro-batch {s.micro} x {s.accum}",
+        echo=False,
+    )
     stage = next((k for k, (_, _, end, _) in enumerate(s.stages) if step < end), len(s.stages) - 1)
-    stream = batches(cfg, s, stage, step, sources, tokenizer, info)
+    stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
+    bad: list[dict] = []  # samples this rank left out because an image did not decode
     bar = tqdm(
         total=s.total_steps,
         initial=step,
@@ -238,13 +256,15 @@ def train(
     while step < s.total_steps:
         if step >= s.stages[stage][2]:  # the next stage of the curriculum begins
             stage += 1
-            stream = batches(cfg, s, stage, step, sources, tokenizer, info)
+            log(f"stage {s.stages[stage][0]!r} begins at step {step}", echo=False)
+            stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
         lr = learning_rate(
             step, s.total_steps, t.lr, t.warmup_frac, t.min_lr_ratio, t.schedule, t.decay_frac, t.decay_shape
         )
         for group in engine.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         micro = [to_device(next(stream), device) for _ in range(s.accum)]
+        _count_bad(micro, bad, cfg.data.max_bad_samples, info.rank, run_dir)
         if t.trace_samples:
             append_line(
                 run_dir / f"samples.rank{info.rank}.txt",
@@ -267,11 +287,17 @@ def train(
             record = window.record(step, s.stages[stage][0], s.seen, lr, grad_norm)
             bar.set_postfix(window.shown(record))
             tracker.log(record)
+            log(
+                f"step {step}/{s.total_steps} "
+                + " ".join(f"{k} {v}" for k, v in window.shown(record).items()),
+                echo=False,
+            )
             window = window.next()
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < s.total_steps:
             position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
             saved = save_checkpoint(run_dir, step, engine, position, info, keep=t.keep_checkpoints)
+            log(f"checkpoint: {saved}", echo=False)
             if cfg.eval.every and step % cfg.eval.every == 0:
                 if info.is_main:
                     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -290,7 +316,26 @@ def train(
     bar.close()
     tracker.close()
     position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
-    return save_checkpoint(run_dir, step, engine, position, info, final=True)
+    final = save_checkpoint(run_dir, step, engine, position, info, final=True)
+    log(f"done: {step} steps, {s.seen['samples']} samples, {s.seen['tokens']} tokens; {final}", echo=False)
+    return final
+
+
+def _count_bad(micro: list[dict], bad: list[dict], limit: int, rank: int, run_dir: Path) -> None:
+    """Name this step's samples that did not decode (on stderr and in bad_samples.rank<r>.jsonl: every
+    rank has its own) and stop once this rank has met more than `limit`."""
+    new = [b for batch in micro for b in batch.get("bad", [])]
+    for b in new:
+        line = f"rank {rank}: skipped a sample whose image does not decode: {json.dumps(b)}"
+        tqdm.write(line, file=sys.stderr)
+        append_line(run_dir / f"bad_samples.rank{rank}.jsonl", json.dumps(b) + "\n")
+    bad += new
+    if len(bad) > limit:
+        raise DataError(
+            f"rank {rank} met {len(bad)} samples whose image does not decode, more than "
+            f"data.max_bad_samples={limit}; the first: {json.dumps(bad[0])} (all in "
+            f"{run_dir / f'bad_samples.rank{rank}.jsonl'}): rebuild or reconvert that source"
+        )
 
 
 def stage_bounds(recipe: RecipeConfig, total_steps: int) -> list[Stage]:

@@ -196,7 +196,8 @@ def test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache(buil
             json_repairs=1,
             concurrency=4,
         )
-        build = BuildConfig(unit_size=10, limit=40)
+        # A unit may reject everything here: this test counts rejects (the threshold has its own test).
+        build = BuildConfig(unit_size=10, limit=40, max_reject_share=1.0)
         job = Job(make_annotator(cfg), build, open_dataset(dirs["vqa0"]))
         m = build_caption(job, tmp_path / "a")
         reasons = m["rejects"]
@@ -255,3 +256,57 @@ def test_an_image_that_does_not_decode_is_rejected_and_the_build_goes_on(built, 
     assert 2 * m["kinds"].get("pair", 0) + m["kinds"].get("caption", 0) == 39
     (reject,) = [json.loads(line) for f in (tmp_path / "semantic").glob("rejects-*") for line in f.open()]
     assert reject["reason"] == "image_decode" and broken.split(".")[0] in reject["where"]
+
+
+def _openai(server: FakeOpenAI, cache: Path) -> AnnotatorConfig:
+    return AnnotatorConfig(
+        backend="openai", model="served-mllm", base_url=server.url, cache_dir=str(cache), max_retries=0
+    )
+
+
+def test_a_unit_over_the_reject_threshold_is_not_finished_and_a_fixed_rerun_resumes(built, tmp_path):
+    """A server that fails mid-build: the failing unit stops the build naming the commonest reasons,
+    no manifest is written, the finished unit stays, and the same command completes once it is fixed."""
+    _, dirs = built
+    state = {"calls": 0, "broken": True}
+
+    def flaky(body: dict, _: int) -> tuple:
+        state["calls"] += 1
+        if state["broken"] and state["calls"] > 10:  # unit 0 (10 requests) is answered, then 500s
+            return 500, "internal error"
+        return 200, f"A caption number {state['calls']}."
+
+    server = FakeOpenAI(flaky)
+    try:
+        cfg = _openai(server, tmp_path / "cache")
+        build = BuildConfig(unit_size=10, limit=30)
+        job = Job(make_annotator(cfg), build, open_dataset(dirs["vqa0"]))
+        out = tmp_path / "out"
+        with pytest.raises(engine.BuildFailed, match=r"unit 1: 10 of 10 records rejected.*http_500 x10"):
+            build_caption(job, out)
+        assert not (out / "manifest.json").exists() and (out / "done-000000.json").exists()
+        assert not (out / "done-000001.json").exists() and (out / "rejects-000001.jsonl").exists()
+        finished = (out / "done-000000.json").stat().st_mtime_ns
+        state["broken"] = False
+        m = build_caption(Job(make_annotator(cfg), build, open_dataset(dirs["vqa0"])), out)
+        assert m["num_samples"] == 30 and (out / "done-000000.json").stat().st_mtime_ns == finished
+    finally:
+        server.close()
+
+
+def test_a_build_whose_every_parse_fails_is_not_finished(built, tmp_path):
+    """Semantic analysis against a model that never answers in JSON: the build stops at the first unit."""
+    _, dirs = built
+    server = FakeOpenAI(lambda body, _: (200, "The image shows a scene."))
+    try:
+        job = Job(
+            make_annotator(_openai(server, tmp_path / "cache")),
+            BuildConfig(unit_size=10, limit=20),
+            open_dataset(dirs["caption0"]),
+        )
+        with pytest.raises(engine.BuildFailed, match=r"unit 0: 10 of 10 records rejected.*malformed_json"):
+            build_semantic(job, tmp_path / "semantic")
+        # Ten records, each asked once and repaired twice (annotator.json_repairs), then no more.
+        assert server.calls == 30 and not (tmp_path / "semantic" / "manifest.json").exists()
+    finally:
+        server.close()

@@ -27,7 +27,7 @@ def test_sampler_is_deterministic_per_seed():
 
 
 def _ids(root, reader, readers, n):
-    stream = source_stream(root, reader, readers, seed=f"t{reader}", buffer=8)
+    stream = (sample for _, sample in source_stream(root, reader, readers, seed=f"t{reader}", buffer=8))
     return [next(stream).id for _ in range(n)]
 
 

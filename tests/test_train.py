@@ -10,6 +10,7 @@ import torch
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta
 from mmkd.data_builders.sources import source_dirs
 from mmkd.distributed import DistInfo
+from mmkd.errors import CheckpointError
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.schedules import learning_rate
 from mmkd.trainer import train
@@ -209,7 +210,7 @@ def test_evaluation_never_unpickles_a_checkpoint(world, tokenizer, tmp_path):
     (crafted / "meta.json").write_text(json.dumps({"step": 1}))
     (crafted / "COMMITTED").write_text("1\n")
     model = build_model(micro_run_config(world[0], tmp_path / "run"), tokenizer)
-    with pytest.raises(FileNotFoundError, match=r"crafted holds only DeepSpeed's pickled files.*never"):
+    with pytest.raises(CheckpointError, match=r"crafted holds only DeepSpeed's pickled files.*never"):
         load_checkpoint(crafted, model)
     assert not (tmp_path / "pwned").exists()
 
@@ -234,7 +235,7 @@ def test_checkpoint_round_trip_and_keep_last_k(world, tokenizer, tmp_path):
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     load_checkpoint(tmp_path / "r", model)
     assert any(not torch.equal(fresh[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(FileNotFoundError, match="not a committed checkpoint"):
+    with pytest.raises(CheckpointError, match="not a committed checkpoint"):
         (tmp_path / "r" / "checkpoints" / "step-00000014" / "COMMITTED").unlink()
         load_checkpoint(tmp_path / "r" / "checkpoints" / "step-00000014", model)
 

@@ -22,6 +22,8 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from mmkd.errors import UserError
+
 
 @dataclass
 class AnnotatorConfig:
@@ -142,9 +144,12 @@ class TransportError(RuntimeError):
         self.reason, self.detail = reason, detail
 
 
-class AnnotatorUnreachable(TransportError):
+class AnnotatorUnreachable(TransportError, UserError):
     """The server refuses every request (401, 403, 404) or cannot be reached at all: the build stops at
     once, naming the URL and the status, instead of finishing a dataset of rejects."""
+
+    label = "annotator error"
+    hint = " (finished units are kept: the same command resumes)"
 
 
 _REFUSAL = re.compile(

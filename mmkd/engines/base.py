@@ -19,6 +19,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from mmkd.dcp_reader import SafeReader
+
 
 @contextmanager
 def quiet_single_process():
@@ -73,7 +75,7 @@ class Engine:
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
         state = {"model": model_state, "optimizer": optim_state, "rng": torch.get_rng_state()}
         with quiet_single_process():
-            dcp.load(state, checkpoint_id=path, no_dist=not dist.is_initialized())
+            dcp.load(state, storage_reader=SafeReader(path), no_dist=not dist.is_initialized())
         set_state_dict(
             self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
         )

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mmkd.errors import CheckpointError
 from mmkd.materialize import copy_full_
 from mmkd.model.config import ModelConfig
 from mmkd.model.vlm import VLM
 from mmkd.tokenizer import Tokenizer
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(CheckpointError):
     """A pretrained checkpoint does not fit the configured model; the message names what differs."""
 
 

@@ -1,0 +1,43 @@
+"""Errors the user can fix, and the one way every launcher reports them.
+
+An error of this kind is about the user's input (a config key, a file, a server, a run directory),
+not a bug: the launcher prints one line, `<label>: <message>`, and exits with status 1, without a
+traceback. Its message names the key or file and what would be right; `hint` says what to do next.
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class UserError(Exception):
+    label = "error"
+    hint = ""
+
+    def report(self) -> str:
+        return f"{self.label}: {self}{self.hint}"
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint is missing, incomplete, corrupt or of an unreadable kind; the message names the file."""
+
+    label = "checkpoint error"
+
+
+class DataError(UserError, ValueError):
+    """A dataset is incomplete or corrupt (a hash that differs from its manifest, an unreadable shard,
+    too many samples that do not decode); the message names the shard and the sample."""
+
+    label = "data error"
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Around a launcher's body: a `UserError` becomes its one-line report and exit status 1."""
+    try:
+        yield
+    except UserError as e:
+        sys.exit(e.report())

@@ -1,0 +1,204 @@
+"""Hostile files: crafted and broken checkpoints, corrupt shards, undecodable images. Each case ends in
+one clean message naming the file (and, through the launchers, `<kind> error:` without a traceback);
+nothing in a file is ever executed. The other faults (servers, locks, configs) are tested beside their
+code; docs/design.md "What survives what" lists every case and its test."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mmkd.checkpoint import load_checkpoint
+from mmkd.config import DataConfig
+from mmkd.distributed import DistInfo
+from mmkd.errors import CheckpointError, DataError
+from mmkd.launch import convert, export
+from mmkd.launch import eval as eval_cli
+from mmkd.pipeline import run
+from mmkd.shards import MANIFEST, _sha256, open_dataset, verify, write_json_atomic
+from mmkd.trainer import build_model, train
+from tests.conftest import micro_run_config
+
+
+@pytest.fixture(scope="module")
+def trained(world, tokenizer, tmp_path_factory) -> Path:
+    """A finished micro run (4 steps): its final checkpoint is what the cases below break."""
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = micro_run_config(world[0], run_dir, budget_samples=64, checkpoint_every=0)
+    sources = {n: world[1] / n for n in cfg.recipe.active()}
+    return train(cfg, sources, tokenizer, run_dir, DistInfo())
+
+
+def _copy(checkpoint: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, out)
+    return out
+
+
+class Payload:
+    """What a crafted pickle would run: here it only writes a file, so the test can see whether it ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_crafted_dcp_index_is_refused_and_never_runs(trained, world, tokenizer, tmp_path):
+    ckpt = _copy(trained, tmp_path)
+    marker = tmp_path / "pwned"
+    (ckpt / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    # torch's own reader unpickles the index: the hazard is real.
+    from torch.distributed.checkpoint import FileSystemReader
+
+    with pytest.raises(AttributeError):  # after the payload ran: it returned no index
+        FileSystemReader(ckpt).read_metadata()
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    model = build_model(micro_run_config(world[0], tmp_path / "r"), tokenizer)
+    with pytest.raises(CheckpointError, match=r"\.metadata is not a DCP index.*pathlib\.Path\.write_text"):
+        load_checkpoint(ckpt, model)
+    assert not marker.exists()
+
+
+def test_an_index_pointing_outside_its_checkpoint_is_refused(trained, world, tokenizer, tmp_path):
+    from mmkd.dcp_reader import read_index
+
+    ckpt = _copy(trained, tmp_path)
+    index = read_index(ckpt)
+    item = next(iter(index.storage_data.values()))
+    item.relative_path = "../../elsewhere.distcp"
+    (ckpt / ".metadata").write_bytes(pickle.dumps(index))
+    model = build_model(micro_run_config(world[0], tmp_path / "r"), tokenizer)
+    with pytest.raises(CheckpointError, match=r"points outside its directory \('\.\./\.\./elsewhere"):
+        load_checkpoint(ckpt, model)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", r"__0_0\.distcp is truncated: \d+ bytes, the index needs \d+"),
+        ("meta", r"meta\.json is not valid JSON"),
+        ("uncommitted", r"not a committed checkpoint \(no COMMITTED marker: its save did not finish\)"),
+        ("index", r"\.metadata is not a DCP index this version can read safely"),
+    ],
+)
+def test_broken_checkpoints_are_named_by_eval_and_export(trained, tmp_path, damage, message):
+    ckpt = _copy(trained, tmp_path)
+    if damage == "truncate":
+        data = (ckpt / "__0_0.distcp").read_bytes()
+        (ckpt / "__0_0.distcp").write_bytes(data[: len(data) // 2])
+    elif damage == "meta":
+        (ckpt / "meta.json").write_text('{"step": 4, "config": ')
+    elif damage == "uncommitted":
+        (ckpt / "COMMITTED").unlink()
+    else:
+        (ckpt / ".metadata").write_bytes((ckpt / ".metadata").read_bytes()[:100])
+    for main, args in ((eval_cli.main, []), (export.main, [f"out={tmp_path / 'hf'}"])):
+        with pytest.raises(SystemExit) as exit:
+            main([f"checkpoint={ckpt}", *args])
+        assert str(exit.value.code).startswith("checkpoint error: ") and exit.value.code.count("\n") == 0
+        assert re.search(message, exit.value.code), exit.value.code
+    assert not (tmp_path / "hf").exists()
+
+
+def test_convert_names_a_missing_or_malformed_input(tmp_path, capsys):
+    def convert_coco(annotations: Path) -> str | int:
+        with pytest.raises(SystemExit) as exit:
+            convert.main(["coco", "--annotations", str(annotations), "--images", ".", "--out", "o"])
+        return exit.value.code
+
+    bad = tmp_path / "captions.json"
+    bad.write_text('{"images": [')
+    assert (
+        convert_coco(bad)
+        == f"data error: {bad}: not valid JSON (Expecting value: line 1 column 13 (char 12))"
+    )
+    bad.write_text("[1, 2]")
+    assert convert_coco(bad) == f"data error: {bad}: the top level is a JSON list, expected a dict"
+    assert convert_coco(tmp_path / "no.json") == 2  # argparse's usage error
+    assert f"--annotations {tmp_path / 'no.json'} does not exist" in capsys.readouterr().err
+
+
+def _world_copy(world, tmp_path: Path) -> tuple[DataConfig, Path]:
+    """The test world in a data root of the test's own, to damage."""
+    data, root = world
+    mine = DataConfig(**{**data.__dict__, "root": str(tmp_path / "data")})
+    shutil.copytree(root, tmp_path / "data" / root.name)
+    return mine, tmp_path / "data" / root.name
+
+
+def test_a_truncated_shard_stops_the_run_before_training(world, tmp_path):
+    data, root = _world_copy(world, tmp_path)
+    shard = root / "vqa0" / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])
+    cfg = micro_run_config(data, tmp_path / "run")
+    with pytest.raises(DataError, match=r"vqa0/shard-000001\.tar: its sha256 differs from .*manifest\.json"):
+        run(cfg, DistInfo())
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_verification_is_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
+    _, root = _world_copy(world, tmp_path)
+    ds, cache = open_dataset(root / "caption0"), tmp_path / "verified"
+    verify(ds, cache)
+    read = []
+    monkeypatch.setattr(
+        "mmkd.shards._sha256", lambda path, progress=None: read.append(path.name) or _sha256(path)
+    )
+    verify(ds, cache)
+    assert read == []  # unchanged shards are not read again
+    shard = root / "caption0" / "shard-000002.tar"
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 1  # one flipped bit, same size
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"caption0/shard-000002\.tar: its sha256 differs"):
+        verify(ds, cache)
+    assert read == ["shard-000002.tar"]
+
+
+def _plant_bad_image(src: Path, out: Path, index: int) -> str:
+    """A copy of dataset `src` whose sample `index` has PNG bytes that do not decode, with a manifest
+    that agrees (the hashes match: the bytes were bad when it was built). Returns that sample's id."""
+    shutil.copytree(src, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    first = out / manifest["shards"][0]["file"]
+    with tarfile.open(first) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    pngs = [m.name for m, _ in members if m.name.endswith(".0.png")]
+    with tarfile.open(first, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            data = b"\x89PNG\r\n\x1a\n not an image" if m.name == pngs[index] else data
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    manifest["shards"][0]["sha256"] = _sha256(first)
+    write_json_atomic(out / MANIFEST, manifest)
+    return pngs[index].split(".")[0]
+
+
+def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokenizer, tmp_path):
+    data, root = world
+    bad_id = _plant_bad_image(root / "caption0", tmp_path / "bad", index=3)
+    verify(open_dataset(tmp_path / "bad"))  # the manifest agrees: only decoding finds it
+
+    def train_on_it(run_dir: Path, limit: int) -> None:
+        cfg = micro_run_config(data, run_dir, budget_samples=1600)  # 1600 draws of 400 samples
+        cfg.recipe.mixture = {"bad": 1.0}
+        cfg.data.max_bad_samples = limit
+        run_dir.mkdir()
+        train(cfg, {"bad": tmp_path / "bad"}, tokenizer, run_dir, DistInfo())
+
+    train_on_it(tmp_path / "lenient", limit=10)
+    skipped = [json.loads(line) for line in (tmp_path / "lenient" / "bad_samples.rank0.jsonl").open()]
+    assert 1 <= len(skipped) <= 10
+    assert {(b["source"], b["shard"], b["id"]) for b in skipped} == {("bad", "shard-000000.tar", bad_id)}
+    with pytest.raises(DataError, match=rf"more than data\.max_bad_samples=0.*\"id\": \"{bad_id}\""):
+        train_on_it(tmp_path / "strict", limit=0)
