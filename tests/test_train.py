@@ -49,6 +49,11 @@ def test_checkpoints_and_resume(world, tokenizer, tmp_path):
     # Each step is logged once (the records after step 4 were dropped, then redone), and the resumed
     # steps reproduce the uninterrupted run's losses bit for bit.
     assert [(m["step"], m["loss"]) for m in metrics] == [(m["step"], m["loss"]) for m in first]
+    # train.log tells both runs apart: the start, the resume, every logged step, each save, the end.
+    log = (run / "train.log").read_text()
+    assert log.count("train: baseline seed 0, steps 0..8") == 1 and "steps 4..8" in log
+    assert "resume: from" in log and "step-00000004 (step 4)" in log and log.count("done: 8 steps") == 2
+    assert log.count("step 8/8 loss") == 2 and "checkpoint: " in log
     # A checkpoint written before the samples/tokens counters were saved still resumes.
     (run / "checkpoints" / "final" / "COMMITTED").unlink()
     meta_path = run / "checkpoints" / "step-00000004" / "meta.json"
