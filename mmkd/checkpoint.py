@@ -7,7 +7,8 @@
 
 A checkpoint exists only once its COMMITTED marker does: one killed mid-write is ignored, and the
 previous one loads. Every rank writes its own shards (with FSDP2 these are real shards; with DDP rank
-0's replica is stored once). Nothing here unpickles: tensors come from DCP, the rest from JSON.
+0's replica is stored once). Nothing in a checkpoint is executed on load: tensors come from DCP, whose
+pickled index `mmkd.dcp_reader` reads with a restricted unpickler, and the rest from JSON.
 Eval-only needs nothing else: `meta.json` holds the config and tokenizer to rebuild the model.
 
 The tensors are written by the run's engine (`Engine.save`): DCP for the local, DDP and FSDP2

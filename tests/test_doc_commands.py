@@ -1,0 +1,141 @@
+"""Every command that README.md and docs/*.md show runs as written.
+
+A command with nothing of the user's in it runs here, as a subprocess from a folder of its own, on a
+smoke budget: the micro model, `train=smoke`, a small world, and budgets cut to a few steps; the
+overrides it states are kept (a model or budget it names is the one thing replaced). Commands that
+read a trained run start from a copy of one made by the README's own two training commands. A command
+that needs what the tests cannot have (your files, a served model, a cluster, a download) names the
+test that runs the same path on fixtures, and that test must exist. A command in neither list fails
+here: add it to one.
+
+Slow (~15 minutes on 2 cores): `python -m pytest -m docs`; `.ci/run` runs it after the default tests.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SMALL_SIZES, run_python, torchrun
+
+pytestmark = pytest.mark.docs
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LAUNCHERS = ("python launch/", "torchrun ")
+HYDRA = ("train.py", "build.py")  # the other launchers take plain key=value arguments
+
+# A command holding one of these needs something the tests cannot have; the test runs its path.
+COVERED = {
+    "/llm/dir": "test_hf.py::test_a_run_starts_from_the_configured_checkpoints",
+    "hydra/launcher=slurm": "test_pipeline.py::test_sweep_through_submitit_and_the_slurm_launcher_config",
+    "custom.": "test_custom_suites.py::test_jsonl_and_tsv_suites_load",
+    "mmlu_pro": "test_lm_eval.py::test_world_knowledge_and_user_tasks_run_offline",
+    "lm_eval_tasks=": "test_lm_eval.py::test_world_knowledge_and_user_tasks_run_offline",
+    "vlmeval": "test_vlmeval.py::test_multiple_choice_tsv_through_the_kit",
+    "convert.py": "test_adapters.py::test_cli_converts_coco",
+    "annotator=openai": "test_builders.py::test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache",  # noqa: E501
+    "--nnodes": "test_parallelize.py",  # several machines; FSDP2 on two ranks is tested there
+    "model=dense_3b": "test_model.py",  # 3B parameters; its shapes and FLOPs are tested without weights
+}
+# The smoke setting: a small world (shared by every command), the micro model, a few steps.
+DATA = {
+    "data.world.image_size": 48,
+    "data.bench_per_ability": 8,
+    "data.vocab_size": 512,
+    "data.samples_per_shard": 100,
+    **{f"data.sizes.{k}": v for k, v in SMALL_SIZES.items()},
+}
+SMOKE = {"model": "micro", "train": "smoke", "eval.max_items": 4}
+BUDGETS = {"train.budget_tokens": 32 * 160 * 4, "train.budget_samples": 512}  # 4 packed / 16 steps
+
+
+def commands() -> list[tuple[str, str]]:
+    """(where, command) for each launcher command in a fenced block (continuation lines joined, a
+    trailing comment dropped, `a && b` split), once each, where it first appears."""
+    out: dict[str, str] = {}
+    for doc in DOCS:
+        fenced, held = False, ""
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fenced, held = not fenced, ""
+                continue
+            if not fenced:
+                continue
+            line = held + line.strip()
+            if line.endswith("\\"):
+                held = line[:-1] + " "
+                continue
+            held = ""
+            for command in re.split(r"\s+#\s", line)[0].split("&&"):
+                command = " ".join(command.split())
+                if command.startswith(LAUNCHERS):
+                    out.setdefault(command, f"{doc.relative_to(REPO)}:{n}")
+    return [(where, command) for command, where in out.items()]
+
+
+def covered_by(command: str) -> str | None:
+    return next((test for key, test in COVERED.items() if key in command), None)
+
+
+def smoke(command: str, data_root: Path, cache: Path) -> list[str]:
+    """The command's argv for `python`, on the smoke setting."""
+    words = shlex.split(command)
+    launcher: list[str] = []
+    if words[0] == "torchrun":
+        nproc = next((w.split("=")[1] for w in words if w.startswith("--nproc_per_node=")), "1")
+        words = words[1 + sum(w.startswith("--") for w in words[1:]) :]
+        launcher = torchrun(int(nproc))
+    else:
+        words = words[1:]  # python
+    script, args = words[0], words[1:]
+    if Path(script).name in HYDRA:
+        keys = [a.split("=")[0] for a in args]
+        args = [f"{k}={BUDGETS[k]}" if k in BUDGETS else a for k, a in zip(keys, args, strict=True)]
+        given = {k.lstrip("+") for k in keys}
+        args += [f"{k}={v}" for k, v in SMOKE.items() if k not in given]
+        args += [f"{k}={v}" for k, v in DATA.items()]
+        args += [f"data.root={data_root}", f"annotator.cache_dir={cache}"]
+    return [*launcher, str(REPO / script), *args]
+
+
+MAIN_JOB = "torchrun launch/train.py recipe=pair_caption_v2"
+BASELINE = "python launch/train.py recipe=baseline"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A folder where the README's main job and baseline ran (smoke): runs/ for the commands that
+    read a trained run; the world and the annotator cache they built, shared by every command."""
+    root = tmp_path_factory.mktemp("docs")
+    data, cache, runs = root / "data", root / "cache", root / "template"
+    runs.mkdir()
+    for command in (MAIN_JOB, BASELINE):
+        run_python(smoke(command, data, cache), timeout=900, cwd=runs)
+    return data, cache, runs
+
+
+def test_every_command_is_run_or_covered():
+    found = commands()
+    assert any(c == MAIN_JOB for _, c in found) and any(c == BASELINE for _, c in found)
+    for where, command in found:
+        test = covered_by(command)
+        if test is not None:
+            file, _, name = test.partition("::")
+            text = (REPO / "tests" / file).read_text()
+            assert not name or f"def {name}(" in text, f"{where}: {command!r} names a missing test {test}"
+
+
+@pytest.mark.parametrize(
+    "where, command", [c for c in commands() if covered_by(c[1]) is None], ids=lambda x: str(x)[:70]
+)
+def test_command_runs_as_written(where, command, template, tmp_path):
+    data, cache, runs = template
+    if command in (MAIN_JOB, BASELINE):
+        return  # ran to make the template
+    cwd = tmp_path / "cwd"
+    shutil.copytree(runs, cwd)
+    run_python(smoke(command, data, cache), timeout=900, cwd=cwd)
