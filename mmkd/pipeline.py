@@ -29,6 +29,7 @@ from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
+from mmkd.tracking import RunLog
 from mmkd.trainer import train
 
 
@@ -116,5 +117,6 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
     results = evaluate_checkpoint(
         final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
     )
+    RunLog(run_dir, True)(f"eval: {final.name} -> {run_dir / 'eval' / 'report.md'}", echo=False)
     print("\n" + (run_dir / "eval" / "report.md").read_text())
     return results
