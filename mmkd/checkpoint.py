@@ -1,6 +1,7 @@
 """Checkpoints: sharded (`torch.distributed.checkpoint`), committed atomically, the last k kept.
 
     checkpoints/step-00000400/   .metadata, __<rank>_0.distcp   model, optimizer, RNG (DCP, every rank)
+                                 loader.rank<r>.json             where each rank's data stream stands
                                  meta.json                       step, resolved config, tokenizer (JSON)
                                  COMMITTED                       written last, by rank 0, after a barrier
     checkpoints/final/           the same, at the end of training
@@ -49,8 +50,10 @@ def save_checkpoint(
     info: DistInfo,
     final: bool = False,
     keep: int = 2,
+    loader: dict | None = None,
 ) -> Path:
-    """Every rank calls this (DCP is collective); returns the committed checkpoint directory."""
+    """Every rank calls this (DCP is collective); returns the committed checkpoint directory.
+    `loader`: this rank's data-stream state (`mmkd.loader.Resumable.state()`), for an instant resume."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     path = ckpt_dir / ("final" if final else f"step-{step:08d}")
     if info.is_main:
@@ -59,6 +62,8 @@ def save_checkpoint(
         path.mkdir(parents=True)
     barrier()
     engine.save(path)
+    if loader is not None:
+        write_json_atomic(path / f"loader.rank{info.rank}.json", loader)
     barrier()
     if info.is_main:
         write_json_atomic(path / "meta.json", {"step": step, **meta})
@@ -141,6 +146,18 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> dict:
         dcp.load(state, storage_reader=SafeReader(path), no_dist=True)
     model.load_state_dict(state["model"])
     return read_meta(path)
+
+
+def read_loader_state(path: str | Path, rank: int) -> dict | None:
+    """This rank's saved data-stream state, or None (a checkpoint written before it was saved, or
+    where it could not be known: the loader then fast-forwards)."""
+    file = Path(path) / f"loader.rank{rank}.json"
+    if not file.exists():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e})") from None
 
 
 def resume_checkpoint(path: str | Path, engine: Engine) -> dict:

@@ -18,7 +18,8 @@ stops once a rank has met more than `data.max_bad_samples` of them.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mmkd.errors import DataError
 from mmkd.packing import Row, pack
 from mmkd.schema import Sample
-from mmkd.shards import iter_shard, open_dataset
+from mmkd.shards import iter_indexed, open_dataset
 from mmkd.templates import IGNORE, Encoded, Templates
 
 
@@ -52,34 +53,161 @@ class MixtureSampler:
         return self.names[min(i, len(self.names) - 1)]
 
 
-def source_stream(
-    root: Path, reader: int, readers: int, seed: str, buffer: int = 512
-) -> Iterator[tuple[str, Sample]]:
-    """An endless, shuffled stream of this reader's share of one dataset: (shard file name, sample)."""
-    ds = open_dataset(root)
-    shards = ds.shard_paths
-    starts = np.cumsum([0] + [s["num_samples"] for s in ds.manifest["shards"]])  # global index of shard[0]
-    by_shard = len(shards) >= readers
-    mine = list(range(len(shards)))[reader::readers] if by_shard else list(range(len(shards)))
-    rng = random.Random(seed)
-    pool: list[tuple[str, Sample]] = []
-    while True:
-        rng.shuffle(mine)
-        seen = 0
-        for k in mine:
-            select = None if by_shard else (lambda i, o=int(starts[k]): (o + i) % readers == reader)
-            for sample in iter_shard(shards[k], select=select, lazy=True):  # decoded when collated
-                seen += 1
-                pool.append((shards[k].name, sample))
-                if len(pool) >= buffer:
-                    yield pool.pop(rng.randrange(len(pool)))
-        if not seen:
-            raise ValueError(
-                f"{root}: reader {reader} of {readers} gets no samples ({len(ds)} in the dataset)"
-            )
-        rng.shuffle(pool)
-        while len(pool) > buffer // 2:  # drain part of the buffer so epochs mix but memory stays bounded
-            yield pool.pop()
+def _rng_state(rng: random.Random) -> list:
+    """A `random.Random` state as JSON (checkpoints hold no pickles)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_rng(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+Position = tuple[int, int]  # (shard index in the manifest, sample index in the shard)
+
+
+class SourceStream:
+    """An endless, shuffled stream of this reader's share of one dataset: (position, sample).
+
+    Each epoch shuffles the reader's shards and passes their samples through a shuffle buffer. Its
+    `state()` (the RNG, where it reads, the buffer as positions: a few KB) restores it in time that
+    does not grow with how far it has read: the buffered samples are read again by position.
+    """
+
+    def __init__(self, root: Path, reader: int, readers: int, seed: str, buffer: int = 512):
+        ds = open_dataset(root)
+        self.root, self.size, self.shards = root, len(ds), ds.shard_paths
+        self.starts = np.cumsum([0] + [s["num_samples"] for s in ds.manifest["shards"]])  # global index
+        self.reader, self.readers, self.buffer = reader, readers, buffer
+        self.by_shard = len(self.shards) >= readers
+        everything = list(range(len(self.shards)))
+        self.order = everything[reader::readers] if self.by_shard else everything
+        self.rng = random.Random(seed)
+        self.pool: list[tuple[Position, Sample]] = []
+        self.phase = "start"  # start (of an epoch) | read | drain (half the buffer, between epochs)
+        self.at, self.after, self.seen = 0, -1, 0  # order index, last sample read there, this epoch's count
+        self._open: Iterator[tuple[int, Sample]] | None = None
+
+    def selection(self, k: int, after: int) -> Callable[[int], bool]:
+        """Which samples of shard k this reader reads next: its own, past position `after`."""
+        if self.by_shard:
+            return lambda i: i > after
+        offset, reader, readers = int(self.starts[k]), self.reader, self.readers
+        return lambda i: i > after and (offset + i) % readers == reader
+
+    def __iter__(self) -> SourceStream:
+        return self
+
+    def __next__(self) -> tuple[Position, Sample]:
+        while True:
+            if self.phase == "drain":  # so epochs mix but memory stays bounded
+                if len(self.pool) > self.buffer // 2:
+                    return self.pool.pop()
+                self.phase = "start"
+            if self.phase == "start":
+                self.rng.shuffle(self.order)
+                self.phase, self.at, self.after, self.seen, self._open = "read", 0, -1, 0, None
+            if self.at == len(self.order):
+                if not self.seen:
+                    raise ValueError(
+                        f"{self.root}: reader {self.reader} of {self.readers} gets no samples "
+                        f"({self.size} in the dataset)"
+                    )
+                self.rng.shuffle(self.pool)
+                self.phase = "drain"
+                continue
+            if self._open is None:  # lazy: images decode when collated
+                k = self.order[self.at]
+                self._open = iter_indexed(self.shards[k], select=self.selection(k, self.after), lazy=True)
+            item = next(self._open, None)
+            if item is None:
+                self.at, self.after, self._open = self.at + 1, -1, None
+                continue
+            self.after, self.seen = item[0], self.seen + 1
+            self.pool.append(((self.order[self.at], item[0]), item[1]))
+            if len(self.pool) >= self.buffer:
+                return self.pool.pop(self.rng.randrange(len(self.pool)))
+
+    def state(self) -> dict:
+        return {
+            "rng": _rng_state(self.rng),
+            "order": list(self.order),
+            "phase": self.phase,
+            "at": self.at,
+            "after": self.after,
+            "seen": self.seen,
+            "pool": [list(pos) for pos, _ in self.pool],
+        }
+
+    def restore(self, state: dict) -> None:
+        _set_rng(self.rng, state["rng"])
+        self.order, self.phase = list(state["order"]), state["phase"]
+        self.at, self.after, self.seen, self._open = state["at"], state["after"], state["seen"], None
+        positions = [(k, i) for k, i in state["pool"]]
+        found = self.read(positions)
+        self.pool = [(pos, found[pos]) for pos in positions]
+
+    def read(self, positions: list[Position]) -> dict[Position, Sample]:
+        """The samples at these positions, each shard read once."""
+        by_shard: dict[int, set[int]] = defaultdict(set)
+        for k, i in positions:
+            by_shard[k].add(i)
+        return {
+            (k, i): sample
+            for k, wanted in sorted(by_shard.items())
+            for i, sample in iter_indexed(self.shards[k], select=wanted.__contains__, lazy=True)
+        }
+
+
+class MixtureStream:
+    """The recipe's mixture as one stream of encoded samples with their meta (source, shard, position);
+    its state is the sampler's RNG and each source stream's state."""
+
+    def __init__(
+        self,
+        sources: dict[str, Path],
+        weights: dict[str, float],
+        templates: Templates,
+        tag: str,
+        reader: int,
+        readers: int,
+    ):
+        self.templates = templates
+        self.streams = {
+            name: SourceStream(sources[name], reader, readers, seed=f"{tag}/{name}") for name in weights
+        }
+        self.sampler = MixtureSampler(weights, seed=f"{tag}/mixture")
+
+    def __iter__(self) -> MixtureStream:
+        return self
+
+    def __next__(self) -> tuple[Encoded, dict]:
+        name = next(self.sampler)
+        (k, i), sample = next(self.streams[name])
+        return self.templates.encode(sample), self._meta(name, k, i, sample)
+
+    def _meta(self, name: str, k: int, i: int, sample: Sample) -> dict:
+        shard = self.streams[name].shards[k].name
+        return {"id": sample.id, "source": name, "kind": sample.kind, "shard": shard, "at": [k, i]}
+
+    def state(self) -> dict:
+        return {
+            "sampler": _rng_state(self.sampler.rng),
+            "sources": {name: s.state() for name, s in self.streams.items()},
+        }
+
+    def restore(self, state: dict) -> None:
+        _set_rng(self.sampler.rng, state["sampler"])
+        for name, s in self.streams.items():
+            s.restore(state["sources"][name])
+
+    def encode_again(self, metas: list[dict]) -> list[Encoded]:
+        """The encoded samples these metas name, read again (a packed pool's carried rows)."""
+        found: dict[tuple[str, int, int], Sample] = {}
+        for name, s in self.streams.items():
+            wanted = [tuple(m["at"]) for m in metas if m["source"] == name]
+            found |= {(name, *pos): sample for pos, sample in s.read(wanted).items()}
+        return [self.templates.encode(found[(m["source"], *m["at"])]) for m in metas]
 
 
 class MixtureDataset(IterableDataset):
@@ -92,6 +220,12 @@ class MixtureDataset(IterableDataset):
     Packing (`pack_len` > 0): micro-batches of `micro_batch` rows of `pack_len` tokens, each row
     holding several samples (`mmkd.packing`). `bucket` micro-batches' worth of tokens are packed at a
     time; the least-filled rows go back into the next pool, so the rows that train stay nearly full.
+
+    Resuming: every batch carries, under "resume", the state that continues its worker's stream right
+    after it: a snapshot taken at the start of its pool (the streams, the RNG, the carried rows) and
+    how many of the pool's batches are done. `state` (from `Resumable.state()`, saved with each
+    checkpoint) restores every worker that way, in time independent of the step; `skip` is the
+    fallback for checkpoints without it: it draws (without collating) the batches already trained on.
     """
 
     def __init__(
@@ -107,25 +241,22 @@ class MixtureDataset(IterableDataset):
         bucket: int = 8,
         pack_len: int = 0,
         skip: int = 0,
+        state: dict | None = None,
     ):
         missing = set(weights) - set(sources)
         if missing:
             raise ValueError(f"mixture names sources without a dataset: {sorted(missing)}")
         self.sources, self.weights, self.templates = sources, weights, templates
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.micro_batch, self.bucket, self.pack_len, self.skip = micro_batch, bucket, pack_len, skip
+        self.micro_batch, self.bucket, self.pack_len = micro_batch, bucket, pack_len
+        self.skip, self.state = (0, state) if state is not None else (skip, None)
         self.collate = Collator(templates.tok.pad_id, image_size)
 
-    def samples(self, reader: int, readers: int) -> Iterator[tuple[Encoded, dict]]:
-        tag = f"{self.seed}/{reader}/0"  # "/0": streams as seeded before exact resume (README results)
-        streams = {
-            name: source_stream(self.sources[name], reader, readers, seed=f"{tag}/{name}")
-            for name in self.weights
-        }
-        for name in MixtureSampler(self.weights, seed=f"{tag}/mixture"):
-            shard, sample = next(streams[name])
-            meta = {"id": sample.id, "source": name, "kind": sample.kind, "shard": shard}
-            yield self.templates.encode(sample), meta
+    def samples(self, reader: int, readers: int) -> MixtureStream:
+        # "/0": streams as seeded before exact resume (the README's results)
+        return MixtureStream(
+            self.sources, self.weights, self.templates, f"{self.seed}/{reader}/0", reader, readers
+        )
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -133,26 +264,48 @@ class MixtureDataset(IterableDataset):
         reader, readers = self.rank * workers + worker, self.world_size * workers
         rng = random.Random(f"{self.seed}/{reader}/0/bucket")
         stream = self.samples(reader, readers)
-        # Resume: each worker skips its batches of the whole rounds within the first `skip` (drawn but
-        # not collated: no image tensors, no padding); `make_loader` drops the rest of a round.
+        saved = self.state["workers"][worker] if self.state is not None else None
+        # Fallback resume: each worker skips its batches of the whole rounds within the first `skip`
+        # (drawn but not collated: no image tensors, no padding); `Resumable` drops the rest of a round.
         mine = self.skip // workers
-        for i, batch in enumerate((self._packed if self.pack_len else self._bucketed)(stream, rng)):
+        pools = self._packed if self.pack_len else self._bucketed
+        for i, (batch, resume) in enumerate(pools(stream, rng, saved)):
             if i >= mine:
-                yield self._collate_rows(batch) if self.pack_len else self.collate(batch)
+                out = self._collate_rows(batch) if self.pack_len else self.collate(batch)
+                yield {**out, "resume": resume}
 
-    def _bucketed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
+    def _bucketed(
+        self, stream: MixtureStream, rng: random.Random, saved: dict | None
+    ) -> Iterator[tuple[list, dict]]:
+        done = self._restore(stream, rng, saved)
         while True:
+            snapshot = {"stream": stream.state(), "rng": _rng_state(rng)}
             pool = sorted(
                 (next(stream) for _ in range(self.micro_batch * self.bucket)), key=lambda x: len(x[0])
             )
             batches = [pool[i : i + self.micro_batch] for i in range(0, len(pool), self.micro_batch)]
             rng.shuffle(batches)
-            yield from batches
+            for j, batch in enumerate(batches[done:], done):
+                yield batch, {"pool": snapshot, "done": j + 1}
+            done = 0
 
-    def _packed(self, stream: Iterator[tuple[Encoded, dict]], rng: random.Random) -> Iterator[dict]:
-        carried: list[Row] = []  # the emptiest rows of the last pool, topped up and trained in this one
+    def _packed(
+        self, stream: MixtureStream, rng: random.Random, saved: dict | None
+    ) -> Iterator[tuple[list, dict]]:
+        done = self._restore(stream, rng, saved)
+        # The emptiest rows of the last pool, topped up and trained in this one.
+        carried = (
+            []
+            if saved is None
+            else [Row(stream.encode_again(keys), keys) for keys in saved["pool"]["carried"]]
+        )
         target = self.micro_batch * self.bucket * self.pack_len
         while True:
+            snapshot = {
+                "stream": stream.state(),
+                "rng": _rng_state(rng),
+                "carried": [list(r.keys) for r in carried],
+            }
             items, tokens = [], sum(len(r) for r in carried)
             while tokens < target:
                 enc, meta = next(stream)
@@ -165,7 +318,18 @@ class MixtureDataset(IterableDataset):
             kept, carried = rows[: len(carried)] + fresh[: keep - len(carried)], fresh[keep - len(carried) :]
             batches = [kept[i : i + self.micro_batch] for i in range(0, keep, self.micro_batch)]
             rng.shuffle(batches)
-            yield from batches
+            for j, batch in enumerate(batches[done:], done):
+                yield batch, {"pool": snapshot, "done": j + 1}
+            done = 0
+
+    @staticmethod
+    def _restore(stream: MixtureStream, rng: random.Random, saved: dict | None) -> int:
+        """Put the stream and the RNG back at the start of the saved pool; returns its batches done."""
+        if saved is None:
+            return 0
+        stream.restore(saved["pool"]["stream"])
+        _set_rng(rng, saved["pool"]["rng"])
+        return saved["done"]
 
     def _collate_rows(self, rows: list[Row]) -> dict:
         return collate_rows(rows, self.pack_len, self.collate.pad_id, self.collate.image_size)
@@ -263,13 +427,53 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = False) -> Iterator[dict]:
+class Resumable:
+    """The loader's batches as the trainer takes them, and the state that resumes the loader right
+    after the last one taken (`state()`; None when it cannot be known, then resuming skips).
+
+    The DataLoader takes one batch from each worker in turn, starting at worker 0 every time it
+    starts. So a saved state puts each worker just after its batch of the last whole round taken, and
+    a resumed loader drops the batches of the round's first workers that the trainer already had.
+    """
+
+    def __init__(self, batches: Iterator[dict], workers: int, state: dict | None, skip: int):
+        self.batches, self.workers = batches, max(1, workers)
+        known = state is not None or skip == 0  # a skipping resume cannot name the workers' states
+        self.last: list[dict | None] = list(state["workers"]) if state else [None] * self.workers
+        self.prev: list[dict | None] = [None] * self.workers
+        self.exact = [known] * self.workers  # whether last[w] is this worker's true position
+        self.prev_exact = [False] * self.workers
+        self.taken = 0
+        for _ in range(state["drop"] if state else skip % self.workers):
+            self._take()
+
+    def _take(self) -> dict:
+        batch = next(self.batches)
+        w = self.taken % self.workers
+        self.prev[w], self.prev_exact[w] = self.last[w], self.exact[w]
+        self.last[w], self.exact[w] = batch.pop("resume"), True
+        self.taken += 1
+        return batch
+
+    def __iter__(self) -> Resumable:
+        return self
+
+    def __next__(self) -> dict:
+        return self._take()
+
+    def state(self) -> dict | None:
+        drop = self.taken % self.workers
+        workers = [self.prev[w] if w < drop else self.last[w] for w in range(self.workers)]
+        exact = [self.prev_exact[w] if w < drop else self.exact[w] for w in range(self.workers)]
+        return {"workers": workers, "drop": drop} if all(exact) else None
+
+
+def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = False) -> Resumable:
     """The dataset's batches, made in `num_workers` processes (0: this one), in stream order; in
     page-locked memory with `pin_memory` (for a GPU: the copy to it can then overlap compute).
 
     Batches come ready-made from the dataset (bucketed or packed); workers only move the work off the
-    trainer. The DataLoader takes one batch from each worker in turn, starting at worker 0, so a
-    resumed stream skips whole rounds inside the workers and the rest of a round here.
+    trainer.
     """
     loader = DataLoader(
         dataset,
@@ -279,7 +483,4 @@ def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = Fa
         prefetch_factor=4 if num_workers > 0 else None,
         pin_memory=pin_memory,
     )
-    batches = iter(loader)
-    for _ in range(dataset.skip % max(1, num_workers)):
-        next(batches)
-    return batches
+    return Resumable(iter(loader), num_workers, dataset.state, dataset.skip)

@@ -51,8 +51,9 @@ def run_identity(cfg: RunConfig, sources: dict[str, Path], world_size: int) -> d
     return json.loads(json.dumps({k: v for k, v in flat.items() if k not in RESUME_FREE}))
 
 
-def check_resumable(meta: dict, identity: dict[str, Any], run_dir: Path, force: bool) -> None:
-    """Refuse to resume a run that differs in what makes the stream, naming every differing key.
+def check_resumable(meta: dict, identity: dict[str, Any], run_dir: Path, force: bool) -> bool:
+    """Refuse to resume a run that differs in what makes the stream, naming every differing key;
+    True when nothing differs (with `force`, False lets a differing run continue).
 
     Checkpoints written before identities were saved are compared on their config alone."""
     saved = meta.get("identity")
@@ -63,10 +64,10 @@ def check_resumable(meta: dict, identity: dict[str, Any], run_dir: Path, force: 
         f"{k} (saved {saved[k]!r}, now {v!r})" for k, v in identity.items() if k in saved and saved[k] != v
     ]
     if not diff:
-        return
+        return True
     if force:
         print(f"resume: train.resume=force continues {run_dir} although {'; '.join(diff)} changed")
-        return
+        return False
     raise ConfigError(
         f"{run_dir} holds a run that differs in {'; '.join(diff)}: resuming would not continue the same "
         "run. Use another run_dir, train.resume=false to start over, or train.resume=force to continue "

@@ -263,6 +263,18 @@ def iter_shard(
     (`Image.load()` raises `OSError`), also for an image whose header is already unreadable.
     An unreadable tar raises `DataError` naming the shard.
     """
+    for _, sample in iter_indexed(path, images, select, on_bad, lazy):
+        yield sample
+
+
+def iter_indexed(
+    path: str | Path,
+    images: bool = True,
+    select: Callable[[int], bool] | None = None,
+    on_bad: Callable[[str, str], None] | None = None,
+    lazy: bool = False,
+) -> Iterator[tuple[int, Sample]]:
+    """`iter_shard`'s samples with their position in the shard (what a loader's saved state names)."""
     try:
         yield from _iter_tar(Path(path), images, select, on_bad, lazy)
     except tarfile.TarError as e:
@@ -275,14 +287,14 @@ def _iter_tar(
     select: Callable[[int], bool] | None,
     on_bad: Callable[[str, str], None] | None,
     lazy: bool,
-) -> Iterator[Sample]:
+) -> Iterator[tuple[int, Sample]]:
     with tarfile.open(path, "r") as tar:
         key, record, pixels, index, bad = None, None, {}, -1, False
         for member in tar:
             stem, ext = member.name.split(".", 1)
             if stem != key:
                 if key is not None and not bad and (select is None or select(index)):
-                    yield _assemble(path, record, pixels, images)
+                    yield index, _assemble(path, record, pixels, images)
                 key, record, pixels, index, bad = stem, None, {}, index + 1, False
             if select is not None and not select(index):
                 continue
@@ -306,7 +318,7 @@ def _iter_tar(
             else:
                 pixels[int(ext.split(".")[0])] = None
         if key is not None and not bad and (select is None or select(index)):
-            yield _assemble(path, record, pixels, images)
+            yield index, _assemble(path, record, pixels, images)
 
 
 class Undecodable:

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,12 +22,18 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mmkd.checkpoint import latest_checkpoint, read_meta, resume_checkpoint, save_checkpoint
+from mmkd.checkpoint import (
+    latest_checkpoint,
+    read_loader_state,
+    read_meta,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
 from mmkd.errors import DataError, UserError
-from mmkd.loader import MixtureDataset, make_loader, to_device
+from mmkd.loader import MixtureDataset, Resumable, make_loader, to_device
 from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.decoder import resolve_attention
@@ -123,6 +129,7 @@ class Setup:
     seen: dict[str, int]  # real samples and non-pad tokens trained on so far
     autocast: AbstractContextManager
     meta: dict[str, Any]  # what every checkpoint's meta.json holds besides the position
+    loader: dict | None = None  # this rank's data-stream state saved with the resumed checkpoint
 
 
 def setup(
@@ -141,8 +148,7 @@ def setup(
     accum = t.global_batch // (micro * info.world_size)
     identity = run_identity(cfg, sources, info.world_size)
     found = latest_checkpoint(run_dir) if t.resume != "false" else None
-    if found is not None:  # before any compute
-        check_resumable(read_meta(found), identity, run_dir, force=t.resume == "force")
+    same = found is not None and check_resumable(read_meta(found), identity, run_dir, t.resume == "force")
 
     def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10);
@@ -164,8 +170,10 @@ def setup(
         if t.packing
         else t.budget_samples // t.global_batch
     )
-    step, seen = 0, {"samples": 0, "tokens": 0}
+    step, seen, loader = 0, {"samples": 0, "tokens": 0}, None
     if found is not None:
+        # The data stream's saved state holds only for the same run (else the loader fast-forwards).
+        loader = read_loader_state(found, info.rank) if same else None
         saved = resume_checkpoint(found, engine)
         step, seen = saved["step"], saved.get("seen")
         log(f"resume: from {found} (step {step})")
@@ -179,7 +187,7 @@ def setup(
         "identity": identity,
     }
     stages = stage_bounds(cfg.recipe, total_steps)
-    return Setup(engine, stages, total_steps, micro, accum, step, seen, autocast, meta)
+    return Setup(engine, stages, total_steps, micro, accum, step, seen, autocast, meta, loader)
 
 
 def batches(
@@ -191,14 +199,17 @@ def batches(
     tokenizer: Tokenizer,
     info: DistInfo,
     log: RunLog,
-) -> Iterator[dict]:
-    """Stage k's batches from `step`; a resumed run skips those already trained on."""
+) -> Resumable:
+    """Stage k's batches from `step`: a resumed run continues the stream where it stopped."""
     name, start, _, weights = s.stages[k]
     seed = cfg.seed if len(s.stages) == 1 else f"{cfg.seed}/{name}"
-    # Exact resume: a stage's stream is a pure function of the config, so the loader skips the
-    # micro-batches already trained on (drawn, not collated) and continues the same stream.
-    skip = (step - start) * s.accum
-    if skip:
+    # Exact resume: from the stream's saved state (constant time), or, for a checkpoint without one,
+    # by skipping the micro-batches already trained on (the stream is a pure function of the config).
+    state = s.loader if s.loader is not None and s.loader.get("stage") == name and step > start else None
+    skip = 0 if state is not None else (step - start) * s.accum
+    if state is not None:
+        log(f"resume: the data stream of stage {name!r} continues from its saved state")
+    elif skip:
         log(f"resume: skipping the {skip} micro-batches of stage {name!r} already trained on")
     dataset = MixtureDataset(
         sources,
@@ -211,6 +222,7 @@ def batches(
         info.world_size,
         pack_len=cfg.model.max_seq_len if cfg.train.packing else 0,
         skip=skip,
+        state=state,
     )
     return make_loader(dataset, cfg.data.num_workers, pin_memory=info.device.type == "cuda")
 
@@ -296,7 +308,10 @@ def train(
 
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < s.total_steps:
             position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
-            saved = save_checkpoint(run_dir, step, engine, position, info, keep=t.keep_checkpoints)
+            loader = stream.state()
+            loader = None if loader is None else {**loader, "stage": s.stages[stage][0]}
+            keep = t.keep_checkpoints
+            saved = save_checkpoint(run_dir, step, engine, position, info, keep=keep, loader=loader)
             log(f"checkpoint: {saved}", echo=False)
             if cfg.eval.every and step % cfg.eval.every == 0:
                 if info.is_main:

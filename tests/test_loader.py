@@ -1,10 +1,11 @@
+import json
 from collections import Counter
 from itertools import islice
 
 import pytest
 import torch
 
-from mmkd.loader import MixtureDataset, MixtureSampler, make_loader, source_stream
+from mmkd.loader import MixtureDataset, MixtureSampler, SourceStream, make_loader
 from mmkd.schema import Sample, Turn
 from mmkd.templates import IGNORE, Templates
 from mmkd.world.render import render
@@ -27,7 +28,7 @@ def test_sampler_is_deterministic_per_seed():
 
 
 def _ids(root, reader, readers, n):
-    stream = (sample for _, sample in source_stream(root, reader, readers, seed=f"t{reader}", buffer=8))
+    stream = (sample for _, sample in SourceStream(root, reader, readers, seed=f"t{reader}", buffer=8))
     return [next(stream).id for _ in range(n)]
 
 
@@ -142,3 +143,27 @@ def test_skip_resumes_the_stream_exactly_across_workers(workers, pack_len, world
         return [[m["id"] for m in b["meta"]] for b in islice(make_loader(ds, workers), n)]
 
     assert batches(5, 6) == batches(0, 11)[5:]
+
+
+@pytest.mark.parametrize(("workers", "pack_len"), [(0, 0), (2, 0), (0, 160), (2, 160)])
+def test_a_saved_loader_state_resumes_the_stream_exactly(workers, pack_len, world, tokenizer):
+    """Resume from the state the trainer saves (JSON, as in a checkpoint), at points inside a pool,
+    at an odd number of batches over two workers, and after the streams have wrapped an epoch."""
+    _, root = world
+    weights = {"caption0": 0.5, "text": 0.5}
+    t = Templates(tokenizer, 9, 160)
+
+    def loader(state=None):
+        ds = MixtureDataset(
+            {k: root / k for k in weights}, weights, t, 0, 4, 48, pack_len=pack_len, state=state
+        )
+        return make_loader(ds, workers)
+
+    full = [[m["id"] for m in b["meta"]] for b in islice(loader(), 260)]
+    for k in (3, 11, 200):  # 200 x 4 samples: both sources are past their first epoch
+        taken = loader()
+        for _ in range(k):
+            next(taken)
+        state = json.loads(json.dumps(taken.state()))
+        resumed = [[m["id"] for m in b["meta"]] for b in islice(loader(state), 20)]
+        assert resumed == full[k : k + 20], k

@@ -54,14 +54,21 @@ def test_checkpoints_and_resume(world, tokenizer, tmp_path):
     assert log.count("train: baseline seed 0, steps 0..8") == 1 and "steps 4..8" in log
     assert "resume: from" in log and "step-00000004 (step 4)" in log and log.count("done: 8 steps") == 2
     assert log.count("step 8/8 loss") == 2 and "checkpoint: " in log
-    # A checkpoint written before the samples/tokens counters were saved still resumes.
+    # The data stream continued from the state saved with the checkpoint, not by re-reading.
+    assert (run / "checkpoints" / "step-00000004" / "loader.rank0.json").exists()
+    assert "data stream of stage 'all' continues from its saved state" in log and "skipping" not in log
+    # A checkpoint written before the samples/tokens counters and the loader state were saved still
+    # resumes exactly: the loader skips the batches already trained on.
     (run / "checkpoints" / "final" / "COMMITTED").unlink()
     meta_path = run / "checkpoints" / "step-00000004" / "meta.json"
     meta = json.loads(meta_path.read_text())
     del meta["seen"]
     meta_path.write_text(json.dumps(meta))
+    (run / "checkpoints" / "step-00000004" / "loader.rank0.json").unlink()
     metrics = _train(world, tokenizer, run, budget_samples=128)
     assert metrics[-1]["step"] == 8 and metrics[-1]["samples"] == 128  # 8 steps of 16, from the step
+    assert [(m["step"], m["loss"]) for m in metrics] == [(m["step"], m["loss"]) for m in first]
+    assert "skipping the 8 micro-batches" in (run / "train.log").read_text()
 
 
 def test_resume_refuses_a_different_config(world, tokenizer, tmp_path):
@@ -170,6 +177,41 @@ def test_torchrun_two_ranks_on_cpu(engine, world, tmp_path):
     assert read_meta(run)["step"] == 4
     seen = [set((run / f"samples.rank{r}.txt").read_text().split()) for r in (0, 1)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_two_ranks_with_packing_workers_and_a_curriculum_resume_exactly_from_the_saved_stream(
+    world, tmp_path
+):
+    """Resumed inside either stage, from the data-stream state each rank saved (two loader workers, so
+    a checkpoint falls in the middle of their round), the losses repeat the uninterrupted run's."""
+    run = tmp_path / "run"
+    captions, mixed = "{caption0:1.0}", "{caption0:0.5,text:0.5}"
+    stages = (
+        f"[{{name:captions,fraction:0.5,mixture:{captions}}},{{name:mixed,fraction:0.5,mixture:{mixed}}}]"
+    )
+    args = (
+        "train.packing=true",
+        "train.budget_tokens=40960",
+        "train.checkpoint_every=3",
+        "train.log_every=1",
+    )
+    args += ("data.num_workers=2", f"recipe.stages={stages}")
+    args += tuple(f"recipe.mixture.{k}=0" for k in ("caption0", "vqa0", "text", "other"))  # stages instead
+    first = _torchrun(world[0], run, *args)
+    assert [r["stage"] for r in first] == ["captions"] * 4 + ["mixed"] * 4
+    checkpoints = run / "checkpoints"
+    assert {p.name for p in (checkpoints / "step-00000006").glob("loader.*")} == {
+        "loader.rank0.json",
+        "loader.rank1.json",
+    }
+    for dropped in (["final"], ["final", "step-00000006"]):  # resume at step 6 (stage 2), then at 3 (stage 1)
+        for name in dropped:
+            (checkpoints / name / "COMMITTED").unlink(missing_ok=True)
+        resumed = _torchrun(world[0], run, *args)
+        assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in first]
+    log = (run / "train.log").read_text()
+    assert "stream of stage 'mixed' continues from its saved state" in log
+    assert "stream of stage 'captions' continues from its saved state" in log and "skipping" not in log
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
