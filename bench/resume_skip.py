@@ -1,13 +1,14 @@
-"""Resume cost: the seconds a resumed loader spends skipping the batches it already trained on, with
-images decoded when a batch is collated (the loader now) against decoded when read (before).
+"""Resume cost: the seconds a resumed loader needs before its first batch, after N micro-batches
+already trained on, restored from the saved stream state (the loader now) against fast-forwarding
+through the N batches (the fallback, and the only way before).
 
-    python bench/resume_skip.py                      # 1,600 photo-sized samples, skip 80 batches
-    python bench/resume_skip.py --samples 3200 --skip 160 --size 512
+    python bench/resume_skip.py                          # N = 100, 1,000, 10,000: 2,000 samples of 128 px
+    python bench/resume_skip.py --steps 100 1000 10000 --size 384
 
 The dataset holds `--samples` caption samples with `--size`-pixel PNG images of smooth noise (about
-the decode cost of a photo), written once to a temporary folder. Each variant builds the loader's
-stream with `skip` and times the first batch, once with skip=0 and once with `--skip`; the skip cost
-is the difference. Ratio = before / now (higher is better).
+the decode cost of a photo), written once to a temporary folder. For each N the state after batch N is
+taken from the loader itself; each variant then times its first batch, minus the first batch of a
+fresh loader (the cost of one batch), in the same run. Ratio = fast-forward / state.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mmkd import loader
-from mmkd.loader import MixtureDataset
+from mmkd.loader import MixtureDataset, make_loader
 from mmkd.schema import Sample
-from mmkd.shards import ShardWriter, iter_shard
+from mmkd.shards import ShardWriter
 from mmkd.templates import Templates
 from mmkd.tokenizer import train_tokenizer
 
@@ -49,32 +49,32 @@ def write_photos(out: Path, n: int, size: int) -> None:
             )
 
 
-def first_batch_seconds(source: Path, templates: Templates, size: int, skip: int) -> float:
-    dataset = MixtureDataset(
-        {"photos": source},
-        {"photos": 1.0},
-        templates,
-        seed=0,
-        micro_batch=MICRO_BATCH,
-        image_size=size,
-        skip=skip,
-    )
-    start = time.perf_counter()
-    next(iter(dataset))
-    return time.perf_counter() - start
+def dataset(source: Path, templates: Templates, size: int, **resume) -> MixtureDataset:
+    return MixtureDataset({"photos": source}, {"photos": 1.0}, templates, 0, MICRO_BATCH, size, **resume)
 
 
-def skip_cost(source: Path, templates: Templates, size: int, skip: int) -> float:
-    return first_batch_seconds(source, templates, size, skip) - first_batch_seconds(
-        source, templates, size, 0
-    )
+def first_batch_seconds(data: MixtureDataset, repeats: int = 1) -> float:
+    """The fastest of `repeats` timings (a fresh loader each time)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        next(make_loader(data, 0))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def state_after(source: Path, templates: Templates, size: int, n: int) -> dict:
+    """The state a checkpoint after n micro-batches holds (read off the loader's batch n)."""
+    taken = make_loader(dataset(source, templates, size, skip=n - 1), 0)
+    next(taken)
+    return taken.state()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=1600)
-    ap.add_argument("--skip", type=int, default=80, help="micro-batches to skip")
-    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000], help="micro-batches trained")
+    ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -83,18 +83,21 @@ def main() -> None:
             (f"a photo of thing number {i}" for i in range(200)), 300, root / "tok.json"
         )
         templates = Templates(tokenizer, image_tokens=16, max_seq_len=64)
-        now = skip_cost(root / "photos", templates, args.size, args.skip)
-        eager = lambda *a, **k: iter_shard(*a, **{**k, "lazy": False})  # noqa: E731 (decoded when read)
-        loader.iter_shard, lazy_reader = eager, loader.iter_shard
-        try:
-            before = skip_cost(root / "photos", templates, args.size, args.skip)
-        finally:
-            loader.iter_shard = lazy_reader
-    skipped = args.skip * MICRO_BATCH
-    print(f"skip {args.skip} micro-batches ({skipped} samples of {args.size} px):")
-    print(f"  before (decoded when read):     {before:6.2f} s  ({skipped / before:7.0f} samples/s)")
-    print(f"  now (decoded when collated):    {now:6.2f} s  ({skipped / now:7.0f} samples/s)")
-    print(f"  ratio before / now: {before / now:.1f}x")
+        source = root / "photos"
+        fresh = first_batch_seconds(dataset(source, templates, args.size), repeats=5)
+        print(
+            f"first batch of a fresh loader: {fresh:.3f} s; resume cost beyond it, {MICRO_BATCH} per batch:"
+        )
+        print("| trained micro-batches | samples | saved state | fast-forward | ratio |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        for n in args.steps:
+            state = state_after(source, templates, args.size, n)
+            restored = first_batch_seconds(dataset(source, templates, args.size, state=state), 5) - fresh
+            skipped = first_batch_seconds(dataset(source, templates, args.size, skip=n)) - fresh
+            print(
+                f"| {n:,} | {n * MICRO_BATCH:,} | {max(restored, 0):.3f} s | {skipped:.2f} s "
+                f"| {skipped / max(restored, 1e-3):.0f}x |"
+            )
 
 
 if __name__ == "__main__":

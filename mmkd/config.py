@@ -27,6 +27,7 @@ from mmkd.world.scene import WorldConfig
 
 # ddp (replicas) | fsdp2 (sharded) | deepspeed (ZeRO): mmkd/engines/.
 ENGINES = ("ddp", "fsdp2", "deepspeed")
+WEIGHT_UNITS = ("samples", "tokens")  # what a mixture weight is a fraction of (mmkd.loader.MixtureSampler)
 
 
 class ConfigError(UserError, ValueError):
@@ -59,7 +60,9 @@ def _check_mixture(mixture: dict[str, float], key: str, recipe: str) -> dict[str
 class RecipeConfig:
     """A data mixture, or a curriculum of stages (`stages`; `->` in seed 003 Table 2), each a mixture.
 
-    Weights are fractions of training *samples* drawn from each source.
+    Weights are fractions of training *samples* drawn from each source (`weight_unit: samples`, seed
+    000's unit), or of training *tokens*, image tokens counted as the model sees them
+    (`weight_unit: tokens`), so a source of long samples takes no more compute than its weight says.
     """
 
     name: str = "baseline"
@@ -86,8 +89,8 @@ class RecipeConfig:
         return sorted({k for stage in self.plan() for k in stage.mixture})
 
     def validate(self) -> RecipeConfig:
-        if self.weight_unit != "samples":
-            raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: only 'samples' is supported")
+        if self.weight_unit not in WEIGHT_UNITS:
+            raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: must be one of {list(WEIGHT_UNITS)}")
         if not self.stages:
             _check_mixture(self.mixture, "recipe.mixture", self.name)
             return self

@@ -37,20 +37,47 @@ from mmkd.templates import IGNORE, Encoded, Templates
 
 
 class MixtureSampler:
-    """Draws source names with probability equal to their weight (weights are sample fractions)."""
+    """Draws source names so that each source's share of the stream is its weight.
 
-    def __init__(self, weights: dict[str, float], seed: int | str):
+    `unit="samples"`: a source is drawn with probability equal to its weight. `unit="tokens"`: with
+    probability proportional to its weight over its mean sample length so far (`observe` tells the
+    lengths; until every source has one, the weights are used as sample shares), so its share of the
+    tokens converges to its weight. One random number per draw in both units.
+    """
+
+    def __init__(self, weights: dict[str, float], seed: int | str, unit: str = "samples"):
         self.names = sorted(weights)
         total = sum(weights[n] for n in self.names)
-        self.cum = np.cumsum([weights[n] / total for n in self.names])
+        self.weights = [weights[n] / total for n in self.names]
+        self.cum = np.cumsum(self.weights)
         self.rng = random.Random(seed)
+        self.unit = unit
+        self.samples = dict.fromkeys(self.names, 0)  # observed so far (tokens unit)
+        self.tokens = dict.fromkeys(self.names, 0)
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        i = int(np.searchsorted(self.cum, self.rng.random(), side="right"))
+        cum = self.cum
+        if self.unit == "tokens" and all(self.samples.values()):
+            per_token = [
+                w * self.samples[n] / self.tokens[n] for w, n in zip(self.weights, self.names, strict=True)
+            ]
+            cum = np.cumsum(per_token) / sum(per_token)
+        i = int(np.searchsorted(cum, self.rng.random(), side="right"))
         return self.names[min(i, len(self.names) - 1)]
+
+    def observe(self, name: str, length: int) -> None:
+        self.samples[name] += 1
+        self.tokens[name] += length
+
+    def state(self) -> dict:
+        return {"rng": _rng_state(self.rng), "samples": self.samples, "tokens": self.tokens}
+
+    def restore(self, state: dict) -> None:
+        _set_rng(self.rng, state["rng"])
+        self.samples, self.tokens = dict(state["samples"]), dict(state["tokens"])
 
 
 def _rng_state(rng: random.Random) -> list:
@@ -171,12 +198,13 @@ class MixtureStream:
         tag: str,
         reader: int,
         readers: int,
+        unit: str = "samples",
     ):
         self.templates = templates
         self.streams = {
             name: SourceStream(sources[name], reader, readers, seed=f"{tag}/{name}") for name in weights
         }
-        self.sampler = MixtureSampler(weights, seed=f"{tag}/mixture")
+        self.sampler = MixtureSampler(weights, f"{tag}/mixture", unit)
 
     def __iter__(self) -> MixtureStream:
         return self
@@ -184,7 +212,9 @@ class MixtureStream:
     def __next__(self) -> tuple[Encoded, dict]:
         name = next(self.sampler)
         (k, i), sample = next(self.streams[name])
-        return self.templates.encode(sample), self._meta(name, k, i, sample)
+        encoded = self.templates.encode(sample)
+        self.sampler.observe(name, len(encoded))
+        return encoded, {**self._meta(name, k, i, sample), "tokens": len(encoded)}
 
     def _meta(self, name: str, k: int, i: int, sample: Sample) -> dict:
         shard = self.streams[name].shards[k].name
@@ -192,12 +222,12 @@ class MixtureStream:
 
     def state(self) -> dict:
         return {
-            "sampler": _rng_state(self.sampler.rng),
+            "sampler": self.sampler.state(),
             "sources": {name: s.state() for name, s in self.streams.items()},
         }
 
     def restore(self, state: dict) -> None:
-        _set_rng(self.sampler.rng, state["sampler"])
+        self.sampler.restore(state["sampler"])
         for name, s in self.streams.items():
             s.restore(state["sources"][name])
 
@@ -242,6 +272,7 @@ class MixtureDataset(IterableDataset):
         pack_len: int = 0,
         skip: int = 0,
         state: dict | None = None,
+        weight_unit: str = "samples",
     ):
         missing = set(weights) - set(sources)
         if missing:
@@ -250,12 +281,14 @@ class MixtureDataset(IterableDataset):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.micro_batch, self.bucket, self.pack_len = micro_batch, bucket, pack_len
         self.skip, self.state = (0, state) if state is not None else (skip, None)
+        self.weight_unit = weight_unit
         self.collate = Collator(templates.tok.pad_id, image_size)
 
     def samples(self, reader: int, readers: int) -> MixtureStream:
         # "/0": streams as seeded before exact resume (the README's results)
+        tag = f"{self.seed}/{reader}/0"
         return MixtureStream(
-            self.sources, self.weights, self.templates, f"{self.seed}/{reader}/0", reader, readers
+            self.sources, self.weights, self.templates, tag, reader, readers, self.weight_unit
         )
 
     def __iter__(self) -> Iterator[dict]:

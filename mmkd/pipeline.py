@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mmkd.checkpoint import read_meta
 from mmkd.config import RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
@@ -30,7 +31,7 @@ from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.tracking import RunLog
-from mmkd.trainer import train
+from mmkd.trainer import realised_shares, train
 
 
 def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
@@ -110,6 +111,10 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         )
 
     final = train(cfg, dirs, tokenizer, run_dir, info, evaluate_step)
+    if info.is_main:  # the mixture as trained, beside the mixture as asked
+        mixture = json.loads((run_dir / "mixture.json").read_text())
+        mixture["realised"] = realised_shares(read_meta(final)["seen"])
+        write_json_atomic(run_dir / "mixture.json", mixture)
     if not (cfg.eval.after_train and info.is_main):
         return None
     # The saved weights, whatever engine sharded them: eval-only on them gives the same scores.

@@ -223,6 +223,7 @@ def batches(
         pack_len=cfg.model.max_seq_len if cfg.train.packing else 0,
         skip=skip,
         state=state,
+        weight_unit=cfg.recipe.weight_unit,
     )
     return make_loader(dataset, cfg.data.num_workers, pin_memory=info.device.type == "cuda")
 
@@ -255,6 +256,7 @@ def train(
     stage = next((k for k, (_, _, end, _) in enumerate(s.stages) if step < end), len(s.stages) - 1)
     stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
     bad: list[dict] = []  # samples this rank left out because an image did not decode
+    names = cfg.recipe.sources()  # counted per source: the mixture as trained
     bar = tqdm(
         total=s.total_steps,
         initial=step,
@@ -287,11 +289,7 @@ def train(
         grad_norm = engine.step(t.grad_clip)  # no update on a non-finite norm
         _check_finite("grad norm", grad_norm, step, run_dir)
         step += 1
-        counts = torch.tensor(
-            [sum(len(b["meta"]) for b in micro), _real_tokens(micro, tokenizer.pad_id)], device=device
-        )
-        samples, tokens = all_reduce_sum(counts).tolist()
-        s.seen = {"samples": s.seen["samples"] + samples, "tokens": s.seen["tokens"] + tokens}
+        samples, tokens, s.seen = _count_seen(micro, s.seen, names, tokenizer.pad_id, device)
         window.add(loss, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
         bar.update(1)
 
@@ -333,7 +331,48 @@ def train(
     position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
     final = save_checkpoint(run_dir, step, engine, position, info, final=True)
     log(f"done: {step} steps, {s.seen['samples']} samples, {s.seen['tokens']} tokens; {final}", echo=False)
+    shares = realised_shares(s.seen)
+    log(
+        "mixture as trained (samples / tokens): "
+        + ", ".join(f"{n} {r['sample_share']:.1%} / {r['token_share']:.1%}" for n, r in shares.items()),
+        echo=False,
+    )
     return final
+
+
+def _count_seen(
+    micro: list[dict], seen: dict, names: list[str], pad_id: int, device: torch.device
+) -> tuple[int, int, dict]:
+    """This step's samples and real tokens over all ranks, and the run's running totals with them,
+    also per source (`seen["sources"]`: [samples, tokens] each, saved with every checkpoint).
+    `names`: every source of the recipe, the same list on every rank (one all-reduce)."""
+    metas = [m for b in micro for m in b["meta"]]
+    counts = [len(metas), _real_tokens(micro, pad_id)]
+    for name in names:
+        mine = [m for m in metas if m["source"] == name]
+        counts += [len(mine), sum(m["tokens"] for m in mine)]
+    total = [
+        int(x) for x in all_reduce_sum(torch.tensor(counts, dtype=torch.float64, device=device)).tolist()
+    ]
+    before = seen.get("sources", {})
+    sources = {
+        n: [before.get(n, [0, 0])[0] + total[2 + 2 * i], before.get(n, [0, 0])[1] + total[3 + 2 * i]]
+        for i, n in enumerate(names)
+    }
+    samples, tokens = total[0], total[1]
+    running = {"samples": seen["samples"] + samples, "tokens": seen["tokens"] + tokens, "sources": sources}
+    return samples, tokens, running
+
+
+def realised_shares(seen: dict) -> dict[str, dict[str, float]]:
+    """Each source's share of the samples and of the tokens trained on (`seen["sources"]`)."""
+    sources = seen.get("sources", {})
+    samples = sum(n for n, _ in sources.values()) or 1
+    tokens = sum(t for _, t in sources.values()) or 1
+    return {
+        name: {"samples": n, "tokens": t, "sample_share": n / samples, "token_share": t / tokens}
+        for name, (n, t) in sorted(sources.items())
+    }
 
 
 def _count_bad(micro: list[dict], bad: list[dict], limit: int, rank: int, run_dir: Path) -> None:

@@ -147,8 +147,11 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
 
 
 def test_recipe_validate_directly():
-    with pytest.raises(ConfigError, match="weight_unit"):
-        RecipeConfig(mixture={"a": 1.0}, weight_unit="tokens").validate()
+    with pytest.raises(
+        ConfigError, match=r"recipe.weight_unit='bytes': must be one of \['samples', 'tokens'\]"
+    ):
+        RecipeConfig(mixture={"a": 1.0}, weight_unit="bytes").validate()
+    assert RecipeConfig(mixture={"a": 1.0}, weight_unit="tokens").validate().weight_unit == "tokens"
 
 
 def test_group_files_list_every_typed_field():

@@ -167,3 +167,22 @@ def test_a_saved_loader_state_resumes_the_stream_exactly(workers, pack_len, worl
         state = json.loads(json.dumps(taken.state()))
         resumed = [[m["id"] for m in b["meta"]] for b in islice(loader(state), 20)]
         assert resumed == full[k : k + 20], k
+
+
+def test_token_weighted_mixtures_hold_their_token_shares(world, tokenizer):
+    """weight_unit=tokens: over a long stream each source's share of the tokens is its weight (within
+    1%), where sample weights would give VQA (long samples) far more of the tokens."""
+    _, root = world
+    weights = {"caption0": 0.5, "vqa0": 0.5}
+    t = Templates(tokenizer, 9, 160)
+
+    def token_shares(unit: str) -> dict[str, float]:
+        ds = MixtureDataset({k: root / k for k in weights}, weights, t, 0, 4, 48, weight_unit=unit)
+        tokens = Counter()
+        for _, meta in islice(ds.samples(0, 1), 8000):
+            tokens[meta["source"]] += meta["tokens"]
+        return {k: v / sum(tokens.values()) for k, v in tokens.items()}
+
+    by_tokens, by_samples = token_shares("tokens"), token_shares("samples")
+    assert all(abs(by_tokens[k] - 0.5) < 0.01 for k in weights), by_tokens
+    assert by_samples["vqa0"] > 0.6, by_samples

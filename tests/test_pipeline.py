@@ -60,6 +60,13 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         "other": 0.15,
     }
     assert all(len(v["content_hash"]) == 64 for v in mixture["sources"].values())
+    # The mixture as trained: 512 samples (16 steps of 32), each source's sample and token share.
+    realised = mixture["realised"]
+    assert (
+        realised.keys() == mixture["sources"].keys() and sum(r["samples"] for r in realised.values()) == 512
+    )
+    assert abs(sum(r["token_share"] for r in realised.values()) - 1) < 1e-9
+    assert abs(realised["text"]["sample_share"] - 0.40) < 0.1
     results = json.loads((run / "eval/results.json").read_text())["suites"]["world"]
     assert set(results) == set(ABILITIES)
     for r in results.values():
