@@ -7,7 +7,8 @@ Draws samples in the recipe's proportions (its `sources` as built on first use),
 the tiny model's 9 image tokens and with dense_3b's 729, packs them into rows of each length, and
 prints the non-pad fraction next to the baseline measured in the same run: one sample per row,
 padded to the row length (what a fixed-length batch without packing wastes). A second table packs as
-the trainer does (`train.packing=true`: the loader's pools, with the emptiest rows carried over).
+the trainer does (`train.packing=true`: the loader's pools, with the emptiest rows carried over), and
+shows the longest a sample waits behind its turn in the mixture stream.
 """
 
 from __future__ import annotations
@@ -69,15 +70,27 @@ def main() -> None:
             ratio = packed / alone
             print(f"| {image_tokens} | {length} | {len(rows)} | {packed:.4f} | {alone:.4f} | {ratio:.1f}x |")
     print("\nAs the trainer packs (MixtureDataset, micro-batches of 8 rows, pools of 8 micro-batches):")
-    print("| image tokens | row length | rows | non-pad |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| image tokens | row length | rows | non-pad | longest wait (micro-batches) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for image_tokens, length in ((9, 4096), (729, 4096)):
         templates = Templates(tok, image_tokens, length)
         dataset = MixtureDataset(dirs, weights, templates, 0, 8, cfg.model.image_size, pack_len=length)
         batches = list(islice(iter(dataset), args.batches))
         real = sum(int((b["segments"] > 0).sum()) for b in batches)
         rows = sum(b["segments"].shape[0] for b in batches)
-        print(f"| {image_tokens} | {length} | {rows} | {real / (rows * length):.4f} |")
+        wait = longest_wait(dataset, batches)
+        print(f"| {image_tokens} | {length} | {rows} | {real / (rows * length):.4f} | {wait:.1f} |")
+
+
+def longest_wait(dataset: MixtureDataset, batches: list[dict]) -> float:
+    """How far behind its turn in the mixture stream a sample trains, at most, in micro-batches: the
+    samples trained before it minus those drawn before it, over the samples per micro-batch."""
+    trained = [m["id"] for b in batches for m in b["meta"]]
+    drawn: dict[str, list[int]] = {}  # an id drawn again (a later epoch) is matched in order
+    for i, (_, meta) in enumerate(islice(dataset.samples(0, 1), 2 * len(trained) + 2000)):
+        drawn.setdefault(meta["id"], []).append(i)
+    late = max(rank - drawn[i].pop(0) for rank, i in enumerate(trained))
+    return late / (len(trained) / len(batches))
 
 
 if __name__ == "__main__":
