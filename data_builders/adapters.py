@@ -28,7 +28,7 @@ from tqdm import tqdm
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.errors import DataError
 from mmkd.schema import IMAGE_MARKER, Sample, SampleError, Turn
-from mmkd.shards import MANIFEST, ShardWriter
+from mmkd.shards import KEPT_FORMATS, MANIFEST, ShardWriter
 
 ADAPTER_VERSION = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -579,12 +579,19 @@ def _load_image(path: Path, where: str, rejects: RejectLog) -> Image.Image | Non
 
 
 def _decode_image(src: Path | bytes, where: str, rejects: RejectLog, label: str) -> Image.Image | None:
+    """The image in RGB, decoded once here so a broken file is a reject; `image.encoded` keeps the
+    file's own bytes (JPEG, PNG, WebP), which the shard stores as they are unless resizing is asked."""
+    data = src if isinstance(src, bytes) else src.read_bytes()
     try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-            return im.convert("RGB")
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = im.convert("RGB")
+            kept = KEPT_FORMATS.get(im.format or "")
     except OSError as e:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
         rejects.add(where, "image_decode", f"{label}: {e}")
         return None
+    if kept is not None:
+        rgb.encoded = (data, kept)  # type: ignore[attr-defined]
+    return rgb
 
 
 def _missing(record: dict, fields: tuple[str, ...]) -> str:

@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"manifest: {args.out / MANIFEST}")
     print(f"samples: {manifest['num_samples']} {json.dumps(manifest['kinds'])}")
+    stored = sum((args.out / s["file"]).stat().st_size for s in manifest["shards"])
+    source = manifest["source_image_bytes"]
+    ratio = f", {stored / source:.2f}x their source files ({source / 1e6:.1f} MB)" if source else ""
+    print(
+        f"images: {manifest['stored_images']} stored for {manifest['num_images']} uses; "
+        f"dataset {stored / 1e6:.1f} MB{ratio}"
+    )
     print(f"rejects: {json.dumps(manifest['rejects'])} (listed in {args.out / 'rejects.jsonl'})")
     return 0
 

@@ -2,7 +2,13 @@
 
 Layout of one dataset directory:
     manifest.json         written last; a dataset without it is incomplete and never read
-    shard-000000.tar      webdataset convention: members `<key>.json`, `<key>.0.png`, `<key>.1.png`...
+    shard-000000.tar      webdataset convention: members `<key>.json`, `<key>.0.jpg`, `<key>.1.png`...
+
+Images are stored once: consecutive samples with the same images (the five captions of a COCO image,
+the questions of a VQA image) become one record, `{"group": [sample, ...], "num_images": n}` with the
+images beside it, as webdataset users expect of an image with several texts; readers expand it back
+into its samples, each with its own position in the shard. An image keeps the encoding it came in
+(`image.encoded`, set by the adapters: JPEG stays JPEG) unless it is resized; others are stored as PNG.
 
 Shards are written to `*.tar.tmp` and renamed when closed, and the manifest names the shards it covers,
 so a crash mid-build leaves nothing a reader would pick up. Images are stored pre-resized as PNG.
@@ -41,6 +47,18 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # stored as they came
+
+
+def _image_member(im: Image.Image, size: int | None) -> tuple[bytes, str]:
+    """An image's stored bytes and extension: its source file's own (`im.encoded`) when it has them
+    and no resize is asked, else PNG."""
+    encoded = getattr(im, "encoded", None)
+    if encoded is not None and (size is None or im.size == (size, size)):
+        return encoded
+    return _png_bytes(im, size), "png"
+
+
 def _png_bytes(im: Image.Image, size: int | None) -> bytes:
     if size is not None and im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BICUBIC)
@@ -67,7 +85,11 @@ def _sha256(path: Path, progress: Callable[[int], Any] | None = None) -> str:
 
 
 class ShardFile:
-    """One shard, written to `<name>.tmp` and renamed into place by `close()`; `stats` describes it."""
+    """One shard, written to `<name>.tmp` and renamed into place by `close()`; `stats` describes it.
+
+    A sample whose images are those of the sample before it joins that sample's record, so the
+    images are stored once (the record is written when a sample with other images comes, or at close).
+    """
 
     def __init__(self, path: str | Path, image_size: int | None = None):
         self.path, self.image_size = Path(path), image_size
@@ -76,18 +98,40 @@ class ShardFile:
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
         self.kinds: Counter[str] = Counter()
         self.num_samples = self.images = self.text_chars = 0
+        self.stored_images = self.image_bytes = self.source_bytes = 0
+        self._record: list[dict] = []  # the samples of the record not yet written, sharing _images
+        self._images: list[tuple[bytes, str]] = []
+        self._source_bytes = 0  # the pending images' source files' size, where known
 
     def add(self, sample: Sample) -> None:
         sample.validate()
-        _add_member(self._tar, f"{sample.id}.json", json.dumps(sample.to_json()).encode())
-        for i, im in enumerate(sample.images):
-            _add_member(self._tar, f"{sample.id}.{i}.png", _png_bytes(im, self.image_size))
+        images = [_image_member(im, self.image_size) for im in sample.images]
+        if not (self._record and images and images == self._images):
+            self._write_record()
+            self._images = images
+            self._source_bytes = sum(len(getattr(im, "encoded", (b"",))[0]) for im in sample.images)
+        self._record.append(sample.to_json())
         self.num_samples += 1
         self.kinds[sample.kind] += 1
         self.text_chars += len(sample.text) + sum(len(t.question) + len(t.answer) for t in sample.turns)
         self.images += len(sample.images)
 
+    def _write_record(self) -> None:
+        if not self._record:
+            return
+        key, record = self._record[0]["id"], self._record[0]
+        if len(self._record) > 1:
+            record = {"group": self._record, "num_images": len(self._images)}
+        _add_member(self._tar, f"{key}.json", json.dumps(record).encode())
+        for i, (data, ext) in enumerate(self._images):
+            _add_member(self._tar, f"{key}.{i}.{ext}", data)
+            self.stored_images += 1
+            self.image_bytes += len(data)
+        self.source_bytes += self._source_bytes
+        self._record, self._images = [], []
+
     def close(self) -> dict[str, Any]:
+        self._write_record()
         self._tar.close()
         os.replace(self._tmp, self.path)
         return {
@@ -95,7 +139,10 @@ class ShardFile:
             "num_samples": self.num_samples,
             "sha256": _sha256(self.path),
             "kinds": dict(sorted(self.kinds.items())),
-            "num_images": self.images,
+            "num_images": self.images,  # as trained: an image counts once per sample
+            "stored_images": self.stored_images,
+            "image_bytes": self.image_bytes,
+            "source_image_bytes": self.source_bytes,  # of the images' files, where the adapter read them
             "text_chars": self.text_chars,
         }
 
@@ -125,6 +172,9 @@ def write_manifest(
         "num_samples": sum(s["num_samples"] for s in shards),
         "kinds": dict(sorted(kinds.items())),
         "num_images": images,
+        "stored_images": sum(s.get("stored_images", s["num_images"]) for s in shards),
+        "image_bytes": sum(s.get("image_bytes", 0) for s in shards),
+        "source_image_bytes": sum(s.get("source_image_bytes", 0) for s in shards),
         "image_size": image_size,
         # ~4 characters per BPE token is the usual rule of thumb for English text.
         "text_tokens_est": sum(s["text_chars"] for s in shards) // 4,
@@ -289,17 +339,21 @@ def _iter_tar(
     lazy: bool,
 ) -> Iterator[tuple[int, Sample]]:
     with tarfile.open(path, "r") as tar:
-        key, record, pixels, index, bad = None, None, {}, -1, False
+        # The record being read: its key, JSON, images, index of its first sample, sample count, and
+        # whether any of its samples is selected (else its images are skipped unread).
+        key, record, pixels, first, count, need, bad = None, None, {}, 0, 0, True, False
         for member in tar:
             stem, ext = member.name.split(".", 1)
             if stem != key:
-                if key is not None and not bad and (select is None or select(index)):
-                    yield index, _assemble(path, record, pixels, images)
-                key, record, pixels, index, bad = stem, None, {}, index + 1, False
-            if select is not None and not select(index):
-                continue
+                if key is not None and not bad:
+                    yield from _expand(path, record, pixels, images, first, select)
+                key, record, pixels, first, count, need, bad = stem, None, {}, first + count, 0, True, False
             if ext == "json":
                 record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                count = len(record.get("group", [record]))
+                need = select is None or any(select(j) for j in range(first, first + count))
+            elif not need:
+                continue
             elif images and lazy:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
@@ -317,8 +371,24 @@ def _iter_tar(
                     bad = True
             else:
                 pixels[int(ext.split(".")[0])] = None
-        if key is not None and not bad and (select is None or select(index)):
-            yield index, _assemble(path, record, pixels, images)
+        if key is not None and not bad:
+            yield from _expand(path, record, pixels, images, first, select)
+
+
+def _expand(
+    path: Path,
+    record: dict | None,
+    pixels: dict,
+    images: bool,
+    first: int,
+    select: Callable[[int], bool] | None,
+) -> Iterator[tuple[int, Sample]]:
+    """The selected samples of one record (a group yields each of its samples, on the same images)."""
+    if record is None:
+        raise ValueError(f"{path}: a sample has images but no .json member")
+    for j, entry in enumerate(record.get("group", [record])):
+        if select is None or select(first + j):
+            yield first + j, _assemble(path, entry, pixels, images)
 
 
 class Undecodable:
@@ -367,9 +437,7 @@ def verify(ds: Dataset, cache_dir: Path | None = None) -> None:
         write_json_atomic(cache_file, {"root": str(ds.root.resolve()), "shards": done})
 
 
-def _assemble(path: str | Path, record: dict | None, pixels: dict, images: bool) -> Sample:
-    if record is None:
-        raise ValueError(f"{path}: a sample has images but no .json member")
+def _assemble(path: str | Path, record: dict, pixels: dict, images: bool) -> Sample:
     if len(pixels) != record["num_images"]:
         raise ValueError(
             f"{path}: sample {record['id']!r} has {len(pixels)} images, json says {record['num_images']}"

@@ -457,3 +457,29 @@ def test_cli_converts_coco(tmp_path):
     ds = open_dataset(out)
     assert ds.manifest["name"] == "coco_caption" and ds.manifest["rejects"]["image_decode"] == 1
     assert len(ds) == 5 and {s.images[0].size for s in ds} == {(16, 16)}
+
+
+def test_convert_stores_each_image_once_in_the_format_it_came_in(tmp_path):
+    """COCO has several captions per image: each image is stored once, its file's bytes as they are
+    (the JPEG stays a JPEG), and reading gives every caption sample with the source's pixels."""
+    ann, images = _coco(tmp_path)
+    out = tmp_path / "coco"
+    cmd = [sys.executable, "launch/convert.py", "coco", "--annotations", str(ann), "--images", str(images)]
+    proc = subprocess.run([*cmd, "--out", str(out)], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    sources = {n: images / n for n in ("a.png", "b.jpg", "c.png")}
+    size = sum(p.stat().st_size for p in sources.values())
+    assert "images: 3 stored for 5 uses; dataset " in proc.stdout
+    assert f"their source files ({size / 1e6:.1f} MB)" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stored_images"] == 3
+    assert manifest["image_bytes"] == manifest["source_image_bytes"] == size
+    with tarfile.open(out / manifest["shards"][0]["file"]) as tar:
+        stored = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if not m.name.endswith(".json")}
+    assert sorted(stored) == ["coco-100.0.png", "coco-102.0.jpg", "coco-104.0.png"]
+    assert stored["coco-102.0.jpg"] == sources["b.jpg"].read_bytes()
+    samples = list(open_dataset(out))
+    assert [s.id for s in samples] == ["coco-100", "coco-101", "coco-102", "coco-103", "coco-104"]
+    for s in samples:
+        want = Image.open(sources[s.metadata["file_name"]]).convert("RGB")
+        assert s.images[0].tobytes() == want.tobytes()
