@@ -13,8 +13,11 @@ The world's tokenizer and benchmarks are built with its sources, in one director
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
@@ -32,6 +35,7 @@ from mmkd.data_builders.annotated import (
     build_semantic,
     build_vqa_from_caption,
 )
+from mmkd.data_builders.engine import BuildFailed
 from mmkd.data_builders.prompts import PROMPTS
 from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
@@ -148,6 +152,9 @@ def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:
         )
 
 
+WAIT_POLL_S = 5.0  # how often a waiting build process checks the others' done files
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -202,7 +209,8 @@ class Sources:
             out = self._out(name, source, [prompt], common)
             if build and not is_complete(out):
                 job = Job(self.annotator, b, open_dataset(source))
-                (build_caption if name == "caption1" else build_vqa_from_caption)(job, out, name)
+                builder = build_caption if name == "caption1" else build_vqa_from_caption
+                self._finish(out, lambda: builder(job, out, name))
             return out if is_complete(out) or not build else None
         semantic = self._out("semantic", source, ["semantic"], common)
         if name == "pair_caption":
@@ -214,10 +222,31 @@ class Sources:
             return out
         if not is_complete(out):
             job = Job(self.annotator, b, open_dataset(source))
-            if not is_complete(semantic) and build_semantic(job, semantic) is None:
+            if not is_complete(semantic) and not self._finish(
+                semantic, lambda: build_semantic(job, semantic)
+            ):
                 return None
-            (build_pair_caption if name == "pair_caption" else build_interleaved)(job, semantic, out, name)
+            builder = build_pair_caption if name == "pair_caption" else build_interleaved
+            self._finish(out, lambda: builder(job, semantic, out, name))
         return out if is_complete(out) else None
+
+    def _finish(self, out: Path, build: Callable[[], dict | None]) -> bool:
+        """Build this process's share of `out`; then, with `build.wait_s`, keep checking (each call
+        resumes, so it also writes the manifest once every share is done) until the other processes
+        have finished theirs. False if they have not and there is no waiting."""
+        deadline = time.monotonic() + self.cfg.build.wait_s
+        while build() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if self.cfg.build.wait_s:
+                    raise BuildFailed(
+                        f"{out}: the other build.shard processes did not finish their units within "
+                        f"build.wait_s={self.cfg.build.wait_s} (are all {self.cfg.build.shard.split('/')[1]} "
+                        "running?)"
+                    )
+                return False
+            time.sleep(min(WAIT_POLL_S, left))
+        return True
 
 
 def _stamp_ok(path: Path, stamp: dict) -> bool:
@@ -227,10 +256,18 @@ def _stamp_ok(path: Path, stamp: dict) -> bool:
 def prepare_world(data: DataConfig, patch_size: int = 8) -> Path:
     """Build (idempotently) the world sources, tokenizer and benchmarks; returns the world directory.
 
-    A part is rebuilt only when its recorded provenance differs from what the config asks for.
+    A part is rebuilt only when its recorded provenance differs from what the config asks for. Build
+    processes started together take turns (a file lock): the first builds, the others find it built.
     """
     root = world_dir(data)
     root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _prepare_world(root, data, patch_size)
+    return root
+
+
+def _prepare_world(root: Path, data: DataConfig, patch_size: int) -> None:
     rebuilt = False
     for source in WORLD_SOURCES:
         out = root / source
@@ -265,7 +302,6 @@ def prepare_world(data: DataConfig, patch_size: int = 8) -> Path:
     if not _stamp_ok(root / "bench" / "stamp.json", bench_stamp):
         build_benchmarks(data.world, root / "bench", data.bench_per_ability)
         write_json_atomic(root / "bench" / "stamp.json", bench_stamp)
-    return root
 
 
 def build_detection(data: DataConfig) -> Path:

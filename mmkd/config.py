@@ -160,6 +160,10 @@ class BuildConfig:
     # A unit whose rejected share is larger (or that produced nothing) is not finished: the build stops,
     # naming the commonest reasons, and the same command redoes that unit once the cause is fixed.
     max_reject_share: float = 0.2
+    # Seconds a process waits for the other build.shard processes to finish a stage it needs (semantic
+    # analysis before pairing, caption1 before vqa1); 0: stop and say what is pending. One submission
+    # of n processes builds a multi-stage recipe end to end with a wait (docs/builders.md).
+    wait_s: int = 0
     pairs_per_image: int = 1  # the per-image pair budget
     group_min: int = 3  # images per interleaved group (seed 000 Sec. 4.2.2: three or more)
     group_max: int = 5
@@ -258,6 +262,7 @@ RANGES = [
     ("build.limit", lambda v: v >= 0, ">= 0 (0: every input record)"),
     ("build.pairs_per_image", lambda v: v >= 1, ">= 1"),
     ("build.max_reject_share", lambda v: 0 <= v <= 1, "in [0, 1] (the rejected share a unit may have)"),
+    ("build.wait_s", lambda v: v >= 0, ">= 0 (0: do not wait for other build.shard processes)"),
     ("build.group_min", lambda v: v >= 3, ">= 3 (seed 000 Sec. 4.2.2: groups of three or more images)"),
 ]
 

@@ -1,5 +1,6 @@
 """The README's loop end to end through the real entry points, on the micro model and a small world."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -258,3 +259,34 @@ def test_build_cli_builds_what_a_recipe_lacks_and_reports_knowledge_density(worl
     table = json.loads((Path(data.root) / "reports" / "knowledge-synthetic_vqa.json").read_text())
     kd = {name: s["mean"] for name, s in table["sources"].items()}
     assert table["reference"] == "vqa0" and kd["vqa1"] > kd["vqa0"] > 0
+
+
+def test_a_two_stage_build_runs_in_one_submission_over_four_processes(world, tmp_path):
+    """Pair captions need every image's semantic analysis first: four build.shard processes started
+    together by submitit's local executor (as on SLURM) wait for each other between the stages and
+    write the shards one process writes alone, byte for byte."""
+    data, _ = world
+    root = tmp_path / "data"  # both builds in one data root: sample provenance names the input path
+
+    def build(*args: str) -> dict[str, str]:
+        overrides = [o for o in _data_overrides(data) if not o.startswith("data.root=")]
+        cmd = [str(REPO / "launch/build.py"), *args, "recipe=pair_caption_v2", "build.unit_size=60"]
+        _run([*cmd, f"data.root={root}", *overrides], tmp_path)
+        built = {
+            f"{d.name}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
+            for d in (root / "annotated").iterdir()
+            for f in sorted(d.glob("*.tar")) + sorted(d.glob("part-*.jsonl"))
+        }
+        assert all((d / "manifest.json").exists() for d in (root / "annotated").iterdir())
+        (root / "annotated").rename(root / f"annotated-{len(args)}")
+        return built
+
+    alone = build()
+    together = build(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.sweep.subdir=build${hydra.job.num}",
+        "build.shard=0/4,1/4,2/4,3/4",
+        "build.wait_s=600",
+    )
+    assert len(alone) > 4 and together == alone
