@@ -13,24 +13,28 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mmkd.world.scene import COLOURS, THEMES, Scene, SceneObject
 
-_SUPERSAMPLE = 4
+SUPERSAMPLE = 4
 
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, size: int) -> None:
-    x0, y0, x1, y1 = (v * _SUPERSAMPLE for v in obj.box(size))
-    fill = COLOURS[obj.colour]
+    draw_shape(draw, obj.kind, COLOURS[obj.colour], [v * SUPERSAMPLE for v in obj.box(size)])
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, fill: tuple[int, int, int], box: list[float]) -> None:
+    """One object's silhouette in `box` (x0, y0, x1, y1, in the drawing's own pixels)."""
+    x0, y0, x1, y1 = box
     cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
-    if obj.kind == "ball":
+    if kind == "ball":
         draw.ellipse((x0, y0, x1, y1), fill=fill)
-    elif obj.kind == "ring":
+    elif kind == "ring":
         draw.ellipse((x0, y0, x1, y1), outline=fill, width=max(2, round(r * 0.38)))
-    elif obj.kind == "box":
+    elif kind == "box":
         draw.rectangle((x0, y0, x1, y1), fill=fill)
-    elif obj.kind == "tent":
+    elif kind == "tent":
         draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=fill)
-    elif obj.kind == "kite":
+    elif kind == "kite":
         draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=fill)
-    elif obj.kind == "star":
+    elif kind == "star":
         pts = []
         for k in range(10):
             a = -math.pi / 2 + k * math.pi / 5
@@ -38,12 +42,12 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, size: int) -> None
             pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
         draw.polygon(pts, fill=fill)
     else:
-        raise ValueError(f"cannot draw object kind {obj.kind!r}")
+        raise ValueError(f"cannot draw object kind {kind!r}")
 
 
 def render(scene: Scene, size: int) -> Image.Image:
     """The RGB image of `scene` at `size` x `size` pixels."""
-    big = size * _SUPERSAMPLE
+    big = size * SUPERSAMPLE
     image = Image.new("RGB", (big, big), THEMES[scene.theme][0])
     draw = ImageDraw.Draw(image)
     if scene.layout == "objects":
@@ -65,7 +69,7 @@ def render(scene: Scene, size: int) -> Image.Image:
             h = (bottom - top) * value / 5
             x = left + i * slot
             draw.rectangle((x + slot * 0.15, bottom - h, x + slot * 0.85, bottom), fill=COLOURS[colour])
-        draw.line((left, bottom, right, bottom), fill=(40, 40, 40), width=_SUPERSAMPLE)
+        draw.line((left, bottom, right, bottom), fill=(40, 40, 40), width=SUPERSAMPLE)
     else:
         raise ValueError(f"unknown scene layout {scene.layout!r}")
     return image.resize((size, size), Image.Resampling.LANCZOS)
