@@ -1,0 +1,163 @@
+"""Train the visual tokenizer on world renders, resumably, and measure what survives it.
+
+Training images are drawn on the fly from the world's training split (never a held-out composition),
+scene `step * batch + j` for the j-th image of a step, so a resumed run sees exactly the images the
+uninterrupted one would. Every `save_every` steps the weights, the optimizer and the RNG are saved
+(DCP, read back without unpickling, committed last); the finished tokenizer goes to `<out>/tokenizer`
+with `metrics.json`:
+
+    reconstruction_mse   mean squared error in [-1, 1] pixel units on held-out renders
+    codebook_usage       fraction of the codes used on them; perplexity of their use
+    scene_kept           of the objects in the scenes (which the scene reader finds exactly in the
+                         real renders), the fraction it finds in the reconstructions (same kind,
+                         colour, size and cell)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed.checkpoint as dcp
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mmkd.dcp_reader import SafeReader
+from mmkd.engines.base import quiet_single_process
+from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
+from mmkd.shards import write_json_atomic
+from mmkd.world.read import read_scene, truth
+from mmkd.world.render import render
+from mmkd.world.scene import WorldConfig, sample_scene
+
+
+@dataclass
+class TokenizerTraining:
+    model: VQConfig = field(default_factory=VQConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    save_every: int = 250
+    eval_images: int = 200
+
+
+def to_pixels(images: list[Image.Image]) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1]."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
+    return torch.from_numpy(arr).permute(0, 3, 1, 2)
+
+
+def to_images(pixels: torch.Tensor) -> list[Image.Image]:
+    arr = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def _renders(world: WorldConfig, split: str, start: int, n: int) -> list:
+    scenes = [sample_scene(world, split, i) for i in range(start, start + n)]
+    return scenes, [render(s, world.image_size) for s in scenes]
+
+
+def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
+    """Train (resuming from `<out>/checkpoint` if it is there); returns the metrics."""
+    if cfg.model.image_size != cfg.world.image_size:
+        raise ValueError(
+            f"model.image_size={cfg.model.image_size} must equal world.image_size={cfg.world.image_size}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = VisualTokenizer(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step = _resume(out / "checkpoint", model, optimizer)
+    bar = tqdm(total=cfg.steps, initial=step, desc="visual tokenizer", unit="step")
+    model.train()
+    while step < cfg.steps:
+        for group in optimizer.param_groups:  # cosine to 10%
+            group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+        _, images = _renders(cfg.world, "tokenizer", step * cfg.batch, cfg.batch)
+        pixels = to_pixels(images)
+        recon, _, commit = model(pixels)
+        loss = F.mse_loss(recon, pixels) + commit
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.save_every == 0 and step < cfg.steps:
+            _save(out / "checkpoint", model, optimizer, step)
+    bar.close()
+    metrics = evaluate_tokenizer(model, cfg.world, cfg.eval_images)
+    model.save(out / "tokenizer")
+    write_json_atomic(
+        out / "tokenizer" / "metrics.json", {**metrics, "training": asdict(cfg) | {"step": step}}
+    )
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    return metrics
+
+
+def _save(path: Path, model: VisualTokenizer, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Weights, optimizer and RNG, committed last (a kill mid-save leaves the previous one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+    with quiet_single_process():
+        dcp.save(state, checkpoint_id=tmp, no_dist=True)
+    write_json_atomic(tmp / "meta.json", {"step": step})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _resume(path: Path, model: VisualTokenizer, optimizer: torch.optim.Optimizer) -> int:
+    if not (path / "meta.json").exists():
+        return 0
+    # The optimizer's state exists only after a first step: take one with no effect, then load.
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    lr = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+    optimizer.step()
+    for g, value in zip(optimizer.param_groups, lr, strict=True):
+        g["lr"] = value
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+    with quiet_single_process():
+        dcp.load(state, storage_reader=SafeReader(path), no_dist=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return json.loads((path / "meta.json").read_text())["step"]
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: VisualTokenizer, world: WorldConfig, n: int) -> dict:
+    """Reconstruction error, codebook use and how much of each scene the reconstructions keep, on
+    `n` renders of a split the tokenizer never trained on."""
+    model.eval()
+    scenes, images = _renders(world, "tokenizer-eval", 0, n)
+    pixels = to_pixels(images)
+    ids = model.encode(pixels)
+    recon = model.decode(ids)
+    counts = torch.bincount(ids.flatten(), minlength=model.cfg.codebook_size).float()
+    probs = counts / counts.sum()
+    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+    found = kept = 0
+    for scene, image in zip(scenes, to_images(recon), strict=True):
+        want = set(truth(scene).objects)
+        found += len(want)
+        kept += len(want & set(read_scene(image).objects))
+    return {
+        "reconstruction_mse": float(F.mse_loss(recon, pixels)),
+        "codebook_usage": float((counts > 0).float().mean()),
+        "codebook_perplexity": float(entropy.exp()),
+        "scene_kept": kept / max(found, 1),
+        "objects": found,
+        "images": n,
+    }
