@@ -18,7 +18,7 @@ def test_codes_and_a_saved_directory(tmp_path):
     model = VisualTokenizer(SMALL).eval()
     pixels = to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(4)])
     ids = model.encode(pixels)
-    assert ids.shape == (4, 36) and ids.dtype == torch.long and int(ids.min()) >= 0 and int(ids.max()) < 64
+    assert ids.shape == (4, 144) and ids.dtype == torch.long and int(ids.min()) >= 0 and int(ids.max()) < 64
     assert model.decode(ids).shape == (4, 3, 48, 48) and model.codebook.shape == (64, 32)
     again = VisualTokenizer.from_pretrained(model.save(tmp_path / "tok"))
     assert torch.equal(again.decode(ids), model.decode(ids))
