@@ -13,9 +13,18 @@ from mmkd.world.scene import WorldConfig, sample_scene
 SMALL = VQConfig(width=16, codebook_size=64)
 
 
+def initialised(seed: int = 0) -> VisualTokenizer:
+    """A small tokenizer whose codebook one training forward has k-means initialised."""
+    torch.manual_seed(seed)
+    model = VisualTokenizer(SMALL)
+    with pytest.raises(ValueError, match="codebook is not initialised: train it first"):
+        model.encode(to_pixels([render(sample_scene(WorldConfig(), "train", 0), 48)]))
+    model(to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(8)]))
+    return model.eval()
+
+
 def test_codes_and_a_saved_directory(tmp_path):
-    torch.manual_seed(0)
-    model = VisualTokenizer(SMALL).eval()
+    model = initialised()
     pixels = to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(4)])
     ids = model.encode(pixels)
     assert ids.shape == (4, 144) and ids.dtype == torch.long and int(ids.min()) >= 0 and int(ids.max()) < 64
@@ -56,3 +65,26 @@ def test_the_command_trains_and_names_a_bad_key(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main([f"out={tmp_path / 'x'}", "model.downsample=3"])
     assert exit.value.code == "config error: downsample=3: must be a power of 2"
+
+
+def test_pre_tokenised_images_are_the_tokenizers_ids_and_rebuild_identically(world, tmp_path):
+    from mmkd.config import BuildConfig
+    from mmkd.data_builders.visual_ids import build_visual_ids
+    from mmkd.shards import open_dataset
+
+    model = initialised()
+    tok = model.save(tmp_path / "tok")
+    source = open_dataset(world[1] / "vqa0")
+    build = BuildConfig(unit_size=20, limit=40)
+    manifest = build_visual_ids(source, tok, tmp_path / "ids", build)
+    assert (
+        manifest["num_samples"] == 40 and manifest["provenance"]["tokenizer"]["config"]["codebook_size"] == 64
+    )
+    samples = list(open_dataset(tmp_path / "ids"))
+    originals = {s.id: s for s in source}
+    want = model.encode(to_pixels([s.images[0] for s in samples])).tolist()
+    assert [s.metadata["visual_ids"] for s in samples] == [[w] for w in want]
+    assert all(s.turns == originals[s.id].turns for s in samples)
+    (tmp_path / "ids" / "done-000001.json").unlink()  # a killed second unit: the rerun redoes it alike
+    (tmp_path / "ids" / "manifest.json").unlink()
+    assert build_visual_ids(source, tok, tmp_path / "ids", build)["content_hash"] == manifest["content_hash"]

@@ -128,6 +128,9 @@ class VisualTokenizer(nn.Module):
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> code ids [B, tokens] (row-major over the grid)."""
+        if not bool(self.quantizer._codebook.initted):  # the library's k-means flag
+            # The quantizer would k-means its codebook on this batch: ids would depend on the batch.
+            raise ValueError("the visual tokenizer's codebook is not initialised: train it first")
         return self.quantizer(self._latents(pixels))[1]
 
     @torch.no_grad()
