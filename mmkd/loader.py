@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mmkd.errors import DataError
+from mmkd.errors import DataError, UserError
 from mmkd.packing import Row, pack
 from mmkd.schema import Sample
 from mmkd.shards import iter_indexed, open_dataset
@@ -148,12 +148,24 @@ class SourceStream:
                 self._open = iter_indexed(self.shards[k], select=self.selection(k, self.after), lazy=True)
             item = next(self._open, None)
             if item is None:
+                self._check_complete(self.order[self.at])
                 self.at, self.after, self._open = self.at + 1, -1, None
                 continue
             self.after, self.seen = item[0], self.seen + 1
             self.pool.append(((self.order[self.at], item[0]), item[1]))
             if len(self.pool) >= self.buffer:
                 return self.pool.pop(self.rng.randrange(len(self.pool)))
+
+    def _check_complete(self, k: int) -> None:
+        """A shard cut short at a member boundary reads as a shorter one: compare with the manifest."""
+        count = int(self.starts[k + 1] - self.starts[k])
+        select = self.selection(k, -1)
+        last = max((i for i in range(count) if select(i)), default=-1)
+        if self.after < last:
+            raise DataError(
+                f"{self.shards[k]} ended after sample {self.after + 1} of {count} (truncated or changed "
+                "since it was verified): verify or rebuild the dataset"
+            )
 
     def state(self) -> dict:
         return {
@@ -481,7 +493,14 @@ class Resumable:
             self._take()
 
     def _take(self) -> dict:
-        batch = next(self.batches)
+        try:
+            batch = next(self.batches)
+        except UserError as e:  # from a worker, torch re-raises it with the worker's traceback as text
+            last = str(e).strip().splitlines()[-1]
+            prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+            if last.startswith(prefix):
+                raise type(e)(last.removeprefix(prefix)) from None  # one line, as the launchers report it
+            raise
         w = self.taken % self.workers
         self.prev[w], self.prev_exact[w] = self.last[w], self.exact[w]
         self.last[w], self.exact[w] = batch.pop("resume"), True

@@ -52,6 +52,7 @@ DATA = {
     **{f"data.sizes.{k}": v for k, v in SMALL_SIZES.items()},
 }
 SMOKE = {"model": "micro", "train": "smoke", "eval.max_items": 4}
+TOKENIZER_SMOKE = {"steps": 4, "batch": 4, "eval_images": 4}
 BUDGETS = {"train.budget_tokens": 32 * 160 * 4, "train.budget_samples": 512}  # 4 packed / 16 steps
 
 
@@ -94,6 +95,10 @@ def smoke(command: str, data_root: Path, cache: Path) -> list[str]:
     else:
         words = words[1:]  # python
     script, args = words[0], words[1:]
+    if Path(script).name == "visual_tokenizer.py":  # a few steps instead of minutes
+        args = [a for a in args if a.split("=")[0] not in TOKENIZER_SMOKE] + [
+            f"{k}={v}" for k, v in TOKENIZER_SMOKE.items()
+        ]
     if Path(script).name in HYDRA:
         keys = [a.split("=")[0] for a in args]
         args = [f"{k}={BUDGETS[k]}" if k in BUDGETS else a for k, a in zip(keys, args, strict=True)]

@@ -202,3 +202,23 @@ def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokeniz
     assert {(b["source"], b["shard"], b["id"]) for b in skipped} == {("bad", "shard-000000.tar", bad_id)}
     with pytest.raises(DataError, match=rf"more than data\.max_bad_samples=0.*\"id\": \"{bad_id}\""):
         train_on_it(tmp_path / "strict", limit=0)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_shard_that_breaks_mid_run_is_named_in_one_line(world, tokenizer, tmp_path, workers):
+    """Verified, then truncated under the running loader: the error names the shard, in one line,
+    whether it surfaced in this process or in a loader worker."""
+    from mmkd.loader import MixtureDataset, make_loader
+    from mmkd.templates import Templates
+
+    shutil.copytree(world[1] / "text", tmp_path / "text")
+    for shard in (tmp_path / "text").glob("shard-*.tar"):
+        shard.write_bytes(shard.read_bytes()[:1500])
+    dataset = MixtureDataset(
+        {"text": tmp_path / "text"}, {"text": 1.0}, Templates(tokenizer, 9, 160), 0, 4, 48
+    )
+    with pytest.raises(DataError) as error:
+        next(make_loader(dataset, workers))
+    message = str(error.value)
+    assert "\n" not in message, message
+    assert re.search(r"text/shard-00000\d\.tar (is not a readable tar|ended after sample)", message), message

@@ -79,10 +79,12 @@ def test_console_scripts_point_at_launcher_mains(wheel):
     entry_points = configparser.ConfigParser()
     entry_points.read_string(wheel.read(meta).decode())
     scripts = dict(entry_points["console_scripts"])
-    assert set(scripts) == {f"mmkd-{p.stem}" for p in (REPO / "launch").glob("[!_]*.py")}
+    # launch/visual_tokenizer.py is `mmkd-visual-tokenizer`: console scripts take dashes
+    assert set(scripts) == {f"mmkd-{p.stem.replace('_', '-')}" for p in (REPO / "launch").glob("[!_]*.py")}
     for name, target in scripts.items():
         module, _, func = target.partition(":")
-        assert module == f"mmkd.launch.{name.removeprefix('mmkd-')}" and func == "main", (name, target)
+        stem = name.removeprefix("mmkd-").replace("-", "_")
+        assert module == f"mmkd.launch.{stem}" and func == "main", (name, target)
 
 
 def test_recipes_are_found_as_package_data():
