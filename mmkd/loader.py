@@ -199,8 +199,8 @@ class SourceStream:
 
 
 class MixtureStream:
-    """The recipe's mixture as one stream of encoded samples with their meta (source, shard, position);
-    its state is the sampler's RNG and each source stream's state."""
+    """The recipe's mixture as one stream of encoded samples with their meta (source, shard, position,
+    length); its state is the sampler's (RNG and, for token weights, its counts) and each source's."""
 
     def __init__(
         self,
