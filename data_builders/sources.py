@@ -241,7 +241,7 @@ class Sources:
                 if self.cfg.build.wait_s:
                     raise BuildFailed(
                         f"{out}: the other build.shard processes did not finish their units within "
-                        f"build.wait_s={self.cfg.build.wait_s} (are all {self.cfg.build.shard.split('/')[1]} "
+                        f"build.wait_s={self.cfg.build.wait_s} (are all {self.cfg.build.shard_index()[1]} "
                         "running?)"
                     )
                 return False

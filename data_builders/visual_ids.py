@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from mmkd.config import BuildConfig
 from mmkd.data_builders import engine
 from mmkd.data_builders.annotated import chunks, input_ids, load_samples
@@ -56,14 +54,10 @@ def build_visual_ids(
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
         got = load_samples(source, ids, rejects)
         samples = [got[i] for i in ids if i in got]
-        images = [
-            im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-            for s in samples
-            for im in s.images
-        ]
+        images = [im for s in samples for im in s.images]
         codes: list[list[int]] = []
-        for part in chunks(images, batch):
-            codes += tokenizer.encode(to_pixels(part)).tolist()
+        for part in chunks(images, batch):  # resized to the tokenizer's size as the loader resizes
+            codes += tokenizer.encode(to_pixels(part, size)).tolist()
         out_samples, k = [], 0
         for s in samples:
             mine, k = codes[k : k + len(s.images)], k + len(s.images)

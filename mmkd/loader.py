@@ -472,6 +472,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+UNKNOWN = object()  # a loader worker's state that a skipping resume cannot name
+
+
 class Resumable:
     """The loader's batches as the trainer takes them, and the state that resumes the loader right
     after the last one taken (`state()`; None when it cannot be known, then resuming skips).
@@ -483,11 +486,11 @@ class Resumable:
 
     def __init__(self, batches: Iterator[dict], workers: int, state: dict | None, skip: int):
         self.batches, self.workers = batches, max(1, workers)
-        known = state is not None or skip == 0  # a skipping resume cannot name the workers' states
-        self.last: list[dict | None] = list(state["workers"]) if state else [None] * self.workers
-        self.prev: list[dict | None] = [None] * self.workers
-        self.exact = [known] * self.workers  # whether last[w] is this worker's true position
-        self.prev_exact = [False] * self.workers
+        # Each worker's state after its last batch taken, and before it; None is a worker's start.
+        # A skipping resume cannot name the states its workers start from: UNKNOWN until they yield.
+        start = list(state["workers"]) if state else [None if skip == 0 else UNKNOWN] * self.workers
+        self.last: list[dict | object | None] = start
+        self.prev: list[dict | object | None] = [UNKNOWN] * self.workers
         self.taken = 0
         for _ in range(state["drop"] if state else skip % self.workers):
             self._take()
@@ -502,8 +505,7 @@ class Resumable:
                 raise type(e)(last.removeprefix(prefix)) from None  # one line, as the launchers report it
             raise
         w = self.taken % self.workers
-        self.prev[w], self.prev_exact[w] = self.last[w], self.exact[w]
-        self.last[w], self.exact[w] = batch.pop("resume"), True
+        self.prev[w], self.last[w] = self.last[w], batch.pop("resume")
         self.taken += 1
         return batch
 
@@ -516,8 +518,7 @@ class Resumable:
     def state(self) -> dict | None:
         drop = self.taken % self.workers
         workers = [self.prev[w] if w < drop else self.last[w] for w in range(self.workers)]
-        exact = [self.prev_exact[w] if w < drop else self.exact[w] for w in range(self.workers)]
-        return {"workers": workers, "drop": drop} if all(exact) else None
+        return None if any(x is UNKNOWN for x in workers) else {"workers": workers, "drop": drop}
 
 
 def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = False) -> Resumable:

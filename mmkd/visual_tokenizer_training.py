@@ -21,15 +21,13 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed.checkpoint as dcp
 from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mmkd.dcp_reader import SafeReader
-from mmkd.engines.base import quiet_single_process
+from mmkd.engines.base import Engine
+from mmkd.loader import image_tensor
 from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
 from mmkd.shards import write_json_atomic
 from mmkd.world.read import read_scene, truth
@@ -49,10 +47,9 @@ class TokenizerTraining:
     eval_images: int = 200
 
 
-def to_pixels(images: list[Image.Image]) -> torch.Tensor:
-    """[B, 3, H, W] in [-1, 1]."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1
-    return torch.from_numpy(arr).permute(0, 3, 1, 2)
+def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
+    """[B, 3, size, size] in [-1, 1], as the loader makes image tensors."""
+    return torch.stack([image_tensor(im, size) for im in images])
 
 
 def to_images(pixels: torch.Tensor) -> list[Image.Image]:
@@ -75,14 +72,15 @@ def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
     torch.manual_seed(cfg.seed)
     model = VisualTokenizer(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    step = _resume(out / "checkpoint", model, optimizer)
+    engine = Engine(model, optimizer)
+    step = _resume(out / "checkpoint", engine)
     bar = tqdm(total=cfg.steps, initial=step, desc="visual tokenizer", unit="step")
     model.train()
     while step < cfg.steps:
         for group in optimizer.param_groups:  # cosine to 10%
             group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         _, images = _renders(cfg.world, "tokenizer", step * cfg.batch, cfg.batch)
-        pixels = to_pixels(images)
+        pixels = to_pixels(images, cfg.world.image_size)
         recon, _, commit = model(pixels)
         loss = F.mse_loss(recon, pixels) + commit
         optimizer.zero_grad(set_to_none=True)
@@ -92,7 +90,7 @@ def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.save_every == 0 and step < cfg.steps:
-            _save(out / "checkpoint", model, optimizer, step)
+            _save(out / "checkpoint", engine, step)
     bar.close()
     metrics = evaluate_tokenizer(model, cfg.world, cfg.eval_images)
     model.save(out / "tokenizer")
@@ -103,36 +101,21 @@ def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
     return metrics
 
 
-def _save(path: Path, model: VisualTokenizer, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Weights, optimizer and RNG, committed last (a kill mid-save leaves the previous one)."""
+def _save(path: Path, engine: Engine, step: int) -> None:
+    """Weights, optimizer and RNG (the trainer's `Engine.save`), committed by a rename last: a kill
+    mid-save leaves the previous checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
-    with quiet_single_process():
-        dcp.save(state, checkpoint_id=tmp, no_dist=True)
+    engine.save(tmp)
     write_json_atomic(tmp / "meta.json", {"step": step})
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
-def _resume(path: Path, model: VisualTokenizer, optimizer: torch.optim.Optimizer) -> int:
+def _resume(path: Path, engine: Engine) -> int:
     if not (path / "meta.json").exists():
         return 0
-    # The optimizer's state exists only after a first step: take one with no effect, then load.
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    lr = [g["lr"] for g in optimizer.param_groups]
-    for g in optimizer.param_groups:
-        g["lr"] = 0.0
-    optimizer.step()
-    for g, value in zip(optimizer.param_groups, lr, strict=True):
-        g["lr"] = value
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
-    with quiet_single_process():
-        dcp.load(state, storage_reader=SafeReader(path), no_dist=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
+    engine.load(path)  # DCP, read without unpickling
     return json.loads((path / "meta.json").read_text())["step"]
 
 
@@ -142,7 +125,7 @@ def evaluate_tokenizer(model: VisualTokenizer, world: WorldConfig, n: int) -> di
     `n` renders of a split the tokenizer never trained on."""
     model.eval()
     scenes, images = _renders(world, "tokenizer-eval", 0, n)
-    pixels = to_pixels(images)
+    pixels = to_pixels(images, world.image_size)
     ids = model.encode(pixels)
     recon = model.decode(ids)
     counts = torch.bincount(ids.flatten(), minlength=model.cfg.codebook_size).float()

@@ -18,14 +18,14 @@ def initialised(seed: int = 0) -> VisualTokenizer:
     torch.manual_seed(seed)
     model = VisualTokenizer(SMALL)
     with pytest.raises(ValueError, match="codebook is not initialised: train it first"):
-        model.encode(to_pixels([render(sample_scene(WorldConfig(), "train", 0), 48)]))
-    model(to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(8)]))
+        model.encode(to_pixels([render(sample_scene(WorldConfig(), "train", 0), 48)], 48))
+    model(to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(8)], 48))
     return model.eval()
 
 
 def test_codes_and_a_saved_directory(tmp_path):
     model = initialised()
-    pixels = to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(4)])
+    pixels = to_pixels([render(sample_scene(WorldConfig(), "train", i), 48) for i in range(4)], 48)
     ids = model.encode(pixels)
     assert ids.shape == (4, 144) and ids.dtype == torch.long and int(ids.min()) >= 0 and int(ids.max()) < 64
     assert model.decode(ids).shape == (4, 3, 48, 48) and model.codebook.shape == (64, 32)
@@ -82,7 +82,7 @@ def test_pre_tokenised_images_are_the_tokenizers_ids_and_rebuild_identically(wor
     )
     samples = list(open_dataset(tmp_path / "ids"))
     originals = {s.id: s for s in source}
-    want = model.encode(to_pixels([s.images[0] for s in samples])).tolist()
+    want = model.encode(to_pixels([s.images[0] for s in samples], 48)).tolist()
     assert [s.metadata["visual_ids"] for s in samples] == [[w] for w in want]
     assert all(s.turns == originals[s.id].turns for s in samples)
     (tmp_path / "ids" / "done-000001.json").unlink()  # a killed second unit: the rerun redoes it alike

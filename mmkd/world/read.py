@@ -12,6 +12,7 @@ the palette colour nearest the object's core pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -42,12 +43,10 @@ class SeenScene:
 
 def truth(scene: Scene) -> SeenScene:
     """What a perfect reader sees in `scene` (objects in cell order)."""
-    objects = tuple(sorted((SeenObject(o.kind, o.colour, o.size, o.cell) for o in scene.objects), key=_cell))
+    objects = tuple(
+        sorted((SeenObject(o.kind, o.colour, o.size, o.cell) for o in scene.objects), key=attrgetter("cell"))
+    )
     return SeenScene(scene.layout, scene.theme, objects)
-
-
-def _cell(o: SeenObject) -> int:
-    return o.cell
 
 
 def read_scene(image: Image.Image) -> SeenScene:
