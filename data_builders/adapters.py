@@ -12,7 +12,6 @@ such column) is an error, not a reject: there would be nothing left to convert.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -25,10 +24,19 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from mmkd.data_builders.adapter_inputs import (
+    checked,
+    decode_image,
+    load_image,
+    load_json,
+    missing_fields,
+    nonempty,
+    sample_key,
+)
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.errors import DataError
-from mmkd.schema import IMAGE_MARKER, Sample, SampleError, Turn
-from mmkd.shards import KEPT_FORMATS, MANIFEST, ShardWriter
+from mmkd.schema import IMAGE_MARKER, Sample, Turn
+from mmkd.shards import MANIFEST, ShardWriter
 
 ADAPTER_VERSION = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -41,12 +49,12 @@ def coco_captions(
 ) -> Iterator[Sample]:
     """One `caption` sample per caption annotation (COCO has ~5 per image; each is a training unit)."""
     path, images_dir = Path(annotations_json), Path(images_dir)
-    data = _load_json(path)
+    data = load_json(path)
     by_image: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     image_ids = {im.get("id") for im in data.get("images", [])}
     for i, ann in enumerate(data.get("annotations", [])):
         where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
-        if missing := _missing(ann, ("id", "image_id", "caption")):
+        if missing := missing_fields(ann, ("id", "image_id", "caption")):
             rejects.add(where, "missing_field", missing)
         elif not isinstance(ann["caption"], str) or not ann["caption"].strip():
             rejects.add(where, "empty_text", f"caption {ann['caption']!r}")
@@ -56,18 +64,18 @@ def coco_captions(
             by_image[ann["image_id"]].append((i, ann))
     for j, im in enumerate(data.get("images", [])):
         where = f"{path}: images[{j}] (id={im.get('id')}, file_name={im.get('file_name')})"
-        if missing := _missing(im, ("id", "file_name")):
+        if missing := missing_fields(im, ("id", "file_name")):
             rejects.add(where, "missing_field", missing)
             continue
         anns = by_image.get(im["id"], [])
         if not anns:
             continue  # an image without captions is not an error (COCO has a few)
-        image = _load_image(images_dir / im["file_name"], where, rejects)
+        image = load_image(images_dir / im["file_name"], where, rejects)
         if image is None:
             continue
         for i, ann in anns:
             sample = Sample(
-                id=_key(source, ann["id"]),
+                id=sample_key(source, ann["id"]),
                 kind="caption",
                 source=source,
                 images=[image],
@@ -76,7 +84,7 @@ def coco_captions(
                 provenance={"record": f"{path}: annotations[{i}]"},
                 metadata={"annotation_id": ann["id"], "image_id": im["id"], "file_name": im["file_name"]},
             )
-            if _checked(sample, rejects):
+            if checked(sample, rejects):
                 yield sample
 
 
@@ -94,19 +102,19 @@ def vqav2(
     "val2014"), so "COCO_{split}_{image_id:012d}.jpg" reads any COCO 2014 split.
     """
     qpath, apath, images_dir = Path(questions_json), Path(annotations_json), Path(images_dir)
-    questions, annotations = _load_json(qpath), _load_json(apath)
+    questions, annotations = load_json(qpath), load_json(apath)
     split = questions.get("data_subtype", "")
     answers = {a.get("question_id"): a for a in annotations.get("annotations", [])}
     by_image: dict[Any, list[tuple[int, dict, dict]]] = defaultdict(list)
     for i, q in enumerate(questions.get("questions", [])):
         where = f"{qpath}: questions[{i}] (question_id={q.get('question_id')}, image_id={q.get('image_id')})"
-        if missing := _missing(q, ("question_id", "image_id", "question")):
+        if missing := missing_fields(q, ("question_id", "image_id", "question")):
             rejects.add(where, "missing_field", missing)
         elif (a := answers.get(q["question_id"])) is None:
             rejects.add(
                 where, "missing_answer", f"no annotation with question_id={q['question_id']} in {apath}"
             )
-        elif not _nonempty(q["question"]) or not _nonempty(a.get("multiple_choice_answer")):
+        elif not nonempty(q["question"]) or not nonempty(a.get("multiple_choice_answer")):
             rejects.add(
                 where, "empty_text", f"question {q['question']!r}, answer {a.get('multiple_choice_answer')!r}"
             )
@@ -114,11 +122,11 @@ def vqav2(
             by_image[q["image_id"]].append((i, q, a))
     for image_id, qas in by_image.items():
         where = f"{qpath}: questions[{', '.join(str(i) for i, _, _ in qas)}] (image_id={image_id})"
-        image = _load_image(images_dir / file_pattern.format(image_id=image_id, split=split), where, rejects)
+        image = load_image(images_dir / file_pattern.format(image_id=image_id, split=split), where, rejects)
         if image is None:
             continue
         sample = Sample(
-            id=_key(source, image_id),
+            id=sample_key(source, image_id),
             kind="vqa",
             source=source,
             images=[image],
@@ -132,7 +140,7 @@ def vqav2(
                 "answer_types": [a.get("answer_type") for _, _, a in qas],
             },
         )
-        if _checked(sample, rejects):
+        if checked(sample, rejects):
             yield sample
 
 
@@ -144,13 +152,13 @@ def llava(
     The `<image>` placeholder is dropped from human messages: the schema places the one image itself.
     """
     path, images_dir = Path(json_path), Path(images_dir)
-    records = _load_json(path, list)  # a LLaVA file is a list of records
+    records = load_json(path, list)  # a LLaVA file is a list of records
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             rejects.add(f"{path}: [{i}]", "malformed_json", f"a {type(rec).__name__}, not a JSON object")
             continue
         where = f"{path}: [{i}] (id={rec.get('id')})"
-        if missing := _missing(rec, ("id", "conversations")):
+        if missing := missing_fields(rec, ("id", "conversations")):
             rejects.add(where, "missing_field", missing)
             continue
         images = rec.get("image") or []
@@ -168,11 +176,11 @@ def llava(
         if not all(t.question and t.answer for t in turns):
             rejects.add(where, "empty_text", "a message is empty (after removing <image>)")
             continue
-        image = _load_image(images_dir / images[0], where, rejects)
+        image = load_image(images_dir / images[0], where, rejects)
         if image is None:
             continue
         sample = Sample(
-            id=_key(source, rec["id"]),
+            id=sample_key(source, rec["id"]),
             kind="vqa",
             source=source,
             images=[image],
@@ -180,7 +188,7 @@ def llava(
             provenance={"record": where},
             metadata={"llava_id": rec["id"], "image": images[0]},
         )
-        if _checked(sample, rejects):
+        if checked(sample, rejects):
             yield sample
 
 
@@ -214,7 +222,7 @@ def img2dataset(path: str | Path, rejects: RejectLog, source: str = "img2dataset
             with tarfile.open(tar_path, "r") as tar:
                 for key, members in _tar_groups(tar):
                     sample = _img2dataset_sample(tar_path, key, members, rejects, source)
-                    if sample is not None and _checked(sample, rejects):
+                    if sample is not None and checked(sample, rejects):
                         yield sample
         except tarfile.TarError as e:  # a truncated download: keep what came before, go on with the next
             rejects.add(str(tar_path), "tar_read", str(e))
@@ -268,18 +276,18 @@ def _img2dataset_sample(
     if caption is None:
         rejects.add(where, "missing_field", f"no {key}.txt and no caption in {key}.json")
         return None
-    if not _nonempty(caption):
+    if not nonempty(caption):
         rejects.add(where, "empty_text", f"caption {caption!r}")
         return None
     ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
     if ext is None:
         rejects.add(where, "image_missing", f"no {key}.{{{','.join(IMAGE_EXTENSIONS)}}} member")
         return None
-    image = _decode_image(members[ext], where, rejects, f"{key}.{ext}")
+    image = decode_image(members[ext], where, rejects, f"{key}.{ext}")
     if image is None:
         return None
     return Sample(
-        id=_key(source, key),
+        id=sample_key(source, key),
         kind="caption",
         source=source,
         images=[image],
@@ -306,13 +314,13 @@ def detection(
     the model sees: pass `image_size` to resize here and give the boxes in that square's pixels.
     """
     path, images_dir = Path(instances_json), Path(images_dir)
-    data = _load_json(path)
+    data = load_json(path)
     categories = {c.get("id"): c.get("name") for c in data.get("categories", [])}
     image_ids = {im.get("id") for im in data.get("images", [])}
     anns: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     for i, ann in enumerate(data.get("annotations", [])):
         where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
-        if missing := _missing(ann, ("id", "image_id", "category_id", "bbox")):
+        if missing := missing_fields(ann, ("id", "image_id", "category_id", "bbox")):
             rejects.add(where, "missing_field", missing)
         elif ann["category_id"] not in categories:
             rejects.add(where, "unknown_category", f"category_id={ann['category_id']}")
@@ -325,10 +333,10 @@ def detection(
         relations[rel.get("image_id")].append((k, rel))
     for j, im in enumerate(data.get("images", [])):
         where = f"{path}: images[{j}] (id={im.get('id')}, file_name={im.get('file_name')})"
-        if missing := _missing(im, ("id", "file_name")):
+        if missing := missing_fields(im, ("id", "file_name")):
             rejects.add(where, "missing_field", missing)
             continue
-        image = _load_image(images_dir / im["file_name"], where, rejects)
+        image = load_image(images_dir / im["file_name"], where, rejects)
         if image is None:
             continue
         width, height = image.size
@@ -366,7 +374,7 @@ def detection(
             rejects.add(where, "no_groundable_object", f"{len(objects)} objects, no category occurs once")
             continue
         sample = Sample(
-            id=_key(source, im["id"]),
+            id=sample_key(source, im["id"]),
             kind="other",
             source=source,
             images=[image],
@@ -380,7 +388,7 @@ def detection(
                 "relations": _image_relations(path, im["id"], relations, anns, objects, rejects),
             },
         )
-        if _checked(sample, rejects):
+        if checked(sample, rejects):
             yield sample
 
 
@@ -414,7 +422,7 @@ def _image_relations(
     out = []
     for k, rel in relations.get(image_id, []):
         where = f"{path}: relations[{k}] (image_id={image_id})"
-        if missing := _missing(rel, ("subject_id", "predicate", "object_id")):
+        if missing := missing_fields(rel, ("subject_id", "predicate", "object_id")):
             rejects.add(where, "missing_field", missing)
         elif rel["subject_id"] not in known or rel["object_id"] not in known:
             rejects.add(
@@ -440,13 +448,13 @@ def text_records(
             rejects.add(where, "empty_text", f"{field!r} is blank")
         else:
             sample = Sample(
-                id=_key(source, n),
+                id=sample_key(source, n),
                 kind="text",
                 source=source,
                 text=value.strip(),
                 provenance={"record": where},
             )
-            if _checked(sample, rejects):
+            if checked(sample, rejects):
                 yield sample
 
 
@@ -504,7 +512,7 @@ def convert(
     with ShardWriter(out_dir, name, provenance, samples_per_shard, image_size) as writer:
         for sample in tqdm(samples, desc=f"convert {name}", unit="sample", mininterval=1.0, disable=None):
             where = sample.provenance.get("record", f"sample {sample.id!r}")
-            if not _checked(sample, rejects):
+            if not checked(sample, rejects):
                 continue
             if sample.id in seen:
                 rejects.add(where, "duplicate_id", f"id {sample.id!r} was written already")
@@ -545,65 +553,3 @@ def describe_inputs(
             for role, value in inputs.items()
         },
     }
-
-
-def _checked(sample: Sample, rejects: RejectLog) -> bool:
-    """True if the sample passes the schema; else it is rejected ("schema") at its record."""
-    try:
-        sample.validate()
-    except SampleError as e:
-        rejects.add(sample.provenance.get("record", f"sample {sample.id!r}"), "schema", str(e))
-        return False
-    return True
-
-
-def _load_json(path: Path, shape: type = dict) -> Any:
-    """A whole JSON file whose top level is a `shape` (dict or list); `DataError` naming it otherwise."""
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, shape):
-        raise DataError(f"{path}: the top level is a JSON {type(data).__name__}, expected a {shape.__name__}")
-    return data
-
-
-def _load_image(path: Path, where: str, rejects: RejectLog) -> Image.Image | None:
-    if not path.is_file():
-        rejects.add(where, "image_missing", f"{path} does not exist")
-        return None
-    return _decode_image(path, where, rejects, str(path))
-
-
-def _decode_image(src: Path | bytes, where: str, rejects: RejectLog, label: str) -> Image.Image | None:
-    """The image in RGB, decoded once here so a broken file is a reject; `image.encoded` keeps the
-    file's own bytes (JPEG, PNG, WebP), which the shard stores as they are unless resizing is asked."""
-    data = src if isinstance(src, bytes) else src.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")
-            kept = KEPT_FORMATS.get(im.format or "")
-    except OSError as e:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
-        rejects.add(where, "image_decode", f"{label}: {e}")
-        return None
-    if kept is not None:
-        rgb.encoded = (data, kept)  # type: ignore[attr-defined]
-    return rgb
-
-
-def _missing(record: dict, fields: tuple[str, ...]) -> str:
-    """'' if all fields are present, else which are missing."""
-    absent = [f for f in fields if record.get(f) is None]
-    return f"missing {', '.join(absent)}" if absent else ""
-
-
-def _nonempty(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _key(source: str, record_id: Any) -> str:
-    """A sample id from the source and the record's id; '.' and '/' would break webdataset keys."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", f"{source}-{record_id}")
