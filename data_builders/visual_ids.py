@@ -21,7 +21,7 @@ from mmkd.data_builders.annotated import chunks, input_ids, load_samples
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.schema import Sample
-from mmkd.shards import Dataset
+from mmkd.shards import Dataset, is_complete, open_dataset
 from mmkd.visual_tokenizer_training import to_pixels
 
 BUILDER_VERSION = 1
@@ -81,3 +81,39 @@ def build_visual_ids(
     return engine.finish_samples(
         out, source.manifest["name"], provenance, source.manifest.get("image_size"), tokenizer.cfg.tokens
     )
+
+
+def visual_ids_dir(root: Path, source: Path, tokenizer_dir: Path) -> Path:
+    """Where `source`'s visual ids from this tokenizer live (`<data.root>/visual_ids/<name>-<key>`):
+    a new source content, tokenizer or builder version is a new directory."""
+    manifest = json.loads((source / "manifest.json").read_text())
+    key = {
+        "input": manifest["content_hash"],
+        "tokenizer": tokenizer_identity(tokenizer_dir)["weights_sha256"],
+        "version": BUILDER_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return root / "visual_ids" / f"{manifest['name']}-{digest}"
+
+
+def has_images(source: Path) -> bool:
+    return set(json.loads((source / "manifest.json").read_text())["kinds"]) != {"text"}
+
+
+def discrete_sources(
+    dirs: dict[str, Path], tokenizer_dir: Path, root: Path, build: BuildConfig | None = None
+) -> dict[str, Path]:
+    """The datasets the discrete model trains on: each source with images as its visual-id dataset
+    (built here when `build` is given: rank 0, before training), text-only sources as they are."""
+    out = {}
+    for name, source in dirs.items():
+        if not has_images(source):
+            out[name] = source
+            continue
+        out[name] = visual_ids_dir(root, source, tokenizer_dir)
+        if build is not None and not is_complete(out[name]):
+            # One process builds every unit: the pipeline's rank 0 (launch/build.py shards big sources).
+            whole = dataclasses.replace(build, shard="0/1", limit=0)
+            if build_visual_ids(open_dataset(source), tokenizer_dir, out[name], whole) is None:
+                raise RuntimeError(f"{out[name]}: visual ids unfinished after building every unit")
+    return out

@@ -73,7 +73,7 @@ def greedy(
 ) -> list[list[int]]:
     """Greedy continuations of a batch of prompts (left-padded here), with the KV cache.
 
-    The `<image>` placeholder is never generated. A row ends once `stop(its new tokens)` holds (the
+    Only text is generated: never the `<image>` placeholder, nor the discrete model's visual ids. A row ends once `stop(its new tokens)` holds (the
     token that stopped it is kept: callers trim), after `max_new_tokens`, or when the sequence reaches
     `model.max_seq_len`.
     """
@@ -93,7 +93,7 @@ def greedy(
     done = [False] * len(prompts)
     step_mask = torch.ones((len(prompts), 1), dtype=torch.bool, device=device)
     for _ in range(budget):
-        logits = model.next_token_logits(ids, pixels, mask, cache)  # [B, V]
+        logits = model.next_token_logits(ids, pixels, mask, cache)[:, : model.text_vocab_size]  # [B, V]
         logits[:, model.image_token_id] = float("-inf")  # an image slot is never text to generate
         nxt = logits.argmax(-1)  # [B]
         for b, t in enumerate(nxt.tolist()):

@@ -27,6 +27,8 @@ from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
 from mmkd.materialize import materialize
 from mmkd.model import VLM
+from mmkd.model.build import model_on_meta
+from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.shards import write_json_atomic
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
@@ -157,8 +159,9 @@ def evaluate_checkpoint(
 ) -> dict:
     """The suites on a committed checkpoint, loaded into a plain model on `device` (default: CPU) in
     this process alone."""
-    with torch.device("meta"):
-        model = VLM(cfg.model, tokenizer.image_id)
+    model = model_on_meta(cfg.model, tokenizer.image_id)
     materialize(model, device or torch.device("cpu"), seed=None)  # the weights come from the checkpoint
     load_checkpoint(checkpoint, model)
+    if cfg.model.family == "discrete":  # prompts' pictures become visual ids through its tokenizer
+        model.attach_visual_tokenizer(VisualTokenizer.from_pretrained(cfg.model.visual_tokenizer))
     return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)

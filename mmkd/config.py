@@ -349,6 +349,27 @@ class RunConfig:
                 part.validate()
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        m = self.model
+        if m.family == "discrete" and m.tune == "lora" and not m.init_decoder:
+            raise ConfigError(
+                "model.tune=lora trains adapters on a pretrained decoder, but model.init_decoder is empty: "
+                "give one (a decoder trained on the world's text: docs/discrete.md) or use model.tune=full"
+            )
+        if m.family == "discrete" and m.init_vision:
+            raise ConfigError(
+                f"model.init_vision={m.init_vision!r}: the discrete model has no vision tower (its images "
+                "are visual-token ids); set model.visual_tokenizer instead"
+            )
+        if (
+            m.family == "discrete"
+            and m.visual_tokenizer
+            and not Path(m.visual_tokenizer, "config.json").is_file()
+        ):
+            raise ConfigError(
+                f"model.visual_tokenizer={m.visual_tokenizer!r}: not a visual tokenizer directory (no "
+                "config.json); train one with launch/visual_tokenizer.py, or leave it empty to train one "
+                "on the world"
+            )
         t = self.train
         if t.micro_batch < 0 or (t.micro_batch and t.global_batch % t.micro_batch):
             raise ConfigError(
@@ -406,7 +427,11 @@ class RunConfig:
             raise ConfigError(f"train.zero_stage={t.zero_stage}: DeepSpeed ZeRO stages are 1, 2 and 3")
         if not 0 < t.decay_frac <= 1:
             raise ConfigError(f"train.decay_frac={t.decay_frac}: must be in (0, 1]")
-        modules = ("vision", "projector", "decoder", "lm_head")
+        modules = (
+            ("vision", "projector", "decoder", "lm_head")
+            if self.model.family == "dense"
+            else ("decoder", "lm_head", "marker_embed", "visual_codes", "visual_proj")
+        )
         for prefix in [*t.lr_multipliers, *t.freeze]:
             if prefix.split(".")[0] not in modules:
                 raise ConfigError(f"train: unknown module prefix {prefix!r}; modules are {list(modules)}")

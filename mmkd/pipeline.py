@@ -8,6 +8,7 @@ group (`wait_for_main`), so a build longer than a collective's timeout does not 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mmkd.checkpoint import read_meta
-from mmkd.config import RunConfig, micro_batch_for
+from mmkd.config import ConfigError, RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
     needs_world,
@@ -25,6 +26,7 @@ from mmkd.data_builders.sources import (
     source_dirs,
     world_dir,
 )
+from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.run_lock import run_lock
@@ -32,6 +34,7 @@ from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.tracking import RunLog
 from mmkd.trainer import realised_shares, train
+from mmkd.visual_tokenizer_training import check_fits, prepare_world_tokenizer, tokenizer_for
 
 
 def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
@@ -68,6 +71,15 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
     names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
     micro_batch_for(cfg.train, info.world_size)  # the batch splits over these ranks
+    if cfg.model.family == "discrete":
+        tokenizer_for(cfg.model)  # the tokenizer shape the model states is one we can build
+        if cfg.model.visual_tokenizer:
+            check_fits(cfg.model, Path(cfg.model.visual_tokenizer))
+        elif not needs_world(cfg):
+            raise ConfigError(
+                "model.family=discrete on real data alone needs model.visual_tokenizer (a tokenizer "
+                "directory: docs/discrete.md); only the knowledge world can train one here"
+            )
     if cfg.eval.lm_eval_tasks:  # a misspelt task must not surface after hours of training
         from mmkd.eval.lm_eval_suite import check_tasks
 
@@ -76,6 +88,19 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
         from mmkd.eval.vlmeval_suite import check_datasets, judge_from
 
         check_datasets(cfg.eval.vlmeval_datasets, cfg.eval.vlmeval_data, judge_from(cfg.eval))
+
+
+def world_tokenizer_dir(cfg: RunConfig, world_root: Path) -> Path:
+    """Where the world's visual tokenizer for this model shape is trained (one per shape)."""
+    shape = json.dumps(asdict(tokenizer_for(cfg.model)), sort_keys=True)
+    return world_root / f"visual_tokenizer-{hashlib.sha256(shape.encode()).hexdigest()[:10]}"
+
+
+def visual_tokenizer_dir(cfg: RunConfig, world_root: Path | None) -> Path:
+    """The discrete model's tokenizer: `model.visual_tokenizer`, or the world's."""
+    if cfg.model.visual_tokenizer:
+        return Path(cfg.model.visual_tokenizer)
+    return world_tokenizer_dir(cfg, world_root) / "tokenizer"
 
 
 def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
@@ -90,10 +115,18 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         pending = [n for n, d in prepared.items() if d is None]
         if pending:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
+        if cfg.model.family == "discrete":  # images become visual ids once, before training
+            if not cfg.model.visual_tokenizer:
+                prepare_world_tokenizer(cfg.model, cfg.data.world, world_tokenizer_dir(cfg, world_root))
+            tokenizer_dir = visual_tokenizer_dir(cfg, world_root)
+            prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build)
         for d in prepared.values():  # a corrupt shard is named now, not hours into training
             verify(open_dataset(d), Path(cfg.data.root) / "verified")
     wait_for_main(info)
     dirs = source_dirs(names, cfg, world_root)
+    if cfg.model.family == "discrete":
+        cfg.model.visual_tokenizer = str(visual_tokenizer_dir(cfg, world_root))
+        dirs = discrete_sources(dirs, Path(cfg.model.visual_tokenizer), Path(cfg.data.root))
     tokenizer_dir = cfg.tokenizer_dir()
     if tokenizer_dir is not None:
         tokenizer = Tokenizer.from_pretrained(tokenizer_dir)

@@ -53,7 +53,7 @@ def learning_rate(
 def param_groups(
     model: torch.nn.Module, lr_multipliers: dict[str, float], freeze: list[str], weight_decay: float
 ) -> list[dict]:
-    """Optimiser groups: frozen prefixes leave the optimiser; each multiplier gets its own group.
+    """Optimiser groups: frozen prefixes and frozen parameters stay out; each multiplier gets its own group.
 
     Norms, biases and embeddings are not weight-decayed (the usual AdamW practice).
     """
@@ -61,6 +61,7 @@ def param_groups(
     for name, p in model.named_parameters():
         if any(name.startswith(f) for f in freeze):
             p.requires_grad_(False)
+        if not p.requires_grad:  # frozen here, or by the model (LoRA's base weights)
             continue
         scale = next((m for prefix, m in lr_multipliers.items() if name.startswith(prefix)), 1.0)
         decay = p.ndim >= 2 and "embed" not in name

@@ -36,10 +36,17 @@ class Encoded:
     input_ids: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     images: list[Image.Image] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each image's positions [start, end)
 
     def add(self, ids: list[int], loss: bool) -> None:
         self.input_ids += ids
         self.labels += ids if loss else [IGNORE] * len(ids)
+
+    def add_image(self, ids: list[int], labels: list[int]) -> None:
+        """An image's positions: their ids and labels, remembered as one span truncation never cuts."""
+        self.spans.append((len(self.input_ids), len(self.input_ids) + len(ids)))
+        self.input_ids += ids
+        self.labels += labels
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -51,7 +58,7 @@ class Templates:
         self._newline = tokenizer.encode("\n")
 
     def _image(self, enc: Encoded, image: Image.Image) -> None:
-        enc.add([self.tok.image_id] * self.image_tokens, loss=False)
+        enc.add_image([self.tok.image_id] * self.image_tokens, [IGNORE] * self.image_tokens)
         enc.images.append(image)
 
     def encode(self, sample: Sample) -> Encoded:
@@ -87,16 +94,13 @@ class Templates:
             return enc
         # Cut text at the end; never cut through an image's tokens.
         cut = self.max_seq_len
-        while (
-            cut > 0
-            and enc.input_ids[cut - 1] == self.tok.image_id
-            and enc.input_ids[cut] == self.tok.image_id
-        ):
-            cut -= 1
-        kept_images = sum(1 for t in enc.input_ids[:cut] if t == self.tok.image_id) // self.image_tokens
+        for start, end in enc.spans:
+            if start < cut < end:
+                cut = start
         if cut == 0:
             raise ValueError(f"sample {sample_id!r}: its images alone exceed max_seq_len={self.max_seq_len}")
-        return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[:kept_images])
+        spans = [(s, e) for s, e in enc.spans if e <= cut]
+        return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[: len(spans)], spans)
 
     def prompt_ids(self, question: str, images: int) -> list[int]:
         """Tokens before an answer: <bos> [img]... "Question: ...\\nAnswer:"; <bos> [img] for a caption."""

@@ -30,18 +30,24 @@ from mmkd.checkpoint import (
     save_checkpoint,
 )
 from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
+from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
 from mmkd.errors import DataError, UserError
 from mmkd.loader import MixtureDataset, Resumable, make_loader, to_device
 from mmkd.materialize import materialize
 from mmkd.model import VLM
+from mmkd.model.build import model_on_meta
+from mmkd.model.config import ModelConfig
 from mmkd.model.decoder import resolve_attention
+from mmkd.model.discrete import DiscreteVLM, VisualVocab
 from mmkd.model.flops import training_flops
 from mmkd.model.hf import load_decoder, load_vision
+from mmkd.model.visual_tokenizer import VisualTokenizer
+from mmkd.objective import DENSE, Objective, objective_for
 from mmkd.resume import check_resumable, run_identity
 from mmkd.schedules import learning_rate, param_groups
-from mmkd.templates import IGNORE, Templates
+from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
 from mmkd.tracking import RunLog, Tracker, append_line, device_peak_flops
 
@@ -59,26 +65,45 @@ class NonFiniteError(UserError, RuntimeError):
 
 
 def accumulate_gradients(
-    engine: Engine, micro: list[dict], world_size: int = 1, autocast: AbstractContextManager | None = None
-) -> float:
-    """Backward over all micro-batches of one step; returns the step's mean loss per supervised token.
+    engine: Engine,
+    micro: list[dict],
+    world_size: int = 1,
+    autocast: AbstractContextManager | None = None,
+    objective: Objective = DENSE,
+) -> dict[str, float]:
+    """Backward over all micro-batches of one step; returns the step's loss (`loss`) and, for an
+    objective of several parts, each part's mean per supervised token (`loss_<part>`).
 
-    Gradients equal those of (summed token losses of the global batch) / (its supervised-token count),
-    however the batch is split into micro-batches and ranks. `autocast`: the forward's precision
-    context (bf16 autocast without a sharded engine's mixed precision), or None.
+    Gradients equal those of the sum over the objective's parts of (weight x summed token losses of
+    the global batch / its supervised-token count of that part), however the batch is split into
+    micro-batches and ranks. `autocast`: the forward's precision context (bf16 autocast without a
+    sharded engine's mixed precision), or None.
     """
     autocast = autocast or nullcontext()
-    n_global = all_reduce_sum(sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro).float())
-    total = torch.zeros((), device=n_global.device)
+    counts = all_reduce_sum(sum(objective.counts(b["labels"]) for b in micro).float()).clamp(min=1)
+    weights = torch.tensor(objective.weights, device=counts.device)
+    total = torch.zeros_like(counts)
     for i, b in enumerate(micro):
         with engine.sync(last=i == len(micro) - 1), autocast:  # reduce across ranks once per step
-            loss_sum, _ = engine.module(
-                b["input_ids"], b["pixels"], labels=b["labels"], segments=b.get("segments")
-            )
+            ids, pixels, labels = b["input_ids"], b["pixels"], b["labels"]
+            sums, _ = engine.module(ids, pixels, labels=labels, segments=b.get("segments"))
+            sums = sums.reshape(-1)  # [parts]
             # The engines average gradients over ranks; multiply back so the result is sum / global count.
-            engine.backward(loss_sum * world_size / n_global)
-        total += loss_sum.detach()
-    return float(all_reduce_sum(total) / n_global)
+            engine.backward((sums * world_size / counts * weights).sum())
+        total += sums.detach()
+    means = all_reduce_sum(total) / counts
+    out = {"loss": float((means * weights).sum())}
+    if len(objective.parts) > 1:
+        out |= {f"loss_{part}": float(m) for part, m in zip(objective.parts, means, strict=True)}
+    return out
+
+
+def templates_for(cfg: RunConfig, tokenizer: Tokenizer) -> Templates:
+    """How the run's samples become token ids: the dense layouts, or the discrete model's visual ids
+    and objective templates (`mmkd.discrete_templates`)."""
+    if cfg.model.family == "discrete":
+        return DiscreteTemplates(tokenizer, cfg.model, cfg.seed)
+    return Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
 
 
 def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:
@@ -89,24 +114,27 @@ def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:
         )
 
 
-def meta_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM:
-    """The model's structure on the meta device: no memory, no weights yet (`init_model` draws them)."""
+def meta_model(cfg: RunConfig, tokenizer: Tokenizer) -> VLM | DiscreteVLM:
+    """The model's structure on the meta device: no memory, no weights yet (`init_model` draws them).
+    The discrete family under `model.tune=lora` gets its adapters and frozen weights here."""
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = tokenizer.vocab_size
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} < tokenizer size {tokenizer.vocab_size}")
-    with torch.device("meta"):
-        return VLM(cfg.model, tokenizer.image_id)
+    return model_on_meta(cfg.model, tokenizer.image_id)
 
 
-def init_model(model: VLM, cfg: RunConfig, device: torch.device) -> None:
+def init_model(model: VLM | DiscreteVLM, cfg: RunConfig, device: torch.device) -> None:
     """Allocate a meta-built (possibly sharded) model on `device` with the run's initial weights: drawn
-    from `seed`, then the pretrained towers of `model.init_vision` / `model.init_decoder`."""
+    from `seed`, then the pretrained towers of `model.init_vision` / `model.init_decoder`, and the
+    discrete model's visual embeddings from its tokenizer's codebook (seed 003 D.1)."""
     materialize(model, device, cfg.seed)
     if cfg.model.init_vision:
         load_vision(model, cfg.model.init_vision)
     if cfg.model.init_decoder:
         load_decoder(model, cfg.model.init_decoder)
+    if cfg.model.family == "discrete" and cfg.model.visual_tokenizer:
+        model.init_visual_codes(VisualTokenizer.from_pretrained(cfg.model.visual_tokenizer).codebook)
 
 
 def build_model(cfg: RunConfig, tokenizer: Tokenizer, device: torch.device | None = None) -> VLM:
@@ -214,7 +242,7 @@ def batches(
     dataset = MixtureDataset(
         sources,
         weights,
-        Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len),
+        templates_for(cfg, tokenizer),
         seed,
         s.micro,
         cfg.model.image_size,
@@ -284,13 +312,14 @@ def train(
                 run_dir / f"samples.rank{info.rank}.txt",
                 "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
             )
-        loss = accumulate_gradients(engine, micro, info.world_size, s.autocast)
+        losses = accumulate_gradients(engine, micro, info.world_size, s.autocast, objective_for(cfg.model))
+        loss = losses["loss"]
         _check_finite("loss", loss, step, run_dir)
         grad_norm = engine.step(t.grad_clip)  # no update on a non-finite norm
         _check_finite("grad norm", grad_norm, step, run_dir)
         step += 1
         samples, tokens, s.seen = _count_seen(micro, s.seen, names, tokenizer.pad_id, device)
-        window.add(loss, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
+        window.add(losses, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
         bar.update(1)
 
         if step % t.log_every == 0 or step == s.total_steps:
@@ -410,14 +439,17 @@ class Window:
 
     def __init__(self, peak: float | None, row_tokens: int):
         self.peak, self.row_tokens = peak, row_tokens  # row_tokens: a packed step's capacity, else 0
-        self.loss, self.tokens, self.samples, self.steps, self.flops = 0.0, 0, 0, 0, 0.0
+        self.losses: dict[str, float] = {}
+        self.tokens, self.samples, self.steps, self.flops = 0, 0, 0, 0.0
         self.t0 = time.perf_counter()
 
     def next(self) -> Window:
         return Window(self.peak, self.row_tokens)
 
-    def add(self, loss: float, samples: int, tokens: int, flops: float) -> None:
-        self.loss, self.samples, self.tokens = self.loss + loss, self.samples + samples, self.tokens + tokens
+    def add(self, losses: dict[str, float], samples: int, tokens: int, flops: float) -> None:
+        """`losses`: the step's loss and, for a several-part objective, each part's (`loss_<part>`)."""
+        self.losses = {k: self.losses.get(k, 0.0) + v for k, v in losses.items()}
+        self.samples, self.tokens = self.samples + samples, self.tokens + tokens
         self.flops += flops  # this rank's
         self.steps += 1
 
@@ -428,7 +460,7 @@ class Window:
             "stage": stage,
             "samples": seen["samples"],
             "tokens": seen["tokens"],
-            "loss": self.loss / self.steps,
+            **{k: v / self.steps for k, v in self.losses.items()},
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens_per_s": self.tokens / dt,
@@ -449,6 +481,13 @@ class Window:
         return shown | ({"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {})
 
 
+def head_size(cfg: ModelConfig) -> int:
+    """Rows of the LM head: the text vocabulary, plus the markers and codes of the discrete model."""
+    if cfg.family == "discrete":
+        return VisualVocab(cfg.vocab_size, cfg.codebook_size).size
+    return cfg.vocab_size
+
+
 def _real_tokens(micro: list[dict], pad_id: int) -> int:
     return int(sum((b["input_ids"] != pad_id).sum() for b in micro))
 
@@ -460,5 +499,5 @@ def _batch_flops(cfg: RunConfig, batch: dict, pad_id: int) -> float:
         lengths = torch.cat(docs).tolist()
     else:
         lengths = (batch["input_ids"] != pad_id).sum(-1).tolist()
-    images = 0 if batch["pixels"] is None else batch["pixels"].shape[0]
-    return training_flops(cfg.model, cfg.model.vocab_size, lengths, images)["total"]
+    images = 0 if batch["pixels"] is None else batch["pixels"].shape[0]  # the discrete model's are ids
+    return training_flops(cfg.model, head_size(cfg.model), lengths, images)["total"]

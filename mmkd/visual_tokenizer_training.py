@@ -15,6 +15,7 @@ with `metrics.json`:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import shutil
@@ -26,8 +27,10 @@ from PIL import Image
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from mmkd.config import ConfigError
 from mmkd.engines.base import Engine
 from mmkd.loader import image_tensor
+from mmkd.model.config import ModelConfig
 from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
 from mmkd.shards import write_json_atomic
 from mmkd.world.read import read_scene, truth
@@ -144,3 +147,42 @@ def evaluate_tokenizer(model: VisualTokenizer, world: WorldConfig, n: int) -> di
         "objects": found,
         "images": n,
     }
+
+
+def tokenizer_for(model: ModelConfig) -> VQConfig:
+    """The tokenizer shape a discrete model config states (codes, their size, the grid)."""
+    if model.image_size % model.visual_grid:
+        raise ValueError(
+            f"model.image_size={model.image_size} must be a multiple of model.visual_grid={model.visual_grid}"
+        )
+    return VQConfig(
+        image_size=model.image_size,
+        downsample=model.image_size // model.visual_grid,
+        code_dim=model.code_dim,
+        codebook_size=model.codebook_size,
+    ).validate()
+
+
+def check_fits(model: ModelConfig, tokenizer_dir: Path) -> None:
+    """The tokenizer at `tokenizer_dir` gives the ids the model config expects, or a ConfigError."""
+    got = json.loads((tokenizer_dir / "config.json").read_text())
+    want = asdict(tokenizer_for(model))
+    keys = ("image_size", "downsample", "code_dim", "codebook_size")
+    wrong = [f"{k}={got.get(k)} (the model expects {want[k]})" for k in keys if got.get(k) != want[k]]
+    if wrong:
+        raise ConfigError(
+            f"model.visual_tokenizer={str(tokenizer_dir)!r} does not fit the model: {', '.join(wrong)}; "
+            "set model.image_size, model.visual_grid, model.code_dim and model.codebook_size to match"
+        )
+
+
+def prepare_world_tokenizer(model: ModelConfig, world: WorldConfig, out: Path) -> Path:
+    """The world's visual tokenizer for this model shape, trained once under `out` (resumably; build
+    processes started together take turns on a file lock); returns its directory."""
+    done = out / "tokenizer"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (done / "model.safetensors").exists():
+            train_tokenizer(TokenizerTraining(model=tokenizer_for(model), world=world), out)
+    return done

@@ -1,7 +1,8 @@
-"""Model configuration. The named sizes live in `recipes/model/<name>.yaml` (micro, tiny, dense_3b).
+"""Model configuration. The named sizes live in `recipes/model/<name>.yaml` (micro, tiny, dense_3b,
+discrete_tiny, discrete_7b).
 
-The dataclass defaults are the `tiny` size; `micro` runs tests in seconds and `dense_3b` is seed 000's
-3B model (Sec. 3.2).
+The dataclass defaults are the dense `tiny` size; `micro` runs tests in seconds and `dense_3b` is seed
+000's 3B model (Sec. 3.2). `family: discrete` is seed 003's LaVIT-style model (docs/discrete.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 @dataclass
 class ModelConfig:
     name: str = "tiny"
+    # dense: ViT -> projector -> decoder (seed 000). discrete: images as visual-token ids in the
+    # decoder's extended vocabulary, read and generated like words (seed 003; mmkd/model/discrete.py).
+    family: str = "dense"
     # Vision encoder (ViT, SigLIP-like: pre-norm, GELU MLP, learned positions, no CLS token).
     image_size: int = 48
     patch_size: int = 16
@@ -39,9 +43,32 @@ class ModelConfig:
     # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
     init_vision: str = ""  # a SigLIP vision tower
     init_decoder: str = ""  # a Llama-family decoder with matching shapes
+    # The discrete family. Its visual tokenizer (`launch/visual_tokenizer.py`, or an adapted public
+    # one): a directory, or "" to train one on the world beside the world data. Its shape is stated
+    # here so the model is built (and checked) before the tokenizer exists.
+    visual_tokenizer: str = ""
+    codebook_size: int = 1024
+    code_dim: int = 32  # seed 003 D.1: visual embeddings are |V| x 32 codes times a 32 x width projection
+    visual_grid: int = 12  # codes per image side (grid^2 ids per image)
+    # full: every parameter trains. lora: the new vocabulary, LoRA on the decoder's projections, the
+    # norms and the LM head (seed 003 Sec. 3.2, < 8% at 7B); needs a pretrained model.init_decoder.
+    tune: str = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    # The objective (seed 003 E.1): L = visual_loss_scale * L_visual + L_text, each a mean over its own
+    # tokens; each caption-like sample takes the image-first template with this probability (else
+    # text-first); with probability mask_prob its loss covers only what follows the condition; a
+    # text-first sample drops its text with probability caption_dropout (classifier-free guidance).
+    visual_loss_scale: float = 0.1
+    image_first_prob: float = 0.5
+    mask_prob: float = 0.9
+    caption_dropout: float = 0.1
 
     @property
     def image_tokens(self) -> int:
+        """Sequence positions one image takes: its patches, or [IMG] + grid^2 visual ids + [/IMG]."""
+        if self.family == "discrete":
+            return self.visual_grid**2 + 2
         return (self.image_size // self.patch_size) ** 2
 
     def validate(self) -> ModelConfig:
@@ -78,4 +105,18 @@ class ModelConfig:
         )
         for key in ("vision_layers", "layers", "ffn", "vision_mlp"):
             need(getattr(self, key) > 0, key, "must be positive")
+        need(self.family in ("dense", "discrete"), "family", "must be dense or discrete")
+        if self.family == "discrete":
+            need(
+                not self.tie_embeddings,
+                "tie_embeddings",
+                "must be false for family=discrete: its LM head spans the extended vocabulary",
+            )
+            need(self.tune in ("full", "lora"), "tune", "must be full or lora")
+            for key in ("codebook_size", "code_dim", "visual_grid", "lora_rank"):
+                need(getattr(self, key) > 0, key, "must be positive")
+            for key in ("visual_loss_scale", "lora_alpha"):
+                need(getattr(self, key) >= 0, key, "must be >= 0")
+            for key in ("image_first_prob", "mask_prob", "caption_dropout"):
+                need(0 <= getattr(self, key) <= 1, key, "must be a probability in [0, 1]")
         return self

@@ -91,7 +91,7 @@ def vision_map(cfg: ModelConfig) -> dict[str, str]:
 
 
 # Token-indexed rows: the vocabulary may have grown by the tokens we add to a pretrained tokenizer.
-VOCAB_ROWS = ("decoder.embed_tokens.weight", "lm_head.weight")
+VOCAB_ROWS = ("decoder.embed_tokens.weight", "lm_head.weight")  # the discrete head: + markers + codes
 
 
 def _grown_vocabulary(ours: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -117,14 +117,27 @@ def _settings(path: Path, want: dict[str, float], got: dict) -> None:
             raise CheckpointMismatch(f"{path}/config.json: {name}={got[name]}, our model config has {value}")
 
 
+def _under_adapter(key: str) -> str:
+    """Where a weight lives once LoRA wraps its layer (`mmkd.model.lora`)."""
+    return key.removesuffix(".weight") + ".base_layer.weight"
+
+
 def load_decoder(model: VLM, path: str | Path) -> None:
-    """Initialise the decoder (and untied LM head) from a local Llama-family checkpoint."""
+    """Initialise the decoder (and untied LM head) from a local Llama-family checkpoint.
+
+    An untied head starts from a tied checkpoint's embeddings (the discrete model's head spans the
+    extended vocabulary, so it is never tied). Weights under LoRA adapters load into their base layer.
+    """
     path, cfg = Path(path), model.cfg
-    _settings(path, {"rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta}, _config(path))
+    hf_config = _config(path)
+    _settings(path, {"rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta}, hf_config)
     state, ours = _read(path), model.state_dict()
     keys = decoder_map(cfg)
     if cfg.tie_embeddings and "lm_head.weight" in state:
         raise CheckpointMismatch(f"{path}: has its own lm_head.weight; set model.tie_embeddings=false")
+    if not cfg.tie_embeddings and "lm_head.weight" not in state and hf_config.get("tie_word_embeddings"):
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    keys = {hf: key if key in ours else _under_adapter(key) for hf, key in keys.items()}
     extra = sorted(set(state) - set(keys))
     if extra:
         raise CheckpointMismatch(f"{path}: keys our decoder has no place for (e.g. biases): {extra[:5]}")

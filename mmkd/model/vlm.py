@@ -30,6 +30,11 @@ class VLM(nn.Module):
         self.apply(self._init)
         self.tie_weights()
 
+    @property
+    def text_vocab_size(self) -> int:
+        """Ids that are text (all of the head's rows; the discrete model's head has more)."""
+        return self.cfg.vocab_size
+
     def tie_weights(self) -> None:
         """The LM head reads the input embeddings (`model.tie_embeddings`); `to_empty` unties them."""
         if self.cfg.tie_embeddings:
