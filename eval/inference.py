@@ -73,9 +73,9 @@ def greedy(
 ) -> list[list[int]]:
     """Greedy continuations of a batch of prompts (left-padded here), with the KV cache.
 
-    Only text is generated: never the `<image>` placeholder, nor the discrete model's visual ids. A row ends once `stop(its new tokens)` holds (the
-    token that stopped it is kept: callers trim), after `max_new_tokens`, or when the sequence reaches
-    `model.max_seq_len`.
+    Only text is generated: never the `<image>` placeholder, nor the discrete model's visual ids. A row
+    ends once `stop(its new tokens)` holds (the token that stopped it is kept: callers trim), after
+    `max_new_tokens`, or when the sequence reaches `model.max_seq_len`.
     """
     device = model_device(model)
     length = max(len(p) for p in prompts)
