@@ -21,8 +21,9 @@ import mmkd
 from mmkd.bench_item import BenchItem, load_benchmark
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
-from mmkd.eval import decontamination
+from mmkd.eval import decontamination, image_generation
 from mmkd.eval.custom import evaluate_suite, load_suite
+from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
 from mmkd.materialize import materialize
@@ -30,8 +31,8 @@ from mmkd.model import VLM
 from mmkd.model.build import model_on_meta
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.shards import write_json_atomic
-from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
+from mmkd.trainer import templates_for
 
 
 @functools.cache
@@ -66,7 +67,7 @@ def evaluate(
     """The eval suites on `model`: `results.json` (scores, resolved config, the mixture's manifest
     hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`;
     first, with `eval.decontamination`, `contamination.json` (eval items found in the training shards)."""
-    templates = Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+    templates = templates_for(cfg, tokenizer)
     e = cfg.eval
 
     def limit(items: list[BenchItem]) -> list[BenchItem]:
@@ -125,6 +126,22 @@ def evaluate(
         result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
         suites[name] = {name: result}
         records += [{"suite": name, "benchmark": name, **r} for r in recs]
+    generation_table = ""
+    if cfg.model.family == "discrete" and e.generation_prompts:
+        suites["generation"], recs = evaluate_generation(
+            model,
+            templates,
+            model.visual_tokenizer,
+            cfg.data.world,
+            out_dir,
+            e.generation_prompts,
+            e.cfg_scale,
+            e.temperature,
+            e.top_k,
+            cfg.seed,
+        )
+        records += recs
+        generation_table = image_generation.markdown(suites["generation"], title)
     tmp = out_dir / "predictions.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out_dir / "predictions.jsonl")
@@ -141,7 +158,8 @@ def evaluate(
             "config": asdict(cfg),
         },
     )
-    tables = [markdown_table(results, f"{title}: {name}") for name, results in suites.items()]
+    tables = [markdown_table(r, f"{title}: {name}") for name, r in suites.items() if name != "generation"]
+    tables += [generation_table] if generation_table else []
     tables += [decontamination.markdown(contamination)] if contamination else []
     (out_dir / "report.md").write_text("\n".join(tables))
     return suites

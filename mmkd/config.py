@@ -255,6 +255,10 @@ RANGES = [
     ("eval.max_items", lambda v: v >= 0, ">= 0 (0: every item)"),
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("eval.generation_prompts", lambda v: v >= 0, ">= 0 (0: no generation eval)"),
+    ("eval.cfg_scale", lambda v: v >= 0, ">= 0 (1: no guidance)"),
+    ("eval.temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
+    ("eval.top_k", lambda v: v >= 0, ">= 0 (0: every code)"),
     ("data.num_workers", lambda v: v >= 0, ">= 0"),
     ("data.max_bad_samples", lambda v: v >= 0, ">= 0 (0: stop at the first undecodable sample)"),
     ("data.samples_per_shard", lambda v: v >= 1, ">= 1"),
@@ -290,6 +294,13 @@ class EvalConfig:
     max_items: int = 0  # 0: every item of each benchmark
     batch_size: int = 64
     max_new_tokens: int = 40
+    # The discrete model's text-to-image evaluation (eval/image_generation.py): this many held-out
+    # scene prompts (0: none), classifier-free guidance scale (1: none), sampling temperature (0:
+    # greedy) and top-k (0: every code).
+    generation_prompts: int = 64
+    cfg_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 0
     # Before evaluating, look for eval items in the training shards (eval/decontamination.py).
     decontamination: bool = True
     # Custom suites: name -> a .jsonl or VLMEvalKit-style .tsv file (format: eval/custom.py).
