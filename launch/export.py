@@ -6,7 +6,9 @@
 format=llava: the whole model as `LlavaForConditionalGeneration` with its processor (VLMEvalKit,
 vLLM); it needs a model trained with `model.vision_post_norm=false` (dense_3b is). format=llama: the
 decoder alone as `LlamaForCausalLM` (lm-eval, text tasks). format=auto (default): llava when the
-model allows it, else llama. Works for every engine's checkpoints, on one CPU process.
+model allows it, else llama. A discrete model (model.family=discrete) exports as one
+`LlamaForCausalLM` over text and visual ids (`export_discrete`). Works for every engine's checkpoints,
+on one CPU process.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
 from mmkd.config import ConfigError, to_run_config
 from mmkd.errors import reported
+from mmkd.materialize import materialize
 from mmkd.model import VLM
-from mmkd.model.hf import export_decoder, export_vlm
+from mmkd.model.build import model_on_meta
+from mmkd.model.hf import export_decoder, export_discrete, export_vlm
 from mmkd.tokenizer import Tokenizer
 
 USAGE = "usage: python launch/export.py checkpoint=PATH out=DIR [format=auto|llava|llama]"
@@ -52,6 +57,15 @@ def export(checkpoint: Path, out: Path, kind: str) -> None:
     if kind == "auto":
         kind = "llama" if cfg.model.vision_post_norm else "llava"
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
+    if cfg.model.family == "discrete":
+        if kind == "llava":
+            raise ConfigError("format=llava: a discrete model has no vision tower; it exports as llama")
+        model = model_on_meta(cfg.model, tokenizer.image_id)
+        materialize(model, torch.device("cpu"), seed=None)
+        load_checkpoint(ckpt, model)
+        out = export_discrete(model, out, tokenizer)
+        print(f"exported {ckpt} (step {meta['step']}) as LlamaForCausalLM over text + visual ids to {out}")
+        return
     model = VLM(cfg.model, tokenizer.image_id)
     load_checkpoint(ckpt, model)
     out = (export_vlm if kind == "llava" else export_decoder)(model, out, tokenizer)

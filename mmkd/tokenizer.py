@@ -132,6 +132,13 @@ class Tokenizer:
             )
         return tok.to_str()
 
+    def with_added(self, tokens: list[str]) -> Tokenizer:
+        """A copy with `tokens` added as special tokens after the vocabulary, in order (the discrete
+        model's markers and visual codes, so an exported tokenizer names every id)."""
+        tok = HFTokenizer.from_str(self._tok.to_str())
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+        return Tokenizer(tok, self.special)
+
     def special_tokens(self) -> dict[str, str]:
         return asdict(self.special)
 

@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from mmkd.errors import CheckpointError
 from mmkd.materialize import copy_full_
 from mmkd.model.config import ModelConfig
+from mmkd.model.discrete import DiscreteVLM
+from mmkd.model.lora import merged_state
 from mmkd.model.vlm import VLM
 from mmkd.tokenizer import Tokenizer
 
@@ -307,3 +309,29 @@ def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = No
             },
         )
     return out
+
+
+def export_discrete(model: DiscreteVLM, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """The discrete model as a transformers `LlamaForCausalLM` over its whole vocabulary: the input
+    embeddings are the text rows, the two markers and the factorised visual rows multiplied out
+    (codes x projection), the head is ours, and LoRA updates are merged into their weights. Given the
+    same ids it computes our logits, so transformers (and vLLM) generate the same visual ids. With
+    the tokenizer, `[IMG]`, `[/IMG]` and `<v_c>` are added as tokens after its vocabulary.
+    """
+    cfg, ours = model.cfg, merged_state(model)
+    visual = ours["visual_codes.weight"] @ ours["visual_proj.weight"].T  # [codes, width]
+    ours["decoder.embed_tokens.weight"] = torch.cat(
+        [ours["decoder.embed_tokens.weight"], ours["marker_embed.weight"], visual]
+    )
+    tensors = {hf: ours[key] for hf, key in decoder_map(cfg).items()}
+    vocab = model.vocab
+    config = {"architectures": ["LlamaForCausalLM"], **_llama_config(cfg), "vocab_size": vocab.size}
+    config["discrete_visual_vocabulary"] = {
+        "img": vocab.img,
+        "end_img": vocab.end_img,
+        "first_code": vocab.first_code,
+    }
+    if tokenizer is not None and tokenizer.vocab_size == vocab.text:
+        names = ["[IMG]", "[/IMG]", *(f"<v_{c}>" for c in range(vocab.codes))]
+        tokenizer = tokenizer.with_added(names)
+    return _write(Path(out_dir), tensors, config, tokenizer)
