@@ -311,3 +311,29 @@ def test_discrete_training_and_generation_run_on_the_device(world, tokenizer, tm
                 train_on(device, tmp_path / "planted")
         finally:
             DiscreteVLM.embed = embed
+
+
+def test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text(world, tmp_path, visual_tokenizer):
+    """docs/discrete.md's chain: a text-only dense run, its decoder exported, the discrete model under
+    LoRA on it; the frozen base weights end the run as they started."""
+    from mmkd.checkpoint import latest_checkpoint, load_checkpoint
+    from mmkd.launch.export import main as export
+    from mmkd.tokenizer import Tokenizer
+    from tests.conftest import micro_run_config
+
+    text = micro_run_config(world[0], tmp_path / "text_lm", budget_samples=32)
+    text.recipe.name, text.recipe.mixture = "text_only", {"text": 1.0}  # recipes/recipe/text_only.yaml
+    text.eval.after_train = False
+    run(text, DistInfo())
+    export([f"checkpoint={tmp_path / 'text_lm'}", f"out={tmp_path / 'exports'}", "format=llama"])
+    lora = {"tune": "lora", "init_decoder": str(tmp_path / "exports")}
+    cfg = discrete_config(world[0], tmp_path / "lora", visual_tokenizer, lora, budget_samples=32)
+    cfg.eval.after_train = False
+    run(cfg, DistInfo())
+    tokenizer = Tokenizer.from_pretrained(tmp_path / "exports")
+    start, end = build_model(cfg, tokenizer), build_model(cfg, tokenizer)
+    load_checkpoint(latest_checkpoint(tmp_path / "lora"), end)
+    a, b = start.state_dict(), end.state_dict()
+    frozen = [k for k in a if not trains(k)]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert not torch.equal(a["visual_codes.weight"], b["visual_codes.weight"])

@@ -42,6 +42,12 @@ COVERED = {
     "annotator=openai": "test_builders.py::test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache",  # noqa: E501
     "--nnodes": "test_parallelize.py",  # several machines; FSDP2 on two ranks is tested there
     "model=dense_3b": "test_model.py",  # 3B parameters; its shapes and FLOPs are tested without weights
+    # The discrete model trains the world's visual tokenizer (minutes) first; the same path on
+    # discrete_micro with a small tokenizer, and the partial-training chain, run there.
+    "exports/text_lm": "test_discrete.py::test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text",  # noqa: E501
+    "recipe=text_only": "test_discrete.py::test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text",  # noqa: E501
+    "model=discrete_tiny": "test_discrete.py::test_a_run_trains_evaluates_both_directions_and_exports_to_transformers",  # noqa: E501
+    "exports/discrete": "test_discrete.py::test_a_run_trains_evaluates_both_directions_and_exports_to_transformers",  # noqa: E501
 }
 # The smoke setting: a small world (shared by every command), the micro model, a few steps.
 DATA = {
