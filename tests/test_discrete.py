@@ -337,3 +337,46 @@ def test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text(world
     frozen = [k for k in a if not trains(k)]
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
     assert not torch.equal(a["visual_codes.weight"], b["visual_codes.weight"])
+
+
+def test_lora_under_each_engine_gives_the_same_losses(world, tmp_path, visual_tokenizer):
+    """Frozen base weights, adapters and the new vocabulary on two ranks, replicated (DDP) or sharded
+    (FSDP2, DeepSpeed ZeRO-2): the same losses, both parts of the objective (their means are global)."""
+    from mmkd.launch.export import main as export
+    from tests.conftest import micro_run_config, run_python, torchrun
+
+    data = world[0]
+    text = micro_run_config(data, tmp_path / "text_lm", budget_samples=32)
+    text.recipe.name, text.recipe.mixture, text.eval.after_train = "text_only", {"text": 1.0}, False
+    run(text, DistInfo())
+    export([f"checkpoint={tmp_path / 'text_lm'}", f"out={tmp_path / 'lm'}", "format=llama"])
+    sizes = [f"data.sizes.{k}={v}" for k, v in data.sizes.items()]
+    args = [
+        *torchrun(2),
+        str(REPO / "launch/train.py"),
+        "model=discrete_micro",
+        "model.tune=lora",
+        f"model.init_decoder={tmp_path / 'lm'}",
+        f"model.visual_tokenizer={visual_tokenizer}",
+        "train=smoke",
+        "train.budget_samples=128",
+        "eval.after_train=false",
+        f"data.root={data.root}",
+        f"data.world.image_size={data.world.image_size}",
+        f"data.bench_per_ability={data.bench_per_ability}",
+        f"data.vocab_size={data.vocab_size}",
+        f"data.samples_per_shard={data.samples_per_shard}",
+        *sizes,
+    ]
+
+    def losses(engine: str) -> list[float]:
+        run_dir = tmp_path / engine
+        run_python(
+            [*args, f"train.engine={engine}", f"run_dir={run_dir}"], 600, env={"DS_ACCELERATOR": "cpu"}
+        )
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)[k] for x in lines for k in ("loss", "loss_text", "loss_visual")]
+
+    ddp = losses("ddp")
+    assert losses("fsdp2") == pytest.approx(ddp, rel=1e-4)
+    assert losses("deepspeed") == pytest.approx(ddp, rel=1e-4)
