@@ -26,7 +26,7 @@ from mmkd.errors import DataError
 from mmkd.model.config import ModelConfig
 from mmkd.model.discrete import VisualVocab
 from mmkd.schema import IMAGE_MARKER, Sample
-from mmkd.templates import IGNORE, Encoded, Templates, answer_text, question_text
+from mmkd.templates import IGNORE, Encoded, Templates
 from mmkd.tokenizer import Tokenizer
 
 
@@ -79,11 +79,7 @@ class DiscreteTemplates(Templates):
                 self._visual(enc, c, loss=True)
         elif sample.kind in ("vqa", "other"):
             self._visual(enc, codes[0], loss=False)
-            for i, turn in enumerate(sample.turns):
-                if i:
-                    enc.add(self._newline, loss=True)
-                enc.add(self.tok.encode(question_text(turn.question)), loss=False)
-                enc.add(self.tok.encode(answer_text(turn.answer)), loss=True)
+            self._turns(enc, sample)
         elif sample.kind == "interleaved":
             for i, piece in enumerate(sample.text.split(IMAGE_MARKER)):
                 if piece:

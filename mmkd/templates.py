@@ -70,11 +70,7 @@ class Templates:
             enc.add(self.tok.encode(sample.text), loss=True)
         elif sample.kind in ("vqa", "other"):
             self._image(enc, sample.images[0])
-            for i, turn in enumerate(sample.turns):
-                if i:
-                    enc.add(self._newline, loss=True)
-                enc.add(self.tok.encode(question_text(turn.question)), loss=False)
-                enc.add(self.tok.encode(answer_text(turn.answer)), loss=True)
+            self._turns(enc, sample)
         elif sample.kind == "text":
             enc.add(self.tok.encode(sample.text), loss=True)
         elif sample.kind == "interleaved":
@@ -88,6 +84,15 @@ class Templates:
             raise ValueError(f"sample {sample.id!r}: no template for kind {sample.kind!r}")
         enc.add([self.tok.eos_id], loss=True)
         return self._truncate(enc, sample.id)
+
+    def _turns(self, enc: Encoded, sample: Sample) -> None:
+        """Question/answer turns after the image: the answers (and the newlines between turns) are
+        supervised, the questions are not."""
+        for i, turn in enumerate(sample.turns):
+            if i:
+                enc.add(self._newline, loss=True)
+            enc.add(self.tok.encode(question_text(turn.question)), loss=False)
+            enc.add(self.tok.encode(answer_text(turn.answer)), loss=True)
 
     def _truncate(self, enc: Encoded, sample_id: str) -> Encoded:
         if len(enc) <= self.max_seq_len:

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmkd.materialize import copy_full_
 from mmkd.model.config import ModelConfig
 from mmkd.model.decoder import Decoder
-from mmkd.model.kv_cache import KVCache
+from mmkd.model.decoder_lm import DecoderLM
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.model.vlm import VLM
-from mmkd.templates import IGNORE
 
 # Losses of the objective, in the order `forward` returns their sums (mmkd/objective.py weighs them).
 LOSS_PARTS = ("text", "visual")
@@ -52,7 +52,7 @@ class VisualVocab:
         return ids >= self.first_code
 
 
-class DiscreteVLM(nn.Module):
+class DiscreteVLM(DecoderLM):
     def __init__(self, cfg: ModelConfig, image_token_id: int):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -73,9 +73,6 @@ class DiscreteVLM(nn.Module):
 
     def tie_weights(self) -> None:
         """Nothing is tied: the head spans more ids than any input table."""
-
-    def reset_buffers(self) -> None:
-        self.decoder.reset_buffers()
 
     def initializers(self) -> list[tuple[nn.Module, Callable[[nn.Module], None], bool]]:
         """Every random draw of `__init__` in its order (see `VLM.initializers`), then LoRA's when
@@ -104,8 +101,6 @@ class DiscreteVLM(nn.Module):
                 f"the visual tokenizer's codebook is {tuple(codebook.shape)}; the model was configured for "
                 f"{tuple(self.visual_codes.weight.shape)} (model.codebook_size x model.code_dim)"
             )
-        from mmkd.materialize import copy_full_
-
         copy_full_(self.visual_codes.weight, codebook)
 
     def attach_visual_tokenizer(self, tokenizer: VisualTokenizer) -> None:
@@ -145,41 +140,12 @@ class DiscreteVLM(nn.Module):
         visual = self.visual_proj(self.visual_codes(torch.where(code, input_ids - v.first_code, 0)))
         return torch.where(code[..., None], visual.to(x.dtype), x)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        pixels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        segments: torch.Tensor | None = None,
-    ):
-        """Logits [B, T, V]; with `labels`, the summed next-token losses and the number of supervised
-        tokens of each part of the objective (`LOSS_PARTS`: text, visual), each [2]."""
-        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, segments)
-        if labels is None:
-            return self.lm_head(hidden)
-        target = labels[:, 1:]
-        keep = target != IGNORE
-        logits = self.lm_head(hidden[:, :-1][keep]).float()  # [N_supervised, V]
-        losses = F.cross_entropy(logits, target[keep], reduction="none")
-        visual = self.vocab.is_code(target[keep])
+    def loss_sums(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed losses and target counts of each part of the objective (`LOSS_PARTS`), each [2]."""
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        visual = self.vocab.is_code(targets)
         sums = torch.stack([losses[~visual].sum(), losses[visual].sum()])
-        counts = torch.stack([(~visual).sum(), visual.sum()])
-        return sums, counts
-
-    def next_token_logits(
-        self,
-        input_ids: torch.Tensor,
-        pixels: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        """Logits [B, V] after the given positions (see `VLM.next_token_logits`)."""
-        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, cache=cache)
-        return self.lm_head(hidden[:, -1])
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return sums, torch.stack([(~visual).sum(), visual.sum()])
 
 
 def _has_reset(m: nn.Module) -> bool:

@@ -11,13 +11,12 @@ from torch import nn
 
 from mmkd.model.config import ModelConfig
 from mmkd.model.decoder import Decoder
-from mmkd.model.kv_cache import KVCache
+from mmkd.model.decoder_lm import DecoderLM
 from mmkd.model.projector import Projector
 from mmkd.model.vision import VisionEncoder
-from mmkd.templates import IGNORE
 
 
-class VLM(nn.Module):
+class VLM(DecoderLM):
     def __init__(self, cfg: ModelConfig, image_token_id: int):
         super().__init__()
         if cfg.vocab_size <= 0:
@@ -39,10 +38,6 @@ class VLM(nn.Module):
         """The LM head reads the input embeddings (`model.tie_embeddings`); `to_empty` unties them."""
         if self.cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.embed_tokens.weight
-
-    def reset_buffers(self) -> None:
-        """The buffers checkpoints do not hold (RoPE tables), computed on the model's device."""
-        self.decoder.reset_buffers()
 
     def initializers(self) -> list[tuple[nn.Module, Callable[[nn.Module], None], bool]]:
         """Every random draw of `__init__`, in its order, as (module, draw on its own parameters, keep).
@@ -90,39 +85,6 @@ class VLM(nn.Module):
             )
         return x.masked_scatter(slots[..., None], feats.to(x.dtype).reshape(-1, x.shape[-1]))
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        pixels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        segments: torch.Tensor | None = None,
-    ):
-        """Logits [B, T, V]; with `labels`, (sum of next-token losses, number of supervised tokens).
-
-        The loss is a sum so the trainer can divide by the *global* supervised-token count. `segments`
-        marks packed documents (`mmkd.packing`); a document's first token is BOS, never a target, so
-        no loss crosses a document boundary.
-        """
-        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, segments)  # [B, T, D]
-        if labels is None:
-            return self.lm_head(hidden)
-        target = labels[:, 1:]
-        keep = target != IGNORE  # the head runs only where a loss is taken (not on images or prompts)
-        logits = self.lm_head(hidden[:, :-1][keep])  # [N_supervised, V]
-        return F.cross_entropy(logits.float(), target[keep], reduction="sum"), keep.sum()
-
-    def next_token_logits(
-        self,
-        input_ids: torch.Tensor,
-        pixels: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        """Logits [B, V] after the given positions, which follow those in `cache` (generation: the
-        prompt with its images at prefill, then one token per step); the cache takes them in."""
-        hidden = self.decoder(self.embed(input_ids, pixels), attention_mask, cache=cache)  # [B, T, D]
-        return self.lm_head(hidden[:, -1])
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def loss_sums(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of the next-token losses, number of supervised tokens)."""
+        return F.cross_entropy(logits, targets, reduction="sum"), targets.new_tensor(targets.numel())
