@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.errors import UserError
 from mmkd.schema import Sample
@@ -84,9 +86,10 @@ def run(
     _plan(out, units)
     i, n = shard
     built = 0
-    for u, items in enumerate(units):
-        if u % n != i or _done(out, u).exists():
-            continue
+    todo = [u for u in range(len(units)) if u % n == i and not _done(out, u).exists()]
+    bar = tqdm(total=sum(len(units[u]) for u in todo), desc=f"build {out.name}", unit="record", leave=False)
+    for u in todo:
+        items = units[u]
         before = Counter(counters() if counters else {})
         rejects = RejectLog()
         results = work(items, rejects)
@@ -104,6 +107,8 @@ def run(
         stats["annotator"] = {k: v for k, v in after.items() if v}
         write_json_atomic(_done(out, u), stats)
         built += 1
+        bar.update(len(items))
+    bar.close()
     return built
 
 

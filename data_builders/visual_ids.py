@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmkd.config import BuildConfig
 from mmkd.data_builders import engine
 from mmkd.data_builders.annotated import chunks, input_ids, load_samples
@@ -38,10 +40,17 @@ def tokenizer_identity(path: Path) -> dict[str, Any]:
 
 
 def build_visual_ids(
-    source: Dataset, tokenizer_dir: Path, out: Path, build: BuildConfig, batch: int = 64
+    source: Dataset,
+    tokenizer_dir: Path,
+    out: Path,
+    build: BuildConfig,
+    batch: int = 64,
+    device: torch.device | None = None,
 ) -> dict | None:
-    """The source's samples with their images' code ids; the manifest once every unit is done."""
-    tokenizer = VisualTokenizer.from_pretrained(tokenizer_dir)
+    """The source's samples with their images' code ids (encoded on `device`, default the CPU); the
+    manifest once every unit is done."""
+    device = device or torch.device("cpu")
+    tokenizer = VisualTokenizer.from_pretrained(tokenizer_dir).to(device)
     size = tokenizer.cfg.image_size
     identity = tokenizer_identity(tokenizer_dir)
     provenance = {
@@ -57,7 +66,7 @@ def build_visual_ids(
         images = [im for s in samples for im in s.images]
         codes: list[list[int]] = []
         for part in chunks(images, batch):  # resized to the tokenizer's size as the loader resizes
-            codes += tokenizer.encode(to_pixels(part, size)).tolist()
+            codes += tokenizer.encode(to_pixels(part, size).to(device)).tolist()
         out_samples, k = [], 0
         for s in samples:
             mine, k = codes[k : k + len(s.images)], k + len(s.images)
@@ -101,7 +110,11 @@ def has_images(source: Path) -> bool:
 
 
 def discrete_sources(
-    dirs: dict[str, Path], tokenizer_dir: Path, root: Path, build: BuildConfig | None = None
+    dirs: dict[str, Path],
+    tokenizer_dir: Path,
+    root: Path,
+    build: BuildConfig | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Path]:
     """The datasets the discrete model trains on: each source with images as its visual-id dataset
     (built here when `build` is given: rank 0, before training), text-only sources as they are."""
@@ -114,6 +127,6 @@ def discrete_sources(
         if build is not None and not is_complete(out[name]):
             # One process builds every unit: the pipeline's rank 0 (launch/build.py shards big sources).
             whole = dataclasses.replace(build, shard="0/1", limit=0)
-            if build_visual_ids(open_dataset(source), tokenizer_dir, out[name], whole) is None:
+            if build_visual_ids(open_dataset(source), tokenizer_dir, out[name], whole, device=device) is None:
                 raise RuntimeError(f"{out[name]}: visual ids unfinished after building every unit")
     return out

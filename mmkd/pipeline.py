@@ -117,9 +117,10 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
         if cfg.model.family == "discrete":  # images become visual ids once, before training
             if not cfg.model.visual_tokenizer:
-                prepare_world_tokenizer(cfg.model, cfg.data.world, world_tokenizer_dir(cfg, world_root))
+                out = world_tokenizer_dir(cfg, world_root)
+                prepare_world_tokenizer(cfg.model, cfg.data.world, out, str(info.device))
             tokenizer_dir = visual_tokenizer_dir(cfg, world_root)
-            prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build)
+            prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build, info.device)
         for d in prepared.values():  # a corrupt shard is named now, not hours into training
             verify(open_dataset(d), Path(cfg.data.root) / "verified")
     wait_for_main(info)

@@ -48,6 +48,7 @@ class TokenizerTraining:
     seed: int = 0
     save_every: int = 250
     eval_images: int = 200
+    device: str = "auto"  # auto: the GPU when there is one, else the CPU
 
 
 def to_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
@@ -73,7 +74,10 @@ def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
         )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = VisualTokenizer(cfg.model)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    model = VisualTokenizer(cfg.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     engine = Engine(model, optimizer)
     step = _resume(out / "checkpoint", engine)
@@ -83,7 +87,7 @@ def train_tokenizer(cfg: TokenizerTraining, out: Path) -> dict:
         for group in optimizer.param_groups:  # cosine to 10%
             group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         _, images = _renders(cfg.world, "tokenizer", step * cfg.batch, cfg.batch)
-        pixels = to_pixels(images, cfg.world.image_size)
+        pixels = to_pixels(images, cfg.world.image_size).to(device)
         recon, _, commit = model(pixels)
         loss = F.mse_loss(recon, pixels) + commit
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +132,7 @@ def evaluate_tokenizer(model: VisualTokenizer, world: WorldConfig, n: int) -> di
     `n` renders of a split the tokenizer never trained on."""
     model.eval()
     scenes, images = _renders(world, "tokenizer-eval", 0, n)
-    pixels = to_pixels(images, world.image_size)
+    pixels = to_pixels(images, world.image_size).to(next(model.parameters()).device)
     ids = model.encode(pixels)
     recon = model.decode(ids)
     counts = torch.bincount(ids.flatten(), minlength=model.cfg.codebook_size).float()
@@ -176,13 +180,13 @@ def check_fits(model: ModelConfig, tokenizer_dir: Path) -> None:
         )
 
 
-def prepare_world_tokenizer(model: ModelConfig, world: WorldConfig, out: Path) -> Path:
-    """The world's visual tokenizer for this model shape, trained once under `out` (resumably; build
-    processes started together take turns on a file lock); returns its directory."""
+def prepare_world_tokenizer(model: ModelConfig, world: WorldConfig, out: Path, device: str = "auto") -> Path:
+    """The world's visual tokenizer for this model shape, trained once under `out` on `device`
+    (resumably; build processes started together take turns on a file lock); returns its directory."""
     done = out / "tokenizer"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (done / "model.safetensors").exists():
-            train_tokenizer(TokenizerTraining(model=tokenizer_for(model), world=world), out)
+            train_tokenizer(TokenizerTraining(model=tokenizer_for(model), world=world, device=device), out)
     return done
