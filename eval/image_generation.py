@@ -9,6 +9,7 @@ Measurement: prompts are complete descriptions of held-out scenes (every object 
 colour and position: `dense_caption`), so what an image should show is exact. The scene reader
 (`mmkd.world.read`) reads each image back, and per prompt:
 
+    theme            the background is the prompt's setting (garden, bedroom, ...)
     object P / R     kinds read vs the scene's kinds (as multisets)
     colour P / R     (kind, colour) pairs; position P / R: (kind, cell) pairs
     scene exact      the read scene is the prompt's scene (every kind, colour, size and cell)
@@ -46,7 +47,16 @@ from mmkd.world.render import render
 from mmkd.world.scene import COLOURS, KINDS, WorldConfig, sample_scene
 
 SPLIT = "generation"  # scenes no training source draws
-PER_IMAGE = ("object_p", "object_r", "colour_p", "colour_r", "position_p", "position_r", "scene_exact")
+PER_IMAGE = (
+    "theme",
+    "object_p",
+    "object_r",
+    "colour_p",
+    "colour_r",
+    "position_p",
+    "position_r",
+    "scene_exact",
+)
 ROWS = ("generated", "reconstruction", "random_ids", "real")
 
 
@@ -120,6 +130,7 @@ def score_image(seen: SeenScene, want: SeenScene) -> dict[str, float]:
         hit = _matched(got, asked)
         out[f"{name}_p"] = hit / len(got) if got else 0.0
         out[f"{name}_r"] = hit / len(asked) if asked else 1.0
+    out["theme"] = float(seen.theme == want.theme)
     out["scene_exact"] = float(seen.objects == want.objects and seen.layout == want.layout)
     return out
 
