@@ -43,6 +43,7 @@ from mmkd.model.decoder import resolve_attention
 from mmkd.model.discrete import DiscreteVLM, VisualVocab
 from mmkd.model.flops import training_flops
 from mmkd.model.hf import load_decoder, load_vision
+from mmkd.model.lora import trainable_share
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.objective import DENSE, Objective, objective_for
 from mmkd.resume import check_resumable, run_identity
@@ -279,6 +280,12 @@ def train(
     log(
         f"train: {cfg.recipe.name} seed {cfg.seed}, steps {step}..{s.total_steps}, {info.world_size} rank(s) "
         f"on {device}, engine {t.engine if info.grouped else 'local'}, micro-batch {s.micro} x {s.accum}",
+        echo=False,
+    )
+    share = trainable_share(engine.module)
+    log(
+        f"model: {cfg.model.name} ({cfg.model.family}), {share['total']:,} parameters, "
+        f"{share['trainable']:,} trainable ({share['fraction']:.1%})",
         echo=False,
     )
     stage = next((k for k, (_, _, end, _) in enumerate(s.stages) if step < end), len(s.stages) - 1)

@@ -336,6 +336,9 @@ def test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text(world
     a, b = start.state_dict(), end.state_dict()
     frozen = [k for k in a if not trains(k)]
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    share = trainable_share(end)
+    log = (tmp_path / "lora" / "train.log").read_text()
+    assert f"{share['trainable']:,} trainable ({share['fraction']:.1%})" in log
     assert not torch.equal(a["visual_codes.weight"], b["visual_codes.weight"])
 
 
