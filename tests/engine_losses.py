@@ -53,7 +53,7 @@ def main(world: Path, out: Path, engine: str, zero_stage: int, bf16: bool) -> No
     )
     history = []
     for _ in range(3):
-        loss = accumulate_gradients(engine, mine, info.world_size)
+        loss = accumulate_gradients(engine, mine, info.world_size)["loss"]
         history.append([loss, engine.step(t.grad_clip)])
     if info.is_main:
         out.write_text(json.dumps(history))

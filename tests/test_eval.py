@@ -19,6 +19,7 @@ class FavouriteTokenModel(torch.nn.Module):
         super().__init__()
         self.vocab, self.favourite, self.cfg, self.image_token_id = vocab, favourite, cfg, image_token_id
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # the device and dtype inference reads
+        self.text_vocab_size = vocab  # every id is text
 
     def forward(self, ids, pixels=None, attention_mask=None):
         logits = torch.full((*ids.shape, self.vocab), -10.0)

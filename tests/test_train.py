@@ -305,7 +305,7 @@ def test_micro_batches_give_the_gradient_of_the_global_token_mean(world, tokeniz
 
     def grads(micro):
         model.zero_grad()
-        loss = accumulate_gradients(Engine(model, optimizer=None), micro)
+        loss = accumulate_gradients(Engine(model, optimizer=None), micro)["loss"]
         return loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     whole_loss, whole = grads([collate(encoded)])

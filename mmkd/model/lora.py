@@ -39,10 +39,15 @@ def apply_lora(model: nn.Module, rank: int, alpha: float) -> None:
 
 
 def trainable_share(model: nn.Module) -> dict[str, float]:
-    """Trainable and total parameters, and their ratio (the paper's "< 8%")."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable": trainable, "total": total, "fraction": trainable / total}
+    """Trainable and total parameters, and their ratio (the paper's "< 8%"). Whole sizes also under
+    DeepSpeed ZeRO-3, whose partitioned parameters hold no elements locally (`ds_numel` is theirs)."""
+
+    def size(p: torch.nn.Parameter) -> int:
+        return getattr(p, "ds_numel", p.numel())
+
+    total = sum(size(p) for p in model.parameters())
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total, "fraction": trainable / max(total, 1)}
 
 
 @torch.no_grad()
