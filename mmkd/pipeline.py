@@ -9,6 +9,7 @@ group (`wait_for_main`), so a build longer than a collective's timeout does not 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -73,6 +74,8 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
     micro_batch_for(cfg.train, info.world_size)  # the batch splits over these ranks
     if cfg.model.family == "discrete":
         tokenizer_for(cfg.model)  # the tokenizer shape the model states is one we can build
+        if cfg.model.tune == "lora" and importlib.util.find_spec("peft") is None:
+            raise ConfigError("model.tune=lora needs peft: pip install 'mmkd[lora]' (or peft)")
         if cfg.model.visual_tokenizer:
             check_fits(cfg.model, Path(cfg.model.visual_tokenizer))
         elif not needs_world(cfg):

@@ -382,3 +382,15 @@ def test_lora_under_each_engine_gives_the_same_losses(world, tmp_path, visual_to
         return [json.loads(x)[k] for x in lines for k in ("loss", "loss_text", "loss_visual")]
 
     assert losses("fsdp2") == pytest.approx(losses("ddp"), rel=1e-4)
+
+
+def test_lora_without_peft_installed_is_named(monkeypatch):
+    import sys
+
+    from mmkd.model.lora import apply_lora
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"model\.tune=lora needs peft: pip install 'mmkd\[lora\]'"):
+        cfg = model_config("discrete_micro")
+        cfg.vocab_size = 100
+        apply_lora(model_on_meta(cfg.validate(), 3), 4, 8.0)

@@ -30,7 +30,14 @@ def trains(name: str) -> bool:
 def apply_lora(model: nn.Module, rank: int, alpha: float) -> None:
     """Inject LoRA adapters into the decoder (works on the meta device: the adapters are built where
     their layer's weights are) and freeze everything `trains` does not name."""
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        from mmkd.config import ConfigError
+
+        raise ConfigError(
+            "model.tune=lora needs peft, which is not installed: pip install 'mmkd[lora]' (or peft)"
+        ) from None
 
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0, bias="none")
     inject_adapter_in_model(config, model.decoder)
