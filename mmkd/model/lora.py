@@ -36,7 +36,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float) -> None:
         from mmkd.config import ConfigError
 
         raise ConfigError(
-            "model.tune=lora needs peft, which is not installed: pip install 'mmkd[lora]' (or peft)"
+            "model.tune=lora needs peft: pip install 'mmkd[lora]' (or peft)"
         ) from None
 
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0, bias="none")
