@@ -35,9 +35,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float) -> None:
     except ImportError:
         from mmkd.config import ConfigError
 
-        raise ConfigError(
-            "model.tune=lora needs peft: pip install 'mmkd[lora]' (or peft)"
-        ) from None
+        raise ConfigError("model.tune=lora needs peft: pip install 'mmkd[lora]' (or peft)") from None
 
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, lora_dropout=0.0, bias="none")
     inject_adapter_in_model(config, model.decoder)
