@@ -342,6 +342,7 @@ def test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text(world
     assert not torch.equal(a["visual_codes.weight"], b["visual_codes.weight"])
 
 
+@pytest.mark.slow  # two torchrun jobs (~30 s); the engines' equality for the dense model runs by default
 def test_lora_under_each_engine_gives_the_same_losses(world, tmp_path, visual_tokenizer):
     """Frozen base weights, adapters and the new vocabulary on two ranks, replicated (DDP) or sharded
     (FSDP2): the same losses, both parts of the objective (their means are global). DeepSpeed ZeRO-2
