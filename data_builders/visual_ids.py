@@ -92,15 +92,12 @@ def build_visual_ids(
     )
 
 
-def visual_ids_dir(root: Path, source: Path, tokenizer_dir: Path) -> Path:
-    """Where `source`'s visual ids from this tokenizer live (`<data.root>/visual_ids/<name>-<key>`):
-    a new source content, tokenizer or builder version is a new directory."""
+def visual_ids_dir(root: Path, source: Path, tokenizer_sha256: str) -> Path:
+    """Where `source`'s visual ids from the tokenizer of these weights live
+    (`<data.root>/visual_ids/<name>-<key>`): a new source content, tokenizer or builder version is a
+    new directory."""
     manifest = json.loads((source / "manifest.json").read_text())
-    key = {
-        "input": manifest["content_hash"],
-        "tokenizer": tokenizer_identity(tokenizer_dir)["weights_sha256"],
-        "version": BUILDER_VERSION,
-    }
+    key = {"input": manifest["content_hash"], "tokenizer": tokenizer_sha256, "version": BUILDER_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return root / "visual_ids" / f"{manifest['name']}-{digest}"
 
@@ -119,11 +116,12 @@ def discrete_sources(
     """The datasets the discrete model trains on: each source with images as its visual-id dataset
     (built here when `build` is given: rank 0, before training), text-only sources as they are."""
     out = {}
+    weights = tokenizer_identity(tokenizer_dir)["weights_sha256"]  # hashed once, not per source
     for name, source in dirs.items():
         if not has_images(source):
             out[name] = source
             continue
-        out[name] = visual_ids_dir(root, source, tokenizer_dir)
+        out[name] = visual_ids_dir(root, source, weights)
         if build is not None and not is_complete(out[name]):
             # One process builds every unit: the pipeline's rank 0 (launch/build.py shards big sources).
             whole = dataclasses.replace(build, shard="0/1", limit=0)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mmkd.discrete_templates import DiscreteTemplates
+from mmkd.eval.inference import left_padded
 from mmkd.metrics import mean_ci95
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.kv_cache import KVCache
@@ -81,11 +82,7 @@ def generate_codes(
     if length + n > model.cfg.max_seq_len:
         raise ValueError(f"a prompt of {length} tokens + {n} visual ids exceeds model.max_seq_len")
     device = next(model.parameters()).device
-    ids = torch.full((len(prompts), length), templates.tok.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.bool)
-    for b, p in enumerate(prompts):  # left-padded
-        ids[b, length - len(p) :], mask[b, length - len(p) :] = torch.tensor(p), True
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = left_padded(prompts, templates.tok.pad_id, device)
     cache = KVCache(model.cfg, len(prompts), next(model.parameters()).dtype, device)
     step_mask = torch.ones((len(prompts), 1), dtype=torch.bool, device=device)
     codes = []
@@ -188,14 +185,12 @@ def evaluate_generation(
     device = next(model.parameters()).device
     tokenizer = tokenizer.to(device)
     generator = torch.Generator().manual_seed(seed)
-    codes = {"generated": [], "reconstruction": [], "random_ids": []}
+    generated, reconstruction = [], []
     for start in range(0, prompts, batch_size):
         part = slice(start, start + batch_size)
-        codes["generated"].append(
-            generate_codes(model, templates, texts[part], scale, temperature, top_k, generator).to(device)
-        )
-        codes["reconstruction"].append(tokenizer.encode(to_pixels(real[part], size).to(device)))
-    ids = {k: torch.cat(v) for k, v in codes.items() if v}
+        generated.append(generate_codes(model, templates, texts[part], scale, temperature, top_k, generator))
+        reconstruction.append(tokenizer.encode(to_pixels(real[part], size).to(device)))
+    ids = {"generated": torch.cat(generated), "reconstruction": torch.cat(reconstruction)}
     ids["random_ids"] = torch.randint(
         tokenizer.cfg.codebook_size, ids["generated"].shape, generator=generator
     ).to(device)

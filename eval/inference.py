@@ -62,6 +62,20 @@ def option_loglik(
     return scores
 
 
+def left_padded(
+    prompts: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts as one left-padded batch [B, T] of ids and its validity mask, filled on the host and
+    sent to `device` in one copy each (generation then appends at the right edge of every row)."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for b, p in enumerate(prompts):
+        ids[b, length - len(p) :] = torch.tensor(p)
+        mask[b, length - len(p) :] = True
+    return ids.to(device), mask.to(device)
+
+
 @torch.no_grad()
 def greedy(
     model: VLM,
@@ -83,12 +97,7 @@ def greedy(
     budget = min(max_new_tokens, model.cfg.max_seq_len - length)  # the sequence stays within max_seq_len
     if budget <= 0:
         return new
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.bool)
-    for b, p in enumerate(prompts):
-        ids[b, length - len(p) :] = torch.tensor(p)
-        mask[b, length - len(p) :] = True
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = left_padded(prompts, pad_id, device)
     cache = KVCache(model.cfg, len(prompts), next(model.parameters()).dtype, device)
     done = [False] * len(prompts)
     step_mask = torch.ones((len(prompts), 1), dtype=torch.bool, device=device)

@@ -294,9 +294,8 @@ def test_discrete_training_and_generation_run_on_the_device(world, tokenizer, tm
 
         run_dir.mkdir()
         cfg = discrete_config(data, run_dir, visual_tokenizer, budget_samples=32, checkpoint_every=0)
-        dirs = discrete_sources(
-            source_dirs(sorted(cfg.recipe.active()), cfg, root), visual_tokenizer, tmp_path / "ids", cfg.build
-        )
+        sources = source_dirs(sorted(cfg.recipe.active()), cfg, root)  # ids encoded on the device too
+        dirs = discrete_sources(sources, visual_tokenizer, run_dir / "ids", cfg.build, device)
         final = train(cfg, dirs, tokenizer, run_dir, DistInfo(device=device))
         cfg.eval.abilities = ["existence"]
         return evaluate_checkpoint(final, cfg, tokenizer, root, run_dir / "eval", "t", False, device)

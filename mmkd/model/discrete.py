@@ -77,8 +77,9 @@ class DiscreteVLM(DecoderLM):
     def initializers(self) -> list[tuple[nn.Module, Callable[[nn.Module], None], bool]]:
         """Every random draw of `__init__` in its order (see `VLM.initializers`), then LoRA's when
         adapters were injected (`mmkd.model.lora`): as peft draws them (A Kaiming-uniform, B zero)."""
-        draws = [(m, type(m).reset_parameters, True) for m in self._base_modules() if _has_reset(m)]
-        inits = [m for m in self._base_modules() if isinstance(m, nn.Linear | nn.Embedding)]
+        base = list(self._base_modules())
+        draws = [(m, type(m).reset_parameters, True) for m in base if hasattr(m, "reset_parameters")]
+        inits = [m for m in base if isinstance(m, nn.Linear | nn.Embedding)]
         draws += [(m, VLM._init, True) for m in inits]
         for m in self.modules():
             if hasattr(m, "reset_lora_parameters"):  # peft builds A and B as Linears, then redraws them
@@ -111,14 +112,14 @@ class DiscreteVLM(DecoderLM):
                 f"visual tokenizer: {grid}x{grid} codes from {tokenizer.cfg.codebook_size}; the model "
                 f"expects {self.cfg.visual_grid}x{self.cfg.visual_grid} from {self.cfg.codebook_size}"
             )
-        self.__dict__["visual_tokenizer"] = tokenizer.eval().requires_grad_(False)
+        device = next(self.parameters()).device  # attached after the weights are on their device
+        self.__dict__["visual_tokenizer"] = tokenizer.eval().requires_grad_(False).to(device)
 
     def image_ids(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """`input_ids` with each image's run of `<image>` slots replaced by [IMG] codes [/IMG]."""
         tokenizer = self.visual_tokenizer
         if tokenizer is None:
             raise ValueError("pixels given to a discrete model without a visual tokenizer attached")
-        tokenizer.to(input_ids.device)
         spans = self.vocab.ids(tokenizer.encode(pixels))  # [N, grid^2 + 2]
         slots = input_ids == self.image_token_id
         if int(slots.sum()) != spans.numel():
@@ -146,10 +147,6 @@ class DiscreteVLM(DecoderLM):
         visual = self.vocab.is_code(targets)
         sums = torch.stack([losses[~visual].sum(), losses[visual].sum()])
         return sums, torch.stack([(~visual).sum(), visual.sum()])
-
-
-def _has_reset(m: nn.Module) -> bool:
-    return hasattr(m, "reset_parameters")
 
 
 def _zero(m: nn.Module) -> None:
