@@ -304,12 +304,18 @@ def detection(
     rejects: RejectLog,
     image_size: int | None = None,
     source: str = "detection",
+    captions_json: str | Path | None = None,
+    min_side: int = 0,
+    max_aspect: float | None = None,
 ) -> Iterator[Sample]:
     """One `other` sample per image: grounding turns plus the full object list for later builders.
 
     A category present exactly once in an image is grounded: "Give the box of the <category>." ->
     "[x0, y0, x1, y1]" in integer pixels. The metadata holds every kept object (category, xyxy box,
-    attributes) and the relations between them (Visual-Genome style, by annotation id).
+    attributes: VG-style labels, or a dict whose values are) and the relations between them
+    (Visual-Genome style, by annotation id); with `captions_json` (COCO captions format) also the
+    image's captions. Images whose short side is under `min_side` pixels or whose aspect ratio is
+    beyond `max_aspect` (either way) are rejected, as seed 003 F.2 cleans them (224 px, 3.0).
     [IMPORTANT] The loader resizes images to a square, so boxes in original pixels would not match what
     the model sees: pass `image_size` to resize here and give the boxes in that square's pixels.
     """
@@ -317,6 +323,7 @@ def detection(
     data = load_json(path)
     categories = {c.get("id"): c.get("name") for c in data.get("categories", [])}
     image_ids = {im.get("id") for im in data.get("images", [])}
+    captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
     anns: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     for i, ann in enumerate(data.get("annotations", [])):
         where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
@@ -326,6 +333,8 @@ def detection(
             rejects.add(where, "unknown_category", f"category_id={ann['category_id']}")
         elif ann["image_id"] not in image_ids:
             rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
+        elif (bad := _bad_attributes(ann.get("attributes", []))) is not None:
+            rejects.add(where, "bad_attributes", bad)
         else:
             anns[ann["image_id"]].append((i, ann))
     relations: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
@@ -340,6 +349,12 @@ def detection(
         if image is None:
             continue
         width, height = image.size
+        if min(width, height) < min_side:
+            rejects.add(where, "image_too_small", f"{width}x{height}: short side under {min_side} px")
+            continue
+        if max_aspect is not None and max(width / height, height / width) > max_aspect:
+            rejects.add(where, "bad_aspect_ratio", f"{width}x{height}: aspect ratio beyond {max_aspect}")
+            continue
         scale = (1.0, 1.0) if image_size is None else (image_size / width, image_size / height)
         if image_size is not None:
             image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
@@ -358,10 +373,13 @@ def detection(
                     "id": ann["id"],
                     "category": categories[ann["category_id"]],
                     "bbox": box,
-                    "attributes": ann.get("attributes", {}),
+                    "attributes": ann.get("attributes", []),
                     "iscrowd": bool(ann.get("iscrowd", 0)),
                 }
             )
+        if not objects:
+            rejects.add(where, "no_objects", "no usable object annotation")
+            continue
         # Uniqueness counts every annotation of the image, rejected boxes and crowds included: two dogs
         # stay ambiguous even when one of their boxes is bad.
         seen = Counter(categories[a["category_id"]] for _, a in anns.get(im["id"], []))
@@ -386,10 +404,36 @@ def detection(
                 "box_frame": list(image.size),  # the (width, height) the boxes are pixels of
                 "objects": objects,
                 "relations": _image_relations(path, im["id"], relations, anns, objects, rejects),
+                "captions": captions.get(im["id"], []),
             },
         )
         if checked(sample, rejects):
             yield sample
+
+
+def _bad_attributes(value: Any) -> str | None:
+    """Why an annotation's attributes are unusable, or None: labels are a list of strings or a dict
+    whose values are strings."""
+    labels = list(value.values()) if isinstance(value, dict) else value
+    if isinstance(labels, list) and all(isinstance(a, str) for a in labels):
+        return None
+    return f"attributes {value!r} are not a list of strings (or a dict of them)"
+
+
+def _captions_by_image(path: Path, image_ids: set, rejects: RejectLog) -> dict[Any, list[str]]:
+    """Captions of a COCO captions file by image id; unusable ones are rejected."""
+    out: dict[Any, list[str]] = defaultdict(list)
+    for i, ann in enumerate(load_json(path).get("annotations", [])):
+        where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
+        if missing := missing_fields(ann, ("image_id", "caption")):
+            rejects.add(where, "missing_field", missing)
+        elif not isinstance(ann["caption"], str) or not ann["caption"].strip():
+            rejects.add(where, "empty_text", f"caption {ann['caption']!r}")
+        elif ann["image_id"] not in image_ids:
+            rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
+        else:
+            out[ann["image_id"]].append(" ".join(ann["caption"].split()))
+    return out
 
 
 def _xyxy(bbox: Any, width: int, height: int) -> tuple[float, float, float, float]:

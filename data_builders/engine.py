@@ -49,8 +49,21 @@ class BuildFailed(UserError, RuntimeError):
     hint = " (finished units are kept: fix the cause and rerun the same command)"
 
 
-# Rejects that are a builder's judgement of good input (the pair filter said no), not failures.
-DECISIONS = frozenset({"pair_filtered"})
+# Rejects that are a builder's judgement of good input, not failures: the pair filter said no; MMGIC
+# cleaning dropped a rare or invalid label, the annotations that used it, a region outside the size
+# limits or a duplicate one, or an image left with no object.
+DECISIONS = frozenset(
+    {
+        "pair_filtered",
+        "rare_label",
+        "invalid_label",
+        "label_removed",
+        "attribute_removed",
+        "relation_removed",
+        "region_dropped",
+        "no_objects",
+    }
+)
 
 
 def _done(out: Path, u: int) -> Path:

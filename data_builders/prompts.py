@@ -1,10 +1,14 @@
 """The builders' prompts, versioned, and the parsers that turn an annotator's answer into data.
 
-Prompt texts live in `prompts/<name>.txt`. Those of seed 000 appendix A.1.1-A.1.5 are verbatim (JSON
-braces that the paper's typesetting dropped are restored in A.1.2); the LLM filter and interleaved
-prompts are ours, written from Sec. 4.2.1-4.2.2, which give no prompt text. Bump a prompt's version
+Prompt texts live in `prompts/<name>.txt` (a system message, if any, in `<name>.system.txt`). Those
+of seed 000 appendix A.1.1-A.1.5 are verbatim (JSON braces that the paper's typesetting dropped are
+restored in A.1.2); the LLM filter and interleaved prompts are ours, written from Sec. 4.2.1-4.2.2,
+which give no prompt text. Bump a prompt's version
 whenever its text or parser changes: the version is part of every cache key and of the provenance of
-every sample built with it.
+every sample built with it. The label-description prompts of seed 003 (Tables 20-22, the Visual
+Genome versions, which let the model answer "Invalid.") are verbatim, the paper's slips included; the
+examples Tables 21-22 omit are those of Tables 18-19, and the one example of Table 17 that is cut off
+in our copy (sheep) is left out.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ REQUIRED_SEMANTIC = SEMANTIC_FIELDS[:3]  # "(required)" in A.1.3
 
 
 def _prompt(name: str, version: str, output: str, source: str) -> Prompt:
-    return Prompt(name, version, (_DIR / f"{name}.txt").read_text(), output, source)
+    system = _DIR / f"{name}.system.txt"
+    text = (_DIR / f"{name}.txt").read_text()
+    return Prompt(name, version, text, output, source, system.read_text() if system.exists() else "")
 
 
 PROMPTS: dict[str, Prompt] = {
@@ -35,6 +41,9 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("pair_caption", "v1", "text", "seed 000 A.1.4"),
         _prompt("interleaved", "v1", "text", "mmkd, from seed 000 Sec. 4.2.2 and A.3"),
         _prompt("knowledge", "v1", "json", "seed 000 A.1.5"),
+        _prompt("label_object", "v1", "text", "seed 003 Table 20 (Visual Genome)"),
+        _prompt("label_attribute", "v1", "text", "seed 003 Table 21, examples of Table 18"),
+        _prompt("label_relation", "v1", "text", "seed 003 Table 22, examples of Table 19"),
     )
 }
 
@@ -123,3 +132,22 @@ def parse_knowledge(text: str) -> tuple[list[str], list[str]]:
         raise ParseError("malformed_json", "'Abstract' must be a list of strings")
     norm = lambda xs: list(dict.fromkeys(" ".join(x.lower().split()) for x in xs if x.strip()))  # noqa: E731
     return norm(facts), norm(abstract)
+
+
+INVALID = "Invalid."
+
+
+def parse_label_description(text: str) -> tuple[str | None, str]:
+    """(description, "") for a valid label; (None, why) when the model calls the label invalid."""
+    text = " ".join(check_text(text).split())
+    for prefix in (
+        "Category Description:",
+        "Attribute Category Description:",
+        "Relationship Category Description:",
+    ):
+        text = text.removeprefix(prefix).strip()
+    if text.lower().startswith(INVALID.lower().rstrip(".")):
+        return None, text[len(INVALID) :].strip(" .:") or "called invalid"
+    if len(text.split()) < 3:
+        raise ParseError("too_short", f"a description of {len(text.split())} words")
+    return text, ""

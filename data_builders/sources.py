@@ -2,11 +2,12 @@
 
 A recipe names sources; each must be one of:
   - a dataset directory given in `data.sources` (real data or annotator output, with a manifest);
-  - a world source (`caption0`, `vqa0`, `text`, `other`), built on first use;
-  - an annotated source (`caption1`, `vqa1`, `pair_caption`, `interleaved`), built on first use by its
-    builder from the dataset `build.inputs` names, under <data.root>/annotated/<source>-<hash>/, where
-    the hash covers the builder and prompt versions, the annotator, the input's content and the build
-    settings: a change to any of them builds anew, and nothing is ever built twice;
+  - a world source (`caption0`, `vqa0`, `text`, `other`), built on first use; `detection` (the
+    world's detection data, for MMGIC) only when something reads it;
+  - an annotated source (`caption1`, `vqa1`, `pair_caption`, `interleaved`, `mmgic`), built on first
+    use by its builder from the dataset `build.inputs` names, under <data.root>/annotated/<source>-<hash>/,
+    where the hash covers the builder and prompt versions, the annotator, the input's content and the
+    build settings: a change to any of them builds anew, and nothing is ever built twice;
   - otherwise it is an error, raised before any compute, that names the source and what makes it.
 The world's tokenizer and benchmarks are built with its sources, in one directory per build setting.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from mmkd.annotators import Annotator, make_annotator
 from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
-from mmkd.data_builders import world_sources
+from mmkd.data_builders import adapters, mmgic, world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
     Job,
@@ -37,12 +38,16 @@ from mmkd.data_builders.annotated import (
 )
 from mmkd.data_builders.engine import BuildFailed
 from mmkd.data_builders.prompts import PROMPTS
+from mmkd.data_builders.rejects import RejectLog
 from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
 from mmkd.world import descriptions
 from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
+# World sources built only when a recipe reads them, not with the others (nor into the tokenizer).
+WORLD_ON_REQUEST = ("detection",)
+WORLD_NAMES = (*WORLD_SOURCES, *WORLD_ON_REQUEST)
 # Annotator texts in the tokenizer's corpus: one tokenizer for every recipe, covering their words.
 TOKENIZER_ANNOTATOR_SAMPLES = 2000
 # Sources made by LLM/MLLM annotators (seed 000 Sec. 3.2, 4.2), built by data_builders/annotated.py.
@@ -51,6 +56,7 @@ ANNOTATED_SOURCES = {
     "vqa1": "Q/A synthesised from Caption1 by the caption-to-VQA annotator (seed 000 A.1.2)",
     "pair_caption": "pair captions: image pairing, LLM filter, pair captioning (seed 000 Sec. 4.2.1)",
     "interleaved": "interleaved descriptions of groups of related images (seed 000 Sec. 4.2.2)",
+    "mmgic": "multi-grained concept documents from detection data (seed 003 Sec. 2, F.2-F.7)",
 }
 
 
@@ -88,12 +94,12 @@ def _check_names(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
                     f"recipe {recipe_name!r}: data.sources.{name}={data.sources[name]!r} "
                     "is not a finished dataset (no manifest.json)"
                 )
-        elif name in WORLD_SOURCES:
+        elif name in WORLD_NAMES:
             continue
         elif name in ANNOTATED_SOURCES:
             _check_annotated(recipe_name, name, cfg)
         else:
-            known = sorted([*WORLD_SOURCES, *ANNOTATED_SOURCES])
+            known = sorted([*WORLD_NAMES, *ANNOTATED_SOURCES])
             raise SourceError(
                 f"recipe {recipe_name!r}: unknown source {name!r}; known sources: {known}, "
                 "or give a dataset directory as +data.sources.<name>=DIR"
@@ -125,7 +131,7 @@ def needs_world(cfg: RunConfig, training: bool = True) -> bool:
     if not training:
         return bool(world_bench)
     from_world = any(
-        _origin(n, cfg) in WORLD_SOURCES and _origin(n, cfg) not in cfg.data.sources
+        _origin(n, cfg) in WORLD_NAMES and _origin(n, cfg) not in cfg.data.sources
         for n in cfg.recipe.sources()
     )
     return cfg.tokenizer_dir() is None or bool(world_bench) or from_world
@@ -199,11 +205,15 @@ class Sources:
             return Path(self.cfg.data.sources[name])
         if name in WORLD_SOURCES:
             return self.world_root / name
+        if name in WORLD_ON_REQUEST:
+            return world_detection(self.cfg.data) if build else self.world_root / name
         source = self.dir(self.cfg.build.inputs[name], build)
         if source is None:
             return None
         b = self.cfg.build
         common = {"limit": b.limit, "unit_size": b.unit_size}
+        if name == "mmgic":
+            return self._mmgic(source, common, build)
         if name in ("caption1", "vqa1"):
             prompt = "caption" if name == "caption1" else "vqa_from_caption"
             out = self._out(name, source, [prompt], common)
@@ -228,6 +238,22 @@ class Sources:
                 return None
             builder = build_pair_caption if name == "pair_caption" else build_interleaved
             self._finish(out, lambda: builder(job, semantic, out, name))
+        return out if is_complete(out) else None
+
+    def _mmgic(self, source: Path, common: dict, build: bool) -> Path | None:
+        """Label descriptions, then documents (data_builders/mmgic.py)."""
+        b, prompts = self.cfg.build, list(mmgic.LABEL_PROMPTS.values())
+        counts = {k: getattr(b, k) for k in ("min_object_count", "min_attribute_count", "min_relation_count")}
+        regions = {k: getattr(b, k) for k in ("region_min_side", "region_max_side", "region_ioa")}
+        labels = self._out("mmgic-labels", source, prompts, {**common, **counts})
+        out = self._out("mmgic", source, prompts, {**common, **counts, **regions})
+        if not build:
+            return out
+        if not is_complete(out):
+            job = Job(self.annotator, b, open_dataset(source))
+            if not is_complete(labels) and not self._finish(labels, lambda: mmgic.build_labels(job, labels)):
+                return None
+            self._finish(out, lambda: mmgic.build_documents(job, labels, out))
         return out if is_complete(out) else None
 
     def _finish(self, out: Path, build: Callable[[], dict | None]) -> bool:
@@ -304,11 +330,31 @@ def _prepare_world(root: Path, data: DataConfig, patch_size: int) -> None:
         write_json_atomic(root / "bench" / "stamp.json", bench_stamp)
 
 
-def build_detection(data: DataConfig) -> Path:
-    """The detection annotations (for the MMGIC builder); built on request by launch/build.py."""
-    return world_sources.build_detection(
-        data.world, data.sizes.get("detection", 500), world_dir(data) / "detection"
-    )
+def world_detection(data: DataConfig) -> Path:
+    """The world's detection data as a dataset (COCO files written, then read by the real detection
+    adapter, captions included); built once per world setting, under a lock like the other sources."""
+    root = world_dir(data)
+    root.mkdir(parents=True, exist_ok=True)
+    n = data.sizes.get("detection")
+    if n is None:
+        raise ConfigError("data.sizes has no entry for world source 'detection'")
+    out = root / "detection"
+    want = {**world_sources.provenance(data.world, "detection", n, 0), "adapter": adapters.ADAPTER_VERSION}
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = out / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text())["provenance"] == want:
+            return out
+        raw = root / "detection-coco"
+        instances = world_sources.build_detection(data.world, n, raw)
+        rejects = RejectLog()
+        samples = adapters.detection(
+            instances, raw / "images", rejects, data.world.image_size, "detection", raw / "captions.json"
+        )
+        adapters.convert(
+            samples, out, "detection", want, data.samples_per_shard, data.world.image_size, rejects=rejects
+        )
+    return out
 
 
 def source_dirs(names: list[str], cfg: RunConfig, world_root: Path | None) -> dict[str, Path]:

@@ -7,7 +7,8 @@ content hash). `python launch/build.py` builds all of them; training builds what
   vqa0       template Q/A turns on the scene graph (seed 000 "VQA0"); chart scenes included
   text       encyclopedia passages, text-only scene stories and theme prose
   other      OCR on signs and grounding (boxes in pixels) (seed 000 "Other": OCR, grounding)
-  detection  COCO-instances-style JSON + PNGs with attributes and relations (for the MMGIC builder)
+  detection  COCO-instances JSON with VG-style attributes and relations, COCO captions JSON and PNGs
+             (the MMGIC builder's input, read through the real detection adapter)
 """
 
 from __future__ import annotations
@@ -158,25 +159,22 @@ def build_source(
 
 
 def build_detection(cfg: WorldConfig, n: int, out_dir: Path) -> Path:
-    """COCO-instances-style annotations (+ VG-style relations and attributes) for `n` object scenes."""
+    """`n` object scenes as real detection data: COCO instances (`instances.json`, boxes with VG-style
+    attribute labels, VG-style relations by annotation id), COCO captions (`captions.json`, one short
+    caption per image) and the images; returns the instances file."""
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     categories = [{"id": i + 1, "name": k} for i, k in enumerate(KINDS)]
     cat_id = {c["name"]: c["id"] for c in categories}
-    images, annotations, relations = [], [], []
+    images, annotations, relations, captions = [], [], [], []
     for i in _progress(n, "detection"):
         scene = sample_scene(cfg, "detection", i, layout="objects")
         file_name = f"{scene.id}.png"
         render(scene, cfg.image_size).save(images_dir / file_name)
-        images.append(
-            {
-                "id": i,
-                "file_name": file_name,
-                "width": cfg.image_size,
-                "height": cfg.image_size,
-                "theme": scene.theme,
-            }
-        )
+        image = {"id": i, "file_name": file_name, "width": cfg.image_size, "height": cfg.image_size}
+        images.append(image)
+        text = language.coco_caption(scene, scene_rng(cfg, "detection-caption", i))
+        captions.append({"id": i, "image_id": i, "caption": text})
         first = len(annotations)
         for o in scene.objects:
             x0, y0, x1, y1 = o.box(cfg.image_size)
@@ -188,18 +186,20 @@ def build_detection(cfg: WorldConfig, n: int, out_dir: Path) -> Path:
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "area": (x1 - x0) * (y1 - y0),
                     "iscrowd": 0,
-                    "attributes": {"colour": o.colour, "size": o.size, "position": o.position},
+                    "attributes": [o.colour, o.size],
                 }
             )
         for a, rel, b in scene.relations():
             relations.append(
                 {"image_id": i, "subject_id": first + a, "predicate": rel, "object_id": first + b}
             )
+    info = provenance(cfg, "detection", n, 0)
+    write_json_atomic(out_dir / "captions.json", {"info": info, "images": images, "annotations": captions})
     path = out_dir / "instances.json"
     write_json_atomic(
         path,
         {
-            "info": provenance(cfg, "detection", n, 0),
+            "info": info,
             "images": images,
             "annotations": annotations,
             "categories": categories,

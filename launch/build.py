@@ -4,7 +4,8 @@
     python launch/build.py recipe=pair_caption_v2           # + semantic analysis, pairs, pair captions
     python launch/build.py recipe=synthetic_vqa build.shard=0/4   # one of 4 parallel processes
     python launch/build.py recipe=pair_caption_v2 +knowledge=true # + KD per source and the Fig. 4 report
-    python launch/build.py +detection=true                  # + COCO-style detection annotations
+    python launch/build.py +detection=true                  # + the world's detection data (COCO files)
+    python launch/build.py recipe=mmgic_cldr                # + label descriptions and MMGIC documents
     python launch/build.py recipe=pair_caption_v2 annotator=openai annotator.model=MODEL  # a served model
 
 Training builds what it needs on first use; this is for building ahead, in parallel, or on another
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmkd.config import RunConfig, to_run_config
 from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
-from mmkd.data_builders.sources import Sources, build_detection, check_sources, prepare_world
+from mmkd.data_builders.sources import Sources, check_sources, prepare_world, world_detection
 from mmkd.errors import reported
 from mmkd.shards import open_dataset
 
@@ -67,7 +68,7 @@ def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:
             report(results, table, reference=cfg.build.knowledge_sources[0])
             print(table.with_suffix(".md").read_text())
     if flags["detection"]:
-        print(f"detection annotations: {build_detection(cfg.data)}")
+        print(f"detection data: {world_detection(cfg.data)} (COCO files in detection-coco/)")
     if sources.used_annotator is not None:
         print(f"annotator: {sources.used_annotator.report()}")
     if pending:

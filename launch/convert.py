@@ -4,7 +4,8 @@
     python launch/convert.py vqav2 --questions Q.json --annotations A.json --images DIR --out DIR
     python launch/convert.py llava --json F --images DIR --out DIR
     python launch/convert.py img2dataset --shards DIR_OR_TAR --out DIR
-    python launch/convert.py detection --instances F --images DIR --image-size 224 --out DIR
+    python launch/convert.py detection --instances F --images DIR --image-size 224 --out DIR \
+        [--captions captions.json --min-side 224 --max-aspect 3.0]     # the MMGIC builder's input
     python launch/convert.py text --path F.jsonl|F.parquet [--field text] --out DIR
 
 Common flags: --strict (stop at the first bad record), --samples-per-shard, --image-size (store images
@@ -27,7 +28,16 @@ from mmkd.errors import reported
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST
 
-INPUTS = ("annotations", "questions", "images", "json", "shards", "instances", "path")  # files read
+INPUTS = (
+    "annotations",
+    "questions",
+    "images",
+    "json",
+    "shards",
+    "instances",
+    "captions",
+    "path",
+)  # files read
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = sub.add_parser("detection", parents=[common], help="COCO-instances JSON (+ VG-style extras)")
     p.add_argument("--instances", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--captions", type=Path, help="COCO captions JSON of the same images")
+    p.add_argument("--min-side", type=int, default=0, help="reject images with a shorter side (px)")
+    p.add_argument("--max-aspect", type=float, help="reject images with a longer/shorter side ratio above")
     p = sub.add_parser("text", parents=[common], help="text as JSONL or parquet")
     p.add_argument("--path", required=True, type=Path)
     p.add_argument("--field", default="text")
@@ -91,9 +104,18 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
             samples = adapters.img2dataset(args.shards, rejects)
             inputs, params = {"shards": adapters.tar_paths(args.shards)}, {}
         case "detection":
-            samples = adapters.detection(args.instances, args.images, rejects, image_size=args.image_size)
+            samples = adapters.detection(
+                args.instances,
+                args.images,
+                rejects,
+                image_size=args.image_size,
+                captions_json=args.captions,
+                min_side=args.min_side,
+                max_aspect=args.max_aspect,
+            )
             inputs = {"instances": args.instances, "images": args.images}
-            params = {"image_size": args.image_size}
+            inputs |= {"captions": args.captions} if args.captions else {}
+            params = {"image_size": args.image_size, "min_side": args.min_side, "max_aspect": args.max_aspect}
         case "text":
             samples = adapters.text_records(args.path, rejects, field=args.field)
             inputs, params = {"path": args.path}, {"field": args.field}

@@ -70,6 +70,9 @@ class RecipeConfig:
     weight_unit: str = "samples"
     mixture: dict[str, float] = field(default_factory=dict)
     stages: list[StageConfig] = field(default_factory=list)
+    # Which annotations of the MMGIC documents the models read (seed 003 Table 1): c captions, l labels,
+    # d label descriptions, r object regions.
+    mmgic_parts: str = "cldr"
 
     def active(self) -> dict[str, float]:
         """Sources with a positive weight (a child recipe removes a parent's source with weight 0)."""
@@ -89,6 +92,10 @@ class RecipeConfig:
         return sorted({k for stage in self.plan() for k in stage.mixture})
 
     def validate(self) -> RecipeConfig:
+        from mmkd.mmgic_template import PARTS
+
+        if self.mmgic_parts not in PARTS:
+            raise ConfigError(f"recipe.mmgic_parts={self.mmgic_parts!r}: must be one of {list(PARTS)}")
         if self.weight_unit not in WEIGHT_UNITS:
             raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: must be one of {list(WEIGHT_UNITS)}")
         if not self.stages:
@@ -154,6 +161,7 @@ class BuildConfig:
             "vqa1": "caption1",
             "pair_caption": "caption0",
             "interleaved": "caption0",
+            "mmgic": "detection",
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
@@ -169,6 +177,30 @@ class BuildConfig:
     group_max: int = 5
     # Sources whose knowledge density `launch/build.py +knowledge=true` measures and compares (Fig. 4).
     knowledge_sources: list[str] = field(default_factory=lambda: ["caption0", "vqa0", "pair_caption"])
+    # MMGIC (seed 003 F.2-F.3): labels seen fewer times than these are removed with their annotations
+    # (Visual Genome: 2 for objects, 5 for attributes and relationships); object regions are squares
+    # whose side, stated at 224 px and scaled to the image, lies in [region_min_side, region_max_side];
+    # a box inside a region by this intersection over its area gives the region its label too.
+    min_object_count: int = 2
+    min_attribute_count: int = 5
+    min_relation_count: int = 5
+    region_min_side: int = 28
+    region_max_side: int = 182
+    region_ioa: float = 0.8
+
+    def validate(self) -> BuildConfig:
+        if not 0 < self.region_min_side <= self.region_max_side:
+            raise ConfigError(
+                f"build.region_min_side={self.region_min_side}, build.region_max_side="
+                f"{self.region_max_side}: need 0 < min <= max (seed 003: 28 and 182 at 224 px)"
+            )
+        if not 0.0 < self.region_ioa <= 1.0:
+            raise ConfigError(f"build.region_ioa={self.region_ioa}: must be in (0, 1] (seed 003: 0.8)")
+        for name in ("min_object_count", "min_attribute_count", "min_relation_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"build.{name}={getattr(self, name)}: must be >= 1 (1 keeps every label)")
+        self.shard_index()
+        return self
 
     def shard_index(self) -> tuple[int, int]:
         """`shard` 'i/n' as (i, n): this process builds units i, i + n, ... of n processes."""
@@ -355,7 +387,7 @@ class RunConfig:
                 f"tokenizer={self.tokenizer!r}: must be auto, world or a Hugging Face tokenizer directory "
                 "(with a tokenizer.json)"
             )
-        for part in (self.recipe, self.model, self.data.world, self.annotator):
+        for part in (self.recipe, self.model, self.data.world, self.annotator, self.build):
             try:
                 part.validate()
             except ValueError as e:

@@ -4,6 +4,7 @@ visual ids between `[IMG]` and `[/IMG]`, and the loss follows the template and `
   caption / pair  image-first  <bos> [IMG] v... [/IMG] caption <eos>      (probability image_first_prob)
                   text-first   <bos> caption [IMG] v... [/IMG] <eos>
   interleaved     in document order, as written
+  mmgic           an MMGIC document, image- or text-first (mmkd/mmgic_template.py)
   vqa / other     image-first, answers supervised (instruction data keeps its format, E.1)
   text            <bos> text <eos>
 
@@ -20,8 +21,6 @@ run, whether it is read fresh, re-encoded for a packed row or met again after a 
 
 from __future__ import annotations
 
-import random
-
 from mmkd.errors import DataError
 from mmkd.model.config import ModelConfig
 from mmkd.model.discrete import VisualVocab
@@ -31,8 +30,10 @@ from mmkd.tokenizer import Tokenizer
 
 
 class DiscreteTemplates(Templates):
-    def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, seed: int | str):
-        super().__init__(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, seed: int | str, mmgic_parts: str = "cldr"):
+        super().__init__(
+            tokenizer, cfg.image_tokens, cfg.max_seq_len, seed, mmgic_parts, cfg.image_first_prob
+        )
         self.cfg, self.seed = cfg, seed
         self.vocab = VisualVocab(cfg.vocab_size or tokenizer.vocab_size, cfg.codebook_size)
 
@@ -62,7 +63,7 @@ class DiscreteTemplates(Templates):
         if sample.kind == "text":
             return super().encode(sample)
         codes = self.codes(sample)
-        rng = random.Random(f"{self.seed}/{sample.id}")
+        rng = self.draws(sample)
         image_first = rng.random() < self.cfg.image_first_prob
         masked = rng.random() < self.cfg.mask_prob
         dropped = rng.random() < self.cfg.caption_dropout
@@ -86,6 +87,11 @@ class DiscreteTemplates(Templates):
                     enc.add(self.tok.encode(piece), loss=True)
                 if i < len(codes):
                     self._visual(enc, codes[i], loss=not masked)
+        elif sample.kind == "mmgic":
+            # As a caption: image-first conditions the text on the images, text-first the images on it.
+            visual_loss = not masked or not image_first
+            place = lambda e, i: self._visual(e, codes[i], loss=visual_loss)  # noqa: E731
+            self._document(enc, sample, rng, image_first, image_first or not masked, place)
         else:
             raise ValueError(f"sample {sample.id!r}: no discrete template for kind {sample.kind!r}")
         enc.add([self.tok.eos_id], loss=True)

@@ -9,7 +9,8 @@ Kinds (see SPEC.md "Recipes"):
   text         pure text, no image
   pair         two images + one caption that describes and relates them (seed 000, Sec. 4.2.1)
   interleaved  >= 3 images placed in a text by IMAGE_MARKER (seed 000, Sec. 4.2.2)
-  mmgic        reserved for MMGIC documents (seed 003, F.2-F.7); built by a later builder
+  mmgic        an MMGIC document (seed 003 F.6): the image, then its object regions; the structured
+               document in metadata["mmgic"], read by mmkd/mmgic_template.py; `text` shows it in full
   other        one image + Q/A turns for OCR / grounding / GUI data
 """
 
@@ -29,6 +30,7 @@ _IMAGE_COUNTS: dict[str, tuple[int, int | None]] = {
     "text": (0, 0),
     "pair": (2, 2),
     "interleaved": (3, None),
+    "mmgic": (1, None),
     "other": (1, 1),
 }
 
@@ -80,8 +82,6 @@ class Sample:
             raise self._fail("id", "must be non-empty and contain no '.' or '/' (it is a webdataset key)")
         if self.kind not in KINDS:
             raise self._fail("kind", f"must be one of {KINDS}")
-        if self.kind == "mmgic":
-            raise self._fail("kind", "'mmgic' is reserved for the MMGIC document builder, not built yet")
         if not self.source:
             raise self._fail("source", "must name the source dataset")
         lo, hi = _IMAGE_COUNTS[self.kind]
@@ -106,9 +106,11 @@ class Sample:
             if self.turns:
                 raise self._fail("turns", f"must be empty for kind {self.kind!r}")
         markers = self.text.count(IMAGE_MARKER)
-        if self.kind == "interleaved" and markers != n:
+        if self.kind in ("interleaved", "mmgic") and markers != n:
             raise self._fail("text", f"has {markers} {IMAGE_MARKER} markers for {n} images")
-        if self.kind != "interleaved" and markers:
+        if self.kind == "mmgic" and not isinstance(self.metadata.get("mmgic"), dict):
+            raise self._fail("metadata", "needs the structured document under 'mmgic'")
+        if self.kind not in ("interleaved", "mmgic") and markers:
             raise self._fail("text", f"may contain {IMAGE_MARKER} only in interleaved samples")
         if self.kind == "caption" and not self.caption_tag:
             raise self._fail("caption_tag", "must name the caption source (Caption0, Caption1, SSC, ...)")

@@ -8,15 +8,19 @@ captions, answers (and the separator/EOS that ends them) and pure text. Layouts:
   vqa / other      <bos> [img] "Question: q1\nAnswer:" " a1" "\n" ... "Question: qn\nAnswer:" " an" <eos>
   text             <bos> text <eos>
   interleaved      <bos> text [img] text [img] ... <eos>
+  mmgic            <bos> an MMGIC document, image- or text-first, fitted (mmkd/mmgic_template.py) <eos>
 Evaluation builds its prompts with `prompt_ids` so they match training exactly.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PIL import Image
 
+from mmkd import mmgic_template
 from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.tokenizer import Tokenizer
 
@@ -53,8 +57,18 @@ class Encoded:
 
 
 class Templates:
-    def __init__(self, tokenizer: Tokenizer, image_tokens: int, max_seq_len: int):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        image_tokens: int,
+        max_seq_len: int,
+        seed: int | str = 0,
+        mmgic_parts: str = "cldr",
+        image_first_prob: float = 0.5,
+    ):
         self.tok, self.image_tokens, self.max_seq_len = tokenizer, image_tokens, max_seq_len
+        # Per-sample draws (MMGIC templates) are a function of the run seed and the sample id only.
+        self.seed, self.mmgic_parts, self.image_first_prob = seed, mmgic_parts, image_first_prob
         self._newline = tokenizer.encode("\n")
 
     def _image(self, enc: Encoded, image: Image.Image) -> None:
@@ -80,10 +94,47 @@ class Templates:
                     enc.add(self.tok.encode(piece), loss=True)
                 if i < len(sample.images):
                     self._image(enc, sample.images[i])
+        elif sample.kind == "mmgic":
+            # The dense model reads every image and region and learns the text, whichever comes first.
+            rng = self.draws(sample)
+            image_first = rng.random() < self.image_first_prob
+            self._document(enc, sample, rng, image_first, True, lambda e, i: self._image(e, sample.images[i]))
         else:
             raise ValueError(f"sample {sample.id!r}: no template for kind {sample.kind!r}")
         enc.add([self.tok.eos_id], loss=True)
         return self._truncate(enc, sample.id)
+
+    def draws(self, sample: Sample) -> random.Random:
+        return random.Random(f"{self.seed}/{sample.id}")
+
+    def _document(
+        self,
+        enc: Encoded,
+        sample: Sample,
+        rng: random.Random,
+        image_first: bool,
+        text_loss: bool,
+        place: Callable[[Encoded, int], None],
+    ) -> None:
+        """An MMGIC document fitted to max_seq_len; `place(enc, i)` writes image i (0 = the image)."""
+        ids: dict[str, list[int]] = {}
+
+        def tokens(text: str) -> list[int]:
+            return ids.setdefault(text, self.tok.encode(text))
+
+        def length(pieces: list[mmgic_template.Piece]) -> int:
+            return 2 + sum(len(tokens(p)) if isinstance(p, str) else self.image_tokens for p in pieces)
+
+        doc = sample.metadata["mmgic"]
+        descriptions, order = mmgic_template.draw(doc, rng)
+        pieces = mmgic_template.fit(
+            doc, image_first, descriptions, order, self.mmgic_parts, length, self.max_seq_len
+        )
+        for p in pieces:
+            if isinstance(p, str):
+                enc.add(tokens(p), loss=text_loss)
+            else:
+                place(enc, p)
 
     def _turns(self, enc: Encoded, sample: Sample) -> None:
         """Question/answer turns after the image: the answers (and the newlines between turns) are

@@ -103,8 +103,11 @@ def templates_for(cfg: RunConfig, tokenizer: Tokenizer) -> Templates:
     """How the run's samples become token ids: the dense layouts, or the discrete model's visual ids
     and objective templates (`mmkd.discrete_templates`)."""
     if cfg.model.family == "discrete":
-        return DiscreteTemplates(tokenizer, cfg.model, cfg.seed)
-    return Templates(tokenizer, cfg.model.image_tokens, cfg.model.max_seq_len)
+        return DiscreteTemplates(tokenizer, cfg.model, cfg.seed, cfg.recipe.mmgic_parts)
+    m = cfg.model
+    return Templates(
+        tokenizer, m.image_tokens, m.max_seq_len, cfg.seed, cfg.recipe.mmgic_parts, m.image_first_prob
+    )
 
 
 def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:

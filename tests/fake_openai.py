@@ -79,5 +79,5 @@ class FakeOpenAI:
 
 def prompt_text(body: dict) -> str:
     """The text of the first user message (after its images, if any)."""
-    first = body["messages"][0]["content"]
+    first = next(m for m in body["messages"] if m["role"] == "user")["content"]
     return first if isinstance(first, str) else first[-1]["text"]

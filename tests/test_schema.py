@@ -38,7 +38,8 @@ def test_valid_samples_of_every_kind_pass_and_round_trip():
         (Sample("t", "text", "s", text=f"x {IMAGE_MARKER}"), "text"),
         (Sample("t", "tetx", "s", text="x"), "kind"),
         (Sample("a.b", "text", "s", text="x"), "id"),
-        (Sample("m", "mmgic", "s", [IM], text="x"), "kind"),
+        (Sample("m", "mmgic", "s", [IM], text="x"), "text"),
+        (Sample("m", "mmgic", "s", [IM], text="<image>"), "metadata"),
         (Sample("t", "text", "", text="x"), "source"),
     ],
 )

@@ -81,12 +81,13 @@ class Prompt:
 
     name: str
     version: str
-    text: str
+    text: str  # the user message
     output: str  # "text" or "json"
     source: str  # where it comes from, e.g. "seed 000 A.1.2"
+    system: str = ""  # the system message, when the prompt has one (seed 003 F.5)
 
-    def render(self, fields: dict[str, Any]) -> str:
-        out = self.text
+    def render(self, fields: dict[str, Any], text: str | None = None) -> str:
+        out = self.text if text is None else text
         for k, v in fields.items():
             out = out.replace("{" + k + "}", str(v))
         return out
@@ -116,7 +117,11 @@ class Request:
 
     def messages(self) -> list[dict[str, Any]]:
         """The chat as a server sees it (images are attached by the backend that sends them)."""
-        return [{"role": "user", "content": self.prompt.render(self.fields)}]
+        system = [{"role": "system", "content": self.prompt.render(self.fields, self.prompt.system)}]
+        return [
+            *(system if self.prompt.system else []),
+            {"role": "user", "content": self.prompt.render(self.fields)},
+        ]
 
 
 @dataclass

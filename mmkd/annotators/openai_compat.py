@@ -89,9 +89,10 @@ class OpenAICompatible(Annotator):
             }
             for b in images
         ]
+        user = next(i for i, m in enumerate(messages) if m["role"] == "user")  # images go with the ask
         wire = [
             {"role": m["role"], "content": [*first, {"type": "text", "text": m["content"]}]}
-            if i == 0 and images
+            if i == user and images
             else m
             for i, m in enumerate(messages)
         ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from mmkd.annotators.base import Annotator, AnnotatorConfig, Request, Usage
 from mmkd.world import claims as claims_lib
-from mmkd.world import descriptions
+from mmkd.world import descriptions, glossary
 from mmkd.world.encyclopedia import plural
 from mmkd.world.scene import Scene
 
@@ -25,6 +25,15 @@ MAX_QA = 15  # seed 000 A.1.2: 5-15 pairs per caption
 # Bump when what the oracle writes changes (mmkd/world/descriptions.py, claims.py): it is part of the
 # annotator identity, hence of every built directory's hash, so stale annotations are never reused.
 ORACLE_VERSION = 1
+
+
+# Label-description prompts (seed 003 F.5) -> the field holding the label; the oracle, like the paper's
+# LLM, reads only the label.
+LABEL_FIELDS = {
+    "label_object": "category_label",
+    "label_attribute": "attribute_category_label",
+    "label_relation": "relationship_category_label",
+}
 
 
 class WorldOracle(Annotator):
@@ -57,6 +66,10 @@ class WorldOracle(Annotator):
         elif name == "knowledge":
             facts, abstract = claims_lib.knowledge(read_any(request.fields["text"]))
             text = json.dumps({"Fact": [{"fact": f, "level": "L1"} for f in facts], "Abstract": abstract})
+        elif name in LABEL_FIELDS:
+            label = request.fields[LABEL_FIELDS[name]]
+            kind = name.removeprefix("label_")
+            text = glossary.describe(kind, label, rng, self.cfg.omission, self.cfg.hallucination)
         else:
             raise ValueError(f"the world oracle has no answer for prompt {request.prompt.id!r}")
         return text, Usage(0, 0)

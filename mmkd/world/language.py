@@ -68,6 +68,15 @@ def dense_caption(scene: Scene, rng: random.Random) -> str:
     return rng.choice([f"a {scene.theme} with {body}", f"{body} in a {scene.theme}"])
 
 
+def coco_caption(scene: Scene, rng: random.Random) -> str:
+    """A short COCO-style caption of an object scene (5-25 words, seed 003 F.4): the setting and up to
+    three objects by colour and kind; what it leaves out, the detection annotations carry."""
+    objects = rng.sample(scene.objects, min(3, len(scene.objects)))
+    body = join_phrases([object_phrase(o, False, True, False) for o in objects])
+    more = " and other things" if len(objects) < len(scene.objects) else ""
+    return rng.choice([f"a {scene.theme} with {body}{more}", f"{body}{more} in a {scene.theme}"])
+
+
 def _unique_objects(scene: Scene) -> list[tuple[SceneObject, str]]:
     return [(o, ref) for o in scene.objects if (ref := scene.reference(o)) is not None]
 

@@ -1,0 +1,327 @@
+"""MMGIC (seed 003): the templates and fitting loop on hand-made documents, how both models encode a
+document, label descriptions, and the builder on the world (oracle) and on a COCO-format detection
+fixture through a served model (a local OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmkd import mmgic_template
+from mmkd.annotators.world_oracle import LABEL_FIELDS
+from mmkd.config import BuildConfig, RunConfig
+from mmkd.data_builders.prompts import PROMPTS, parse_label_description
+from mmkd.data_builders.sources import Sources
+from mmkd.discrete_templates import DiscreteTemplates
+from mmkd.model.config import ModelConfig
+from mmkd.schema import IMAGE_MARKER, Sample
+from mmkd.shards import open_dataset
+from mmkd.templates import IGNORE, Templates
+from mmkd.world import glossary
+from tests.conftest import REPO, SMALL_SIZES, run_python
+from tests.fake_openai import FakeOpenAI, prompt_text
+
+DOC = {
+    "caption": "a red ball and a box",
+    "objects": [
+        {"label": "ball", "description": "A round toy."},
+        {"label": "box", "description": "A crate."},
+    ],
+    "attributes": [{"label": "red", "objects": ["ball"], "description": "The colour of blood."}],
+    "relations": [{"label": "left of", "pairs": [["ball", "box"]], "description": "Further left."}],
+    "regions": [
+        {"location": "Top Left", "labels": ["ball"]},
+        {"location": "Center", "labels": ["box", "ball"]},
+    ],
+}
+
+
+def _text(pieces) -> str:
+    return "".join(p if isinstance(p, str) else f"<{p}>" for p in pieces)
+
+
+def test_image_first_template_follows_table_23():
+    pieces = mmgic_template.render(DOC, True, True, [1, 0], "cldr")
+    assert _text(pieces) == (
+        "# Detailed Analysis of Objects in the Image\n\n"
+        "Image: <0>\n"
+        "Caption: a red ball and a box\n"
+        "Objects and their descriptions:\n- ball: A round toy.\n- box: A crate.\n"
+        "Attributes of objects and their descriptions:\n- red ball: The colour of blood.\n"
+        "Relationships between objects and their descriptions:\n- left of ball-box: Further left.\n\n"
+        "## Overview of Selected Object Regions\n\n"
+        "### Overview of a Selected Object Region\nRegion: <2>\n"
+        "Location of the selected region in the image: Center\nObjects:\n- box\n- ball\n\n"
+        "### Overview of a Selected Object Region\nRegion: <1>\n"
+        "Location of the selected region in the image: Top Left\nObjects:\n- ball"
+    )
+
+
+def test_text_first_template_follows_table_24():
+    pieces = mmgic_template.render(DOC, False, False, [0], "cldr")
+    assert _text(pieces) == (
+        "# Detailed Analysis of Objects in the Image\n\n"
+        "Objects:\n- ball\n- box\n"
+        "Attributes of objects:\n- red ball\n"
+        "Relationships between objects:\n- left of ball-box\n"
+        "Caption: a red ball and a box\n"
+        "Image: <0>\n\n"
+        "## Overview of Selected Object Regions\n\n"
+        "### Overview of a Selected Object Region\n"
+        "Location of the selected region in the image: Top Left\nObjects:\n- ball\nRegion: <1>"
+    )
+
+
+@pytest.mark.parametrize("parts", mmgic_template.PARTS)
+def test_parts_select_the_recipes_annotations(parts):
+    text = _text(mmgic_template.render(DOC, True, True, [0, 1], parts))
+    assert "Caption: a red ball and a box" in text
+    assert ("- ball" in text) == ("l" in parts)
+    assert ("A round toy." in text) == ("d" in parts)
+    assert ("Region: <1>" in text) == ("r" in parts)
+
+
+def test_fitting_drops_regions_one_at_a_time_then_descriptions_then_gives_the_shortest():
+    length = lambda pieces: len(_text(pieces))  # noqa: E731
+    variants = {k: length(mmgic_template.render(DOC, True, True, [1, 0][:k], "cldr")) for k in range(3)}
+    bare = length(mmgic_template.render(DOC, True, False, [], "cldr"))
+    assert bare < variants[0] < variants[1] < variants[2]
+
+    def fit(max_len, descriptions=True):
+        return _text(mmgic_template.fit(DOC, True, descriptions, [1, 0], "cldr", length, max_len))
+
+    assert fit(variants[2]).count("Region:") == 2
+    one = fit(variants[2] - 1)
+    assert one.count("Region:") == 1 and "Region: <2>" in one and "A round toy." in one  # order's last goes
+    assert "Region:" not in fit(variants[1] - 1) and "A round toy." in fit(variants[1] - 1)
+    assert fit(variants[0] - 1) == _text(mmgic_template.render(DOC, True, False, [], "cldr"))
+    assert fit(bare - 1) == fit(variants[0] - 1)  # nothing fits: the shortest, cut later like any sample
+    # Without descriptions drawn, no variant has them.
+    assert "A round toy." not in fit(10_000, descriptions=False)
+
+
+def _sample(n_regions: int = 2) -> Sample:
+    colours = ["red", "green", "blue"]
+    images = [Image.new("RGB", (16, 16), c) for c in colours[: 1 + n_regions]]
+    text = "".join(IMAGE_MARKER for _ in images)
+    return Sample("mmgic-x1", "mmgic", "mmgic", images, text=text, metadata={"mmgic": DOC})
+
+
+def test_the_dense_model_reads_images_and_regions_in_document_order_and_learns_the_text(tokenizer):
+    t = Templates(tokenizer, image_tokens=4, max_seq_len=2048, seed=3)
+    enc = t.encode(_sample())
+    rng = t.draws(_sample())
+    image_first = rng.random() < 0.5
+    descriptions, order = mmgic_template.draw(DOC, rng)
+    want = mmgic_template.render(DOC, image_first, descriptions, order, "cldr")
+    colour = {0: (255, 0, 0), 1: (0, 128, 0), 2: (0, 0, 255)}
+    assert [im.getpixel((0, 0)) for im in enc.images] == [colour[p] for p in want if isinstance(p, int)]
+    image_positions = {i for s, e in enc.spans for i in range(s, e)}
+    assert all(enc.labels[i] == IGNORE for i in image_positions)
+    text_positions = [i for i in range(1, len(enc)) if i not in image_positions]
+    assert all(enc.labels[i] == enc.input_ids[i] for i in text_positions)
+    # The draws are the run seed's and the sample's: the same every time, another seed may differ.
+    assert t.encode(_sample()).input_ids == enc.input_ids
+    seeds = {tuple(Templates(tokenizer, 4, 2048, seed=s).encode(_sample()).input_ids) for s in range(8)}
+    assert len(seeds) > 1
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_the_discrete_model_conditions_text_on_images_or_images_on_text(tokenizer, image_first):
+    cfg = ModelConfig(
+        family="discrete",
+        tie_embeddings=False,
+        codebook_size=8,
+        visual_grid=2,
+        max_seq_len=2048,
+        mask_prob=1.0,
+        image_first_prob=1.0 if image_first else 0.0,
+    ).validate()
+    t = DiscreteTemplates(tokenizer, cfg, seed=0)
+    sample = _sample()
+    sample.metadata["visual_ids"] = [[1, 2, 3, 4]] * 3
+    enc = t.encode(sample)
+    assert len(enc.spans) == 3
+    inside = {i for s, e in enc.spans for i in range(s + 1, e - 1)}
+    text = [i for i in range(1, len(enc) - 1) if i not in {j for s, e in enc.spans for j in range(s, e)}]
+    visual_learned = any(enc.labels[i] != IGNORE for i in inside)
+    text_learned = any(enc.labels[i] != IGNORE for i in text)
+    assert (visual_learned, text_learned) == ((False, True) if image_first else (True, False))
+
+
+def test_label_descriptions_parse_and_the_oracle_knows_only_the_worlds_labels():
+    import random
+
+    assert parse_label_description("Category Description: A round toy, often red.") == (
+        "A round toy, often red.",
+        "",
+    )
+    assert parse_label_description("Invalid. It is a typo, not an object.") == (
+        None,
+        "It is a typo, not an object",
+    )
+    rng = random.Random(0)
+    assert glossary.describe("object", "ball", rng, 0.0, 0.0).startswith(
+        "A ball is drawn as a filled round disc"
+    )
+    assert glossary.describe("object", "blue", rng, 0.0, 0.0).startswith("Invalid.")
+    assert glossary.describe("attribute", "large", rng, 0.0, 0.0).startswith("Large is one of the two sizes")
+    assert "further to the left" in glossary.describe("relation", "left of", rng, 0.0, 0.0)
+    # Hallucination swaps facts: some description of a ball then says what another kind is made of.
+    noisy = {glossary.describe("object", "ball", random.Random(i), 0.0, 1.0) for i in range(5)}
+    assert all("made of rubber" not in d for d in noisy)
+    # The prompts are the paper's, with a system message, and the oracle reads the field they fill.
+    for name, field in LABEL_FIELDS.items():
+        assert "{" + field + "}" in PROMPTS[name].text and PROMPTS[name].system.startswith("# Instructions")
+        assert 'generate "Invalid." as its description' in PROMPTS[name].system
+
+
+def test_the_world_build_writes_valid_documents_of_true_labels(world, tmp_path):
+    data, root = world
+    counts = {"min_object_count": 1, "min_attribute_count": 1, "min_relation_count": 1}
+    cfg = RunConfig(data=data, build=BuildConfig(unit_size=8, **counts))
+    out = Sources(cfg, root).dir("mmgic")
+    ds = open_dataset(out)
+    manifest = ds.manifest
+    detection = open_dataset(root / "detection")
+    assert manifest["kinds"] == {"mmgic": manifest["num_samples"]}
+    assert 0 < manifest["num_samples"] <= detection.manifest["num_samples"] <= SMALL_SIZES["detection"]
+    by_id = {s.id: s for s in detection.iter(images=False)}
+    for s in ds.iter():
+        doc, src = s.metadata["mmgic"], by_id[s.id.removeprefix("mmgic-")]
+        assert len(s.images) == 1 + len(doc["regions"]) and s.text.count(IMAGE_MARKER) == len(s.images)
+        assert all(im.size == s.images[0].size for im in s.images)
+        kinds = [o["category"] for o in src.metadata["objects"]]
+        assert [o["label"] for o in doc["objects"]] == list(dict.fromkeys(kinds))
+        assert all(set(r["labels"]) <= set(kinds) for r in doc["regions"])
+        attributes = {a for o in src.metadata["objects"] for a in o["attributes"]}
+        assert {a["label"] for a in doc["attributes"]} == attributes
+        assert doc["caption"] == src.metadata["captions"][0]
+        assert all(
+            re.fullmatch(r"(Top|Middle|Bottom) (Left|Middle|Right)|Center", r["location"])
+            for r in doc["regions"]
+        )
+    # The labels build listed its records; a second call finds everything built.
+    labels = list((Path(cfg.data.root) / "annotated").glob("mmgic-labels-*"))
+    assert len(labels) == 1 and Sources(cfg, root).dir("mmgic") == out
+
+
+def _coco_fixture(root: Path) -> Path:
+    """Six images in COCO format: two usable, and one of each thing F.2 cleans away."""
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    sizes = {1: (320, 240), 2: (300, 300), 3: (200, 150), 4: (900, 240), 5: (240, 240)}
+    for i, (w, h) in sizes.items():
+        Image.new("RGB", (w, h), (40 * i, 90, 160)).save(images_dir / f"{i}.jpg")
+    cats = [{"id": 1, "name": "dog"}, {"id": 2, "name": "frisbee"}, {"id": 3, "name": "qwzx"}]
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [20, 30, 100, 120], "attributes": ["brown"]},
+        {"id": 11, "image_id": 1, "category_id": 2, "bbox": [180, 40, 60, 50], "attributes": ["red"]},
+        {"id": 12, "image_id": 1, "category_id": 3, "bbox": [150, 150, 60, 60]},
+        {"id": 20, "image_id": 2, "category_id": 1, "bbox": [50, 50, 120, 120], "attributes": ["brown"]},
+        {"id": 21, "image_id": 2, "category_id": 2, "bbox": [400, 10, 30, 30]},  # outside the image
+        {"id": 30, "image_id": 3, "category_id": 1, "bbox": [10, 10, 50, 50]},  # image too small
+        {"id": 40, "image_id": 4, "category_id": 1, "bbox": [10, 10, 50, 50]},  # aspect ratio 3.75
+        {"id": 50, "image_id": 5, "category_id": 3, "bbox": [10, 10, 80, 80]},  # only an invalid label
+    ]
+    relations = [
+        {"image_id": 1, "subject_id": 10, "predicate": "chasing", "object_id": 11},
+        {"image_id": 1, "subject_id": 12, "predicate": "near", "object_id": 10},
+    ]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": w, "height": h} for i, (w, h) in sizes.items()]
+    (root / "instances.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats, "relations": relations})
+    )
+    captions = [{"id": i, "image_id": i, "caption": f"a photo number {i} of a dog"} for i in sizes]
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": captions}))
+    return root
+
+
+def _data(data) -> list[str]:
+    """The small world's overrides, so subprocesses find it built."""
+    return [
+        f"data.root={data.root}",
+        f"data.bench_per_ability={data.bench_per_ability}",
+        f"data.vocab_size={data.vocab_size}",
+        f"data.samples_per_shard={data.samples_per_shard}",
+        "data.world.image_size=48",
+        *[f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()],
+    ]
+
+
+def _describer(body: dict, calls: int):
+    text = prompt_text(body)
+    label = re.search(r"Category Label: (.*)", text).group(1).strip()
+    if label == "qwzx":
+        return 200, "Invalid. 'qwzx' is not a word."
+    return 200, f"The {label} is a thing that people see in pictures every day."
+
+
+def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path):
+    data, _ = world
+    fixture = _coco_fixture(tmp_path / "coco")
+    converted = tmp_path / "detection"
+    convert = [
+        str(REPO / "launch/convert.py"), "detection", "--instances", str(fixture / "instances.json"),
+        "--images", str(fixture / "images"), "--captions", str(fixture / "captions.json"),
+        "--image-size", "64", "--min-side", "224", "--max-aspect", "3.0", "--out", str(converted),
+    ]  # fmt: skip
+    run_python(convert, timeout=120, cwd=tmp_path)
+    rejects = [json.loads(line)["reason"] for line in (converted / "rejects.jsonl").open()]
+    assert sorted(rejects) == ["bad_aspect_ratio", "bad_bbox", "image_too_small"]
+    server = FakeOpenAI(_describer)
+    try:
+        build = [
+            str(REPO / "launch/build.py"), "recipe=mmgic_cldr", f"+data.sources.detection={converted}",
+            "annotator=openai", f"annotator.base_url={server.url}", "annotator.model=served-llm",
+            f"annotator.cache_dir={tmp_path / 'cache'}", "build.min_object_count=1",
+            "build.min_attribute_count=2", "build.min_relation_count=1", "build.max_reject_share=1.0",
+            *_data(data),
+        ]  # fmt: skip
+        out = run_python(build, timeout=300, cwd=tmp_path)
+        calls = server.calls
+        assert calls == 6  # dog, frisbee, qwzx; brown (red is rare); chasing, near
+        path = Path(re.search(r"^mmgic: (.*)$", out, re.M).group(1))
+        samples = {s.metadata["image_id"]: s for s in open_dataset(path)}
+        assert sorted(samples) == [1, 2]  # image 5 held only the invalid label
+        doc = samples[1].metadata["mmgic"]
+        assert [o["label"] for o in doc["objects"]] == ["dog", "frisbee"]
+        assert doc["objects"][0]["description"] == "The dog is a thing that people see in pictures every day."
+        assert [r["label"] for r in doc["relations"]] == ["chasing"] and doc[
+            "caption"
+        ] == "a photo number 1 of a dog"
+        assert all("qwzx" not in r["labels"] for r in doc["regions"])
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["rejects"]["no_objects"] == 1 and manifest["rejects"]["label_removed"] == 2
+        assert manifest["rejects"]["relation_removed"] == 1  # near: its subject's label is invalid
+        labels = json.loads(Path(manifest["provenance"]["labels"]["path"], "manifest.json").read_text())
+        assert labels["rejects"] == {"invalid_label": 1, "rare_label": 1}
+        assert manifest["rejects"]["attribute_removed"] == 1  # the frisbee's red
+        assert [a["label"] for a in doc["attributes"]] == ["brown"]
+        # Everything is built: the same command sends nothing to the server.
+        run_python(build, timeout=300, cwd=tmp_path)
+        assert server.calls == calls
+    finally:
+        server.close()
+
+
+def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
+    data, _ = world
+    args = [
+        str(REPO / "launch/train.py"), "recipe=mmgic_cldr", "model=micro", "train=smoke",
+        "eval.after_train=false", f"run_dir={tmp_path / 'run'}", *_data(data),
+    ]  # fmt: skip
+    run_python(args, timeout=600, cwd=tmp_path)
+    metrics = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses and all(v == v for v in losses)
+    assert json.loads((tmp_path / "run/mixture.json").read_text())  # the mixture it drew
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
