@@ -41,6 +41,7 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("pair_caption", "v1", "text", "seed 000 A.1.4"),
         _prompt("interleaved", "v1", "text", "mmkd, from seed 000 Sec. 4.2.2 and A.3"),
         _prompt("knowledge", "v1", "json", "seed 000 A.1.5"),
+        _prompt("caption_candidates", "v1", "json", "mmkd, from seed 003 F.4 (BLIP-2's 10 candidates)"),
         _prompt("label_object", "v1", "text", "seed 003 Table 20 (Visual Genome)"),
         _prompt("label_attribute", "v1", "text", "seed 003 Table 21, examples of Table 18"),
         _prompt("label_relation", "v1", "text", "seed 003 Table 22, examples of Table 19"),
@@ -151,3 +152,14 @@ def parse_label_description(text: str) -> tuple[str | None, str]:
     if len(text.split()) < 3:
         raise ParseError("too_short", f"a description of {len(text.split())} words")
     return text, ""
+
+
+def parse_candidates(text: str) -> list[str]:
+    """A JSON list of caption strings (seed 003 F.4's candidates), whitespace normalised, no repeats."""
+    value = extract_json(text)
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+        raise ParseError("malformed_json", "expected a non-empty JSON list of caption strings")
+    captions = list(dict.fromkeys(" ".join(c.split()) for c in value if c.strip()))
+    if not captions:
+        raise ParseError("empty_answer", "every candidate caption is empty")
+    return captions

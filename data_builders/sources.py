@@ -26,7 +26,7 @@ from pathlib import Path
 from mmkd.annotators import Annotator, make_annotator
 from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
-from mmkd.data_builders import adapters, mmgic, world_sources
+from mmkd.data_builders import adapters, ic, mmgic, world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
     Job,
@@ -57,6 +57,8 @@ ANNOTATED_SOURCES = {
     "pair_caption": "pair captions: image pairing, LLM filter, pair captioning (seed 000 Sec. 4.2.1)",
     "interleaved": "interleaved descriptions of groups of related images (seed 000 Sec. 4.2.2)",
     "mmgic": "multi-grained concept documents from detection data (seed 003 Sec. 2, F.2-F.7)",
+    "ic": "image-caption data selected by noun phrases and re-captioned (seed 003 G)",
+    "ic_part": "as many IC images as MMGIC has documents (seed 003 Table 2, IC-PART)",
 }
 
 
@@ -214,6 +216,8 @@ class Sources:
         common = {"limit": b.limit, "unit_size": b.unit_size}
         if name == "mmgic":
             return self._mmgic(source, common, build)
+        if name in ("ic", "ic_part"):
+            return self._ic(name, source, common, build)
         if name in ("caption1", "vqa1"):
             prompt = "caption" if name == "caption1" else "vqa_from_caption"
             out = self._out(name, source, [prompt], common)
@@ -255,6 +259,24 @@ class Sources:
                 return None
             self._finish(out, lambda: mmgic.build_documents(job, labels, out))
         return out if is_complete(out) else None
+
+    def _ic(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
+        """IC (data_builders/ic.py); IC-PART, a subset of IC the size of MMGIC."""
+        b = self.cfg.build
+        if name == "ic":
+            out = self._out("ic", source, ["caption_candidates"], {**common, **ic.settings(b)})
+            if build and not is_complete(out):
+                self._finish(out, lambda: ic.build_ic(Job(self.annotator, b, open_dataset(source)), out))
+            return out if is_complete(out) or not build else None
+        mmgic_dir = self.dir("mmgic", build)
+        if mmgic_dir is None:
+            return None
+        n = json.loads((mmgic_dir / "manifest.json").read_text())["num_samples"] if build else 0
+        out = self._out("ic_part", source, [], {"n": n, "seed": self.annotator.cfg.seed})
+        if build and not is_complete(out):
+            job = Job(self.annotator, b, open_dataset(source))
+            self._finish(out, lambda: ic.build_subset(job, out, n, "ic_part"))
+        return out if is_complete(out) or not build else None
 
     def _finish(self, out: Path, build: Callable[[], dict | None]) -> bool:
         """Build this process's share of `out`; then, with `build.wait_s`, keep checking (each call

@@ -162,6 +162,8 @@ class BuildConfig:
             "pair_caption": "caption0",
             "interleaved": "caption0",
             "mmgic": "detection",
+            "ic": "caption0",
+            "ic_part": "ic",
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
@@ -187,6 +189,19 @@ class BuildConfig:
     region_min_side: int = 28
     region_max_side: int = 182
     region_ioa: float = 0.8
+    # IC (seed 003 G): noun phrases by the world's grammar or spacy:<pipeline>; LLaVA's filter skips
+    # phrases seen fewer than phrase_min_count times and takes at most phrase_cap captions per phrase.
+    noun_phrases: str = "world"
+    phrase_min_count: int = 3
+    phrase_cap: int = 100
+    # Caption synthesis (F.4): candidates per attempt, attempts, the scorer (world, or clip:<dir>) and
+    # what qualifies: 5-25 words and a score of at least caption_min_score (CLIP: 0.25).
+    caption_scorer: str = "world"
+    caption_candidates: int = 10
+    caption_attempts: int = 10
+    caption_min_score: float = 0.25
+    caption_min_words: int = 5
+    caption_max_words: int = 25
 
     def validate(self) -> BuildConfig:
         if not 0 < self.region_min_side <= self.region_max_side:
@@ -196,6 +211,14 @@ class BuildConfig:
             )
         if not 0.0 < self.region_ioa <= 1.0:
             raise ConfigError(f"build.region_ioa={self.region_ioa}: must be in (0, 1] (seed 003: 0.8)")
+        for name in ("phrase_min_count", "phrase_cap", "caption_candidates", "caption_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"build.{name}={getattr(self, name)}: must be >= 1")
+        if not 0 < self.caption_min_words <= self.caption_max_words:
+            raise ConfigError(
+                f"build.caption_min_words={self.caption_min_words}, build.caption_max_words="
+                f"{self.caption_max_words}: need 0 < min <= max (seed 003 F.4: 5 and 25)"
+            )
         for name in ("min_object_count", "min_attribute_count", "min_relation_count"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"build.{name}={getattr(self, name)}: must be >= 1 (1 keeps every label)")

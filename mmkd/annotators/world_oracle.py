@@ -66,6 +66,9 @@ class WorldOracle(Annotator):
         elif name == "knowledge":
             facts, abstract = claims_lib.knowledge(read_any(request.fields["text"]))
             text = json.dumps({"Fact": [{"fact": f, "level": "L1"} for f in facts], "Abstract": abstract})
+        elif name == "caption_candidates":
+            n = int(request.fields["n"])
+            text = json.dumps(descriptions.caption_candidates(scenes[0], n, self.noise, rng))
         elif name in LABEL_FIELDS:
             label = request.fields[LABEL_FIELDS[name]]
             kind = name.removeprefix("label_")

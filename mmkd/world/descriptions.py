@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from mmkd.schema import SEMANTIC_FIELDS
 from mmkd.world import encyclopedia
-from mmkd.world.language import NUMBER_WORDS, chart_phrase, join_phrases, object_phrase
+from mmkd.world.language import (
+    NUMBER_WORDS,
+    alt_text,
+    chart_phrase,
+    coco_caption,
+    dense_caption,
+    join_phrases,
+    object_phrase,
+)
 from mmkd.world.scene import COLOURS, KINDS, SIZES, Scene, SceneObject, WorldConfig, sample_scene, scene_rng
 
 
@@ -245,3 +253,16 @@ def corpus(cfg: WorldConfig, n: int) -> Iterator[str]:
         yield pair_caption(scenes[0], scenes[1], Noise(), rng)
         if i % 4 == 0:
             yield interleaved(scenes, Noise(), rng)
+
+
+def caption_candidates(scene: Scene, n: int, noise: Noise, rng: random.Random) -> list[str]:
+    """`n` short captions as a captioning model samples them (seed 003 F.4): mostly COCO-style, some as
+    short as AltText, each of the objects the annotator reports (so noise makes some of them wrong)."""
+    out = []
+    for _ in range(n):
+        if scene.layout != "objects":
+            out.append(dense_caption(scene, rng) if rng.random() < 0.7 else alt_text(scene, rng))
+            continue
+        seen = Scene(scene.id, scene.theme, scene.layout, _seen(scene, noise, rng))
+        out.append(coco_caption(seen, rng) if rng.random() < 0.7 else alt_text(seen, rng))
+    return out

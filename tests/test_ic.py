@@ -1,0 +1,168 @@
+"""IC (seed 003 G): LLaVA's noun-phrase filter on hand-made counts, caption synthesis's loop (F.4)
+with a swappable scorer, the world build, and the scorers and phrase extractors for real data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from mmkd.annotators import Response
+from mmkd.config import BuildConfig, ConfigError, RunConfig
+from mmkd.data_builders import ic
+from mmkd.data_builders.annotated import Job
+from mmkd.data_builders.caption_scorers import ClipScorer, make_scorer, world_score
+from mmkd.data_builders.noun_phrases import extractor, world_phrases
+from mmkd.data_builders.rejects import RejectLog
+from mmkd.data_builders.sources import Sources
+from mmkd.schema import Sample
+from mmkd.shards import open_dataset
+from mmkd.world.scene import Scene, SceneObject
+
+
+def test_llava_filter_skips_rare_phrases_and_caps_frequent_ones():
+    phrases = {f"s{i}": ["dog"] for i in range(10)}  # dog: 10 captions, capped at 4
+    phrases |= {"r1": ["red kite"], "r2": ["red kite", "dog"]}  # red kite: 2 < 3, skipped
+    phrases |= {f"c{i}": ["cat"] for i in range(3)}  # cat: exactly 3, all kept
+    phrases |= {"none": []}
+    ids, report = ic.select(phrases, min_count=3, cap=4, seed=0)
+    assert [i for i in ids if i.startswith("c")] == ["c0", "c1", "c2"]
+    assert "r1" not in ids and "none" not in ids
+    dogs = [i for i in ids if i.startswith("s") or i == "r2"]
+    assert len(dogs) == 4 and ids == [i for i in phrases if i in set(ids)]  # input order
+    assert report["before"] == {
+        "samples": 16, "unique_phrases": 3, "phrase_mentions": 16,
+        "most_common": [("dog", 11), ("cat", 3), ("red kite", 2)],
+    }  # fmt: skip
+    assert report["after"]["samples"] == 7 and report["after"]["unique_phrases"] in (2, 3)
+    assert ic.select(phrases, 3, 4, seed=0) == (ids, report)  # seeded
+
+
+def test_world_phrases_follow_the_worlds_grammar():
+    assert world_phrases(["a large red ball and two boxes at the top left", "a sign"]) == [
+        ["large red ball", "box"],
+        [],
+    ]
+    with pytest.raises(ConfigError, match="must be world or spacy:<pipeline"):
+        extractor("nltk")
+
+
+def test_spacy_phrases_without_spacy_name_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spacy", None)
+    with pytest.raises(ConfigError, match="needs spaCy: pip install spacy"):
+        extractor("spacy:en_core_web_sm")
+
+
+class _Annotator:
+    """Answers each attempt from a script: attempt -> candidates (or an error)."""
+
+    def __init__(self, script):
+        self.script, self.cfg, self.seen = script, SimpleNamespace(seed=0), []
+
+    def annotate(self, requests, desc=""):
+        out = []
+        for r in requests:
+            attempt = r.fields["attempt"]
+            self.seen.append((r.key, attempt))
+            answer = self.script[attempt]
+            out.append(
+                Response(r.key, error=answer) if isinstance(answer, str) else Response(r.key, value=answer)
+            )
+        return out
+
+
+def _job(script, **build) -> Job:
+    source = SimpleNamespace(root="src")
+    return Job(_Annotator(script), BuildConfig(caption_attempts=3, **build), source)  # type: ignore[arg-type]
+
+
+def _samples(n=2):
+    return [Sample(f"x{i}", "caption", "c", text="t", caption_tag="C") for i in range(n)]
+
+
+def test_caption_synthesis_takes_the_best_qualifying_candidate_of_the_first_attempt_with_one(monkeypatch):
+    monkeypatch.setattr(ic, "make_scorer", lambda spec: lambda s, caps: [len(c) / 100 for c in caps])
+    long = "a very long caption " * 7  # 28 words: too long, however high it scores
+    script = {
+        1: ["too short", long],
+        2: ["a dog on a red mat", "a dog on a red mat in a room", long],
+        3: ["unused candidate caption here"],
+    }
+    job = _job(script)
+    chosen = ic.synthesize(job, _samples(), RejectLog())
+    assert chosen["x0"][0] == "a dog on a red mat in a room" and chosen["x0"][2] == 2
+    assert {a for _, a in job.annotator.seen} == {1, 2}  # no third attempt once all have a caption
+
+
+def test_without_a_qualifying_candidate_the_best_scoring_one_is_taken_and_failures_are_rejected(monkeypatch):
+    monkeypatch.setattr(ic, "make_scorer", lambda spec: lambda s, caps: [0.1 * len(c.split()) for c in caps])
+    job = _job({1: ["one two"], 2: ["one two three four five six"], 3: "http_500"}, caption_min_score=0.9)
+    chosen = ic.synthesize(job, _samples(1), RejectLog())
+    assert chosen["x0"][0] == "one two three four five six" and chosen["x0"][2] == 3
+    rejects = RejectLog()
+    assert ic.synthesize(_job({1: "refusal", 2: "refusal", 3: "http_500"}), _samples(1), rejects) == {}
+    assert rejects.counts() == {"http_500": 1}
+
+
+def test_the_world_scorer_is_the_share_of_true_claims():
+    scene = Scene("s", "garden", "objects", [SceneObject("ball", "red", "large", 0)])
+    sample = Sample("s", "caption", "c", text="t", caption_tag="C", metadata={"scene": scene.to_json()})
+    assert world_score(sample, ["a red ball", "a blue ball", "a red ball and a kite", "nothing"]) == [
+        1.0,
+        0.0,
+        0.5,
+        0.0,
+    ]
+    with pytest.raises(ConfigError, match=r"no scene graph; use build\.caption_scorer=clip"):
+        world_score(Sample("r", "caption", "c", text="t", caption_tag="C"), ["a ball"])
+
+
+def test_a_local_clip_model_scores_captions(tmp_path, tokenizer):
+    from PIL import Image
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = tokenizer.vocab_size
+    text = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
+    text |= {"num_attention_heads": 2, "max_position_embeddings": 64, "eos_token_id": tokenizer.eos_id}
+    text |= {"bos_token_id": tokenizer.bos_id, "pad_token_id": tokenizer.pad_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision |= {"image_size": 32, "patch_size": 16}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path)
+    from tokenizers import Tokenizer as HFTokenizer
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=HFTokenizer.from_str(tokenizer.to_str()), pad_token="<pad>", eos_token="<eos>"
+    )
+    fast.save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path
+    )
+    scorer = make_scorer(f"clip:{tmp_path}")
+    assert isinstance(scorer, ClipScorer)
+    sample = Sample("i", "caption", "c", [Image.new("RGB", (48, 48), "red")], text="t", caption_tag="C")
+    scores = scorer(sample, ["a red ball", "a tent in a garden at night"])
+    assert len(scores) == 2 and all(-1.0 <= v <= 1.0 for v in scores) and scores[0] != scores[1]
+    assert scorer(sample, ["a red ball", "a tent in a garden at night"]) == scores
+    with pytest.raises(ConfigError, match=r"no config\.json"):
+        make_scorer(f"clip:{tmp_path / 'missing'}")
+
+
+def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world):
+    data, root = world
+    cfg = RunConfig(data=data, build=BuildConfig(unit_size=100, min_object_count=1))
+    sources = Sources(cfg, root)
+    ic_dir, part = sources.dir("ic"), sources.dir("ic_part")
+    m = json.loads((ic_dir / "manifest.json").read_text())
+    report = m["noun_phrases"]
+    assert (
+        report["before"]["samples"] == data.sizes["caption0"]
+        and m["num_samples"] == report["after"]["samples"]
+    )
+    assert report["after"]["unique_phrases"] <= report["before"]["unique_phrases"]
+    for s in open_dataset(ic_dir).iter(images=False):
+        assert s.caption_tag == "IC" and 5 <= len(s.text.split()) <= 25
+        assert s.metadata["caption_score"] >= 0.25 and s.metadata["caption_origin"]
+    mmgic = json.loads((sources.dir("mmgic") / "manifest.json").read_text())["num_samples"]
+    assert json.loads((part / "manifest.json").read_text())["num_samples"] == min(mmgic, m["num_samples"])
