@@ -132,7 +132,7 @@ class DataConfig:
             "vqa0": 10000,
             "text": 8000,
             "other": 6000,
-            "detection": 500,
+            "detection": 4000,
         }
     )
     vqa_turns: int = 8

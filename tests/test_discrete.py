@@ -384,6 +384,24 @@ def test_lora_under_each_engine_gives_the_same_losses(world, tmp_path, visual_to
     assert losses("fsdp2") == pytest.approx(losses("ddp"), rel=1e-4)
 
 
+def test_mmgic_documents_train_the_discrete_model_on_visual_ids_of_images_and_regions(
+    world, tmp_path, visual_tokenizer
+):
+    cfg = discrete_config(world[0], tmp_path / "run", visual_tokenizer, model={"max_seq_len": 400})
+    cfg.recipe.name, cfg.recipe.mixture, cfg.recipe.mmgic_parts = "mmgic_cldr", {"mmgic": 1.0}, "cldr"
+    cfg.build.min_object_count, cfg.eval.after_train = 1, False
+    run(cfg, DistInfo())
+    mixture = json.loads((tmp_path / "run" / "mixture.json").read_text())
+    ids_dir = mixture["sources"]["mmgic"]["path"]
+    assert "visual_ids" in ids_dir
+    from mmkd.shards import open_dataset
+
+    sample = next(iter(open_dataset(ids_dir)))
+    assert len(sample.metadata["visual_ids"]) == len(sample.images) >= 1  # the image and its regions
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["loss_text"] > 0 and record["loss_visual"] > 0
+
+
 def test_lora_without_peft_installed_is_named(monkeypatch):
     import sys
 

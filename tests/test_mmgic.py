@@ -311,16 +311,18 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path)
 
 
 def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
-    data, _ = world
-    args = [
-        str(REPO / "launch/train.py"), "recipe=mmgic_cldr", "model=micro", "train=smoke",
-        "eval.after_train=false", f"run_dir={tmp_path / 'run'}", *_data(data),
-    ]  # fmt: skip
-    run_python(args, timeout=600, cwd=tmp_path)
-    metrics = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
-    losses = [m["loss"] for m in metrics if "loss" in m]
+    from mmkd.distributed import DistInfo
+    from mmkd.pipeline import run
+    from tests.conftest import micro_run_config
+
+    cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=64)
+    cfg.recipe.name, cfg.recipe.mixture, cfg.recipe.mmgic_parts = "mmgic_cld", {"mmgic": 1.0}, "cld"
+    cfg.build.min_object_count, cfg.eval.after_train = 1, False
+    run(cfg, DistInfo())
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run/metrics.jsonl").open() if "loss" in line]
     assert losses and all(v == v for v in losses)
-    assert json.loads((tmp_path / "run/mixture.json").read_text())  # the mixture it drew
+    mixture = json.loads((tmp_path / "run/mixture.json").read_text())
+    assert list(mixture["sources"]) == ["mmgic"]
 
 
 if __name__ == "__main__":
