@@ -21,7 +21,8 @@ import mmkd
 from mmkd.bench_item import BenchItem, load_benchmark
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
-from mmkd.eval import decontamination, image_generation
+from mmkd.data_builders.noun_phrases import extractor
+from mmkd.eval import concept_overlap, decontamination, image_generation
 from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
@@ -96,6 +97,13 @@ def evaluate(
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         contamination = decontamination.check(sources, benchmarks)
         write_json_atomic(out_dir / "contamination.json", contamination)
+    concepts = None
+    if decontaminate and e.concept_overlap and mixture:
+        captioning = {f"world/{a}": items for a, items in world.items() if a == "captioning"}
+        captioning |= {n: items for n, items in custom.items() if any(it.references for it in items)}
+        sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
+        concepts = concept_overlap.overlap(sources, captioning, extractor(cfg.build.noun_phrases))
+        write_json_atomic(out_dir / "concepts.json", concepts)
     suites, records = {}, []
     if world:
         suites["world"], records = evaluate_world(
@@ -154,6 +162,7 @@ def evaluate(
             "suites": suites,
             "mixture": mixture,
             "contamination": contamination,
+            "concepts": concepts,
             "code": code_version(),
             "config": asdict(cfg),
         },
@@ -161,6 +170,7 @@ def evaluate(
     tables = [markdown_table(r, f"{title}: {name}") for name, r in suites.items() if name != "generation"]
     tables += [generation_table] if generation_table else []
     tables += [decontamination.markdown(contamination)] if contamination else []
+    tables += [concept_overlap.markdown(concepts)] if concepts else []
     (out_dir / "report.md").write_text("\n".join(tables))
     return suites
 

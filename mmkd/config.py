@@ -358,6 +358,9 @@ class EvalConfig:
     top_k: int = 0
     # Before evaluating, look for eval items in the training shards (eval/decontamination.py).
     decontamination: bool = True
+    # The share of the captioning benchmarks' concepts (noun phrases, build.noun_phrases) that the
+    # recipe's training texts mention (seed 003 C.1): concepts.json and a table in report.md.
+    concept_overlap: bool = True
     # Custom suites: name -> a .jsonl or VLMEvalKit-style .tsv file (format: eval/custom.py).
     custom: dict[str, str] = field(default_factory=dict)
     # lm-eval text tasks by name (mmkd_world_knowledge, mmlu_pro, ...) and a folder of your task YAMLs.

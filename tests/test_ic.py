@@ -166,3 +166,26 @@ def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world)
         assert s.metadata["caption_score"] >= 0.25 and s.metadata["caption_origin"]
     mmgic = json.loads((sources.dir("mmgic") / "manifest.json").read_text())["num_samples"]
     assert json.loads((part / "manifest.json").read_text())["num_samples"] == min(mmgic, m["num_samples"])
+
+
+def test_concept_overlap_is_the_share_of_reference_phrases_each_source_mentions(tmp_path):
+    from PIL import Image
+
+    from mmkd.bench_item import BenchItem
+    from mmkd.eval import concept_overlap
+    from mmkd.shards import ShardWriter
+
+    def dataset(name, texts):
+        with ShardWriter(tmp_path / name, name, {}, 10, 8) as w:
+            for i, t in enumerate(texts):
+                w.write(Sample(f"{name}{i}", "caption", name, [Image.new("RGB", (8, 8))], t, caption_tag="C"))
+        return tmp_path / name
+
+    sources = {"a": dataset("a", ["a red ball in a garden"]), "b": dataset("b", ["two kites", "a large box"])}
+    refs = ["a red ball and a kite", "a large box", "a blue ring"]  # red ball, kite, large box, blue ring
+    items = {"world/captioning": [BenchItem("c", "captioning", "caption", "", refs[0], references=refs)]}
+    report = concept_overlap.overlap(sources, items, world_phrases)
+    assert report == {
+        "world/captioning": {"concepts": 4, "by_source": {"a": 0.25, "b": 0.5}, "all": 0.75},
+    }
+    assert "| world/captioning | 4 | 25.0 | 50.0 | 75.0 |" in concept_overlap.markdown(report)

@@ -317,12 +317,16 @@ def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
 
     cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=64)
     cfg.recipe.name, cfg.recipe.mixture, cfg.recipe.mmgic_parts = "mmgic_cld", {"mmgic": 1.0}, "cld"
-    cfg.build.min_object_count, cfg.eval.after_train = 1, False
+    cfg.build.min_object_count, cfg.eval.abilities, cfg.eval.max_items = 1, ["captioning"], 4
     run(cfg, DistInfo())
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run/metrics.jsonl").open() if "loss" in line]
     assert losses and all(v == v for v in losses)
     mixture = json.loads((tmp_path / "run/mixture.json").read_text())
     assert list(mixture["sources"]) == ["mmgic"]
+    # The eval reports how many of the captioning benchmark's concepts the documents mention (C.1).
+    concepts = json.loads(next((tmp_path / "run").glob("eval*/concepts.json")).read_text())
+    entry = concepts["world/captioning"]
+    assert entry["concepts"] > 0 and entry["all"] == entry["by_source"]["mmgic"]
 
 
 if __name__ == "__main__":
