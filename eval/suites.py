@@ -22,7 +22,7 @@ from mmkd.bench_item import BenchItem, load_benchmark
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.data_builders.noun_phrases import extractor
-from mmkd.eval import concept_overlap, decontamination, image_generation
+from mmkd.eval import concept_overlap, decontamination, image_generation, seed_dimensions
 from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
@@ -105,10 +105,12 @@ def evaluate(
         concepts = concept_overlap.overlap(sources, captioning, extractor(cfg.build.noun_phrases))
         write_json_atomic(out_dir / "concepts.json", concepts)
     suites, records = {}, []
+    dimensions = None
     if world:
         suites["world"], records = evaluate_world(
             model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed
         )
+        dimensions = seed_dimensions.breakdown(records)
     if e.lm_eval_tasks:
         from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra
 
@@ -163,11 +165,13 @@ def evaluate(
             "mixture": mixture,
             "contamination": contamination,
             "concepts": concepts,
+            "seed_dimensions": dimensions,
             "code": code_version(),
             "config": asdict(cfg),
         },
     )
     tables = [markdown_table(r, f"{title}: {name}") for name, r in suites.items() if name != "generation"]
+    tables += [seed_dimensions.markdown(dimensions)] if dimensions else []
     tables += [generation_table] if generation_table else []
     tables += [decontamination.markdown(contamination)] if contamination else []
     tables += [concept_overlap.markdown(concepts)] if concepts else []

@@ -189,3 +189,20 @@ def test_concept_overlap_is_the_share_of_reference_phrases_each_source_mentions(
         "world/captioning": {"concepts": 4, "by_source": {"a": 0.25, "b": 0.5}, "all": 0.75},
     }
     assert "| world/captioning | 4 | 25.0 | 50.0 | 75.0 |" in concept_overlap.markdown(report)
+
+
+def test_world_items_map_onto_seed_bench_dimensions():
+    from mmkd.eval import seed_dimensions
+
+    records = [
+        {"suite": "world", "benchmark": "spatial", "qtype": "where", "score": 1.0},
+        {"suite": "world", "benchmark": "spatial", "qtype": "what_at", "score": 0.0},
+        {"suite": "world", "benchmark": "spatial", "qtype": "relation", "score": 1.0},
+        {"suite": "world", "benchmark": "existence", "qtype": "exist", "score": 1.0},
+        {"suite": "mine", "benchmark": "existence", "qtype": "exist", "score": 0.0},
+    ]
+    dims = seed_dimensions.breakdown(records)
+    assert dims["Instance Location"]["n"] == 2 and dims["Instance Location"]["score"] == 0.5
+    assert dims["Spatial Relation"]["score"] == 1.0 and dims["Instance Identity"]["n"] == 1
+    assert dims["Instance Interaction"] is None and "Instance Counting" not in dims
+    assert "| Instance Interaction | — | not in the world |" in seed_dimensions.markdown(dims)
