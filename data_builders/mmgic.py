@@ -28,7 +28,7 @@ from PIL import Image
 
 from mmkd import mmgic_template
 from mmkd.annotators import Request
-from mmkd.data_builders import engine
+from mmkd.data_builders import engine, ic
 from mmkd.data_builders.annotated import Job, chunks, input_ids, load_samples
 from mmkd.data_builders.prompts import PROMPTS, parse_label_description
 from mmkd.data_builders.regions import object_regions, side_limits
@@ -149,16 +149,15 @@ def read_labels(out: Path) -> dict[str, dict[str, str]]:
 
 
 def document(
-    sample: Sample, labels: dict[str, dict[str, str]], build: Any, where: str, rejects: RejectLog
+    sample: Sample,
+    caption: str,
+    labels: dict[str, dict[str, str]],
+    build: Any,
+    where: str,
+    rejects: RejectLog,
 ) -> tuple[dict[str, Any], list[Image.Image]] | None:
-    """The MMGIC document of one detection sample and its region crops; None (rejected) without a
-    caption or without any valid object."""
-    captions = sample.metadata.get("captions") or []
-    if not captions:
-        rejects.add(
-            where, "no_caption", "the image has no caption (give --captions to the detection adapter)"
-        )
-        return None
+    """The MMGIC document of one detection sample and its region crops; None (rejected) without any
+    valid object."""
     objects = []
     for o in sample.metadata["objects"]:
         if o["category"] in labels["object"]:
@@ -195,7 +194,7 @@ def document(
         rejects.add(f"{where} object {objects[i]['id']}", "region_dropped", reason)
     crops = [image.crop(r.box).resize(image.size, Image.Resampling.BICUBIC) for r in regions]
     doc = {
-        "caption": captions[0],
+        "caption": caption,
         "objects": [{"label": n, "description": labels["object"][n]} for n in names],
         "attributes": [
             {"label": a, "objects": objs, "description": labels["attribute"][a]}
@@ -225,20 +224,25 @@ def build_documents(job: Job, labels_dir: Path, out: Path, name: str = "mmgic") 
     }
     b = job.build
     settings = {k: getattr(b, k) for k in ("region_min_side", "region_max_side", "region_ioa")}
-    prov = job.provenance("mmgic", list(LABEL_PROMPTS.values()), labels=labels_id, regions=settings)
+    prompts = [*LABEL_PROMPTS.values(), "caption_candidates"]
+    prov = job.provenance("mmgic", prompts, labels=labels_id, regions=settings, captions=ic.settings(b))
 
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
         got = load_samples(job.source, ids, rejects)
+        uncaptioned = [got[i] for i in ids if i in got and not got[i].metadata.get("captions")]
+        synthesized = ic.synthesize(job, uncaptioned, rejects) if uncaptioned else {}  # F.4
         samples = []
         for i in ids:
-            if i not in got:
+            if i not in got or not (got[i].metadata.get("captions") or i in synthesized):
                 continue
             src = got[i]
-            built = document(src, labels, b, f"{job.source.root}: {i}", rejects)
+            caption = (src.metadata.get("captions") or [synthesized.get(i, ("",))[0]])[0]
+            built = document(src, caption, labels, b, f"{job.source.root}: {i}", rejects)
             if built is None:
                 continue
             doc, images = built
             meta = {"mmgic": doc, **{k: v for k, v in src.metadata.items() if k in ("image_id", "file_name")}}
+            meta["caption_synthesized"] = i in synthesized
             samples.append(
                 Sample(
                     id=f"{name}-{src.id}",

@@ -250,7 +250,10 @@ class Sources:
         counts = {k: getattr(b, k) for k in ("min_object_count", "min_attribute_count", "min_relation_count")}
         regions = {k: getattr(b, k) for k in ("region_min_side", "region_max_side", "region_ioa")}
         labels = self._out("mmgic-labels", source, prompts, {**common, **counts})
-        out = self._out("mmgic", source, prompts, {**common, **counts, **regions})
+        captions = {"captions": ic.settings(b)}  # for images without one (F.4)
+        out = self._out(
+            "mmgic", source, [*prompts, "caption_candidates"], {**common, **counts, **regions, **captions}
+        )
         if not build:
             return out
         if not is_complete(out):

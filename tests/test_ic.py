@@ -119,34 +119,17 @@ def test_the_world_scorer_is_the_share_of_true_claims():
         world_score(Sample("r", "caption", "c", text="t", caption_tag="C"), ["a ball"])
 
 
-def test_a_local_clip_model_scores_captions(tmp_path, tokenizer):
+def test_a_local_clip_model_scores_captions(tiny_clip):
     from PIL import Image
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
 
-    vocab = tokenizer.vocab_size
-    text = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
-    text |= {"num_attention_heads": 2, "max_position_embeddings": 64, "eos_token_id": tokenizer.eos_id}
-    text |= {"bos_token_id": tokenizer.bos_id, "pad_token_id": tokenizer.pad_id}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    vision |= {"image_size": 32, "patch_size": 16}
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path)
-    from tokenizers import Tokenizer as HFTokenizer
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=HFTokenizer.from_str(tokenizer.to_str()), pad_token="<pad>", eos_token="<eos>"
-    )
-    fast.save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        tmp_path
-    )
-    scorer = make_scorer(f"clip:{tmp_path}")
+    scorer = make_scorer(f"clip:{tiny_clip}")
     assert isinstance(scorer, ClipScorer)
     sample = Sample("i", "caption", "c", [Image.new("RGB", (48, 48), "red")], text="t", caption_tag="C")
     scores = scorer(sample, ["a red ball", "a tent in a garden at night"])
     assert len(scores) == 2 and all(-1.0 <= v <= 1.0 for v in scores) and scores[0] != scores[1]
     assert scorer(sample, ["a red ball", "a tent in a garden at night"]) == scores
     with pytest.raises(ConfigError, match=r"no config\.json"):
-        make_scorer(f"clip:{tmp_path / 'missing'}")
+        make_scorer(f"clip:{tiny_clip / 'missing'}")
 
 
 def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world):

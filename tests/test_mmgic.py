@@ -237,7 +237,8 @@ def _coco_fixture(root: Path) -> Path:
     (root / "instances.json").write_text(
         json.dumps({"images": images, "annotations": anns, "categories": cats, "relations": relations})
     )
-    captions = [{"id": i, "image_id": i, "caption": f"a photo number {i} of a dog"} for i in sizes]
+    # Image 2 has no caption: the builder synthesises one (F.4).
+    captions = [{"id": i, "image_id": i, "caption": f"a photo number {i} of a dog"} for i in sizes if i != 2]
     (root / "captions.json").write_text(json.dumps({"images": images, "annotations": captions}))
     return root
 
@@ -254,15 +255,20 @@ def _data(data) -> list[str]:
     ]
 
 
+CANDIDATES = ["a brown dog sitting on green grass outside", "a dog", "a dog with a frisbee in a park"]
+
+
 def _describer(body: dict, calls: int):
     text = prompt_text(body)
+    if "different short captions" in text:
+        return 200, json.dumps(CANDIDATES)
     label = re.search(r"Category Label: (.*)", text).group(1).strip()
     if label == "qwzx":
         return 200, "Invalid. 'qwzx' is not a word."
     return 200, f"The {label} is a thing that people see in pictures every day."
 
 
-def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path):
+def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path, tiny_clip):
     data, _ = world
     fixture = _coco_fixture(tmp_path / "coco")
     converted = tmp_path / "detection"
@@ -281,14 +287,19 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path)
             "annotator=openai", f"annotator.base_url={server.url}", "annotator.model=served-llm",
             f"annotator.cache_dir={tmp_path / 'cache'}", "build.min_object_count=1",
             "build.min_attribute_count=2", "build.min_relation_count=1", "build.max_reject_share=1.0",
+            f"build.caption_scorer=clip:{tiny_clip}",
             *_data(data),
         ]  # fmt: skip
         out = run_python(build, timeout=300, cwd=tmp_path)
         calls = server.calls
-        assert calls == 6  # dog, frisbee, qwzx; brown (red is rare); chasing, near
+        # dog, frisbee, qwzx; brown (red is rare); chasing, near; image 2's caption candidates, each attempt
+        assert calls == 6 + 10
         path = Path(re.search(r"^mmgic: (.*)$", out, re.M).group(1))
         samples = {s.metadata["image_id"]: s for s in open_dataset(path)}
         assert sorted(samples) == [1, 2]  # image 5 held only the invalid label
+        # No candidate scores 0.25 under a random CLIP: ten attempts, then the best-scoring (F.4 step 4).
+        assert samples[2].metadata["caption_synthesized"] and not samples[1].metadata["caption_synthesized"]
+        assert samples[2].metadata["mmgic"]["caption"] in CANDIDATES
         doc = samples[1].metadata["mmgic"]
         assert [o["label"] for o in doc["objects"]] == ["dog", "frisbee"]
         assert doc["objects"][0]["description"] == "The dog is a thing that people see in pictures every day."
