@@ -319,11 +319,30 @@ def detection(
     [IMPORTANT] The loader resizes images to a square, so boxes in original pixels would not match what
     the model sees: pass `image_size` to resize here and give the boxes in that square's pixels.
     """
-    path, images_dir = Path(instances_json), Path(images_dir)
+    path = Path(instances_json)
     data = load_json(path)
-    categories = {c.get("id"): c.get("name") for c in data.get("categories", [])}
     image_ids = {im.get("id") for im in data.get("images", [])}
     captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
+    yield from detection_records(
+        data, path, Path(images_dir), rejects, captions, image_size, source, min_side, max_aspect
+    )
+
+
+def detection_records(
+    data: dict[str, Any],
+    path: Path,
+    images_dir: Path,
+    rejects: RejectLog,
+    captions: dict[Any, list[str]],
+    image_size: int | None,
+    source: str,
+    min_side: int,
+    max_aspect: float | None,
+) -> Iterator[Sample]:
+    """`detection`'s samples from COCO-instances data already in memory (`path` names it in rejects;
+    data_builders/visual_genome.py reads Visual Genome's own files into this form)."""
+    categories = {c.get("id"): c.get("name") for c in data.get("categories", [])}
+    image_ids = {im.get("id") for im in data.get("images", [])}
     anns: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     for i, ann in enumerate(data.get("annotations", [])):
         where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"

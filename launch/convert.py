@@ -6,6 +6,8 @@
     python launch/convert.py img2dataset --shards DIR_OR_TAR --out DIR
     python launch/convert.py detection --instances F --images DIR --image-size 224 --out DIR \
         [--captions captions.json --min-side 224 --max-aspect 3.0]     # the MMGIC builder's input
+    python launch/convert.py visual_genome --image-data F --objects F --attributes F --relationships F \
+        --images VG_100K/ [--coco-captions F] --image-size 224 --out DIR   # Visual Genome's own files
     python launch/convert.py text --path F.jsonl|F.parquet [--field text] --out DIR
 
 Common flags: --strict (stop at the first bad record), --samples-per-shard, --image-size (store images
@@ -24,6 +26,7 @@ from typing import Any
 
 from mmkd.data_builders import adapters
 from mmkd.data_builders.rejects import RejectLog
+from mmkd.data_builders.visual_genome import visual_genome
 from mmkd.errors import reported
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST
@@ -70,6 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--captions", type=Path, help="COCO captions JSON of the same images")
     p.add_argument("--min-side", type=int, default=0, help="reject images with a shorter side (px)")
     p.add_argument("--max-aspect", type=float, help="reject images with a longer/shorter side ratio above")
+    p = sub.add_parser("visual_genome", parents=[common], help="Visual Genome's JSON files")
+    for flag in ("--image-data", "--objects"):
+        p.add_argument(flag, required=True, type=Path)
+    for flag in ("--attributes", "--relationships", "--coco-captions"):
+        p.add_argument(flag, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--min-side", type=int, default=0, help="reject images with a shorter side (px)")
+    p.add_argument("--max-aspect", type=float, help="reject images with a longer/shorter side ratio above")
     p = sub.add_parser("text", parents=[common], help="text as JSONL or parquet")
     p.add_argument("--path", required=True, type=Path)
     p.add_argument("--field", default="text")
@@ -78,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         path = getattr(args, flag, None)
         if path is not None and not path.exists():
             parser.error(f"--{flag} {path} does not exist")
-    if args.adapter == "detection" and args.image_size is None:
+    if args.adapter in ("detection", "visual_genome") and args.image_size is None:
         # Grounding answers are pixels; the loader resizes images to a square, so fix the frame here.
         parser.error("detection needs --image-size: the boxes are given in pixels of the stored image")
     return args
@@ -115,6 +126,19 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
             )
             inputs = {"instances": args.instances, "images": args.images}
             inputs |= {"captions": args.captions} if args.captions else {}
+            params = {"image_size": args.image_size, "min_side": args.min_side, "max_aspect": args.max_aspect}
+        case "visual_genome":
+            files = ("image_data", "objects", "attributes", "relationships", "coco_captions")
+            inputs = {f: getattr(args, f) for f in files if getattr(args, f) is not None}
+            samples = visual_genome(
+                **inputs,
+                images_dir=args.images,
+                rejects=rejects,
+                image_size=args.image_size,
+                min_side=args.min_side,
+                max_aspect=args.max_aspect,
+            )
+            inputs["images"] = args.images
             params = {"image_size": args.image_size, "min_side": args.min_side, "max_aspect": args.max_aspect}
         case "text":
             samples = adapters.text_records(args.path, rejects, field=args.field)

@@ -342,3 +342,42 @@ def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_visual_genome_files_convert_into_detection_data(tmp_path):
+    images = tmp_path / "VG_100K"
+    images.mkdir()
+    for i in (1, 2):
+        Image.new("RGB", (400, 300), (60 * i, 120, 90)).save(images / f"{i}.jpg")
+    obj = lambda oid, name, x, synsets=("x.n.01",): {  # noqa: E731
+        "object_id": oid, "x": x, "y": 20, "w": 80, "h": 90, "names": [name], "synsets": list(synsets),
+    }  # fmt: skip
+    files = {
+        "image_data": [{"image_id": 1, "coco_id": 77}, {"image_id": 2, "coco_id": None}],
+        "objects": [
+            {"image_id": 1, "objects": [obj(11, "Clock", 10), obj(12, "tower", 200)]},
+            {"image_id": 2, "objects": [obj(21, "man", 10), obj(22, "batter", 150, ("a.n.01", "b.n.02"))]},
+        ],
+        "attributes": [{"image_id": 1, "attributes": [{"object_id": 11, "attributes": ["green ", "Tall"]}]}],
+        "relationships": [{"image_id": 1, "relationships": [
+            {"predicate": "ON", "subject": {"object_id": 11}, "object": {"object_id": 12}},
+        ]}],
+        "coco_captions": {"annotations": [{"image_id": 77, "caption": "a clock  on a tower"}]},
+    }  # fmt: skip
+    for name, value in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(value))
+    out = tmp_path / "vg"
+    flags = [a for name in files for a in (f"--{name.replace('_', '-')}", str(tmp_path / f"{name}.json"))]
+    args = ["visual_genome", *flags, "--images", str(images), "--image-size", "64", "--out", str(out)]
+    run_python([str(REPO / "launch/convert.py"), *args], timeout=120, cwd=tmp_path)
+    samples = {s.metadata["image_id"]: s for s in open_dataset(out)}
+    one = samples[1].metadata
+    assert [(o["category"], o["attributes"]) for o in one["objects"]] == [
+        ("clock", ["green", "tall"]),
+        ("tower", []),
+    ]
+    assert one["relations"] == [{"subject_id": 11, "predicate": "on", "object_id": 12}]
+    assert one["captions"] == ["a clock on a tower"] and samples[2].metadata["captions"] == []
+    assert [o["category"] for o in samples[2].metadata["objects"]] == ["man"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").open()]
+    assert [r["reason"] for r in rejects] == ["multiple_synsets"] and "object_id=22" in rejects[0]["where"]
