@@ -272,9 +272,9 @@ class Sources:
                 self._finish(out, lambda: ic.build_ic(Job(self.annotator, b, open_dataset(source)), out))
             return out if is_complete(out) or not build else None
         mmgic_dir = self.dir("mmgic", build)
-        if mmgic_dir is None:
+        if mmgic_dir is None or not is_complete(mmgic_dir):
             return None
-        n = json.loads((mmgic_dir / "manifest.json").read_text())["num_samples"] if build else 0
+        n = json.loads((mmgic_dir / "manifest.json").read_text())["num_samples"]
         out = self._out("ic_part", source, [], {"n": n, "seed": self.annotator.cfg.seed})
         if build and not is_complete(out):
             job = Job(self.annotator, b, open_dataset(source))

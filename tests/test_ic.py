@@ -16,7 +16,7 @@ from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.caption_scorers import ClipScorer, make_scorer, world_score
 from mmkd.data_builders.noun_phrases import extractor, world_phrases
 from mmkd.data_builders.rejects import RejectLog
-from mmkd.data_builders.sources import Sources
+from mmkd.data_builders.sources import Sources, source_dirs
 from mmkd.schema import Sample
 from mmkd.shards import open_dataset
 from mmkd.world.scene import Scene, SceneObject
@@ -148,6 +148,8 @@ def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world)
         assert s.caption_tag == "IC" and 5 <= len(s.text.split()) <= 25
         assert s.metadata["caption_score"] >= 0.25 and s.metadata["caption_origin"]
     mmgic = json.loads((sources.dir("mmgic") / "manifest.json").read_text())["num_samples"]
+    # Every rank finds the directories rank 0 built, without building.
+    assert source_dirs(["ic", "ic_part"], cfg, root) == {"ic": ic_dir, "ic_part": part}
     assert json.loads((part / "manifest.json").read_text())["num_samples"] == min(mmgic, m["num_samples"])
 
 
