@@ -41,6 +41,8 @@ class Run:
     seed: int
     metrics: dict[tuple[str, str], str] = field(default_factory=dict)
     items: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    concepts: dict[str, float] = field(default_factory=dict)  # benchmark -> share seen in training
+    dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
 
 
 @dataclass
@@ -70,6 +72,8 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
             raise FileNotFoundError(f"{path} does not exist: is {run_dir} an evaluated run?")
     results = json.loads(results_path.read_text())
     run = Run(run_dir, results["recipe"], int(results["seed"]))
+    run.concepts = {b: e["all"] for b, e in (results.get("concepts") or {}).items()}
+    run.dimensions = {d: e["score"] for d, e in (results.get("seed_dimensions") or {}).items() if e}
     # Runs evaluated before suites existed hold the world benchmarks as "abilities".
     for suite, benchmarks in results.get("suites", {"world": results.get("abilities", {})}).items():
         for name, result in benchmarks.items():
@@ -191,6 +195,32 @@ SUITE_GROUPS = {"world": "general multimodal", "vlmeval": "general multimodal", 
 
 def _suite_order(suite: str) -> tuple[int, str]:
     return (list(SUITE_GROUPS).index(suite) if suite in SUITE_GROUPS else len(SUITE_GROUPS), suite)
+
+
+def per_recipe(runs: list[Run], attribute: str) -> str:
+    """A recipe x name table of a per-run measure (`concepts` or `dimensions`), the mean over seeds."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        for name, v in getattr(run, attribute).items():
+            values.setdefault(run.recipe, {}).setdefault(name, []).append(v)
+    names = sorted({n for by_name in values.values() for n in by_name})
+    if not names:
+        return ""
+    lines = [f"| recipe | {' | '.join(names)} |", "| --- |" + " ---: |" * len(names)]
+    for recipe, by_name in sorted(values.items()):
+        cells = [f"{100 * sum(v) / len(v):.1f}" if (v := by_name.get(n)) else "—" for n in names]
+        lines.append(f"| {recipe} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def sections(runs: list[Run]) -> str:
+    """The SEED-Bench dimensions and the concept overlap (seed 003 Sec. 4.4, C.1), means over seeds."""
+    out = []
+    if table := per_recipe(runs, "dimensions"):
+        out += ["## SEED-Bench dimensions on the world (%, mean over seeds)", "", table]
+    if table := per_recipe(runs, "concepts"):
+        out += ["## Concept overlap: the captioning benchmark's concepts seen in training (%)", "", table]
+    return "\n".join(out)
 
 
 def markdown(rows: list[Row], baseline: str) -> str:

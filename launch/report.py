@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from mmkd.eval.compare import compare, find_runs, markdown, plot, write_csv
+from mmkd.eval.compare import compare, find_runs, markdown, plot, sections, write_csv
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE]"
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"report error: {e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, args.get("baseline", "baseline"))
+    text = markdown(rows, args.get("baseline", "baseline")) + sections(runs)
     (out / "report.md").write_text(text)
     write_csv(rows, out / "report.csv")
     plot(rows, out / "report.png")

@@ -40,6 +40,10 @@ def _plant(root, recipe, seed, probs, rng):
         "vlmeval": {"MMBench": {"metric": "vlmeval"}},
     }
     results = {"recipe": recipe, "seed": seed, "suites": suites}
+    share = {"baseline": 0.5, "better": 0.75, "same": 0.5}[recipe] + 0.01 * seed  # concept overlap
+    results["concepts"] = {"world/captioning": {"concepts": 40, "by_source": {}, "all": share}}
+    results["seed_dimensions"] = {"Instance Counting": {"n": ITEMS, "score": float(hits.mean()), "ci95": 0.0}}
+    results["seed_dimensions"]["Instance Interaction"] = None
     (run / "eval" / "results.json").write_text(json.dumps(results))
 
 
@@ -87,7 +91,13 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| baseline | " in text and "average" in text
     # The paper's order: general multimodal, general text, custom; MMBench has no per-item scores.
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings == ["## world (general multimodal)", "## lm_eval (general text)", "## mine (custom)"]
+    assert headings[:3] == ["## world (general multimodal)", "## lm_eval (general text)", "## mine (custom)"]
+    # Seed 003's per-dimension breakdown and concept overlap, means over the three seeds.
+    assert headings[3:] == [
+        "## SEED-Bench dimensions on the world (%, mean over seeds)",
+        "## Concept overlap: the captioning benchmark's concepts seen in training (%)",
+    ]
+    assert "| better | 76.0 |" in text and "| baseline | 51.0 |" in text
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
         (b, r) for b in ("counting", "captioning", "mmlu_pro", "mine") for r in ("baseline", "better", "same")
