@@ -9,7 +9,9 @@
             scoring >= `build.caption_min_score` qualify and the best one is taken; with none, another
             attempt, up to `build.caption_attempts`; then the best-scoring candidate of all.
 
-`ic_part` (Table 2's IC-PART) is a seeded subset of IC with as many images as MMGIC has documents.
+IC samples are caption-only documents in G.3's template ("Image: [IMG] Caption: ..."; its "Detailed
+caption" from CapsFusion is not made). `ic_part` (Table 2's IC-PART) is a seeded subset of IC with as
+many images as MMGIC has documents.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from mmkd import mmgic_template
 from mmkd.annotators import Request
 from mmkd.data_builders.annotated import Job, chunks, load_samples, scenes
 from mmkd.data_builders.caption_scorers import make_scorer
 from mmkd.data_builders.noun_phrases import extractor
 from mmkd.data_builders.prompts import PROMPTS, parse_candidates
 from mmkd.data_builders.rejects import RejectLog
-from mmkd.schema import Sample
-
-IC_TAG = "IC"
+from mmkd.schema import IMAGE_MARKER, Sample
 
 
 def select(
@@ -128,35 +129,40 @@ def build_ic(job: Job, out: Path, name: str = "ic") -> dict | None:
         got = load_samples(job.source, unit, rejects)
         samples = [got[i] for i in unit if i in got]
         captions = synthesize(job, samples, rejects)
-        return [
-            Sample(
-                id=f"{name}-{s.id}",
-                kind="caption",
-                source=name,
-                caption_tag=IC_TAG,
-                images=s.images[:1],
-                text=captions[s.id][0],
-                provenance={**prov, "from": [s.id]},
-                metadata={
-                    "caption_origin": s.text,
-                    "caption_score": round(captions[s.id][1], 4),
-                    "caption_attempts": captions[s.id][2],
-                    **{k: v for k, v in s.metadata.items() if k == "scene"},
-                },
-            )
-            for s in samples
-            if s.id in captions
-        ]
+        return [_ic_sample(name, s, captions[s.id], prov) for s in samples if s.id in captions]
 
     job.run(out, chunks(ids, b.unit_size), work)
     return job.finish(out, name, prov, {"noun_phrases": report})
+
+
+def _ic_sample(name: str, src: Sample, caption: tuple[str, float, int], prov: dict[str, Any]) -> Sample:
+    """A caption-only document in G.3's template, with where its caption came from."""
+    doc = {"caption": caption[0], "header": False}
+    return Sample(
+        id=f"{name}-{src.id}",
+        kind="mmgic",
+        source=name,
+        images=src.images[:1],
+        text=mmgic_template.full_text(doc, IMAGE_MARKER),
+        provenance={**prov, "from": [src.id]},
+        metadata={
+            "mmgic": doc,
+            "caption_origin": src.text,
+            "caption_score": round(caption[1], 4),
+            "caption_attempts": caption[2],
+            **{k: v for k, v in src.metadata.items() if k == "scene"},
+        },
+    )
+
+
+IC_VERSION = 2  # 2: caption-only documents in G.3's template (1: plain captions)
 
 
 def settings(b: Any) -> dict[str, Any]:
     """The build settings IC's content depends on (part of its directory's hash and provenance)."""
     keys = ("noun_phrases", "phrase_min_count", "phrase_cap", "caption_scorer", "caption_candidates")
     keys += ("caption_attempts", "caption_min_score", "caption_min_words", "caption_max_words")
-    return {k: getattr(b, k) for k in keys}
+    return {"version": IC_VERSION, **{k: getattr(b, k) for k in keys}}
 
 
 def build_subset(job: Job, out: Path, n: int, name: str) -> dict | None:

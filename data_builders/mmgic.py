@@ -209,12 +209,6 @@ def document(
     return doc, [image, *crops]
 
 
-def full_text(doc: dict[str, Any]) -> str:
-    """The whole document, image-first with descriptions and every region: what `Sample.text` shows."""
-    pieces = mmgic_template.render(doc, True, True, list(range(len(doc["regions"]))), "cldr")
-    return "".join(p if isinstance(p, str) else IMAGE_MARKER for p in pieces)
-
-
 def build_documents(job: Job, labels_dir: Path, out: Path, name: str = "mmgic") -> dict | None:
     """One `mmgic` sample per usable detection image (F.6-F.7)."""
     labels = read_labels(labels_dir)
@@ -249,7 +243,7 @@ def build_documents(job: Job, labels_dir: Path, out: Path, name: str = "mmgic") 
                     kind="mmgic",
                     source=name,
                     images=images,
-                    text=full_text(doc),
+                    text=mmgic_template.full_text(doc, IMAGE_MARKER),
                     provenance={**prov, "from": [src.id]},
                     metadata=meta,
                 ).validate()

@@ -79,7 +79,9 @@ def evaluate_ability(
         chance = sum(1 / len(it.options) for it in items) / len(items)
         metric = "accuracy"
     elif ability == "captioning":
-        preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=False)
+        # A templated caption (eval.caption_prompt) ends its line; a bare one ends at EOS.
+        at_newline = bool(templates.caption_prompt)
+        preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=at_newline)
         refs = [it.references for it in items]
         scores = cider_d(preds, refs)
         blind = cider_d([blind_caption] * len(items), refs)

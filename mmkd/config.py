@@ -22,6 +22,7 @@ from mmkd.annotators.base import AnnotatorConfig
 from mmkd.errors import UserError
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
+from mmkd.schema import IMAGE_MARKER
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import WorldConfig
 
@@ -357,6 +358,10 @@ class EvalConfig:
     temperature: float = 1.0
     top_k: int = 0
     # Before evaluating, look for eval items in the training shards (eval/decontamination.py).
+    # How a captioning prompt reads: "" is <bos> <image> (the caption follows the image directly, as
+    # in caption samples); else a text with one <image> where the image goes, e.g. seed 003's
+    # "Image: <image>\nCaption:" (its MMGIC and IC templates), and the caption ends at a newline.
+    caption_prompt: str = ""
     decontamination: bool = True
     # The share of the captioning benchmarks' concepts (noun phrases, build.noun_phrases) that the
     # recipe's training texts mention (seed 003 C.1): concepts.json and a table in report.md.
@@ -523,6 +528,11 @@ class RunConfig:
         bad = [a for a in self.eval.abilities if a not in ABILITIES]
         if bad:
             raise ConfigError(f"eval.abilities has unknown {bad}; known: {list(ABILITIES)}")
+        if self.eval.caption_prompt and self.eval.caption_prompt.count(IMAGE_MARKER) != 1:
+            raise ConfigError(
+                f"eval.caption_prompt={self.eval.caption_prompt!r}: must hold {IMAGE_MARKER} exactly once "
+                "(where the image goes), or be empty"
+            )
         return self
 
 

@@ -10,6 +10,8 @@ sample's images after the first) with their locations and labels. Per sample and
      region at a time; with none left, drop the descriptions; what still does not fit is cut at the
      end like any sample (never through an image), where the paper discards it.
 
+A document with `"header": false` is seed 003 G.3's IC template: no title line, just "Image:" and
+"Caption:" (IC samples are such documents, so both data share the cue "Image: [IMG] Caption:").
 `parts` selects the recipe's view of the same data (Table 1): "c" captions, "cl" + labels, "cld" +
 label descriptions, "cldr" + object regions. Pieces are text or an image index (0 = the image,
 1 + i = region i); each template encodes images its own way.
@@ -64,12 +66,13 @@ def render(
     labels, descriptions = "l" in parts, descriptions and "d" in parts
     fine = _fine_grained(doc, descriptions) if labels else []
     regions = regions if "r" in parts else []
+    header = HEADER if doc.get("header", True) else ""
     if image_first:
         text = "\n".join([*_captions(doc), *fine])
-        pieces: list[Piece] = [HEADER + "Image: ", 0, "\n" + text]
+        pieces: list[Piece] = [header + "Image: ", 0, "\n" + text]
     else:
         text = "\n".join([*fine, *_captions(doc)])
-        pieces = [HEADER + text + "\nImage: ", 0]
+        pieces = [header + text + "\nImage: ", 0]
     if regions:
         pieces.append(REGIONS_HEADER)
     for r in regions:
@@ -83,6 +86,13 @@ def render(
         else:
             pieces += ["\n\n### Overview of a Selected Object Region\n" + where + "\nRegion: ", 1 + r]
     return pieces
+
+
+def full_text(doc: dict[str, Any], marker: str) -> str:
+    """The whole document, image-first with descriptions and every region, images as `marker`: what
+    a document sample's `text` shows."""
+    pieces = render(doc, True, True, list(range(len(doc.get("regions") or []))), "cldr")
+    return "".join(p if isinstance(p, str) else marker for p in pieces)
 
 
 def draw(doc: dict[str, Any], rng: random.Random) -> tuple[bool, list[int]]:

@@ -65,10 +65,12 @@ class Templates:
         seed: int | str = 0,
         mmgic_parts: str = "cldr",
         image_first_prob: float = 0.5,
+        caption_prompt: str = "",
     ):
         self.tok, self.image_tokens, self.max_seq_len = tokenizer, image_tokens, max_seq_len
         # Per-sample draws (MMGIC templates) are a function of the run seed and the sample id only.
         self.seed, self.mmgic_parts, self.image_first_prob = seed, mmgic_parts, image_first_prob
+        self.caption_prompt = caption_prompt  # eval.caption_prompt: how a captioning prompt reads
         self._newline = tokenizer.encode("\n")
 
     def _image(self, enc: Encoded, image: Image.Image) -> None:
@@ -159,8 +161,13 @@ class Templates:
         return Encoded(enc.input_ids[:cut], enc.labels[:cut], enc.images[: len(spans)], spans)
 
     def prompt_ids(self, question: str, images: int) -> list[int]:
-        """Tokens before an answer: <bos> [img]... "Question: ...\\nAnswer:"; <bos> [img] for a caption."""
-        ids = [self.tok.bos_id] + [self.tok.image_id] * (self.image_tokens * images)
+        """Tokens before an answer: <bos> [img]... "Question: ...\\nAnswer:"; for a caption <bos> [img],
+        or `caption_prompt` with the image in its place."""
+        image = [self.tok.image_id] * self.image_tokens
+        if not question and self.caption_prompt and images == 1:
+            before, after = self.caption_prompt.split(IMAGE_MARKER)
+            return [self.tok.bos_id, *self.tok.encode(before), *image, *self.tok.encode(after)]
+        ids = [self.tok.bos_id] + image * images
         return ids + (self.tok.encode(question_text(question)) if question else [])
 
     def answer_ids(self, answer: str) -> list[int]:

@@ -145,7 +145,9 @@ def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world)
     )
     assert report["after"]["unique_phrases"] <= report["before"]["unique_phrases"]
     for s in open_dataset(ic_dir).iter(images=False):
-        assert s.caption_tag == "IC" and 5 <= len(s.text.split()) <= 25
+        caption = s.metadata["mmgic"]["caption"]
+        assert s.kind == "mmgic" and s.text == f"Image: <image>\nCaption: {caption}"  # G.3's template
+        assert 5 <= len(caption.split()) <= 25
         assert s.metadata["caption_score"] >= 0.25 and s.metadata["caption_origin"]
     mmgic = json.loads((sources.dir("mmgic") / "manifest.json").read_text())["num_samples"]
     # Every rank finds the directories rank 0 built, without building.

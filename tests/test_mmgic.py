@@ -14,7 +14,7 @@ from PIL import Image
 
 from mmkd import mmgic_template
 from mmkd.annotators.world_oracle import LABEL_FIELDS
-from mmkd.config import BuildConfig, RunConfig
+from mmkd.config import BuildConfig, EvalConfig, RecipeConfig, RunConfig
 from mmkd.data_builders.prompts import PROMPTS, parse_label_description
 from mmkd.data_builders.sources import Sources
 from mmkd.discrete_templates import DiscreteTemplates
@@ -75,6 +75,29 @@ def test_text_first_template_follows_table_24():
         "### Overview of a Selected Object Region\n"
         "Location of the selected region in the image: Top Left\nObjects:\n- ball\nRegion: <1>"
     )
+
+
+def test_ic_documents_have_no_title_and_share_the_image_caption_cue():
+    doc = {"caption": "a dog", "header": False}
+    assert _text(mmgic_template.render(doc, True, True, [], "cldr")) == "Image: <0>\nCaption: a dog"
+    assert _text(mmgic_template.render(doc, False, True, [], "cldr")) == "Caption: a dog\nImage: <0>"
+
+
+def test_a_caption_prompt_places_the_image_and_is_validated(tokenizer):
+    t = Templates(tokenizer, image_tokens=3, max_seq_len=64, caption_prompt="Image: <image>\nCaption:")
+    ids = t.prompt_ids("", 1)
+    tok = tokenizer
+    assert ids == [tok.bos_id, *tok.encode("Image: "), *[tok.image_id] * 3, *tok.encode("\nCaption:")]
+    assert Templates(tokenizer, 3, 64).prompt_ids("", 1) == [tok.bos_id, *[tok.image_id] * 3]
+    assert t.prompt_ids("Is it red?", 1)[4:] == tok.encode(
+        "Question: Is it red?\nAnswer:"
+    )  # questions keep theirs
+    from mmkd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must hold <image> exactly once"):
+        RunConfig(
+            recipe=RecipeConfig(mixture={"caption0": 1.0}), eval=EvalConfig(caption_prompt="Caption:")
+        ).validate()
 
 
 @pytest.mark.parametrize("parts", mmgic_template.PARTS)
