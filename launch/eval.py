@@ -5,6 +5,7 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] custom.invoices=data/invoices.jsonl
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] lm_eval_tasks=[mmkd_world_knowledge]
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
+    python launch/eval.py checkpoint=runs/mmgic_c/seed0 caption_prompt=$'Image: <image>\nCaption:'
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
@@ -42,6 +43,7 @@ EVAL_KEYS = (
     "judge_url",
     "judge_model",
     "judge_api_key_env",
+    "caption_prompt",
 )
 FLAGS = ("overwrite",)  # eval-only replaces a finished evaluation of the same checkpoint only when told
 
