@@ -480,7 +480,6 @@ class RunConfig:
             value = getattr(getattr(self, section), name)
             if not ok(value):
                 raise ConfigError(f"{key}={value}: must be {want}")
-        self.build.shard_index()
         if self.build.group_max < self.build.group_min:
             raise ConfigError(
                 f"build.group_max={self.build.group_max}: must be >= build.group_min={self.build.group_min}"
