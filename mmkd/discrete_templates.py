@@ -30,10 +30,16 @@ from mmkd.tokenizer import Tokenizer
 
 
 class DiscreteTemplates(Templates):
-    def __init__(self, tokenizer: Tokenizer, cfg: ModelConfig, seed: int | str, mmgic_parts: str = "cldr"):
-        super().__init__(
-            tokenizer, cfg.image_tokens, cfg.max_seq_len, seed, mmgic_parts, cfg.image_first_prob
-        )
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        cfg: ModelConfig,
+        seed: int | str,
+        mmgic_parts: str = "cldr",
+        caption_prompt: str = "",
+    ):
+        draws = (seed, mmgic_parts, cfg.image_first_prob)
+        super().__init__(tokenizer, cfg.image_tokens, cfg.max_seq_len, *draws, caption_prompt)
         self.cfg, self.seed = cfg, seed
         self.vocab = VisualVocab(cfg.vocab_size or tokenizer.vocab_size, cfg.codebook_size)
 

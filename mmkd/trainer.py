@@ -102,12 +102,11 @@ def accumulate_gradients(
 def templates_for(cfg: RunConfig, tokenizer: Tokenizer) -> Templates:
     """How the run's samples become token ids: the dense layouts, or the discrete model's visual ids
     and objective templates (`mmkd.discrete_templates`)."""
+    prompt = cfg.eval.caption_prompt
     if cfg.model.family == "discrete":
-        return DiscreteTemplates(tokenizer, cfg.model, cfg.seed, cfg.recipe.mmgic_parts)
-    m = cfg.model
-    return Templates(
-        tokenizer, m.image_tokens, m.max_seq_len, cfg.seed, cfg.recipe.mmgic_parts, m.image_first_prob
-    )
+        return DiscreteTemplates(tokenizer, cfg.model, cfg.seed, cfg.recipe.mmgic_parts, prompt)
+    m, draws = cfg.model, (cfg.seed, cfg.recipe.mmgic_parts, cfg.model.image_first_prob)
+    return Templates(tokenizer, m.image_tokens, m.max_seq_len, *draws, prompt)
 
 
 def _check_finite(name: str, value: float, step: int, run_dir: Path) -> None:

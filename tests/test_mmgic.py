@@ -94,6 +94,15 @@ def test_a_caption_prompt_places_the_image_and_is_validated(tokenizer):
     )  # questions keep theirs
     from mmkd.config import ConfigError
 
+    # A run's eval builds its templates with the prompt of its config, for both families.
+    from mmkd.trainer import templates_for
+
+    cfg = RunConfig(
+        recipe=RecipeConfig(mixture={"caption0": 1.0}), eval=EvalConfig(caption_prompt="A <image> B")
+    )
+    assert templates_for(cfg, tokenizer).caption_prompt == "A <image> B"
+    cfg.model = ModelConfig(family="discrete", tie_embeddings=False, codebook_size=8, visual_grid=2)
+    assert templates_for(cfg, tokenizer).caption_prompt == "A <image> B"
     with pytest.raises(ConfigError, match="must hold <image> exactly once"):
         RunConfig(
             recipe=RecipeConfig(mixture={"caption0": 1.0}), eval=EvalConfig(caption_prompt="Caption:")
