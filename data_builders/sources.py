@@ -68,7 +68,8 @@ class SourceError(ConfigError):
 
 def world_dir(data: DataConfig) -> Path:
     """One directory per set of build settings, so runs with different data never share a directory."""
-    settings = {k: v for k, v in asdict(data).items() if k not in ("root", "sources", "num_workers")}
+    loading = ("root", "sources", "num_workers", "max_bad_samples")  # how data is read, not what it is
+    settings = {k: v for k, v in asdict(data).items() if k not in loading}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(data.root) / f"world-{digest}"
 
@@ -208,7 +209,7 @@ class Sources:
         if name in WORLD_SOURCES:
             return self.world_root / name
         if name in WORLD_ON_REQUEST:
-            return world_detection(self.cfg.data) if build else self.world_root / name
+            return world_detection(self.cfg.data, self.world_root) if build else self.world_root / name
         source = self.dir(self.cfg.build.inputs[name], build)
         if source is None:
             return None
@@ -355,10 +356,10 @@ def _prepare_world(root: Path, data: DataConfig, patch_size: int) -> None:
         write_json_atomic(root / "bench" / "stamp.json", bench_stamp)
 
 
-def world_detection(data: DataConfig) -> Path:
-    """The world's detection data as a dataset (COCO files written, then read by the real detection
-    adapter, captions included); built once per world setting, under a lock like the other sources."""
-    root = world_dir(data)
+def world_detection(data: DataConfig, root: Path) -> Path:
+    """The world's detection data as a dataset under the world directory `root` (COCO files written,
+    then read by the real detection adapter, captions included); built once per world setting, under
+    a lock like the other sources."""
     root.mkdir(parents=True, exist_ok=True)
     n = data.sizes.get("detection")
     if n is None:

@@ -68,7 +68,7 @@ def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:
             report(results, table, reference=cfg.build.knowledge_sources[0])
             print(table.with_suffix(".md").read_text())
     if flags["detection"]:
-        print(f"detection data: {world_detection(cfg.data)} (COCO files in detection-coco/)")
+        print(f"detection data: {world_detection(cfg.data, root)} (COCO files in detection-coco/)")
     if sources.used_annotator is not None:
         print(f"annotator: {sources.used_annotator.report()}")
     if pending:

@@ -11,6 +11,7 @@ import pickle
 import re
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,9 +191,9 @@ def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokeniz
     verify(open_dataset(tmp_path / "bad"))  # the manifest agrees: only decoding finds it
 
     def train_on_it(run_dir: Path, limit: int) -> None:
-        cfg = micro_run_config(data, run_dir, budget_samples=1600)  # 1600 draws of 400 samples
+        # A copy: the session's world data is shared by every test.
+        cfg = micro_run_config(replace(data, max_bad_samples=limit), run_dir, budget_samples=1600)
         cfg.recipe.mixture = {"bad": 1.0}
-        cfg.data.max_bad_samples = limit
         run_dir.mkdir()
         train(cfg, {"bad": tmp_path / "bad"}, tokenizer, run_dir, DistInfo())
 

@@ -238,9 +238,9 @@ def test_the_world_build_writes_valid_documents_of_true_labels(world, tmp_path):
             re.fullmatch(r"(Top|Middle|Bottom) (Left|Middle|Right)|Center", r["location"])
             for r in doc["regions"]
         )
-    # The labels build listed its records; a second call finds everything built.
-    labels = list((Path(cfg.data.root) / "annotated").glob("mmgic-labels-*"))
-    assert len(labels) == 1 and Sources(cfg, root).dir("mmgic") == out
+    # The documents name the labels build they read; a second call finds everything built.
+    labels = Path(manifest["provenance"]["labels"]["path"])
+    assert (labels / "manifest.json").exists() and Sources(cfg, root).dir("mmgic") == out
 
 
 def _coco_fixture(root: Path) -> Path:
