@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES, run_python, torchrun
 from tests.test_custom_suites import write_suites
@@ -160,6 +162,8 @@ def _sweep_seeds(data, tmp_path, *launcher):
     return [tmp_path / "runs" / "baseline" / f"seed{s}" / "checkpoints" / "final" for s in (0, 1)]
 
 
+# Two training runs each; the docs tests run the README's multirun sweep on every CI run.
+@pytest.mark.slow
 def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
     finals = _sweep_seeds(world[0], tmp_path)
     assert all(f.exists() for f in finals)
@@ -167,6 +171,7 @@ def test_multirun_sweep_gives_each_seed_its_own_run_dir(world, tmp_path):
     assert "seed: 0" in configs[0] and "seed: 1" in configs[1]
 
 
+@pytest.mark.slow
 def test_sweep_through_submitit_and_the_slurm_launcher_config(world, tmp_path):
     """submitit's local executor runs the sweep's jobs as it would on SLURM; the slurm config composes."""
     assert all(f.exists() for f in _sweep_seeds(world[0], tmp_path, "hydra/launcher=submitit_local"))
