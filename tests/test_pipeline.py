@@ -271,6 +271,7 @@ def test_build_cli_builds_what_a_recipe_lacks_and_reports_knowledge_density(worl
     assert table["reference"] == "vqa0" and kd["vqa1"] > kd["vqa0"] > 0
 
 
+@pytest.mark.slow  # four build processes at once on 2 cores; test_builders covers shard-parallel builds
 def test_a_two_stage_build_runs_in_one_submission_over_four_processes(world, tmp_path):
     """Pair captions need every image's semantic analysis first: four build.shard processes started
     together by submitit's local executor (as on SLURM) wait for each other between the stages and
