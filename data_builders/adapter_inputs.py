@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,23 @@ from mmkd.data_builders.rejects import RejectLog
 from mmkd.errors import DataError
 from mmkd.schema import Sample, SampleError
 from mmkd.shards import KEPT_FORMATS
+
+
+def caption_annotations(
+    path: Path, data: dict[str, Any], image_ids: set, rejects: RejectLog, fields: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, annotation) of a COCO captions file's usable captions: `fields` present, a non-empty
+    caption, an image the file lists; each other one is a reject naming its record."""
+    for i, ann in enumerate(data.get("annotations", [])):
+        where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
+        if missing := missing_fields(ann, fields):
+            rejects.add(where, "missing_field", missing)
+        elif not isinstance(ann["caption"], str) or not ann["caption"].strip():
+            rejects.add(where, "empty_text", f"caption {ann['caption']!r}")
+        elif ann["image_id"] not in image_ids:
+            rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
+        else:
+            yield i, ann
 
 
 def checked(sample: Sample, rejects: RejectLog) -> bool:

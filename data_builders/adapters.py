@@ -4,27 +4,27 @@
     # then train on it:  +data.sources.<name>=DIR
 
 Each adapter is a generator of validated samples in one source format (COCO captions, VQAv2, LLaVA
-conversations, img2dataset shards, COCO-instances detection, text JSONL/parquet). A record it cannot
-use goes to the `RejectLog` with its file and record named, and the adapter goes on; a strict log
-raises `RejectedRecord` at the first one instead. A file that cannot be read as a whole (not JSON, no
-such column) is an error, not a reject: there would be nothing left to convert.
+conversations, img2dataset shards, text JSONL/parquet; COCO-instances detection is in detection.py,
+Visual Genome in visual_genome.py). A record it cannot use goes to the `RejectLog` with its file and
+record named, and the adapter goes on; a strict log raises `RejectedRecord` at the first one instead.
+A file that cannot be read as a whole (not JSON, no such column) is an error, not a reject: there
+would be nothing left to convert.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import tarfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from tqdm import tqdm
 
 from mmkd.data_builders.adapter_inputs import (
+    caption_annotations,
     checked,
     decode_image,
     load_image,
@@ -40,8 +40,6 @@ from mmkd.shards import MANIFEST, ShardWriter
 
 ADAPTER_VERSION = 1
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-# COCO boxes overrun the image edge by float rounding (up to ~1 px); those are clipped, not rejected.
-_BOX_SLACK = 1.0
 
 
 def coco_captions(
@@ -52,16 +50,8 @@ def coco_captions(
     data = load_json(path)
     by_image: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     image_ids = {im.get("id") for im in data.get("images", [])}
-    for i, ann in enumerate(data.get("annotations", [])):
-        where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
-        if missing := missing_fields(ann, ("id", "image_id", "caption")):
-            rejects.add(where, "missing_field", missing)
-        elif not isinstance(ann["caption"], str) or not ann["caption"].strip():
-            rejects.add(where, "empty_text", f"caption {ann['caption']!r}")
-        elif ann["image_id"] not in image_ids:
-            rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
-        else:
-            by_image[ann["image_id"]].append((i, ann))
+    for i, ann in caption_annotations(path, data, image_ids, rejects, ("id", "image_id", "caption")):
+        by_image[ann["image_id"]].append((i, ann))
     for j, im in enumerate(data.get("images", [])):
         where = f"{path}: images[{j}] (id={im.get('id')}, file_name={im.get('file_name')})"
         if missing := missing_fields(im, ("id", "file_name")):
@@ -296,204 +286,6 @@ def _img2dataset_sample(
         provenance={"record": where},
         metadata={"key": key, **{k: v for k, v in meta.items() if k not in ("caption", "exif")}},
     )
-
-
-def detection(
-    instances_json: str | Path,
-    images_dir: str | Path,
-    rejects: RejectLog,
-    image_size: int | None = None,
-    source: str = "detection",
-    captions_json: str | Path | None = None,
-    min_side: int = 0,
-    max_aspect: float | None = None,
-) -> Iterator[Sample]:
-    """One `other` sample per image: grounding turns plus the full object list for later builders.
-
-    A category present exactly once in an image is grounded: "Give the box of the <category>." ->
-    "[x0, y0, x1, y1]" in integer pixels. The metadata holds every kept object (category, xyxy box,
-    attributes: VG-style labels, or a dict whose values are) and the relations between them
-    (Visual-Genome style, by annotation id); with `captions_json` (COCO captions format) also the
-    image's captions. Images whose short side is under `min_side` pixels or whose aspect ratio is
-    beyond `max_aspect` (either way) are rejected, as seed 003 F.2 cleans them (224 px, 3.0).
-    [IMPORTANT] The loader resizes images to a square, so boxes in original pixels would not match what
-    the model sees: pass `image_size` to resize here and give the boxes in that square's pixels.
-    """
-    path = Path(instances_json)
-    data = load_json(path)
-    image_ids = {im.get("id") for im in data.get("images", [])}
-    captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
-    yield from detection_records(
-        data, path, Path(images_dir), rejects, captions, image_size, source, min_side, max_aspect
-    )
-
-
-def detection_records(
-    data: dict[str, Any],
-    path: Path,
-    images_dir: Path,
-    rejects: RejectLog,
-    captions: dict[Any, list[str]],
-    image_size: int | None,
-    source: str,
-    min_side: int,
-    max_aspect: float | None,
-) -> Iterator[Sample]:
-    """`detection`'s samples from COCO-instances data already in memory (`path` names it in rejects;
-    data_builders/visual_genome.py reads Visual Genome's own files into this form)."""
-    categories = {c.get("id"): c.get("name") for c in data.get("categories", [])}
-    image_ids = {im.get("id") for im in data.get("images", [])}
-    anns: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
-    for i, ann in enumerate(data.get("annotations", [])):
-        where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
-        if missing := missing_fields(ann, ("id", "image_id", "category_id", "bbox")):
-            rejects.add(where, "missing_field", missing)
-        elif ann["category_id"] not in categories:
-            rejects.add(where, "unknown_category", f"category_id={ann['category_id']}")
-        elif ann["image_id"] not in image_ids:
-            rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
-        elif (bad := _bad_attributes(ann.get("attributes", []))) is not None:
-            rejects.add(where, "bad_attributes", bad)
-        else:
-            anns[ann["image_id"]].append((i, ann))
-    relations: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
-    for k, rel in enumerate(data.get("relations", [])):
-        relations[rel.get("image_id")].append((k, rel))
-    for j, im in enumerate(data.get("images", [])):
-        where = f"{path}: images[{j}] (id={im.get('id')}, file_name={im.get('file_name')})"
-        if missing := missing_fields(im, ("id", "file_name")):
-            rejects.add(where, "missing_field", missing)
-            continue
-        image = load_image(images_dir / im["file_name"], where, rejects)
-        if image is None:
-            continue
-        width, height = image.size
-        if min(width, height) < min_side:
-            rejects.add(where, "image_too_small", f"{width}x{height}: short side under {min_side} px")
-            continue
-        if max_aspect is not None and max(width / height, height / width) > max_aspect:
-            rejects.add(where, "bad_aspect_ratio", f"{width}x{height}: aspect ratio beyond {max_aspect}")
-            continue
-        scale = (1.0, 1.0) if image_size is None else (image_size / width, image_size / height)
-        if image_size is not None:
-            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        objects = []
-        for i, ann in anns.get(im["id"], []):
-            try:
-                x0, y0, x1, y1 = _xyxy(ann["bbox"], width, height)
-            except ValueError as e:
-                rejects.add(
-                    f"{path}: annotations[{i}] (id={ann['id']}, image_id={im['id']})", "bad_bbox", str(e)
-                )
-                continue
-            box = [round(x0 * scale[0]), round(y0 * scale[1]), round(x1 * scale[0]), round(y1 * scale[1])]
-            objects.append(
-                {
-                    "id": ann["id"],
-                    "category": categories[ann["category_id"]],
-                    "bbox": box,
-                    "attributes": ann.get("attributes", []),
-                    "iscrowd": bool(ann.get("iscrowd", 0)),
-                }
-            )
-        if not objects:
-            rejects.add(where, "no_objects", "no usable object annotation")
-            continue
-        # Uniqueness counts every annotation of the image, rejected boxes and crowds included: two dogs
-        # stay ambiguous even when one of their boxes is bad.
-        seen = Counter(categories[a["category_id"]] for _, a in anns.get(im["id"], []))
-        turns = [
-            Turn(f"Give the box of the {o['category']}.", "[" + ", ".join(str(v) for v in o["bbox"]) + "]")
-            for o in objects
-            if seen[o["category"]] == 1 and not o["iscrowd"]
-        ]
-        if not turns:
-            rejects.add(where, "no_groundable_object", f"{len(objects)} objects, no category occurs once")
-            continue
-        sample = Sample(
-            id=sample_key(source, im["id"]),
-            kind="other",
-            source=source,
-            images=[image],
-            turns=turns,
-            provenance={"record": where},
-            metadata={
-                "image_id": im["id"],
-                "file_name": im["file_name"],
-                "box_frame": list(image.size),  # the (width, height) the boxes are pixels of
-                "objects": objects,
-                "relations": _image_relations(path, im["id"], relations, anns, objects, rejects),
-                "captions": captions.get(im["id"], []),
-            },
-        )
-        if checked(sample, rejects):
-            yield sample
-
-
-def _bad_attributes(value: Any) -> str | None:
-    """Why an annotation's attributes are unusable, or None: labels are a list of strings or a dict
-    whose values are strings."""
-    labels = list(value.values()) if isinstance(value, dict) else value
-    if isinstance(labels, list) and all(isinstance(a, str) for a in labels):
-        return None
-    return f"attributes {value!r} are not a list of strings (or a dict of them)"
-
-
-def _captions_by_image(path: Path, image_ids: set, rejects: RejectLog) -> dict[Any, list[str]]:
-    """Captions of a COCO captions file by image id; unusable ones are rejected."""
-    out: dict[Any, list[str]] = defaultdict(list)
-    for i, ann in enumerate(load_json(path).get("annotations", [])):
-        where = f"{path}: annotations[{i}] (id={ann.get('id')}, image_id={ann.get('image_id')})"
-        if missing := missing_fields(ann, ("image_id", "caption")):
-            rejects.add(where, "missing_field", missing)
-        elif not isinstance(ann["caption"], str) or not ann["caption"].strip():
-            rejects.add(where, "empty_text", f"caption {ann['caption']!r}")
-        elif ann["image_id"] not in image_ids:
-            rejects.add(where, "unknown_image", f"no images[] entry with id={ann['image_id']}")
-        else:
-            out[ann["image_id"]].append(" ".join(ann["caption"].split()))
-    return out
-
-
-def _xyxy(bbox: Any, width: int, height: int) -> tuple[float, float, float, float]:
-    """COCO [x, y, w, h] -> (x0, y0, x1, y1) inside the image; ValueError says what is wrong."""
-    if not (
-        isinstance(bbox, list | tuple)
-        and len(bbox) == 4
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
-    ):
-        raise ValueError(f"bbox {bbox!r} is not four numbers [x, y, w, h]")
-    x, y, w, h = bbox
-    if w <= 0 or h <= 0:
-        raise ValueError(f"bbox {bbox!r} has a non-positive width or height")
-    if x < -_BOX_SLACK or y < -_BOX_SLACK or x + w > width + _BOX_SLACK or y + h > height + _BOX_SLACK:
-        raise ValueError(f"bbox {bbox!r} lies outside the {width}x{height} image")
-    return max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
-
-
-def _image_relations(
-    path: Path,
-    image_id: Any,
-    relations: dict[Any, list[tuple[int, dict]]],
-    anns: dict[Any, list[tuple[int, dict]]],
-    objects: list[dict],
-    rejects: RejectLog,
-) -> list[dict]:
-    """The image's relations between kept objects; ones naming no annotation of the image are rejected."""
-    known = {a["id"] for _, a in anns.get(image_id, [])}
-    kept = {o["id"] for o in objects}
-    out = []
-    for k, rel in relations.get(image_id, []):
-        where = f"{path}: relations[{k}] (image_id={image_id})"
-        if missing := missing_fields(rel, ("subject_id", "predicate", "object_id")):
-            rejects.add(where, "missing_field", missing)
-        elif rel["subject_id"] not in known or rel["object_id"] not in known:
-            rejects.add(
-                where, "bad_relation", f"{rel['subject_id']} or {rel['object_id']} is no annotation here"
-            )
-        elif rel["subject_id"] in kept and rel["object_id"] in kept:  # else an end's box was rejected
-            out.append({k: rel[k] for k in ("subject_id", "predicate", "object_id")})
-    return out
 
 
 def text_records(

@@ -8,6 +8,7 @@ directory (transformers is imported only then). The paper keeps captions scoring
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class ClipScorer:
         return [float(s) for s in sims]
 
 
+@functools.lru_cache(maxsize=4)  # a CLIP model loads once per process, not once per build unit
 def make_scorer(spec: str) -> Scorer:
     if spec == "world":
         return world_score

@@ -26,7 +26,7 @@ from pathlib import Path
 from mmkd.annotators import Annotator, make_annotator
 from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
-from mmkd.data_builders import adapters, ic, mmgic, world_sources
+from mmkd.data_builders import adapters, detection, ic, mmgic, world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
     Job,
@@ -374,7 +374,7 @@ def world_detection(data: DataConfig, root: Path) -> Path:
         raw = root / "detection-coco"
         instances = world_sources.build_detection(data.world, n, raw)
         rejects = RejectLog()
-        samples = adapters.detection(
+        samples = detection.detection(
             instances, raw / "images", rejects, data.world.image_size, "detection", raw / "captions.json"
         )
         adapters.convert(

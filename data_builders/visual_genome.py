@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.data_builders.adapter_inputs import load_json, missing_fields
-from mmkd.data_builders.adapters import detection_records
+from mmkd.data_builders.detection import detection_records
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import Sample
 
@@ -103,7 +103,7 @@ def visual_genome(
     min_side: int = 0,
     max_aspect: float | None = None,
 ) -> Iterator[Sample]:
-    """Detection samples (as `adapters.detection` writes them) from Visual Genome's files."""
+    """Detection samples (as `detection.detection` writes them) from Visual Genome's files."""
     data = to_coco(
         Path(image_data),
         Path(objects),

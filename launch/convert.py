@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmkd.data_builders import adapters
+from mmkd.data_builders import adapters, detection
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.data_builders.visual_genome import visual_genome
 from mmkd.errors import reported
@@ -115,7 +115,7 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
             samples = adapters.img2dataset(args.shards, rejects)
             inputs, params = {"shards": adapters.tar_paths(args.shards)}, {}
         case "detection":
-            samples = adapters.detection(
+            samples = detection.detection(
                 args.instances,
                 args.images,
                 rejects,

@@ -26,6 +26,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 SMALL_SIZES = {"caption0": 400, "vqa0": 300, "text": 300, "other": 200, "detection": 20}
 
 
+def data_overrides(data: DataConfig) -> list[str]:
+    """The small world's settings as command-line overrides, so a launcher subprocess finds it built."""
+    return [
+        f"data.root={data.root}",
+        f"data.bench_per_ability={data.bench_per_ability}",
+        f"data.vocab_size={data.vocab_size}",
+        f"data.samples_per_shard={data.samples_per_shard}",
+        f"data.world.image_size={data.world.image_size}",
+        *[f"data.sizes.{k}={v}" for k, v in data.sizes.items()],
+    ]
+
+
 def small_data(root: Path) -> DataConfig:
     return DataConfig(
         root=str(root),

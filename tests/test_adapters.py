@@ -19,12 +19,12 @@ from mmkd.data_builders.adapters import (
     coco_captions,
     convert,
     describe_inputs,
-    detection,
     img2dataset,
     llava,
     text_records,
     vqav2,
 )
+from mmkd.data_builders.detection import detection
 from mmkd.data_builders.rejects import RejectedRecord, RejectLog
 from mmkd.data_builders.world_sources import build_detection
 from mmkd.schema import Sample, Turn

@@ -23,7 +23,7 @@ from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.shards import open_dataset
 from mmkd.templates import IGNORE, Templates
 from mmkd.world import glossary
-from tests.conftest import REPO, SMALL_SIZES, run_python
+from tests.conftest import REPO, SMALL_SIZES, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 DOC = {
@@ -275,18 +275,6 @@ def _coco_fixture(root: Path) -> Path:
     return root
 
 
-def _data(data) -> list[str]:
-    """The small world's overrides, so subprocesses find it built."""
-    return [
-        f"data.root={data.root}",
-        f"data.bench_per_ability={data.bench_per_ability}",
-        f"data.vocab_size={data.vocab_size}",
-        f"data.samples_per_shard={data.samples_per_shard}",
-        "data.world.image_size=48",
-        *[f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()],
-    ]
-
-
 CANDIDATES = ["a brown dog sitting on green grass outside", "a dog", "a dog with a frisbee in a park"]
 
 
@@ -320,7 +308,7 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
             f"annotator.cache_dir={tmp_path / 'cache'}", "build.min_object_count=1",
             "build.min_attribute_count=2", "build.min_relation_count=1", "build.max_reject_share=1.0",
             f"build.caption_scorer=clip:{tiny_clip}",
-            *_data(data),
+            *data_overrides(data),
         ]  # fmt: skip
         out = run_python(build, timeout=300, cwd=tmp_path)
         calls = server.calls

@@ -9,19 +9,8 @@ from pathlib import Path
 import pytest
 
 from mmkd.world.benchmarks import ABILITIES
-from tests.conftest import REPO, SMALL_SIZES, run_python, torchrun
+from tests.conftest import REPO, SMALL_SIZES, data_overrides, run_python, torchrun
 from tests.test_custom_suites import write_suites
-
-
-def _data_overrides(data):
-    return [
-        f"data.root={data.root}",
-        f"data.bench_per_ability={data.bench_per_ability}",
-        f"data.vocab_size={data.vocab_size}",
-        f"data.samples_per_shard={data.samples_per_shard}",
-        "data.world.image_size=48",
-        *[f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()],
-    ]
 
 
 def _run(args, cwd):
@@ -39,7 +28,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
             "train=smoke",
             "eval.max_items=8",
             f"run_dir={run}",
-            *_data_overrides(data),
+            *data_overrides(data),
         ],
         tmp_path,
     )
@@ -124,7 +113,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
 
 def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
     data, root = world
-    _run([str(REPO / "launch/build.py"), "+detection=true", *_data_overrides(data)], tmp_path)
+    _run([str(REPO / "launch/build.py"), "+detection=true", *data_overrides(data)], tmp_path)
     coco = json.loads((root / "detection-coco" / "instances.json").read_text())
     assert len(coco["images"]) == SMALL_SIZES["detection"]
     assert {c["name"] for c in coco["categories"]} == {"ball", "box", "tent", "star", "kite", "ring"}
@@ -155,7 +144,7 @@ def _sweep_seeds(data, tmp_path, *launcher):
             "train=smoke",
             "train.budget_samples=64",
             "eval.after_train=false",
-            *_data_overrides(data),
+            *data_overrides(data),
         ],
         tmp_path,
     )
@@ -212,7 +201,7 @@ def test_recipe_trains_on_a_dataset_given_by_path(world, tmp_path):
             "train.trace_samples=true",
             f"+data.sources.caption1={tmp_path / 'caption1'}",
             f"run_dir={run}",
-            *_data_overrides(data),
+            *data_overrides(data),
         ],
         tmp_path,
     )
@@ -238,7 +227,7 @@ def test_pair_caption_v2_builds_its_pair_captions_and_trains_under_torchrun(worl
             "eval.max_items=4",
             "eval.abilities=[existence]",
             f"run_dir={run}",
-            *_data_overrides(data),
+            *data_overrides(data),
         ],
         tmp_path,
     )
@@ -260,7 +249,7 @@ def test_build_cli_builds_what_a_recipe_lacks_and_reports_knowledge_density(worl
             "recipe=synthetic_vqa",
             "+knowledge=true",
             "build.knowledge_sources=[vqa0,vqa1]",
-            *_data_overrides(data),
+            *data_overrides(data),
         ],
         tmp_path,
     )
@@ -280,7 +269,7 @@ def test_a_two_stage_build_runs_in_one_submission_over_four_processes(world, tmp
     root = tmp_path / "data"  # both builds in one data root: sample provenance names the input path
 
     def build(*args: str) -> dict[str, str]:
-        overrides = [o for o in _data_overrides(data) if not o.startswith("data.root=")]
+        overrides = [o for o in data_overrides(data) if not o.startswith("data.root=")]
         cmd = [str(REPO / "launch/build.py"), *args, "recipe=pair_caption_v2", "build.unit_size=60"]
         _run([*cmd, f"data.root={root}", *overrides], tmp_path)
         built = {
