@@ -45,6 +45,14 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("label_object", "v1", "text", "seed 003 Table 20 (Visual Genome)"),
         _prompt("label_attribute", "v1", "text", "seed 003 Table 21, examples of Table 18"),
         _prompt("label_relation", "v1", "text", "seed 003 Table 22, examples of Table 19"),
+        _prompt("caption_ssc", "v1", "text", "mmkd, from seed 002 Sec. 3 and Sec. 3.2 (SSC, 10-15 tokens)"),
+        _prompt("caption_dsc", "v1", "text", "mmkd, from seed 002 Sec. 3 and Sec. 3.2 (DSC, 40-60 tokens)"),
+        _prompt(
+            "caption_dsc_plus", "v1", "text", "mmkd, from seed 002 Sec. 3 and Sec. 3.2 (DSC+, >100 tokens)"
+        ),
+        _prompt("caption_afc", "v1", "text", "mmkd, from seed 002 Sec. 3 and Appendix B (AFC)"),
+        _prompt("caption_assertions", "v1", "json", "mmkd, from seed 002 Appendix B (ANA, CapScore step 1)"),
+        _prompt("verify_assertion", "v1", "text", "mmkd, from seed 002 Appendix B (CapScore step 2)"),
     )
 }
 
@@ -152,6 +160,23 @@ def parse_label_description(text: str) -> tuple[str | None, str]:
     if len(text.split()) < 3:
         raise ParseError("too_short", f"a description of {len(text.split())} words")
     return text, ""
+
+
+def parse_assertions(text: str) -> list[str]:
+    """A JSON list of assertion strings (possibly empty: a file-name AltText asserts nothing), no repeats."""
+    value = extract_json(text)
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise ParseError("malformed_json", "expected a JSON list of assertion strings")
+    return list(dict.fromkeys(" ".join(a.split()) for a in value if a.strip()))
+
+
+def parse_yes_no(text: str) -> bool:
+    """A VQA verdict: the answer's first word, yes or no."""
+    words = check_text(text).strip().lower().split()
+    first = words[0].strip(".,!:;\"'") if words else ""
+    if first not in ("yes", "no"):
+        raise ParseError("not_yes_no", f"expected yes or no, got {text[:40]!r}")
+    return first == "yes"
 
 
 def parse_candidates(text: str) -> list[str]:

@@ -3,8 +3,9 @@
 A recipe names sources; each must be one of:
   - a dataset directory given in `data.sources` (real data or annotator output, with a manifest);
   - a world source (`caption0`, `vqa0`, `text`, `other`), built on first use; `detection` (the
-    world's detection data, for MMGIC) only when something reads it;
-  - an annotated source (`caption1`, `vqa1`, `pair_caption`, `interleaved`, `mmgic`), built on first
+    world's detection data, for MMGIC) and `alttext` (web-like AltText, seed 002) only when read;
+  - an annotated source (`caption1`, `vqa1`, `pair_caption`, `interleaved`, `mmgic`, `ic`, the caption
+    formats `ssc`, `dsc`, `dsc_plus`, `afc` and `alttext_<format>` concatenations), built on first
     use by its builder from the dataset `build.inputs` names, under <data.root>/annotated/<source>-<hash>/,
     where the hash covers the builder and prompt versions, the annotator, the input's content and the
     build settings: a change to any of them builds anew, and nothing is ever built twice;
@@ -26,7 +27,7 @@ from pathlib import Path
 from mmkd.annotators import Annotator, make_annotator
 from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
-from mmkd.data_builders import adapters, detection, ic, mmgic, world_sources
+from mmkd.data_builders import adapters, caption_formats, detection, ic, mmgic, world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
     Job,
@@ -46,7 +47,7 @@ from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
 # World sources built only when a recipe reads them, not with the others (nor into the tokenizer).
-WORLD_ON_REQUEST = ("detection",)
+WORLD_ON_REQUEST = ("detection", *world_sources.ON_REQUEST)
 WORLD_NAMES = (*WORLD_SOURCES, *WORLD_ON_REQUEST)
 # Annotator texts in the tokenizer's corpus: one tokenizer for every recipe, covering their words.
 TOKENIZER_ANNOTATOR_SAMPLES = 2000
@@ -59,6 +60,13 @@ ANNOTATED_SOURCES = {
     "mmgic": "multi-grained concept documents from detection data (seed 003 Sec. 2, F.2-F.7)",
     "ic": "image-caption data selected by noun phrases and re-captioned (seed 003 G)",
     "ic_part": "as many IC images as MMGIC has documents (seed 003 Table 2, IC-PART)",
+    "ssc": "short synthetic captions of AltText images (seed 002 Sec. 3, SSC)",
+    "dsc": "descriptive synthetic captions (seed 002 Sec. 3, DSC)",
+    "dsc_plus": "dense synthetic captions (seed 002 Sec. 3, DSC+)",
+    "afc": "descriptive captions with the AltText's information fused in (seed 002 Sec. 3, AFC)",
+    "alttext_ssc": "AltText then SSC, one sample per image (seed 002 Table 5, AltText + SSC (*))",
+    "alttext_dsc": "AltText then DSC, one sample per image (seed 002 Table 5, AltText + DSC (*))",
+    "alttext_dsc_plus": "AltText then DSC+, one sample per image (seed 002 Table 5, AltText + DSC+ (*))",
 }
 
 
@@ -208,8 +216,12 @@ class Sources:
             return Path(self.cfg.data.sources[name])
         if name in WORLD_SOURCES:
             return self.world_root / name
-        if name in WORLD_ON_REQUEST:
+        if name == "detection":
             return world_detection(self.cfg.data, self.world_root) if build else self.world_root / name
+        if name in WORLD_ON_REQUEST:
+            if not build:
+                return self.world_root / name
+            return world_on_request(name, self.cfg.data, self.world_root, self.cfg.model.patch_size)
         source = self.dir(self.cfg.build.inputs[name], build)
         if source is None:
             return None
@@ -219,6 +231,8 @@ class Sources:
             return self._mmgic(source, common, build)
         if name in ("ic", "ic_part"):
             return self._ic(name, source, common, build)
+        if name in caption_formats.FORMATS or name in caption_formats.CONCATS:
+            return self._caption_format(name, source, common, build)
         if name in ("caption1", "vqa1"):
             prompt = "caption" if name == "caption1" else "vqa_from_caption"
             out = self._out(name, source, [prompt], common)
@@ -280,6 +294,25 @@ class Sources:
         if build and not is_complete(out):
             job = Job(self.annotator, b, open_dataset(source))
             self._finish(out, lambda: ic.build_subset(job, out, n, "ic_part"))
+        return out if is_complete(out) or not build else None
+
+    def _caption_format(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
+        """A caption format of seed 002 (its input is the AltText), or AltText + a format (its input is
+        that format's dataset, whose own input holds the AltText)."""
+        b = self.cfg.build
+        if name in caption_formats.FORMATS:
+            out = self._out(name, source, [caption_formats.prompt_name(name)], common)
+            if build and not is_complete(out):
+                job = Job(self.annotator, b, open_dataset(source))
+                self._finish(out, lambda: caption_formats.build_format(job, out, name))
+            return out if is_complete(out) or not build else None
+        alt = self.dir(b.inputs[caption_formats.CONCATS[name]], build)
+        if alt is None:
+            return None
+        out = self._out(name, source, [], {**common, "alttext": _content_hash(alt)})
+        if build and not is_complete(out):
+            job = Job(self.annotator, b, open_dataset(source))
+            self._finish(out, lambda: caption_formats.build_concat(job, open_dataset(alt), out, name))
         return out if is_complete(out) or not build else None
 
     def _finish(self, out: Path, build: Callable[[], dict | None]) -> bool:
@@ -380,6 +413,24 @@ def world_detection(data: DataConfig, root: Path) -> Path:
         adapters.convert(
             samples, out, "detection", want, data.samples_per_shard, data.world.image_size, rejects=rejects
         )
+    return out
+
+
+def world_on_request(name: str, data: DataConfig, root: Path, patch_size: int = 8) -> Path:
+    """A world source built only when read (the AltText of seed 002), once per world setting."""
+    root.mkdir(parents=True, exist_ok=True)
+    n = data.sizes.get(name)
+    if n is None:
+        raise ConfigError(f"data.sizes has no entry for world source {name!r}")
+    out = root / name
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = out / "manifest.json"
+        want = world_sources.provenance(data.world, name, n, data.vqa_turns)
+        if not (manifest.exists() and json.loads(manifest.read_text())["provenance"] == want):
+            world_sources.build_source(
+                data.world, name, n, out, data.samples_per_shard, data.vqa_turns, patch_size
+            )
     return out
 
 

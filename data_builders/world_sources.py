@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from mmkd.schema import Sample, Turn
 from mmkd.shards import ShardWriter, write_json_atomic
+from mmkd.world import alttext as world_alttext
 from mmkd.world import encyclopedia, language
 from mmkd.world.render import render
 from mmkd.world.scene import KINDS, THEMES, WorldConfig, sample_scene, scene_rng
@@ -54,6 +55,27 @@ def caption0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
             )
         )
     writer.extra["most_common_caption"] = captions.most_common(1)[0][0]
+
+
+def alttext(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    """Web-like AltText (seed 002; mmkd/world/alttext.py), the input of the caption-format builders."""
+    entities: Counter = Counter()
+    for i in _progress(n, "alttext"):
+        scene = sample_scene(cfg, "alttext", i)
+        alt = world_alttext.alt_text(scene, scene_rng(cfg, "alttext-text", i))
+        entities.update(alt.entities)
+        writer.write(
+            Sample(
+                id=f"alttext-{i:07d}",
+                kind="caption",
+                source="alttext",
+                caption_tag="AltText",
+                images=[render(scene, cfg.image_size)],
+                text=alt.text,
+                metadata={"scene": scene.to_json(), "entities": list(alt.entities)},
+            )
+        )
+    writer.extra["unique_entities"] = len(entities)
 
 
 def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
@@ -120,6 +142,8 @@ SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
     "text": text,
     "other": other,
 }
+# Built only when something reads them (data_builders/sources.py), never into the tokenizer's corpus.
+ON_REQUEST: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {"alttext": alttext}
 
 
 def _progress(n: int, name: str) -> Iterator[int]:
@@ -154,7 +178,7 @@ def build_source(
         image_size=cfg.image_size,
         tokens_per_image=(cfg.image_size // patch_size) ** 2,
     ) as w:
-        SOURCES[source](cfg, n, w, turns)
+        {**SOURCES, **ON_REQUEST}[source](cfg, n, w, turns)
     return json.loads((out_dir / "manifest.json").read_text())
 
 

@@ -6,6 +6,8 @@
     python launch/build.py recipe=pair_caption_v2 +knowledge=true # + KD per source and the Fig. 4 report
     python launch/build.py +detection=true                  # + the world's detection data (COCO files)
     python launch/build.py recipe=mmgic_cldr                # + label descriptions and MMGIC documents
+    python launch/build.py recipe=caption_dsc_plus          # + web AltText and its DSC+ re-captions
+    python launch/build.py +captions=true                   # + the caption report of seed 002 (Table A8)
     python launch/build.py recipe=pair_caption_v2 annotator=openai annotator.model=MODEL  # a served model
 
 Training builds what it needs on first use; this is for building ahead, in parallel, or on another
@@ -24,9 +26,11 @@ from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
 from mmkd.data_builders.sources import Sources, check_sources, prepare_world, world_detection
 from mmkd.errors import reported
+from mmkd.eval import caption_report
 from mmkd.shards import open_dataset
+from mmkd.tokenizer import Tokenizer
 
-FLAGS = ("detection", "knowledge")
+FLAGS = ("detection", "knowledge", "captions")
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
@@ -37,6 +41,7 @@ def main(dcfg: DictConfig) -> None:
         cfg = to_run_config(dcfg)
         names = cfg.recipe.sources()
         measured = cfg.build.knowledge_sources if flags["knowledge"] else []
+        measured += cfg.build.caption_sources if flags["captions"] else []
         check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
         build(cfg, names, flags)
 
@@ -67,12 +72,30 @@ def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:
             table = Path(cfg.data.root) / "reports" / f"knowledge-{cfg.recipe.name}"
             report(results, table, reference=cfg.build.knowledge_sources[0])
             print(table.with_suffix(".md").read_text())
+    if flags["captions"]:
+        pending += write_caption_report(cfg, sources, root)
     if flags["detection"]:
         print(f"detection data: {world_detection(cfg.data, root)} (COCO files in detection-coco/)")
     if sources.used_annotator is not None:
         print(f"annotator: {sources.used_annotator.report()}")
     if pending:
         print(f"not finished yet (other build.shard processes): {pending}")
+
+
+def write_caption_report(cfg: RunConfig, sources: Sources, root: Path) -> list[str]:
+    """Measure `build.caption_sources` (seed 002 Table A8); returns those not built yet."""
+    dirs = {name: sources.dir(name) for name in cfg.build.caption_sources}
+    pending = [name for name, path in dirs.items() if path is None]
+    if pending:
+        return pending
+    tokenizer_dir = cfg.tokenizer_dir()
+    tokenizer = (
+        Tokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else Tokenizer.load(root / "tokenizer.json")
+    )
+    out = Path(cfg.data.root) / "reports" / f"captions-{cfg.recipe.name}"
+    caption_report.report(dirs, sources.annotator, tokenizer, cfg.build, out)  # type: ignore[arg-type]
+    print(out.with_suffix(".md").read_text())
+    return []
 
 
 if __name__ == "__main__":

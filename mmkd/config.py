@@ -134,6 +134,7 @@ class DataConfig:
             "text": 8000,
             "other": 6000,
             "detection": 4000,
+            "alttext": 4000,
         }
     )
     vqa_turns: int = 8
@@ -165,6 +166,13 @@ class BuildConfig:
             "mmgic": "detection",
             "ic": "caption0",
             "ic_part": "ic",
+            "ssc": "alttext",
+            "dsc": "alttext",
+            "dsc_plus": "alttext",
+            "afc": "alttext",
+            "alttext_ssc": "ssc",
+            "alttext_dsc": "dsc",
+            "alttext_dsc_plus": "dsc_plus",
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
@@ -190,6 +198,13 @@ class BuildConfig:
     region_min_side: int = 28
     region_max_side: int = 182
     region_ioa: float = 0.8
+    # Caption report (seed 002 Appendix B; `launch/build.py +captions=true`): the sources it measures,
+    # how many captions of each, and, for CHAIR on real data, COCO instance annotations and CHAIR's
+    # synonym list (world captions are checked against their scene graphs).
+    caption_sources: list[str] = field(default_factory=lambda: ["alttext", "ssc", "dsc", "dsc_plus", "afc"])
+    caption_report_samples: int = 500
+    chair_instances: str = ""
+    chair_synonyms: str = ""
     # IC (seed 003 G): noun phrases by the world's grammar or spacy:<pipeline>; LLaVA's filter skips
     # phrases seen fewer than phrase_min_count times and takes at most phrase_cap captions per phrase.
     noun_phrases: str = "world"
@@ -212,6 +227,13 @@ class BuildConfig:
             )
         if not 0.0 < self.region_ioa <= 1.0:
             raise ConfigError(f"build.region_ioa={self.region_ioa}: must be in (0, 1] (seed 003: 0.8)")
+        if self.caption_report_samples < 1:
+            raise ConfigError(f"build.caption_report_samples={self.caption_report_samples}: must be >= 1")
+        if bool(self.chair_instances) != bool(self.chair_synonyms):
+            raise ConfigError(
+                "build.chair_instances and build.chair_synonyms go together: CHAIR on real data needs COCO "
+                "instance annotations and the synonym list that maps caption words to their categories"
+            )
         for name in ("phrase_min_count", "phrase_cap", "caption_candidates", "caption_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"build.{name}={getattr(self, name)}: must be >= 1")

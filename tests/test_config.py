@@ -12,6 +12,9 @@ from mmkd.data_builders.sources import SourceError, check_sources
 from tests.conftest import REPO, micro_run_config, small_data
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
+RECIPES += sorted(
+    p.stem for p in (REPO / "recipes/recipe").glob("caption_*.yaml") if p.stem != "caption_only"
+)
 
 
 def _compose(*overrides):
@@ -24,6 +27,7 @@ def test_every_recipe_composes_and_sums_to_one(recipe):
     cfg = to_run_config(_compose(f"recipe={recipe}"))
     assert cfg.recipe.name == recipe and cfg.run_dir == f"runs/{recipe}/seed0"
     assert abs(sum(cfg.recipe.active().values()) - 1) < 1e-9
+    check_sources(cfg.recipe.name, cfg.recipe.sources(), cfg)  # every source is buildable
 
 
 def test_child_recipes_state_only_their_difference():

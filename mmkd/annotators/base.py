@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mmkd.errors import UserError
+from mmkd.world.caption_formats import FORMATS as CAPTION_FORMATS
 
 
 @dataclass
@@ -49,6 +50,8 @@ class AnnotatorConfig:
     # World oracle only: P(an object is left out of a description), P(an invented object is added).
     omission: float = 0.0
     hallucination: float = 0.0
+    # World oracle only: per-claim error rate of each caption format (seed 002, world/caption_formats.py).
+    claim_error: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CAPTION_FORMATS, 0.05))
 
     def validate(self) -> AnnotatorConfig:
         backends = ("world", "openai", "transformers")
@@ -63,6 +66,16 @@ class AnnotatorConfig:
         for name in ("omission", "hallucination"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"annotator.{name}={getattr(self, name)}: must be in [0, 1]")
+        for fmt, rate in self.claim_error.items():
+            if fmt not in CAPTION_FORMATS:
+                raise ValueError(
+                    f"annotator.claim_error.{fmt}: unknown caption format; known: {list(CAPTION_FORMATS)}"
+                )
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"annotator.claim_error.{fmt}={rate}: must be in [0, 1]")
+        missing = [f for f in CAPTION_FORMATS if f not in self.claim_error]
+        if missing:
+            raise ValueError(f"annotator.claim_error has no rate for {missing}")
         return self
 
     def sampling(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from the pixels, except where the paper's pipeline gives the model text only: ca
 only the caption (`fields["cap"]`) and knowledge extraction only the text (`fields["text"]`), through
 `mmkd.world.claims`. Its answers go through the same parsers as a served model's, so a prompt whose
 answer cannot be used (e.g. fewer than 5 Q/A pairs for a bare sign) is rejected like any other.
-Optional noise (`annotator.omission`, `annotator.hallucination`) makes it an imperfect captioner.
+Optional noise (`annotator.omission`, `annotator.hallucination`) makes it an imperfect captioner;
+the caption formats of seed 002 carry per-claim errors at `annotator.claim_error.<format>`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import re
 from typing import Any
 
 from mmkd.annotators.base import Annotator, AnnotatorConfig, Request, Usage
+from mmkd.world import assertions, caption_formats, descriptions, glossary
 from mmkd.world import claims as claims_lib
-from mmkd.world import descriptions, glossary
 from mmkd.world.encyclopedia import plural
 from mmkd.world.scene import Scene
 
@@ -43,7 +44,11 @@ class WorldOracle(Annotator):
 
     @property
     def identity(self) -> dict[str, Any]:
-        noise = {"omission": self.cfg.omission, "hallucination": self.cfg.hallucination}
+        noise = {
+            "omission": self.cfg.omission,
+            "hallucination": self.cfg.hallucination,
+            "claim_error": dict(sorted(self.cfg.claim_error.items())),
+        }
         return {**super().identity, **noise, "oracle_version": ORACLE_VERSION}
 
     def _answer(self, request: Request, messages: list[dict[str, Any]]) -> tuple[str, Usage]:
@@ -69,6 +74,14 @@ class WorldOracle(Annotator):
         elif name == "caption_candidates":
             n = int(request.fields["n"])
             text = json.dumps(descriptions.caption_candidates(scenes[0], n, self.noise, rng))
+        elif name.startswith("caption_") and name[8:] in caption_formats.FORMATS:
+            fmt = name[8:]
+            alt = request.fields.get("alttext", "")
+            text = caption_formats.write(fmt, scenes[0], alt, self.cfg.claim_error[fmt], rng)
+        elif name == "caption_assertions":
+            text = json.dumps(assertions.extract(request.fields["caption"]))
+        elif name == "verify_assertion":
+            text = "yes" if assertions.verify(request.fields["assertion"], scenes[0]) else "no"
         elif name in LABEL_FIELDS:
             label = request.fields[LABEL_FIELDS[name]]
             kind = name.removeprefix("label_")

@@ -32,6 +32,7 @@ class Claim:
       relation  (kind, colour|None, rel, kind, colour|None, holds)  a grid relation holds / does not
       theme     (theme,)
       word      (word,)                                       the word on a sign
+      empty     (position,)                                   no object at that position
       bar       (colour, value) / tallest (colour,)           chart facts
       fact      (kind, attribute, value)                      encyclopedia knowledge, no image
       compare   (what, ...)                                   a relation between images: theme, both_have,
@@ -179,7 +180,7 @@ _FACT_PATTERNS = [
     (
         re.compile(
             "^"
-            + re.escape(t)
+            + re.escape(t.rstrip("."))  # sentences are matched without their full stop
             .replace(re.escape("{kind}"), f"(?P<kind>{_KIND})")
             .replace(re.escape("{plural}"), f"(?P<plural>{_PLURAL})")
             .replace(re.escape("{value}"), "(?P<value>.+?)")
@@ -237,6 +238,8 @@ def _sentence_claims(s: str, img: int | None) -> list[Claim]:
         rf"the (?:({_COLOUR}) )?({_KIND}) is (not )?({_REL}) the (?:({_COLOUR}) )?({_KIND})", low
     ):
         return [Claim("relation", img, (m[2], m[1], m[4], m[6], m[5], m[3] is None))]
+    if m := re.match(rf"^the ((?:{_POS})(?:(?:, | and )(?:{_POS}))*) of the picture (?:is|are) empty$", low):
+        return [Claim("empty", img, (p,)) for p in re.findall(_POS, m[1])]
     if re.match(r"there (?:is|are) ", low) and re.search(rf"\b({_NUM}) ({_KIND}|{_PLURAL})\b", low):
         return [
             Claim("count", img, (_noun(m[2]), _number(m[1])))
@@ -329,6 +332,8 @@ def holds(claim: Claim, scenes: list[Scene]) -> bool | None:
         return s.relation_holds(xs[0], rel, ys[0]) == want
     if claim.kind == "theme":
         return s.theme == a[0]
+    if claim.kind == "empty":
+        return all(o.position != a[0] for o in s.objects)
     if claim.kind == "word":
         return s.word == a[0]
     if claim.kind == "bar":
