@@ -158,6 +158,15 @@ def exact_assertions(captions: list[str], scenes: list[Scene]) -> list[list[bool
     ]
 
 
+def caption_quality(captions: list[str], scenes: list[Scene]) -> dict[str, Any]:
+    """CHAIR, ANA and CapScore of captions of world images (a model's own), exactly."""
+    truths = [s.kinds() for s in scenes]
+    return {
+        **chair(captions, truths, ObjectVocabulary.world()),
+        **summarize_assertions(exact_assertions(captions, scenes)),
+    }
+
+
 def annotated_assertions(
     annotator: Annotator, samples: list[Sample]
 ) -> tuple[list[list[bool]], dict[str, int]]:

@@ -43,6 +43,17 @@ class Run:
     items: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     concepts: dict[str, float] = field(default_factory=dict)  # benchmark -> share seen in training
     dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
+    captions: dict[str, float] = field(default_factory=dict)  # what its captions claim (CHAIR, ANA, ...)
+
+
+# caption_quality fields of the world captioning result -> report columns (seed 002 Appendix B).
+CAPTION_COLUMNS = {
+    "chair_i": "CHAIR_i",
+    "chair_s": "CHAIR_s",
+    "recall": "recall",
+    "ana": "ANA",
+    "capscore": "CapScore",
+}
 
 
 @dataclass
@@ -74,6 +85,8 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
     run = Run(run_dir, results["recipe"], int(results["seed"]))
     run.concepts = {b: e["all"] for b, e in (results.get("concepts") or {}).items()}
     run.dimensions = {d: e["score"] for d, e in (results.get("seed_dimensions") or {}).items() if e}
+    quality = results.get("suites", {}).get("world", {}).get("captioning", {}).get("caption_quality")
+    run.captions = {CAPTION_COLUMNS[k]: quality[k][0] for k in CAPTION_COLUMNS} if quality else {}
     # Runs evaluated before suites existed hold the world benchmarks as "abilities".
     for suite, benchmarks in results.get("suites", {"world": results.get("abilities", {})}).items():
         for name, result in benchmarks.items():
@@ -197,8 +210,9 @@ def _suite_order(suite: str) -> tuple[int, str]:
     return (list(SUITE_GROUPS).index(suite) if suite in SUITE_GROUPS else len(SUITE_GROUPS), suite)
 
 
-def per_recipe(runs: list[Run], attribute: str) -> str:
-    """A recipe x name table of a per-run measure (`concepts` or `dimensions`), the mean over seeds."""
+def per_recipe(runs: list[Run], attribute: str, scale: float = 100) -> str:
+    """A recipe x name table of a per-run measure (`concepts`, `dimensions`, `captions`), the mean over
+    seeds, times `scale`."""
     values: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         for name, v in getattr(run, attribute).items():
@@ -208,18 +222,24 @@ def per_recipe(runs: list[Run], attribute: str) -> str:
         return ""
     lines = [f"| recipe | {' | '.join(names)} |", "| --- |" + " ---: |" * len(names)]
     for recipe, by_name in sorted(values.items()):
-        cells = [f"{100 * sum(v) / len(v):.1f}" if (v := by_name.get(n)) else "—" for n in names]
+        cells = [f"{scale * sum(v) / len(v):.1f}" if (v := by_name.get(n)) else "—" for n in names]
         lines.append(f"| {recipe} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
 def sections(runs: list[Run]) -> str:
-    """The SEED-Bench dimensions and the concept overlap (seed 003 Sec. 4.4, C.1), means over seeds."""
+    """The SEED-Bench dimensions, the concept overlap (seed 003 Sec. 4.4, C.1) and what the models' captions
+    claim (seed 002 Appendix B), means over seeds."""
     out = []
     if table := per_recipe(runs, "dimensions"):
         out += ["## SEED-Bench dimensions on the world (%, mean over seeds)", "", table]
     if table := per_recipe(runs, "concepts"):
         out += ["## Concept overlap: the captioning benchmark's concepts seen in training (%)", "", table]
+    if table := per_recipe(runs, "captions", scale=1):
+        head = (
+            "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)"
+        )
+        out += [head, "", table]
     return "\n".join(out)
 
 

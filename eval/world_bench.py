@@ -19,10 +19,12 @@ from typing import Any
 from tqdm import tqdm
 
 from mmkd.bench_item import BenchItem
+from mmkd.eval import caption_metrics
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
+from mmkd.world.scene import Scene
 
 
 def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.Random) -> str:
@@ -71,6 +73,7 @@ def evaluate_ability(
     ability = items[0].ability
     rng = random.Random(f"{seed}/blind/{ability}")
     coco = None  # the COCO toolkit's CIDEr, for captions
+    quality = None  # CHAIR, ANA and CapScore of the captions
     if items[0].options is not None:
         loglik = option_loglik(model, templates, items, batch_size)
         preds = [it.options[max(range(len(s)), key=s.__getitem__)] for it, s in zip(items, loglik)]
@@ -87,6 +90,9 @@ def evaluate_ability(
         blind = cider_d([blind_caption] * len(items), refs)
         coco = coco_cider(preds, refs)
         chance, metric = None, "cider"
+        if all("scene" in it.metadata for it in items):  # what the model's captions claim (seed 002)
+            scenes = [Scene.from_json(it.metadata["scene"]) for it in items]
+            quality = caption_metrics.caption_quality(preds, scenes)
     else:
         preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=True)
         scores = [exact_match(p, it.answer) for p, it in zip(preds, items)]
@@ -105,6 +111,8 @@ def evaluate_ability(
         result["pope"] = pope(items, preds)
     if coco is not None:
         result["cider_coco"] = coco
+    if quality is not None:
+        result["caption_quality"] = quality
     groups = defaultdict(list)
     for it, s in zip(items, scores):
         groups[it.metadata.get("pope") or it.qtype].append(s)

@@ -65,6 +65,8 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         assert r["n"] == 8 and r["blind"] >= 0 and (r["chance"] is None or 0 <= r["chance"] <= 1)
     assert abs(results["existence"]["chance"] - 0.5) < 1e-9
     assert abs(results["captioning"]["cider_coco"] - results["captioning"]["score"]) < 1e-9
+    quality = results["captioning"]["caption_quality"]  # what the model's captions claim, exactly
+    assert quality["captions"] == 8 and {"chair_i", "chair_s", "recall", "ana", "capscore"} <= quality.keys()
     assert set(results["existence"]["pope"]) == {"random", "popular", "adversarial"}
     assert "POPE adversarial" in stdout
     assert "seed: 0" in (run / "config.yaml").read_text()

@@ -39,6 +39,9 @@ def _plant(root, recipe, seed, probs, rng):
         "mine": {"mine": {"metric": "exact_match"}},
         "vlmeval": {"MMBench": {"metric": "vlmeval"}},
     }
+    chair_i = {"baseline": 10.0, "better": 4.0, "same": 10.0}[recipe] + seed  # what its captions claim
+    quality = {k: [v, v - 1, v + 1] for k, v in (("chair_i", chair_i), ("chair_s", 20.0), ("recall", 50.0))}
+    suites["world"]["captioning"]["caption_quality"] = quality | {"ana": [3.0] * 3, "capscore": [90.0] * 3}
     results = {"recipe": recipe, "seed": seed, "suites": suites}
     share = {"baseline": 0.5, "better": 0.75, "same": 0.5}[recipe] + 0.01 * seed  # concept overlap
     results["concepts"] = {"world/captioning": {"concepts": 40, "by_source": {}, "all": share}}
@@ -96,8 +99,11 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert headings[3:] == [
         "## SEED-Bench dimensions on the world (%, mean over seeds)",
         "## Concept overlap: the captioning benchmark's concepts seen in training (%)",
+        "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)",
     ]
     assert "| better | 76.0 |" in text and "| baseline | 51.0 |" in text
+    assert "| recipe | ANA | CHAIR_i | CHAIR_s | CapScore | recall |" in text
+    assert "| better | 3.0 | 5.0 | 20.0 | 90.0 | 50.0 |" in text
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
         (b, r) for b in ("counting", "captioning", "mmlu_pro", "mine") for r in ("baseline", "better", "same")
