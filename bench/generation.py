@@ -77,7 +77,7 @@ def main() -> None:
     templates = Templates(tok, cfg.image_tokens, cfg.max_seq_len)
     items = load_benchmark(root / "bench" / "captioning.jsonl") + load_benchmark(root / "bench" / "ocr.jsonl")
     items = items[: args.batch]
-    prompts = [templates.prompt_ids(it.question, len(it.images())) for it in items]
+    prompts = [templates.item_prompt_ids(it) for it in items]
     pixels = item_pixels(items, cfg.image_size, device)
     if pixels is not None:
         pixels = pixels.to(dtype)

@@ -176,6 +176,7 @@ def evaluate_suite(
     result: dict[str, Any] = {
         "metric": metrics[0] if len(metrics) == 1 else "mixed",
         "n": len(items),
+        "shots": sum(len(it.shots) for it in items) / len(items) if items else 0,
         "score": score,
         "ci95": ci,
         "chance": None,

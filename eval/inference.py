@@ -37,7 +37,7 @@ def option_loglik(
     """Mean per-token log-probability of every option of every item."""
     device = model_device(model)
     rows = [
-        (i, templates.prompt_ids(it.question, len(it.images())), templates.answer_ids(opt), it)
+        (i, templates.item_prompt_ids(it), templates.answer_ids(opt), it)
         for i, it in enumerate(items)
         for opt in it.options or []
     ]
@@ -130,7 +130,7 @@ def generate(
     outputs = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        prompts = [templates.prompt_ids(it.question, len(it.images())) for it in chunk]
+        prompts = [templates.item_prompt_ids(it) for it in chunk]
         pixels = item_pixels(chunk, model.cfg.image_size, device)
         new = greedy(model, prompts, pixels, max_new_tokens, tok.pad_id, lambda n: n[-1] in stops)
         outputs += [tok.decode(n[:-1] if n and n[-1] in stops else n).strip() for n in new]

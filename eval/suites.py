@@ -22,8 +22,9 @@ from mmkd.bench_item import BenchItem, load_benchmark
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.data_builders.noun_phrases import extractor
-from mmkd.eval import concept_overlap, decontamination, image_generation, seed_dimensions
+from mmkd.eval import concept_overlap, decontamination, few_shot, image_generation, seed_dimensions
 from mmkd.eval.custom import evaluate_suite, load_suite
+from mmkd.eval.few_shot import with_shots
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
@@ -74,8 +75,10 @@ def evaluate(
     def limit(items: list[BenchItem]) -> list[BenchItem]:
         return items[: e.max_items] if e.max_items else items
 
-    world = {a: limit(load_benchmark(world_root / "bench" / f"{a}.jsonl")) for a in e.abilities}
-    custom = {name: limit(load_suite(path)) for name, path in e.custom.items()}
+    full = {a: load_benchmark(world_root / "bench" / f"{a}.jsonl") for a in e.abilities}
+    full_custom = {name: load_suite(path) for name, path in e.custom.items()}
+    world = {a: limit(items) for a, items in full.items()}
+    custom = {name: limit(items) for name, items in full_custom.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     mixture_path = Path(cfg.run_dir) / "mixture.json"
     mixture = json.loads(mixture_path.read_text()) if mixture_path.exists() else None
@@ -106,6 +109,14 @@ def evaluate(
         write_json_atomic(out_dir / "concepts.json", concepts)
     suites, records = {}, []
     dimensions = None
+
+    # Few-shot examples come from the whole benchmark, however few of its items are evaluated.
+    def shots(items: list[BenchItem], name: str, pool: list[BenchItem]) -> list[BenchItem]:
+        drawn = with_shots(items, e.shots, cfg.seed, name, pool)
+        return few_shot.fit(drawn, templates, cfg.model.max_seq_len, e.max_new_tokens) if e.shots else drawn
+
+    world = {a: shots(items, a, full[a]) for a, items in world.items()}
+    custom = {n: shots(items, n, full_custom[n]) for n, items in custom.items()}
     if world:
         suites["world"], records = evaluate_world(
             model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed

@@ -83,7 +83,7 @@ def evaluate_ability(
         metric = "accuracy"
     elif ability == "captioning":
         # A templated caption (eval.caption_prompt) ends its line; a bare one ends at EOS.
-        at_newline = bool(templates.caption_prompt)
+        at_newline = bool(templates.caption_prompt or items[0].shots)  # as the examples' captions end
         preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=at_newline)
         refs = [it.references for it in items]
         scores = cider_d(preds, refs)
@@ -102,6 +102,7 @@ def evaluate_ability(
     result: dict[str, Any] = {
         "metric": metric,
         "n": len(items),
+        "shots": sum(len(it.shots) for it in items) / len(items),  # examples kept (eval/few_shot.py)
         "score": score,
         "ci95": ci,
         "chance": chance,

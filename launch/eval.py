@@ -6,6 +6,7 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] lm_eval_tasks=[mmkd_world_knowledge]
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
     python launch/eval.py checkpoint=runs/mmgic_c/seed0 caption_prompt=$'Image: <image>\nCaption:'
+    python launch/eval.py checkpoint=runs/baseline/seed0 shots=4     # 4-shot, into eval-<checkpoint>-4shot/
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
 """
@@ -29,7 +30,7 @@ from mmkd.tokenizer import Tokenizer
 USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
     "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
-    "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME]"
+    "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K]"
 )
 EVAL_KEYS = (
     "abilities",
@@ -44,6 +45,7 @@ EVAL_KEYS = (
     "judge_model",
     "judge_api_key_env",
     "caption_prompt",
+    "shots",
 )
 FLAGS = ("overwrite",)  # eval-only replaces a finished evaluation of the same checkpoint only when told
 
@@ -67,7 +69,7 @@ def evaluate(args: DictConfig) -> None:
     saved["eval"] = {**saved["eval"], **{k: overrides[k] for k in EVAL_KEYS if k in overrides}}
     cfg = to_run_config(saved)
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
-    out = ckpt.parent.parent / f"eval-{ckpt.name}"
+    out = ckpt.parent.parent / f"eval-{ckpt.name}{f'-{cfg.eval.shots}shot' if cfg.eval.shots else ''}"
     if (out / "results.json").exists() and not args.get("overwrite", False):
         raise RunLocked(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
     world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None

@@ -2,6 +2,7 @@
 
     python launch/report.py runs=runs out=reports/recipes                   # every run under runs/
     python launch/report.py runs=[runs/baseline,runs/pair_caption_v2] baseline=baseline out=reports/x
+    python launch/report.py runs=runs out=reports/4shot eval_dir=eval-final-4shot   # a launch/eval.py folder
 
 Each run directory holds eval/results.json and eval/predictions.jsonl (written after training or by
 launch/eval.py). Writes report.md, report.csv and report.png into `out`, and prints the markdown.
@@ -17,18 +18,18 @@ from omegaconf import ListConfig, OmegaConf
 
 from mmkd.eval.compare import compare, find_runs, markdown, plot, sections, write_csv
 
-USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE]"
+USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"
 
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-report` calls main()."""
     args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"runs", "out", "baseline"}
+    unknown = set(args) - {"runs", "out", "baseline", "eval_dir"}
     if unknown or not {"runs", "out"} <= set(args):
         sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
     paths = [Path(p) for p in (args.runs if isinstance(args.runs, ListConfig) else [args.runs])]
     try:
-        runs = find_runs(paths)
+        runs = find_runs(paths, args.get("eval_dir", "eval"))
         rows = compare(runs, args.get("baseline", "baseline"))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"report error: {e}")

@@ -25,9 +25,14 @@ class BenchItem:
     references: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     more_images: list[Image.Image] = field(default_factory=list)  # custom suites: images after the first
+    shots: list[BenchItem] = field(default_factory=list)  # solved examples before the item (few-shot)
+
+    def shot_images(self) -> list[Image.Image]:
+        return [im for shot in self.shots for im in shot.images()]
 
     def images(self) -> list[Image.Image]:
-        return ([self.image] if self.image is not None else []) + self.more_images
+        """Every image of the prompt in order: the solved examples', then the item's own."""
+        return [*self.shot_images(), *([self.image] if self.image is not None else []), *self.more_images]
 
     def to_json(self) -> dict[str, Any]:
         d = {

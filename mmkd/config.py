@@ -331,6 +331,7 @@ RANGES = [
     ("train.wait_timeout_s", lambda v: v > 0, "> 0"),
     ("eval.every", lambda v: v >= 0, ">= 0"),
     ("eval.max_items", lambda v: v >= 0, ">= 0 (0: every item)"),
+    ("eval.shots", lambda v: v >= 0, ">= 0 (0: zero-shot; seed 002 reports 0, 4 and 8)"),
     ("eval.batch_size", lambda v: v >= 1, ">= 1"),
     ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("eval.generation_prompts", lambda v: v >= 0, ">= 0 (0: no generation eval)"),
@@ -370,6 +371,9 @@ class EvalConfig:
     every: int = 0
     abilities: list[str] = field(default_factory=lambda: list(ABILITIES))
     max_items: int = 0  # 0: every item of each benchmark
+    # Solved examples before each item (seed 002's 0/4/8-shot), from the rest of its benchmark, for
+    # the world benchmarks and custom suites (eval/few_shot.py).
+    shots: int = 0
     batch_size: int = 64
     max_new_tokens: int = 40
     # The discrete model's text-to-image evaluation (eval/image_generation.py): this many held-out

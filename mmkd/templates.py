@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from mmkd import mmgic_template
+from mmkd.bench_item import BenchItem
 from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.tokenizer import Tokenizer
 
@@ -163,12 +164,23 @@ class Templates:
     def prompt_ids(self, question: str, images: int) -> list[int]:
         """Tokens before an answer: <bos> [img]... "Question: ...\\nAnswer:"; for a caption <bos> [img],
         or `caption_prompt` with the image in its place."""
+        return [self.tok.bos_id, *self._prompt_body(question, images)]
+
+    def item_prompt_ids(self, item: BenchItem) -> list[int]:
+        """An eval item's prompt; a few-shot item's solved examples come first, each as its prompt, its
+        answer and a newline (as turns are separated in training), each with its own images."""
+        ids = [self.tok.bos_id]
+        for shot in item.shots:
+            answer = self.tok.encode(shot.answer) if not shot.question else self.answer_ids(shot.answer)
+            ids += [*self._prompt_body(shot.question, len(shot.images())), *answer, *self._newline]
+        return ids + self._prompt_body(item.question, len(item.images()) - len(item.shot_images()))
+
+    def _prompt_body(self, question: str, images: int) -> list[int]:
         image = [self.tok.image_id] * self.image_tokens
         if not question and self.caption_prompt and images == 1:
             before, after = self.caption_prompt.split(IMAGE_MARKER)
-            return [self.tok.bos_id, *self.tok.encode(before), *image, *self.tok.encode(after)]
-        ids = [self.tok.bos_id] + image * images
-        return ids + (self.tok.encode(question_text(question)) if question else [])
+            return [*self.tok.encode(before), *image, *self.tok.encode(after)]
+        return image * images + (self.tok.encode(question_text(question)) if question else [])
 
     def answer_ids(self, answer: str) -> list[int]:
         """An answer's tokens as in training. No terminator: in training an answer is followed by a newline
