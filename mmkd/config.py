@@ -29,6 +29,8 @@ from mmkd.world.scene import WorldConfig
 # ddp (replicas) | fsdp2 (sharded) | deepspeed (ZeRO): mmkd/engines/.
 ENGINES = ("ddp", "fsdp2", "deepspeed")
 WEIGHT_UNITS = ("samples", "tokens")  # what a mixture weight is a fraction of (mmkd.loader.MixtureSampler)
+SFT_STAGE = "sft"  # the instruction stage recipe.sft_fraction adds at the end of a run
+SFT_KINDS = ("vqa", "other")  # sample kinds whose templates supervise the answers alone
 
 
 class ConfigError(UserError, ValueError):
@@ -74,19 +76,30 @@ class RecipeConfig:
     # Which annotations of the MMGIC documents the models read (seed 003 Table 1): c captions, l labels,
     # d label descriptions, r object regions.
     mmgic_parts: str = "cldr"
+    # An instruction-tuning stage that ends the run (seed 002 Table 5 evaluates after SFT): this
+    # fraction of the budget on Q/A data, whose templates supervise the answers alone; the stages
+    # before it keep their proportions of the rest. 0: no SFT stage.
+    sft_fraction: float = 0.0
+    sft_mixture: dict[str, float] = field(default_factory=lambda: {"vqa0": 0.6, "other": 0.4})
 
     def active(self) -> dict[str, float]:
         """Sources with a positive weight (a child recipe removes a parent's source with weight 0)."""
         return {k: v for k, v in self.mixture.items() if v > 0}
 
     def plan(self) -> list[StageConfig]:
-        """The stages in order; a plain mixture is one stage over the whole budget."""
+        """The stages in order; a plain mixture is one stage over the whole budget; an SFT stage last."""
         if not self.stages:
-            return [StageConfig("all", 1.0, self.active())]
-        return [
-            StageConfig(s.name, s.fraction, {k: v for k, v in s.mixture.items() if v > 0})
-            for s in self.stages
-        ]
+            stages = [StageConfig("all", 1.0, self.active())]
+        else:
+            stages = [
+                StageConfig(s.name, s.fraction, {k: v for k, v in s.mixture.items() if v > 0})
+                for s in self.stages
+            ]
+        if not self.sft_fraction:
+            return stages
+        rest = 1.0 - self.sft_fraction
+        sft = StageConfig(SFT_STAGE, self.sft_fraction, {k: v for k, v in self.sft_mixture.items() if v > 0})
+        return [StageConfig(s.name, s.fraction * rest, s.mixture) for s in stages] + [sft]
 
     def sources(self) -> list[str]:
         """Every source some stage draws from."""
@@ -99,6 +112,14 @@ class RecipeConfig:
             raise ConfigError(f"recipe.mmgic_parts={self.mmgic_parts!r}: must be one of {list(PARTS)}")
         if self.weight_unit not in WEIGHT_UNITS:
             raise ConfigError(f"recipe.weight_unit={self.weight_unit!r}: must be one of {list(WEIGHT_UNITS)}")
+        if not 0.0 <= self.sft_fraction < 1.0:
+            raise ConfigError(f"recipe.sft_fraction={self.sft_fraction}: must be in [0, 1) (0: no SFT stage)")
+        if self.sft_fraction:
+            _check_mixture(self.sft_mixture, "recipe.sft_mixture", self.name)
+            if SFT_STAGE in [s.name for s in self.stages]:
+                raise ConfigError(
+                    f"recipe.stages: {SFT_STAGE!r} is the name of the stage recipe.sft_fraction adds"
+                )
         if not self.stages:
             _check_mixture(self.mixture, "recipe.mixture", self.name)
             return self

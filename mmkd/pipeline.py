@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mmkd.checkpoint import read_meta
-from mmkd.config import ConfigError, RunConfig, micro_batch_for
+from mmkd.config import SFT_KINDS, ConfigError, RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
     needs_world,
@@ -106,6 +106,20 @@ def visual_tokenizer_dir(cfg: RunConfig, world_root: Path | None) -> Path:
     return world_tokenizer_dir(cfg, world_root) / "tokenizer"
 
 
+def check_sft_sources(cfg: RunConfig, dirs: dict) -> None:
+    """An SFT stage trains on answers only: each of its sources must hold Q/A samples alone."""
+    if not cfg.recipe.sft_fraction:
+        return
+    for name in cfg.recipe.plan()[-1].mixture:
+        kinds = json.loads((Path(dirs[name]) / "manifest.json").read_text()).get("kinds", {})
+        other = sorted(set(kinds) - set(SFT_KINDS))
+        if other:
+            raise ConfigError(
+                f"recipe.sft_mixture.{name}: {dirs[name]} holds {other} samples; the SFT stage trains on "
+                f"answers only, so its sources must hold {list(SFT_KINDS)} samples alone"
+            )
+
+
 def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
     names = cfg.recipe.sources()
     run_dir = Path(cfg.run_dir)
@@ -126,6 +140,7 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
             prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build, info.device)
         for d in prepared.values():  # a corrupt shard is named now, not hours into training
             verify(open_dataset(d), Path(cfg.data.root) / "verified")
+        check_sft_sources(cfg, prepared)
     wait_for_main(info)
     dirs = source_dirs(names, cfg, world_root)
     if cfg.model.family == "discrete":

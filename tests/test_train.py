@@ -388,6 +388,33 @@ def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(worl
         ).validate()
 
 
+def test_a_recipe_ends_with_an_sft_stage_on_answers_only(world, tokenizer, tmp_path):
+    """recipe.sft_fraction: pre-train on the mixture, then instruction-tune on Q/A data, in one run."""
+    from mmkd.config import ConfigError, RecipeConfig
+    from mmkd.pipeline import check_sft_sources
+
+    recipe = RecipeConfig(name="x_sft", mixture={"caption0": 0.5, "text": 0.5}, sft_fraction=0.25).validate()
+    assert [(s.name, s.fraction) for s in recipe.plan()] == [("all", 0.75), ("sft", 0.25)]
+    data, root = world
+    cfg = micro_run_config(data, tmp_path, budget_samples=128, trace_samples=True, log_every=1)
+    cfg.recipe = recipe
+    dirs = source_dirs(recipe.sources(), cfg, root)
+    check_sft_sources(cfg, dirs)
+    train(cfg, dirs, tokenizer, tmp_path, DistInfo())
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["stage"] for m in metrics] == ["all"] * 6 + ["sft"] * 2
+    ids = (tmp_path / "samples.rank0.txt").read_text().split()
+    assert all(i.startswith(("vqa0-", "other-")) for i in ids[96:])
+    assert not any(i.startswith(("vqa0-", "other-")) for i in ids[:96])
+    cfg.recipe = RecipeConfig(
+        name="y", mixture={"text": 1.0}, sft_fraction=0.2, sft_mixture={"caption0": 1.0}
+    )
+    with pytest.raises(ConfigError, match=r"recipe\.sft_mixture\.caption0: .* holds \['caption'\] samples"):
+        check_sft_sources(cfg, source_dirs(["caption0", "text"], cfg, root))
+    with pytest.raises(ValueError, match=r"recipe\.sft_fraction=1\.0: must be in \[0, 1\)"):
+        RecipeConfig(name="z", mixture={"text": 1.0}, sft_fraction=1.0).validate()
+
+
 def test_packed_training_spends_a_token_budget_on_full_rows_and_resumes_exactly(world, tokenizer, tmp_path):
     """train.packing: 8 steps of 16 rows x 160 tokens, nearly no padding, several samples per row."""
     run = tmp_path / "r"
