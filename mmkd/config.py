@@ -429,6 +429,36 @@ class EvalConfig:
 
 
 @dataclass
+class ClipConfig:
+    """`clip.*`: the world CLIP's shape and training (seed 002; mmkd/world_clip.py, launch/clip.py)."""
+
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    projection_dim: int = 64
+    patch_size: int = 16
+    max_text_tokens: int = 77
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    eval_items: int = 300
+
+    def validate(self) -> ClipConfig:
+        for name in ("hidden_size", "layers", "heads", "projection_dim", "steps", "batch_size", "eval_items"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"clip.{name}={getattr(self, name)}: must be >= 1")
+        if self.hidden_size % self.heads:
+            raise ConfigError(
+                f"clip.hidden_size={self.hidden_size}: must be a multiple of clip.heads={self.heads}"
+            )
+        if self.max_text_tokens < 3:
+            raise ConfigError(f"clip.max_text_tokens={self.max_text_tokens}: must be >= 3 (<bos> text <eos>)")
+        return self
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
@@ -443,6 +473,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
 
     def tokenizer_dir(self) -> Path | None:
         """The Hugging Face tokenizer directory this run uses, or None for the world's tokenizer."""
@@ -465,7 +496,7 @@ class RunConfig:
                 f"tokenizer={self.tokenizer!r}: must be auto, world or a Hugging Face tokenizer directory "
                 "(with a tokenizer.json)"
             )
-        for part in (self.recipe, self.model, self.data.world, self.annotator, self.build):
+        for part in (self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip):
             try:
                 part.validate()
             except ValueError as e:

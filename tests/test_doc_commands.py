@@ -27,7 +27,7 @@ pytestmark = pytest.mark.docs
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LAUNCHERS = ("python launch/", "torchrun ")
-HYDRA = ("train.py", "build.py")  # the other launchers take plain key=value arguments
+HYDRA = ("train.py", "build.py", "clip.py")  # the other launchers take plain key=value arguments
 
 # A command holding one of these needs something the tests cannot have; the test runs its path.
 COVERED = {
@@ -59,6 +59,7 @@ DATA = {
 }
 SMOKE = {"model": "micro", "train": "smoke", "eval.max_items": 4}
 TOKENIZER_SMOKE = {"steps": 4, "batch": 4, "eval_images": 4}
+CLIP_SMOKE = {"clip.steps": 3, "clip.batch_size": 8, "clip.eval_items": 10}
 BUDGETS = {"train.budget_tokens": 32 * 160 * 4, "train.budget_samples": 512}  # 4 packed / 16 steps
 
 
@@ -112,6 +113,10 @@ def smoke(command: str, data_root: Path, cache: Path) -> list[str]:
         args += [f"{k}={v}" for k, v in SMOKE.items() if k not in given]
         args += [f"{k}={v}" for k, v in DATA.items()]
         args += [f"data.root={data_root}", f"annotator.cache_dir={cache}"]
+    if Path(script).name == "clip.py":  # a few steps instead of minutes
+        args = [a for a in args if a.split("=")[0] not in CLIP_SMOKE] + [
+            f"{k}={v}" for k, v in CLIP_SMOKE.items()
+        ]
     return [*launcher, str(REPO / script), *args]
 
 
