@@ -16,6 +16,7 @@ kill. Every failed request is a reject with its reason; a unit that rejects more
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,15 @@ def _reject(rejects: RejectLog, ds: Dataset, response: Response) -> None:
     rejects.add(f"{ds.root}: {response.key}", response.error or "unknown", response.detail)
 
 
+def answered(job: Job, requests: list[Request], desc: str, rejects: RejectLog) -> Iterator[Response]:
+    """The annotator's usable answers; each failed request becomes a reject with its reason."""
+    for r in job.annotator.annotate(requests, desc):
+        if r.error:
+            _reject(rejects, job.source, r)
+        else:
+            yield r
+
+
 def _caption_requests(ds: Dataset, samples: list[Sample], rejects: RejectLog) -> list[Request]:
     out = []
     for s in samples:
@@ -164,16 +174,11 @@ def build_caption(job: Job, out: Path, name: str = "caption1") -> dict | None:
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
         got = load_samples(job.source, ids, rejects)
         samples = [got[i] for i in ids if i in got]
-        responses = job.annotator.annotate(
-            _caption_requests(job.source, samples, rejects), f"{name} captions"
-        )
-        out_samples = []
-        for r in responses:
-            if r.error:
-                _reject(rejects, job.source, r)
-            else:
-                out_samples.append(_caption_sample(name, got[r.key], r.value, prov))
-        return out_samples
+        requests = _caption_requests(job.source, samples, rejects)
+        return [
+            _caption_sample(name, got[r.key], r.value, prov)
+            for r in answered(job, requests, f"{name} captions", rejects)
+        ]
 
     job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work)
     return job.finish(out, name, prov)
@@ -188,10 +193,7 @@ def build_vqa_from_caption(job: Job, out: Path, name: str = "vqa1") -> dict | No
         prompt = PROMPTS["vqa_from_caption"]
         requests = [Request(i, prompt, parse_vqa, fields={"cap": got[i].text}) for i in ids if i in got]
         out_samples = []
-        for r in job.annotator.annotate(requests, f"{name} Q/A"):
-            if r.error:
-                _reject(rejects, job.source, r)
-                continue
+        for r in answered(job, requests, f"{name} Q/A", rejects):
             src = got[r.key]
             out_samples.append(
                 Sample(

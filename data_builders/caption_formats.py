@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmkd.annotators import Request
-from mmkd.data_builders.annotated import Job, _reject, chunks, input_ids, load_samples, scenes
+from mmkd.data_builders.annotated import Job, answered, chunks, input_ids, load_samples, scenes
 from mmkd.data_builders.prompts import PROMPTS, parse_caption
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import Sample
@@ -49,10 +49,7 @@ def build_format(job: Job, out: Path, fmt: str) -> dict | None:
                 Request(s.id, PROMPTS[prompt], parse_caption, fields, images=s.images, context=scenes([s]))
             )
         out_samples = []
-        for r in job.annotator.annotate(requests, f"{fmt} captions"):
-            if r.error:
-                _reject(rejects, job.source, r)
-                continue
+        for r in answered(job, requests, f"{fmt} captions", rejects):
             src = got[r.key]
             out_samples.append(
                 Sample(

@@ -43,17 +43,7 @@ def caption0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         scene = sample_scene(cfg, "caption0", i)
         text = language.alt_text(scene, scene_rng(cfg, "caption0-text", i))
         captions[text] += 1
-        writer.write(
-            Sample(
-                id=f"caption0-{i:07d}",
-                kind="caption",
-                source="caption0",
-                caption_tag="Caption0",
-                images=[render(scene, cfg.image_size)],
-                text=text,
-                metadata={"scene": scene.to_json()},
-            )
-        )
+        writer.write(_caption_sample("caption0", "Caption0", i, scene, text, cfg.image_size))
     writer.extra["most_common_caption"] = captions.most_common(1)[0][0]
 
 
@@ -64,18 +54,22 @@ def alttext(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         scene = sample_scene(cfg, "alttext", i)
         alt = world_alttext.alt_text(scene, scene_rng(cfg, "alttext-text", i))
         entities.update(alt.entities)
-        writer.write(
-            Sample(
-                id=f"alttext-{i:07d}",
-                kind="caption",
-                source="alttext",
-                caption_tag="AltText",
-                images=[render(scene, cfg.image_size)],
-                text=alt.text,
-                metadata={"scene": scene.to_json(), "entities": list(alt.entities)},
-            )
-        )
+        sample = _caption_sample("alttext", "AltText", i, scene, alt.text, cfg.image_size)
+        sample.metadata["entities"] = list(alt.entities)
+        writer.write(sample)
     writer.extra["unique_entities"] = len(entities)
+
+
+def _caption_sample(source: str, tag: str, i: int, scene, text: str, image_size: int) -> Sample:
+    return Sample(
+        id=f"{source}-{i:07d}",
+        kind="caption",
+        source=source,
+        caption_tag=tag,
+        images=[render(scene, image_size)],
+        text=text,
+        metadata={"scene": scene.to_json()},
+    )
 
 
 def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:

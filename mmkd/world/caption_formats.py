@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import replace
 
 from mmkd.world import alttext, claims, encyclopedia
+from mmkd.world.descriptions import relation_sentences
 from mmkd.world.language import NUMBER_WORDS, chart_phrase, join_phrases, object_phrase
 from mmkd.world.scene import COLOURS, KINDS, POSITIONS, SIZES, THEMES, Scene, SceneObject
 
@@ -68,27 +69,14 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+def _colour_ref(objects: list[SceneObject], o: SceneObject) -> str | None:
+    """'red ball' when no other ball is red (format captions always name the colour)."""
+    same = [x for x in objects if x.kind == o.kind]
+    return f"{o.colour} {o.kind}" if sum(x.colour == o.colour for x in same) == 1 else None
+
+
 def _relations(objects: list[SceneObject], k: int, rng: random.Random) -> list[str]:
-    """Up to `k` relation sentences between objects a colour and kind name uniquely."""
-
-    def ref(o: SceneObject) -> str | None:
-        same = [x for x in objects if x.kind == o.kind]
-        return f"{o.colour} {o.kind}" if sum(x.colour == o.colour for x in same) == 1 else None
-
-    pairs = [(a, b) for i, a in enumerate(objects) for b in objects[i + 1 :] if ref(a) and ref(b)]
-    out = []
-    for a, b in rng.sample(pairs, min(k, len(pairs))):
-        rel = (
-            "left of"
-            if a.col < b.col
-            else "right of"
-            if a.col > b.col
-            else "above"
-            if a.row < b.row
-            else "below"
-        )
-        out.append(f"The {ref(a)} is {rel} the {ref(b)}.")
-    return out
+    return relation_sentences(objects, k, rng, _colour_ref)
 
 
 def ssc(scene: Scene, objects: list[SceneObject], rng: random.Random) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mmkd.schema import SEMANTIC_FIELDS
@@ -82,13 +82,22 @@ def body(scene: Scene, noise: Noise, rng: random.Random, relations: int = 3) -> 
     counts = Counter(o.kind for o in objects)
     if max(counts.values()) > 1:
         parts.append(_there_are(sorted(counts.items())) + ".")
+    parts += relation_sentences(objects, relations, rng, _unique_ref)
+    return " ".join(parts)
+
+
+def relation_sentences(
+    objects: list[SceneObject],
+    k: int,
+    rng: random.Random,
+    ref: Callable[[list[SceneObject], SceneObject], str | None],
+) -> list[str]:
+    """Up to `k` grid relations ("The red ball is left of the box.") between objects `ref` names."""
     pairs = [
-        (a, b)
-        for i, a in enumerate(objects)
-        for b in objects[i + 1 :]
-        if _unique_ref(objects, a) and _unique_ref(objects, b)
+        (a, b) for i, a in enumerate(objects) for b in objects[i + 1 :] if ref(objects, a) and ref(objects, b)
     ]
-    for a, b in rng.sample(pairs, min(relations, len(pairs))):
+    out = []
+    for a, b in rng.sample(pairs, min(k, len(pairs))):
         rel = (
             "left of"
             if a.col < b.col
@@ -98,8 +107,8 @@ def body(scene: Scene, noise: Noise, rng: random.Random, relations: int = 3) -> 
             if a.row < b.row
             else "below"
         )
-        parts.append(f"The {_unique_ref(objects, a)} is {rel} the {_unique_ref(objects, b)}.")
-    return " ".join(parts)
+        out.append(f"The {ref(objects, a)} is {rel} the {ref(objects, b)}.")
+    return out
 
 
 def caption(scene: Scene, noise: Noise, rng: random.Random) -> str:
