@@ -1,0 +1,67 @@
+"""SCALE (seed 004) foundations: classical image-quality estimates and the ranking-and-selection stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from mmkd.config import ConfigError
+from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
+from mmkd.data_builders.selection import composite, select_top, tie_break
+from mmkd.world.render import render
+from mmkd.world.scene import WorldConfig, sample_scene
+
+
+def _noisy(image: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
+    x = np.asarray(image, dtype=np.float64)
+    x = x + np.random.default_rng(seed).normal(0, sigma, (*x.shape[:2], 1))  # grey noise, every channel
+    return Image.fromarray(np.clip(x, 0, 255).round().astype(np.uint8))
+
+
+def test_classical_image_quality_ranks_planted_blur_and_noise():
+    cfg = WorldConfig()
+    for i in range(5):
+        image = render(sample_scene(cfg, "quality", i, layout="objects"), 96)
+        blurred = [image.filter(ImageFilter.GaussianBlur(r)) if r else image for r in (0, 0.8, 1.6, 3.2)]
+        sharp = [sharpness(b) for b in blurred]
+        assert sharp == sorted(sharp, reverse=True) and sharp[0] > 4 * sharp[-1]
+        noisy = [_noisy(image, s, seed=i) for s in (0, 4, 8, 16, 32)]
+        sigma = [noise_sigma(n) for n in noisy]
+        assert sigma == sorted(sigma)
+    flat = _noisy(Image.new("RGB", (64, 64), (128, 128, 128)), 10)
+    assert abs(noise_sigma(flat) - 10) < 1.0  # in grey levels, where nothing clips
+    with pytest.raises(ValueError, match="too small"):
+        sharpness(Image.new("RGB", (2, 2)))
+
+
+def test_scores_are_quintiles_of_the_pool_and_ties_share_one():
+    assert scores_1_to_5([float(v) for v in range(10)]) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert scores_1_to_5([5.0, 1.0, 3.0, 3.0, 9.0], higher_is_better=False) == [2, 5, 3, 3, 1]
+    assert scores_1_to_5([]) == []
+
+
+def test_composite_is_the_weighted_mean_and_selection_is_exactly_k_and_deterministic():
+    scores = {"a": {"image": 5, "text": 3, "multimodal": 4}, "b": {"image": 1, "text": 5, "multimodal": 3}}
+    assert composite(scores, {"image": 1, "text": 1, "multimodal": 1}) == {"a": 4.0, "b": 3.0}
+    assert composite(scores, {"image": 3, "text": 1, "multimodal": 0}) == {"a": 4.5, "b": 2.0}
+    with pytest.raises(ValueError, match=r"sample 'a' has no \['rarity'\] score"):
+        composite(scores, {"rarity": 1})
+    with pytest.raises(ConfigError, match="non-negative weights with a positive sum"):
+        composite(scores, {"image": 0})
+    # 1000 samples, most tied at 4 as in the paper's Fig. 7: top 10% is exactly 100 samples.
+    rng = np.random.default_rng(0)
+    pool = {
+        f"s{i:04d}": float(rng.choice([1, 2, 3, 4, 5], p=[0.05, 0.1, 0.1, 0.65, 0.1])) for i in range(1000)
+    }
+    top = select_top(pool, 0.1, seed=0)
+    fives = {s for s, v in pool.items() if v == 5}
+    assert len(top) == 100 and set(top[: len(fives)]) == fives  # every 5 first, then tied 4s
+    fours = top[len(fives) :]
+    assert all(pool[s] == 4 for s in fours) and fours == sorted(fours, key=lambda s: tie_break(s, 0))
+    shuffled = dict(sorted(pool.items(), key=lambda kv: tie_break(kv[0], 99)))
+    assert select_top(shuffled, 0.1, seed=0) == top  # the input order does not matter
+    assert set(select_top(pool, 0.1, seed=1)) != set(top)  # another seed, another draw of the tied 4s
+    assert len(select_top({"x": 1.0}, 0.1, seed=0)) == 1
+    with pytest.raises(ConfigError, match=r"selection fraction=0: must be in \(0, 1\]"):
+        select_top(pool, 0, seed=0)
