@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mmkd.data_builders import scale_pool as pool
 from mmkd.schema import Sample, Turn
 from mmkd.shards import ShardWriter, write_json_atomic
 from mmkd.world import alttext as world_alttext
@@ -58,6 +59,16 @@ def alttext(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
         sample.metadata["entities"] = list(alt.entities)
         writer.write(sample)
     writer.extra["unique_entities"] = len(entities)
+
+
+def scale_pool(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    """SCALE's instruction-tuning pool with planted defects (data_builders/scale_pool.py)."""
+    defects: Counter = Counter()
+    for i in _progress(n, "scale_pool"):
+        sample = pool.pool_sample(cfg, i)
+        defects[sample.metadata["defect"]["kind"]] += 1
+        writer.write(sample)
+    writer.extra["defects"] = dict(sorted(defects.items()))
 
 
 def _caption_sample(source: str, tag: str, i: int, scene, text: str, image_size: int) -> Sample:
@@ -137,7 +148,10 @@ SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
     "other": other,
 }
 # Built only when something reads them (data_builders/sources.py), never into the tokenizer's corpus.
-ON_REQUEST: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {"alttext": alttext}
+ON_REQUEST: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
+    "alttext": alttext,
+    "scale_pool": scale_pool,
+}
 
 
 def _progress(n: int, name: str) -> Iterator[int]:

@@ -156,6 +156,7 @@ class DataConfig:
             "other": 6000,
             "detection": 4000,
             "alttext": 4000,
+            "scale_pool": 4000,
         }
     )
     vqa_turns: int = 8

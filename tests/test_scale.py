@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
 from mmkd.config import ConfigError
+from mmkd.data_builders import scale_pool
 from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
 from mmkd.data_builders.selection import composite, select_top, tie_break
+from mmkd.data_builders.sources import world_on_request
+from mmkd.shards import open_dataset
 from mmkd.world.render import render
-from mmkd.world.scene import WorldConfig, sample_scene
+from mmkd.world.scene import Scene, WorldConfig, sample_scene
 
 
 def _noisy(image: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
@@ -65,3 +70,39 @@ def test_composite_is_the_weighted_mean_and_selection_is_exactly_k_and_determini
     assert len(select_top({"x": 1.0}, 0.1, seed=0)) == 1
     with pytest.raises(ConfigError, match=r"selection fraction=0: must be in \(0, 1\]"):
         select_top(pool, 0, seed=0)
+
+
+def test_the_world_pool_plants_defects_with_their_truth(world, tmp_path):
+    cfg = WorldConfig()
+    seen: dict[str, int] = {}
+    for i in range(400):
+        s = scale_pool.pool_sample(cfg, i)
+        s.validate()
+        m, turn = s.metadata, s.turns[0]
+        kind = m["defect"]["kind"]
+        seen[kind] = seen.get(kind, 0) + 1
+        assert m["subtask"] in scale_pool.TAXONOMY[m["task"]]
+        clean = render(Scene.from_json(m["text_scene"]), cfg.image_size)
+        if kind == "none":
+            assert turn.answer == m["true_answer"] and m["scene"] == m["text_scene"]
+            assert np.array_equal(np.asarray(s.images[0]), np.asarray(clean))
+        elif kind == "blur":
+            assert sharpness(s.images[0]) < sharpness(clean)
+        elif kind == "noise":
+            assert noise_sigma(s.images[0]) > noise_sigma(clean)
+        elif kind == "dark":
+            assert np.asarray(s.images[0]).mean() < np.asarray(clean).mean() * 0.6
+        elif kind == "mismatch":
+            assert m["scene"] != m["text_scene"]
+        elif kind == "incomplete":
+            assert not any(
+                k in turn.question.split() for k in ("ball", "box", "tent", "star", "kite", "ring")
+            )
+        elif kind == "wrong_answer":
+            assert turn.answer != m["true_answer"]
+    assert set(seen) == {"none", *scale_pool.DEFECTS} and seen["none"] > 200
+    assert scale_pool.pool_sample(cfg, 7).turns == scale_pool.pool_sample(cfg, 7).turns  # seeded
+    data, root = world
+    built = world_on_request("scale_pool", replace(data, sizes={**data.sizes, "scale_pool": 60}), root)
+    manifest = open_dataset(built).manifest
+    assert manifest["num_samples"] == 60 and sum(manifest["defects"].values()) == 60
