@@ -53,6 +53,10 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("caption_afc", "v1", "text", "mmkd, from seed 002 Sec. 3 and Appendix B (AFC)"),
         _prompt("caption_assertions", "v1", "json", "mmkd, from seed 002 Appendix B (ANA, CapScore step 1)"),
         _prompt("verify_assertion", "v1", "text", "mmkd, from seed 002 Appendix B (CapScore step 2)"),
+        _prompt("scale_text_quality", "v1", "json", "mmkd, from seed 004 Table 1 (TQA criteria)"),
+        _prompt(
+            "scale_task", "v1", "json", "mmkd, from seed 004 Sec. 3.2.2 and Table 6 (one example per task)"
+        ),
     )
 }
 
@@ -177,6 +181,45 @@ def parse_yes_no(text: str) -> bool:
     if first not in ("yes", "no"):
         raise ParseError("not_yes_no", f"expected yes or no, got {text[:40]!r}")
     return first == "yes"
+
+
+def parse_ratings(keys: tuple[str, ...]):
+    """A JSON object with an integer rating 1-5 under each of `keys`."""
+
+    def parse(text: str) -> dict[str, int]:
+        value = extract_json(text)
+        if not isinstance(value, dict):
+            raise ParseError("malformed_json", f"expected an object with ratings {list(keys)}")
+        out = {}
+        for k in keys:
+            v = value.get(k)
+            if isinstance(v, str) and v.strip().isdigit():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 5:
+                raise ParseError("bad_rating", f"{k!r} must be an integer from 1 to 5, got {v!r}")
+            out[k] = v
+        return out
+
+    return parse
+
+
+def parse_task(taxonomy: dict[str, tuple[str, ...]]):
+    """{"task", "subtask"}: a pair of the taxonomy (a sub-task alone is accepted when it is unique)."""
+    owner = {sub: task for task, subs in taxonomy.items() for sub in subs}
+
+    def parse(text: str) -> tuple[str, str]:
+        value = extract_json(text)
+        if not isinstance(value, dict) or not isinstance(value.get("subtask"), str):
+            raise ParseError("malformed_json", "expected {'task': ..., 'subtask': ...}")
+        sub = value["subtask"].strip()
+        if sub not in owner:
+            raise ParseError("unknown_task", f"sub-task {sub!r} is not in the taxonomy")
+        task = value.get("task")
+        if isinstance(task, str) and task.strip() and task.strip() != owner[sub]:
+            raise ParseError("unknown_task", f"{sub!r} belongs to {owner[sub]!r}, not {task!r}")
+        return owner[sub], sub
+
+    return parse
 
 
 def parse_candidates(text: str) -> list[str]:

@@ -17,6 +17,7 @@ one the Q/A is about.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -26,40 +27,8 @@ from mmkd.schema import Sample, Turn
 from mmkd.world import language
 from mmkd.world.render import render
 from mmkd.world.scene import COLOURS, KINDS, POSITIONS, SIZES, THEMES, WorldConfig, sample_scene, scene_rng
+from mmkd.world.tasks import TASK_OF_QTYPE
 
-# Seed 004 Table 6: task -> sub-tasks.
-TAXONOMY: dict[str, tuple[str, ...]] = {
-    "Coarse Perception": ("Image Style", "Image Scene", "Image Topic"),
-    "Fine-grained Perception (single-instance)": (
-        "Object Localization",
-        "Attribute Recognition",
-        "Celebrity Recognition",
-        "OCR",
-    ),
-    "Fine-grained Perception (cross-instance)": ("Attribute Comparison", "Action Recognition"),
-    "Attribute Reasoning": ("Physical Property", "Function Reasoning"),
-    "Relation Reasoning": ("Social Relation", "Physical Relation"),
-    "Logic Reasoning": ("Structured Image-Text", "Future Prediction"),
-}
-# The world's question types in that taxonomy (counting has no sub-task of its own in Table 6: it
-# compares instances, the nearest is Attribute Comparison).
-TASK_OF_QTYPE: dict[str, tuple[str, str]] = {
-    "theme": ("Coarse Perception", "Image Scene"),
-    "exist": ("Coarse Perception", "Image Topic"),
-    "colour": ("Fine-grained Perception (single-instance)", "Attribute Recognition"),
-    "size": ("Fine-grained Perception (single-instance)", "Attribute Recognition"),
-    "where": ("Fine-grained Perception (single-instance)", "Object Localization"),
-    "what_at": ("Fine-grained Perception (single-instance)", "Object Localization"),
-    "ground_box": ("Fine-grained Perception (single-instance)", "Object Localization"),
-    "ground_name": ("Fine-grained Perception (single-instance)", "Object Localization"),
-    "ocr": ("Fine-grained Perception (single-instance)", "OCR"),
-    "count": ("Fine-grained Perception (cross-instance)", "Attribute Comparison"),
-    "count_all": ("Fine-grained Perception (cross-instance)", "Attribute Comparison"),
-    "relation": ("Relation Reasoning", "Physical Relation"),
-    "chart_value": ("Logic Reasoning", "Structured Image-Text"),
-    "chart_max": ("Logic Reasoning", "Structured Image-Text"),
-}
-assert all(sub in TAXONOMY[task] for task, sub in TASK_OF_QTYPE.values())
 # Share of the pool given each defect (the rest is clean), and the severities drawn for each.
 DEFECTS: dict[str, float] = {
     "blur": 0.08,
@@ -99,11 +68,23 @@ def degrade(image: Image.Image, kind: str, severity: float, rng: random.Random) 
     raise ValueError(f"unknown image defect {kind!r}")
 
 
-def _incomplete(question: str) -> str | None:
-    """The question without its object words (kinds, colours, positions), or None if it has none."""
-    words = set(KINDS) | set(COLOURS) | {p for pos in POSITIONS for p in pos.split()}
-    kept = [w for w in question.split() if w.strip("?,.").lower() not in words]
-    return " ".join(kept) if len(kept) < len(question.split()) else None
+_REFERENCE = re.compile(rf"\b(?:(?:{'|'.join(SIZES)}) )?(?:(?:{'|'.join(COLOURS)}) )?(?:{'|'.join(KINDS)})\b")
+_POSITION = re.compile(rf"\b(?:{'|'.join(sorted(POSITIONS, key=len, reverse=True))})\b")
+
+
+def _incomplete(qtype: str, question: str) -> str | None:
+    """The question without what it asks about (the object, the place, the box), or None when it
+    names nothing to lose: "Where is the red ball?" -> "Where is the ?"."""
+    if qtype == "ground_name":
+        cut = re.sub(r"\s*\[[^\]]*\]", "", question)
+    elif qtype == "ground_box":
+        cut = re.sub(r"(of the )[^.?]*", r"\1", question)
+    elif qtype == "what_at":
+        cut = _POSITION.sub("", question)
+    else:
+        cut = _REFERENCE.sub("", question)
+    cut = " ".join(cut.split())
+    return cut if cut != " ".join(question.split()) else None
 
 
 def _generators(cfg: WorldConfig) -> list[tuple[str, Callable]]:
@@ -140,7 +121,7 @@ def pool_sample(cfg: WorldConfig, i: int) -> Sample:
     if kind == "mismatch":
         image_scene = sample_scene(cfg, "scale_pool-other", i, layout=layout)
     elif kind == "incomplete":
-        question = _incomplete(question) or question
+        question = _incomplete(qa.qtype, question) or question
         defect["kind"] = "incomplete" if question != qa.question else "none"
     elif kind == "wrong_answer":
         values = [v for v in _VALUES.get(qa.qtype, []) if v != answer]

@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from mmkd.config import ConfigError
-from mmkd.data_builders import scale_pool
+from mmkd.annotators import ParseError, make_annotator
+from mmkd.config import ConfigError, RunConfig
+from mmkd.data_builders import scale, scale_pool
+from mmkd.data_builders.annotated import Job
+from mmkd.data_builders.engine import read_records
 from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
+from mmkd.data_builders.prompts import parse_ratings, parse_task
 from mmkd.data_builders.selection import composite, select_top, tie_break
 from mmkd.data_builders.sources import world_on_request
 from mmkd.shards import open_dataset
 from mmkd.world.render import render
 from mmkd.world.scene import Scene, WorldConfig, sample_scene
+from mmkd.world.tasks import TAXONOMY, qtype_of
 
 
 def _noisy(image: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
@@ -81,7 +86,7 @@ def test_the_world_pool_plants_defects_with_their_truth(world, tmp_path):
         m, turn = s.metadata, s.turns[0]
         kind = m["defect"]["kind"]
         seen[kind] = seen.get(kind, 0) + 1
-        assert m["subtask"] in scale_pool.TAXONOMY[m["task"]]
+        assert m["subtask"] in TAXONOMY[m["task"]]
         clean = render(Scene.from_json(m["text_scene"]), cfg.image_size)
         if kind == "none":
             assert turn.answer == m["true_answer"] and m["scene"] == m["text_scene"]
@@ -95,9 +100,7 @@ def test_the_world_pool_plants_defects_with_their_truth(world, tmp_path):
         elif kind == "mismatch":
             assert m["scene"] != m["text_scene"]
         elif kind == "incomplete":
-            assert not any(
-                k in turn.question.split() for k in ("ball", "box", "tent", "star", "kite", "ring")
-            )
+            assert qtype_of(turn.question) == m["qtype"] and "?" in turn.question  # still reads as its type
         elif kind == "wrong_answer":
             assert turn.answer != m["true_answer"]
     assert set(seen) == {"none", *scale_pool.DEFECTS} and seen["none"] > 200
@@ -106,3 +109,42 @@ def test_the_world_pool_plants_defects_with_their_truth(world, tmp_path):
     built = world_on_request("scale_pool", replace(data, sizes={**data.sizes, "scale_pool": 60}), root)
     manifest = open_dataset(built).manifest
     assert manifest["num_samples"] == 60 and sum(manifest["defects"].values()) == 60
+
+
+def test_the_first_stages_score_the_world_pool_against_its_truth(world, tmp_path):
+    """Text quality finds the incomplete questions; the oracle's task prediction is exact; blur and
+    noise rank with the planted severity."""
+    data, root = world
+    built = world_on_request("scale_pool", replace(data, sizes={**data.sizes, "scale_pool": 60}), root)
+    cfg = RunConfig(data=data)
+    cfg.annotator.cache_dir = str(tmp_path / "cache")
+    cfg.build.unit_size = 25
+    job = Job(make_annotator(cfg.annotator), cfg.build, open_dataset(built))
+    assert scale.build_unimodal(job, tmp_path / "unimodal")["num_records"] == 60
+    assert scale.build_tasks(job, tmp_path / "tasks")["num_records"] == 60
+    truth = {s.id: s.metadata for s in open_dataset(built).iter(images=False)}
+    for row in read_records(tmp_path / "unimodal"):
+        m = truth[row["id"]]
+        assert (row["completeness"] == 2) == (m["defect"]["kind"] == "incomplete")
+        assert all(1 <= row[k] <= 5 for k in scale.TEXT_CRITERIA)
+    for row in read_records(tmp_path / "tasks"):
+        assert (row["task"], row["subtask"]) == (truth[row["id"]]["task"], truth[row["id"]]["subtask"])
+    # Resumable: a finished stage is not redone.
+    assert scale.build_tasks(job, tmp_path / "tasks")["num_records"] == 60
+
+
+def test_ratings_and_tasks_from_a_served_model_are_checked():
+    parse = parse_ratings(scale.TEXT_CRITERIA)
+    assert parse('{"informativeness": 4, "complexity": "2", "completeness": 5}') == {
+        "informativeness": 4,
+        "complexity": 2,
+        "completeness": 5,
+    }
+    with pytest.raises(ParseError, match="'completeness' must be an integer from 1 to 5, got 7"):
+        parse('{"informativeness": 4, "complexity": 2, "completeness": 7}')
+    task = parse_task(TAXONOMY)
+    assert task('{"subtask": "OCR"}') == ("Fine-grained Perception (single-instance)", "OCR")
+    with pytest.raises(ParseError, match="'OCR' belongs to"):
+        task('{"task": "Logic Reasoning", "subtask": "OCR"}')
+    with pytest.raises(ParseError, match="is not in the taxonomy"):
+        task('{"task": "Logic Reasoning", "subtask": "Counting"}')

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from mmkd.annotators.base import Annotator, AnnotatorConfig, Request, Usage
-from mmkd.world import assertions, caption_formats, descriptions, glossary
+from mmkd.world import assertions, caption_formats, descriptions, glossary, tasks
 from mmkd.world import claims as claims_lib
 from mmkd.world.encyclopedia import plural
 from mmkd.world.scene import Scene
@@ -82,6 +82,12 @@ class WorldOracle(Annotator):
             text = json.dumps(assertions.extract(request.fields["caption"]))
         elif name == "verify_assertion":
             text = "yes" if assertions.verify(request.fields["assertion"], scenes[0]) else "no"
+        elif name == "scale_text_quality":
+            text = json.dumps(tasks.text_quality(request.fields["question"], request.fields["answer"]))
+        elif name == "scale_task":
+            qtype = tasks.qtype_of(request.fields["question"])
+            task, subtask = tasks.TASK_OF_QTYPE.get(qtype, ("Coarse Perception", "Image Topic"))
+            text = json.dumps({"task": task, "subtask": subtask})
         elif name in LABEL_FIELDS:
             label = request.fields[LABEL_FIELDS[name]]
             kind = name.removeprefix("label_")
