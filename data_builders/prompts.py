@@ -57,6 +57,11 @@ PROMPTS: dict[str, Prompt] = {
         _prompt(
             "scale_task", "v1", "json", "mmkd, from seed 004 Sec. 3.2.2 and Table 6 (one example per task)"
         ),
+        _prompt("scale_caption_general", "v1", "text", "mmkd, from seed 004 Sec. 3.2.3 (general caption)"),
+        _prompt("scale_caption_task", "v1", "text", "mmkd, from seed 004 Sec. 3.2.3 (task-aimed caption)"),
+        _prompt(
+            "scale_multimodal", "v1", "json", "mmkd, from seed 004 Sec. 3.2.4, Table 1 (clarity, relevance)"
+        ),
     )
 }
 

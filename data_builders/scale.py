@@ -4,6 +4,9 @@
              quality (informativeness, complexity, completeness, 1-5) from a text-only annotator
   tasks      the task and sub-task of each sample in Table 6's taxonomy (few-shot prompt, one example
              per task)
+  multimodal a general caption and a caption aimed at the predicted task (an MLLM, Sec. 3.2.3), then
+             clarity and relevance of the Q/A judged from the captions by an LLM (Sec. 3.2.4); task
+             rarity is the pool's own statistic, computed at selection
 
 Each writes one JSON record per sample (`engine.read_records`), keyed by sample id, with the prompt
 versions and annotator in its manifest's provenance; the later stages (visual understanding,
@@ -19,7 +22,7 @@ from mmkd.annotators import Request
 from mmkd.data_builders import engine
 from mmkd.data_builders.annotated import Job, answered, chunks, input_ids, load_samples, scenes
 from mmkd.data_builders.image_quality import noise_sigma, sharpness
-from mmkd.data_builders.prompts import PROMPTS, parse_ratings, parse_task
+from mmkd.data_builders.prompts import PROMPTS, parse_caption, parse_ratings, parse_task
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import Sample
 from mmkd.world.tasks import TAXONOMY
@@ -91,3 +94,54 @@ def build_tasks(job: Job, out: Path) -> dict | None:
 
     job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
     return engine.finish_records(out, "scale_tasks", prov)
+
+
+def build_multimodal(job: Job, tasks_dir: Path, out: Path) -> dict | None:
+    """Captions of every image (general, and aimed at its predicted task), then the judge's clarity and
+    relevance of its Q/A against them."""
+    prompts = ["scale_caption_general", "scale_caption_task", "scale_multimodal"]
+    tasks = {row["id"]: row for row in engine.read_records(tasks_dir)}
+    prov = job.provenance("scale_multimodal", prompts, tasks=str(tasks_dir))
+
+    def work(ids: list[str], rejects: RejectLog) -> list[dict]:
+        samples = {s.id: s for s in _scorable(job, ids, rejects) if s.id in tasks}
+        general, aimed = PROMPTS["scale_caption_general"], PROMPTS["scale_caption_task"]
+        requests = []
+        for s in samples.values():
+            t = tasks[s.id]
+            requests.append(
+                Request(f"{s.id}/general", general, parse_caption, images=s.images, context=scenes([s]))
+            )
+            fields = {"task": t["task"], "subtask": t["subtask"]}
+            requests.append(Request(f"{s.id}/task", aimed, parse_caption, fields, s.images, scenes([s])))
+        captions: dict[str, dict[str, str]] = {}
+        for r in answered(job, requests, "captions", rejects):
+            sid, which = r.key.rsplit("/", 1)
+            captions.setdefault(sid, {})[which] = r.value
+        judged = []
+        for sid, c in captions.items():
+            if len(c) < 2:
+                continue  # one caption failed: listed among the rejects
+            question, answer = question_answer(samples[sid])
+            fields = {
+                "general_caption": c["general"],
+                "task_caption": c["task"],
+                "question": question,
+                "answer": answer,
+            }
+            parse = parse_ratings(("clarity", "relevance"))
+            judged.append(
+                Request(sid, PROMPTS["scale_multimodal"], parse, fields, context=scenes([samples[sid]]))
+            )
+        return [
+            {
+                "id": r.key,
+                "general_caption": captions[r.key]["general"],
+                "task_caption": captions[r.key]["task"],
+                **r.value,
+            }
+            for r in answered(job, judged, "multimodal judge", rejects)
+        ]
+
+    job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
+    return engine.finish_records(out, "scale_multimodal", prov)

@@ -131,6 +131,17 @@ def test_the_first_stages_score_the_world_pool_against_its_truth(world, tmp_path
         assert (row["task"], row["subtask"]) == (truth[row["id"]]["task"], truth[row["id"]]["subtask"])
     # Resumable: a finished stage is not redone.
     assert scale.build_tasks(job, tmp_path / "tasks")["num_records"] == 60
+    assert scale.build_multimodal(job, tmp_path / "tasks", tmp_path / "mm")["num_records"] == 60
+    judged = read_records(tmp_path / "mm")
+    planted = [r for r in judged if truth[r["id"]]["defect"]["kind"] in ("mismatch", "wrong_answer")]
+    assert len(planted) >= 3 and sum(r["relevance"] == 1 for r in planted) >= len(planted) - 1
+    for row in judged:
+        m = truth[row["id"]]
+        if m["defect"]["kind"] in ("mismatch", "wrong_answer") and row["relevance"] != 3:
+            assert row["relevance"] == 1  # a planted mismatch or wrong answer is judged irrelevant
+        if m["defect"]["kind"] == "none":
+            assert row["relevance"] in (3, 5) and row["clarity"] == 5
+        assert row["general_caption"] and row["task_caption"]
 
 
 def test_ratings_and_tasks_from_a_served_model_are_checked():

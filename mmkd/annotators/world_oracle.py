@@ -88,6 +88,12 @@ class WorldOracle(Annotator):
             qtype = tasks.qtype_of(request.fields["question"])
             task, subtask = tasks.TASK_OF_QTYPE.get(qtype, ("Coarse Perception", "Image Topic"))
             text = json.dumps({"task": task, "subtask": subtask})
+        elif name == "scale_caption_general":
+            text = descriptions.caption(scenes[0], self.noise, rng)
+        elif name == "scale_caption_task":
+            text = tasks.task_caption(scenes[0], request.fields["subtask"])
+        elif name == "scale_multimodal":  # its captions are exact: it judges against their scene
+            text = json.dumps(tasks.judge(request.fields["question"], request.fields["answer"], scenes[0]))
         elif name in LABEL_FIELDS:
             label = request.fields[LABEL_FIELDS[name]]
             kind = name.removeprefix("label_")

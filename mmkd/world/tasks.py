@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import re
 
+from mmkd.world import claims as claims_lib
+from mmkd.world.language import chart_phrase
+from mmkd.world.scene import Scene
+
 # Seed 004 Table 6: task -> sub-tasks.
 TAXONOMY: dict[str, tuple[str, ...]] = {
     "Coarse Perception": ("Image Style", "Image Scene", "Image Topic"),
@@ -64,28 +68,50 @@ _PATTERNS: list[tuple[re.Pattern, str]] = [
 ]
 
 
+_LOST = r"\b(?:the|an?) ?[?.]$|\bin the box\?$|\bthe (?:left|right|above|below)\b|\ban? in\b"
+
+
 def qtype_of(question: str) -> str | None:
     """The world question type a question is written in, or None for any other question."""
     return next((qtype for pattern, qtype in _PATTERNS if pattern.search(question.strip())), None)
+
+
+def incomplete(question: str) -> bool:
+    """Whether a world question has lost what it asks about ("What colour is the ?")."""
+    return bool(re.search(_LOST, question))
 
 
 def text_quality(question: str, answer: str) -> dict[str, int]:
     """The oracle's rubric for seed 004's text criteria, read from the text alone (as a text-only
     judge reads it): completeness falls when a world question has lost what it asks about,
     informativeness grows with what the answer carries, complexity with the question's length."""
-    qtype = qtype_of(question)
-    if qtype is None:
-        complete = 3
-    else:
-        complete = (
-            2
-            if re.search(
-                r"\b(?:the|an?) ?[?.]$|\bin the box\?$|\bthe (?:left|right|above|below)\b|\ban? in\b",
-                question,
-            )
-            else 5
-        )
+    complete = 3 if qtype_of(question) is None else 2 if incomplete(question) else 5
     short = answer.strip().lower()
     informative = 2 if short in ("yes", "no") else 4 if len(short.split()) > 1 else 3
     complexity = min(5, max(1, (len(question.split()) - 1) // 2))
     return {"informativeness": informative, "complexity": complexity, "completeness": complete}
+
+
+def task_caption(scene: Scene, subtask: str) -> str:
+    """What a captioner aimed at `subtask` says about a world image (seed 004 Sec. 3.2.3)."""
+    if scene.layout == "sign":
+        return f"A sign that says {scene.word}."
+    if scene.layout == "chart":
+        return f"A picture of {chart_phrase(scene)}."
+    if subtask in ("Object Localization", "Physical Relation"):
+        return " ".join(f"There is a {o.colour} {o.kind} at the {o.position}." for o in scene.objects)
+    if subtask in ("Attribute Recognition", "Attribute Comparison"):
+        return " ".join(f"There is a {o.size} {o.colour} {o.kind}." for o in scene.objects)
+    kinds = sorted(scene.kinds())
+    return f"A picture of a {scene.theme} with {', '.join(f'a {k}' for k in kinds)}."
+
+
+def judge(question: str, answer: str, scene: Scene) -> dict[str, int]:
+    """The oracle's multimodal judgement (clarity, relevance) of a Q/A against the image its captions
+    describe: an answer the image contradicts is irrelevant (1), one it confirms relevant (5), one it
+    cannot decide neither (3); a question that lost its object is unclear (2)."""
+    verdicts = [
+        v for c in claims_lib.read_qa(question, answer) if (v := claims_lib.holds(c, [scene])) is not None
+    ]
+    relevance = 1 if False in verdicts else 5 if verdicts else 3
+    return {"clarity": 2 if incomplete(question) else 5, "relevance": relevance}
