@@ -113,6 +113,20 @@ def load_samples(ds: Dataset, ids: list[str], rejects: RejectLog, images: bool =
 _INDEX: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
 
 
+def single_image_samples(ds: Dataset, ids: list[str], rejects: RejectLog) -> dict[str, Sample]:
+    """The samples with these ids that hold one image, in id order; the others are rejects."""
+    got = load_samples(ds, ids, rejects)
+    out = {}
+    for i in ids:
+        if (s := got.get(i)) is None:
+            continue
+        if len(s.images) != 1:
+            rejects.add(f"{ds.root}: {s.id}", "not_single_image", f"{len(s.images)} images")
+            continue
+        out[i] = s
+    return out
+
+
 def _index(ds: Dataset) -> dict[str, tuple[int, int]]:
     """Sample id -> (shard, position), computed once per dataset version."""
     key = (str(ds.root), ds.manifest["content_hash"])

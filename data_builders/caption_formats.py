@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmkd.annotators import Request
-from mmkd.data_builders.annotated import Job, answered, chunks, input_ids, load_samples, scenes
+from mmkd.data_builders.annotated import (
+    Job,
+    answered,
+    chunks,
+    input_ids,
+    load_samples,
+    scenes,
+    single_image_samples,
+)
 from mmkd.data_builders.prompts import PROMPTS, parse_caption
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import Sample
@@ -35,19 +43,11 @@ def build_format(job: Job, out: Path, fmt: str) -> dict | None:
     prov = job.provenance(prompt, [prompt], format=TAGS[fmt])
 
     def work(ids: list[str], rejects: RejectLog) -> list[Sample]:
-        got = load_samples(job.source, ids, rejects)
-        requests = []
-        for i in ids:
-            s = got.get(i)
-            if s is None:
-                continue
-            if len(s.images) != 1:
-                rejects.add(f"{job.source.root}: {s.id}", "not_single_image", f"{len(s.images)} images")
-                continue
-            fields = {"alttext": s.text}
-            requests.append(
-                Request(s.id, PROMPTS[prompt], parse_caption, fields, images=s.images, context=scenes([s]))
-            )
+        got = single_image_samples(job.source, ids, rejects)
+        requests = [
+            Request(s.id, PROMPTS[prompt], parse_caption, {"alttext": s.text}, s.images, scenes([s]))
+            for s in got.values()
+        ]
         out_samples = []
         for r in answered(job, requests, f"{fmt} captions", rejects):
             src = got[r.key]

@@ -16,14 +16,27 @@ multimodal quality, ranking and selection) read them. Only single-image samples 
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from mmkd.annotators import Request
+from mmkd.config import ConfigError
 from mmkd.data_builders import engine
-from mmkd.data_builders.annotated import Job, answered, chunks, input_ids, load_samples, scenes
-from mmkd.data_builders.image_quality import noise_sigma, sharpness
+from mmkd.data_builders.annotated import (
+    Job,
+    answered,
+    chunks,
+    input_ids,
+    load_samples,
+    scenes,
+    single_image_samples,
+)
+from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
 from mmkd.data_builders.prompts import PROMPTS, parse_caption, parse_ratings, parse_task
 from mmkd.data_builders.rejects import RejectLog
+from mmkd.data_builders.selection import composite, select_top
 from mmkd.schema import Sample
 from mmkd.world.tasks import TAXONOMY
 
@@ -39,17 +52,7 @@ def question_answer(sample: Sample) -> tuple[str, str]:
 
 
 def _scorable(job: Job, ids: list[str], rejects: RejectLog) -> list[Sample]:
-    got = load_samples(job.source, ids, rejects)
-    out = []
-    for i in ids:
-        s = got.get(i)
-        if s is None:
-            continue
-        if len(s.images) != 1:
-            rejects.add(f"{job.source.root}: {s.id}", "not_single_image", f"{len(s.images)} images")
-            continue
-        out.append(s)
-    return out
+    return list(single_image_samples(job.source, ids, rejects).values())
 
 
 def build_unimodal(job: Job, out: Path) -> dict | None:
@@ -145,3 +148,96 @@ def build_multimodal(job: Job, tasks_dir: Path, out: Path) -> dict | None:
 
     job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
     return engine.finish_records(out, "scale_multimodal", prov)
+
+
+# What each selection ranks by (seed 004 Sec. 4.1's baselines and SCALE itself).
+MODES = ("scale", "random", "iqa", "tqa", "i+t")
+
+
+def pool_scores(
+    unimodal: list[dict], tasks: list[dict], multimodal: list[dict]
+) -> dict[str, dict[str, float]]:
+    """Per sample: image, text and multimodal scores on 1-5 (Sec. 3.2.5's three components).
+
+    Image: the mean of the in-pool quintiles of sharpness and (inverted) noise. Text: the mean of the
+    three ratings. Multimodal: the mean of clarity, relevance and task rarity, the in-pool quintile of
+    how rare the sample's predicted sub-task is (the paper asks its judge; a pool statistic says it
+    exactly). Samples missing from any stage (rejected there) are not scored.
+    """
+    ids = sorted({r["id"] for r in unimodal} & {r["id"] for r in tasks} & {r["id"] for r in multimodal})
+    uni = {r["id"]: r for r in unimodal}
+    sub = {r["id"]: r["subtask"] for r in tasks}
+    mm = {r["id"]: r for r in multimodal}
+    sharp = scores_1_to_5([uni[i]["sharpness"] for i in ids])
+    clean = scores_1_to_5([uni[i]["noise_sigma"] for i in ids], higher_is_better=False)
+    frequency = Counter(sub[i] for i in ids)
+    rarity = scores_1_to_5([float(frequency[sub[i]]) for i in ids], higher_is_better=False)
+    out = {}
+    for n, i in enumerate(ids):
+        u, m = uni[i], mm[i]
+        out[i] = {
+            "image": (sharp[n] + clean[n]) / 2,
+            "text": sum(u[k] for k in TEXT_CRITERIA) / len(TEXT_CRITERIA),
+            "multimodal": (m["clarity"] + m["relevance"] + rarity[n]) / 3,
+        }
+    return out
+
+
+def choose(
+    scores: dict[str, dict[str, float]], mode: str, fraction: float, seed: int, weights: dict[str, float]
+) -> list[str]:
+    """The ids a selection keeps, best first (random: in draw order)."""
+    if mode == "random":
+        k = len(select_top({i: 0.0 for i in scores}, fraction, seed))
+        return random.Random(f"{seed}/random-selection").sample(sorted(scores), k)
+    parts = {
+        "scale": weights,
+        "iqa": {"image": 1.0},
+        "tqa": {"text": 1.0},
+        "i+t": {"image": 1.0, "text": 1.0},
+    }
+    if mode not in parts:
+        raise ConfigError(f"selection mode {mode!r}: must be one of {list(MODES)}")
+    return select_top(composite(scores, parts[mode]), fraction, seed)
+
+
+def build_selection(
+    job: Job,
+    stages: dict[str, Path],
+    out: Path,
+    mode: str,
+    fraction: float,
+    seed: int,
+    weights: dict[str, float],
+) -> dict | None:
+    """The selected samples of the input as a new dataset; its manifest says what was kept and why (the
+    mode, k, the scores of the kept) and, for the world pool, which planted defects were discarded."""
+    scores = pool_scores(*(engine.read_records(stages[s]) for s in ("unimodal", "tasks", "multimodal")))
+    keep = choose(scores, mode, fraction, seed, weights)
+    rank = {sid: n for n, sid in enumerate(keep)}
+    prov = {
+        "builder": "scale_selection",
+        "mode": mode,
+        "fraction": fraction,
+        "seed": seed,
+        "weights": weights,
+        "stages": {k: str(v) for k, v in stages.items()},
+        "input": {"path": str(job.source.root), "content_hash": job.source.manifest["content_hash"]},
+    }
+    defects: dict[str, Counter] = {"kept": Counter(), "discarded": Counter()}
+    for s in job.source.iter(images=False):
+        if "defect" in s.metadata and s.id in scores:
+            defects["kept" if s.id in rank else "discarded"][s.metadata["defect"]["kind"]] += 1
+
+    def work(unit: list[str], rejects: RejectLog) -> list[Sample]:
+        got = load_samples(job.source, unit, rejects)
+        return [
+            replace(s, metadata={**s.metadata, "scale": {**scores[s.id], "rank": rank[s.id], "mode": mode}})
+            for i in unit
+            if (s := got.get(i)) is not None
+        ]
+
+    ordered = [i for i in input_ids(job.source) if i in rank]
+    job.run(out, chunks(ordered, job.build.unit_size), work)
+    extra = {"selection": {"k": len(keep), "pool": len(scores), **{k: dict(v) for k, v in defects.items()}}}
+    return job.finish(out, f"selection-{mode}", prov, extra)

@@ -142,6 +142,19 @@ def test_the_first_stages_score_the_world_pool_against_its_truth(world, tmp_path
         if m["defect"]["kind"] == "none":
             assert row["relevance"] in (3, 5) and row["clarity"] == 5
         assert row["general_caption"] and row["task_caption"]
+    stages = {"unimodal": tmp_path / "unimodal", "tasks": tmp_path / "tasks", "multimodal": tmp_path / "mm"}
+    weights = {"image": 1.0, "text": 1.0, "multimodal": 1.0}
+    picked = scale.build_selection(job, stages, tmp_path / "scale", "scale", 0.2, 0, weights)
+    assert picked["num_samples"] == picked["selection"]["k"] == 12
+    kept = picked["selection"]["kept"]
+    assert not {"mismatch", "wrong_answer", "incomplete"} & set(kept)  # SCALE keeps none of them
+    chosen = list(open_dataset(tmp_path / "scale").iter(images=False))
+    assert all(s.metadata["scale"]["mode"] == "scale" for s in chosen)
+    rand = scale.build_selection(job, stages, tmp_path / "random", "random", 0.2, 0, weights)
+    assert rand["num_samples"] == 12 and sum(rand["selection"]["kept"].values()) == 12
+    scale.build_selection(job, stages, tmp_path / "random1", "random", 0.2, 1, weights)
+    ids = lambda d: {s.id for s in open_dataset(d).iter(images=False)}  # noqa: E731
+    assert ids(tmp_path / "random") != ids(tmp_path / "random1")  # another seed, another draw
 
 
 def test_ratings_and_tasks_from_a_served_model_are_checked():
