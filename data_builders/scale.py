@@ -40,6 +40,7 @@ from mmkd.data_builders.selection import composite, select_top
 from mmkd.schema import Sample
 from mmkd.world.tasks import TAXONOMY
 
+SCALE_VERSION = 1  # bump when what a stage computes changes: it is part of every selection's hash
 TEXT_CRITERIA = ("informativeness", "complexity", "completeness")
 TAXONOMY_TEXT = "\n".join(f"- {task}: {', '.join(subs)}" for task, subs in TAXONOMY.items())
 

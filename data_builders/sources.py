@@ -27,7 +27,7 @@ from pathlib import Path
 from mmkd.annotators import Annotator, make_annotator
 from mmkd.annotators.world_oracle import ORACLE_VERSION
 from mmkd.config import ConfigError, DataConfig, RunConfig
-from mmkd.data_builders import adapters, caption_formats, detection, ic, mmgic, world_sources
+from mmkd.data_builders import adapters, caption_formats, detection, ic, mmgic, scale, world_sources
 from mmkd.data_builders.annotated import (
     BUILDER_VERSION,
     Job,
@@ -67,6 +67,18 @@ ANNOTATED_SOURCES = {
     "alttext_ssc": "AltText then SSC, one sample per image (seed 002 Table 5, AltText + SSC (*))",
     "alttext_dsc": "AltText then DSC, one sample per image (seed 002 Table 5, AltText + DSC (*))",
     "alttext_dsc_plus": "AltText then DSC+, one sample per image (seed 002 Table 5, AltText + DSC+ (*))",
+    "scale": "the best build.scale_fraction of a pool by SCALE's five stages (seed 004 Sec. 3.2)",
+    "scale_random": "a random selection of the same size (seed 004 Sec. 4.1 baseline)",
+    "scale_iqa": "the same share by image quality alone (seed 004 baseline IQA)",
+    "scale_tqa": "the same share by text quality alone (seed 004 baseline TQA)",
+    "scale_it": "the same share by the mean of image and text quality (seed 004 baseline I+T)",
+}
+SCALE_MODES = {
+    "scale": "scale",
+    "scale_random": "random",
+    "scale_iqa": "iqa",
+    "scale_tqa": "tqa",
+    "scale_it": "i+t",
 }
 
 
@@ -233,6 +245,8 @@ class Sources:
             return self._ic(name, source, common, build)
         if name in caption_formats.FORMATS or name in caption_formats.CONCATS:
             return self._caption_format(name, source, common, build)
+        if name in SCALE_MODES:
+            return self._scale(name, source, common, build)
         if name in ("caption1", "vqa1"):
             prompt = "caption" if name == "caption1" else "vqa_from_caption"
             out = self._out(name, source, [prompt], common)
@@ -314,6 +328,37 @@ class Sources:
             job = Job(self.annotator, b, open_dataset(source))
             self._finish(out, lambda: caption_formats.build_concat(job, open_dataset(alt), out, name))
         return out if is_complete(out) or not build else None
+
+    def _scale(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
+        """SCALE's scoring stages over the pool (data_builders/scale.py), each built once and shared by
+        every selection of that pool, then the selection `name` asks for."""
+        b = self.cfg.build
+        stages = {
+            "unimodal": self._out("scale_unimodal", source, ["scale_text_quality"], common),
+            "tasks": self._out("scale_tasks", source, ["scale_task"], common),
+        }
+        mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
+        stages["multimodal"] = self._out("scale_multimodal", source, mm_prompts, common)
+        settings = {"mode": SCALE_MODES[name], "fraction": b.scale_fraction, "seed": b.scale_seed}
+        settings |= {"weights": b.scale_weights} if name == "scale" else {}
+        prompts = ["scale_text_quality", *mm_prompts]
+        out = self._out(name, source, prompts, {**common, **settings, "version": scale.SCALE_VERSION})
+        if not build or is_complete(out):
+            return out
+        job = Job(self.annotator, b, open_dataset(source))
+        steps = [
+            ("unimodal", lambda: scale.build_unimodal(job, stages["unimodal"])),
+            ("tasks", lambda: scale.build_tasks(job, stages["tasks"])),
+            ("multimodal", lambda: scale.build_multimodal(job, stages["tasks"], stages["multimodal"])),
+        ]
+        for stage, make in steps:
+            if not is_complete(stages[stage]) and not self._finish(stages[stage], make):
+                return None
+        mode, fraction, seed = SCALE_MODES[name], b.scale_fraction, b.scale_seed
+        self._finish(
+            out, lambda: scale.build_selection(job, stages, out, mode, fraction, seed, b.scale_weights)
+        )
+        return out if is_complete(out) else None
 
     def _finish(self, out: Path, build: Callable[[], dict | None]) -> bool:
         """Build this process's share of `out`; then, with `build.wait_s`, keep checking (each call

@@ -195,6 +195,7 @@ class BuildConfig:
             "alttext_ssc": "ssc",
             "alttext_dsc": "dsc",
             "alttext_dsc_plus": "dsc_plus",
+            **dict.fromkeys(("scale", "scale_random", "scale_iqa", "scale_tqa", "scale_it"), "scale_pool"),
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
@@ -227,6 +228,13 @@ class BuildConfig:
     caption_report_samples: int = 500
     chair_instances: str = ""
     chair_synonyms: str = ""
+    # SCALE (seed 004): the share of the pool each selection keeps, the seed of its random baseline and
+    # tie-break, and the weights of the image / text / multimodal scores in SCALE's composite.
+    scale_fraction: float = 0.1
+    scale_seed: int = 0
+    scale_weights: dict[str, float] = field(
+        default_factory=lambda: {"image": 1.0, "text": 1.0, "multimodal": 1.0}
+    )
     # IC (seed 003 G): noun phrases by the world's grammar or spacy:<pipeline>; LLaVA's filter skips
     # phrases seen fewer than phrase_min_count times and takes at most phrase_cap captions per phrase.
     noun_phrases: str = "world"
@@ -249,6 +257,20 @@ class BuildConfig:
             )
         if not 0.0 < self.region_ioa <= 1.0:
             raise ConfigError(f"build.region_ioa={self.region_ioa}: must be in (0, 1] (seed 003: 0.8)")
+        if not 0.0 < self.scale_fraction <= 1.0:
+            raise ConfigError(
+                f"build.scale_fraction={self.scale_fraction}: must be in (0, 1] (seed 004: 0.1)"
+            )
+        unknown = sorted(set(self.scale_weights) - {"image", "text", "multimodal"})
+        if (
+            unknown
+            or not any(v > 0 for v in self.scale_weights.values())
+            or min(self.scale_weights.values()) < 0
+        ):
+            raise ConfigError(
+                f"build.scale_weights={self.scale_weights}: weights >= 0, some positive, of image, text and "
+                f"multimodal only{f' (unknown: {unknown})' if unknown else ''}"
+            )
         if self.caption_report_samples < 1:
             raise ConfigError(f"build.caption_report_samples={self.caption_report_samples}: must be >= 1")
         if bool(self.chair_instances) != bool(self.chair_synonyms):

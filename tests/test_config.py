@@ -15,6 +15,7 @@ RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair
 RECIPES += sorted(
     p.stem for p in (REPO / "recipes/recipe").glob("caption_*.yaml") if p.stem != "caption_only"
 )
+RECIPES += sorted(p.stem for p in (REPO / "recipes/recipe").glob("scale_*.yaml"))
 
 
 def _compose(*overrides):

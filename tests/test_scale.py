@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from mmkd.data_builders.engine import read_records
 from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
 from mmkd.data_builders.prompts import parse_ratings, parse_task
 from mmkd.data_builders.selection import composite, select_top, tie_break
-from mmkd.data_builders.sources import world_on_request
+from mmkd.data_builders.sources import Sources, world_on_request
 from mmkd.shards import open_dataset
 from mmkd.world.render import render
 from mmkd.world.scene import Scene, WorldConfig, sample_scene
@@ -172,3 +173,20 @@ def test_ratings_and_tasks_from_a_served_model_are_checked():
         task('{"task": "Logic Reasoning", "subtask": "OCR"}')
     with pytest.raises(ParseError, match="is not in the taxonomy"):
         task('{"task": "Logic Reasoning", "subtask": "Counting"}')
+
+
+def test_every_selection_shares_the_pools_scoring_stages(world, tmp_path):
+    """recipe=scale_top10 and its baselines: the stages are built once per pool, each selection keeps
+    build.scale_fraction of it, and a second call builds nothing."""
+    data, root = world
+    cfg = RunConfig(data=replace(data, root=str(tmp_path), sizes={**data.sizes, "scale_pool": 50}))
+    cfg.annotator.cache_dir = str(tmp_path / "cache")
+    cfg.build.scale_fraction = 0.2
+    sources = Sources(cfg, Path(root))
+    picked = {name: sources.dir(name) for name in ("scale", "scale_random", "scale_iqa")}
+    assert all(open_dataset(d).manifest["num_samples"] == 10 for d in picked.values())
+    annotated = sorted(p.name.split("-")[0] for p in (tmp_path / "annotated").iterdir())
+    assert annotated.count("scale_unimodal") == annotated.count("scale_multimodal") == 1
+    assert Sources(cfg, Path(root)).dir("scale") == picked["scale"]
+    with pytest.raises(ConfigError, match=r"build\.scale_fraction=0\.0: must be in \(0, 1\]"):
+        replace(cfg.build, scale_fraction=0.0).validate()
