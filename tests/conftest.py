@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never reach the Hugging Face Hub (lm-eval, transformers): everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-SMALL_SIZES = {"caption0": 400, "vqa0": 300, "text": 300, "other": 200, "detection": 20, "alttext": 120}
+SMALL_SIZES = {
+    "caption0": 400,
+    "vqa0": 300,
+    "text": 300,
+    "other": 200,
+    "detection": 20,
+    "alttext": 120,
+    "scale_pool": 100,
+}
 
 
 def data_overrides(data: DataConfig) -> list[str]:
