@@ -329,16 +329,23 @@ class Sources:
             self._finish(out, lambda: caption_formats.build_concat(job, open_dataset(alt), out, name))
         return out if is_complete(out) or not build else None
 
+    def scale_stages(self, pool: Path) -> dict[str, Path]:
+        """Where SCALE's scoring stages of `pool` are built (once per pool, annotator and settings)."""
+        b = self.cfg.build
+        common = {"limit": b.limit, "unit_size": b.unit_size}
+        mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
+        return {
+            "unimodal": self._out("scale_unimodal", pool, ["scale_text_quality"], common),
+            "tasks": self._out("scale_tasks", pool, ["scale_task"], common),
+            "multimodal": self._out("scale_multimodal", pool, mm_prompts, common),
+        }
+
     def _scale(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
         """SCALE's scoring stages over the pool (data_builders/scale.py), each built once and shared by
         every selection of that pool, then the selection `name` asks for."""
         b = self.cfg.build
-        stages = {
-            "unimodal": self._out("scale_unimodal", source, ["scale_text_quality"], common),
-            "tasks": self._out("scale_tasks", source, ["scale_task"], common),
-        }
+        stages = self.scale_stages(source)
         mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
-        stages["multimodal"] = self._out("scale_multimodal", source, mm_prompts, common)
         settings = {"mode": SCALE_MODES[name], "fraction": b.scale_fraction, "seed": b.scale_seed}
         settings |= {"weights": b.scale_weights} if name == "scale" else {}
         prompts = ["scale_text_quality", *mm_prompts]

@@ -8,6 +8,7 @@
     python launch/build.py recipe=mmgic_cldr                # + label descriptions and MMGIC documents
     python launch/build.py recipe=caption_dsc_plus          # + web AltText and its DSC+ re-captions
     python launch/build.py +captions=true                   # + the caption report of seed 002 (Table A8)
+    python launch/build.py recipe=scale_top10 +selection=true   # + every selection, checked against the truth
     python launch/build.py recipe=pair_caption_v2 annotator=openai annotator.model=MODEL  # a served model
 
 Training builds what it needs on first use; this is for building ahead, in parallel, or on another
@@ -16,6 +17,7 @@ machine. Finished parts are skipped, so rerunning after a kill resumes (docs/bui
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
@@ -24,13 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from mmkd.config import RunConfig, to_run_config
 from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
-from mmkd.data_builders.sources import Sources, check_sources, prepare_world, world_detection
+from mmkd.data_builders.sources import SCALE_MODES, Sources, check_sources, prepare_world, world_detection
 from mmkd.errors import reported
-from mmkd.eval import caption_report
-from mmkd.shards import open_dataset
+from mmkd.eval import caption_report, selection_truth
+from mmkd.shards import open_dataset, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 
-FLAGS = ("detection", "knowledge", "captions")
+FLAGS = ("detection", "knowledge", "captions", "selection")
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
@@ -42,6 +44,7 @@ def main(dcfg: DictConfig) -> None:
         names = cfg.recipe.sources()
         measured = cfg.build.knowledge_sources if flags["knowledge"] else []
         measured += cfg.build.caption_sources if flags["captions"] else []
+        measured += list(SCALE_MODES) if flags["selection"] else []
         check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
         build(cfg, names, flags)
 
@@ -74,6 +77,8 @@ def build(cfg: RunConfig, names: list[str], flags: dict[str, bool]) -> None:
             print(table.with_suffix(".md").read_text())
     if flags["captions"]:
         pending += write_caption_report(cfg, sources, root)
+    if flags["selection"]:
+        pending += write_selection_report(cfg, sources)
     if flags["detection"]:
         print(f"detection data: {world_detection(cfg.data, root)} (COCO files in detection-coco/)")
     if sources.used_annotator is not None:
@@ -95,6 +100,25 @@ def write_caption_report(cfg: RunConfig, sources: Sources, root: Path) -> list[s
     out = Path(cfg.data.root) / "reports" / f"captions-{cfg.recipe.name}"
     caption_report.report(dirs, sources.annotator, tokenizer, cfg.build, out)  # type: ignore[arg-type]
     print(out.with_suffix(".md").read_text())
+    return []
+
+
+def write_selection_report(cfg: RunConfig, sources: Sources) -> list[str]:
+    """Build every selection of the SCALE pool and, for the world's pool (planted defects), report each
+    stage's agreement with the truth; returns the selections not built yet."""
+    dirs = {name: sources.dir(name) for name in SCALE_MODES}
+    pending = [name for name, path in dirs.items() if path is None]
+    pool = sources.dir(cfg.build.inputs["scale"])
+    if pending or pool is None:
+        return pending
+    if not all("defect" in s.metadata for s in open_dataset(pool).iter(images=False)):
+        print(f"{pool} has no planted defects: selections built, no truth to check them against")
+        return []
+    report = selection_truth.agreement(pool, sources.scale_stages(pool), dirs)  # type: ignore[arg-type]
+    out = Path(cfg.data.root) / "reports" / f"selection-{cfg.recipe.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, report)
+    print(json.dumps(report, indent=2))
     return []
 
 

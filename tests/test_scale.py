@@ -18,6 +18,7 @@ from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpne
 from mmkd.data_builders.prompts import parse_ratings, parse_task
 from mmkd.data_builders.selection import composite, select_top, tie_break
 from mmkd.data_builders.sources import Sources, world_on_request
+from mmkd.eval.selection_truth import agreement, ranks, spearman
 from mmkd.shards import open_dataset
 from mmkd.world.render import render
 from mmkd.world.scene import Scene, WorldConfig, sample_scene
@@ -190,3 +191,21 @@ def test_every_selection_shares_the_pools_scoring_stages(world, tmp_path):
     assert Sources(cfg, Path(root)).dir("scale") == picked["scale"]
     with pytest.raises(ConfigError, match=r"build\.scale_fraction=0\.0: must be in \(0, 1\]"):
         replace(cfg.build, scale_fraction=0.0).validate()
+    # Each stage against the planted truth.
+    pool = sources.dir("scale_pool")
+    stages = {
+        s: next((tmp_path / "annotated").glob(f"scale_{s}-*")) for s in ("unimodal", "tasks", "multimodal")
+    }
+    report = agreement(pool, stages, picked)
+    assert report["tasks"]["accuracy"] == 1.0 and report["tasks"]["confusion"] == {}
+    assert report["text"]["recall"] == report["text"]["precision"] == 1.0
+    assert report["image"]["blur"] < 0 < report["image"]["noise"]  # across images, content weighs in too
+    assert report["multimodal"]["recall"] >= 0.8 and report["multimodal"]["precision"] == 1.0
+    kept = report["selections"]["scale"]
+    assert kept["incomplete"] == kept["blur"] == kept["dark"] == 0 and sum(kept.values()) == pytest.approx(1)
+
+
+def test_spearman_on_known_orders():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert list(ranks([3.0, 1.0, 3.0])) == [2.5, 1.0, 2.5]
