@@ -33,6 +33,7 @@ from mmkd.data_builders.annotated import (
     scenes,
     single_image_samples,
 )
+from mmkd.data_builders.caption_scorers import make_scorer
 from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
 from mmkd.data_builders.prompts import PROMPTS, parse_caption, parse_ratings, parse_task
 from mmkd.data_builders.rejects import RejectLog
@@ -151,8 +152,24 @@ def build_multimodal(job: Job, tasks_dir: Path, out: Path) -> dict | None:
     return engine.finish_records(out, "scale_multimodal", prov)
 
 
+def build_clip_scores(job: Job, out: Path, spec: str) -> dict | None:
+    """The CLIP baseline's score: cosine similarity of each image with its text (question and answer)."""
+    scorer = make_scorer(spec)
+    prov = {**job.provenance("scale_clip_scores", []), "scorer": spec}
+
+    def work(ids: list[str], rejects: RejectLog) -> list[dict]:
+        rows = []
+        for s in _scorable(job, ids, rejects):
+            question, answer = question_answer(s)
+            rows.append({"id": s.id, "clip": scorer(s, [f"{question} {answer}"])[0]})
+        return rows
+
+    job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
+    return engine.finish_records(out, "scale_clip_scores", prov)
+
+
 # What each selection ranks by (seed 004 Sec. 4.1's baselines and SCALE itself).
-MODES = ("scale", "random", "iqa", "tqa", "i+t")
+MODES = ("scale", "random", "iqa", "tqa", "i+t", "clip")
 
 
 def pool_scores(
@@ -196,6 +213,7 @@ def choose(
         "iqa": {"image": 1.0},
         "tqa": {"text": 1.0},
         "i+t": {"image": 1.0, "text": 1.0},
+        "clip": {"clip": 1.0},
     }
     if mode not in parts:
         raise ConfigError(f"selection mode {mode!r}: must be one of {list(MODES)}")
@@ -213,7 +231,10 @@ def build_selection(
 ) -> dict | None:
     """The selected samples of the input as a new dataset; its manifest says what was kept and why (the
     mode, k, the scores of the kept) and, for the world pool, which planted defects were discarded."""
-    scores = pool_scores(*(engine.read_records(stages[s]) for s in ("unimodal", "tasks", "multimodal")))
+    if mode == "clip":
+        scores = {r["id"]: {"clip": r["clip"]} for r in engine.read_records(stages["clip"])}
+    else:
+        scores = pool_scores(*(engine.read_records(stages[s]) for s in ("unimodal", "tasks", "multimodal")))
     keep = choose(scores, mode, fraction, seed, weights)
     rank = {sid: n for n, sid in enumerate(keep)}
     prov = {

@@ -72,6 +72,7 @@ ANNOTATED_SOURCES = {
     "scale_iqa": "the same share by image quality alone (seed 004 baseline IQA)",
     "scale_tqa": "the same share by text quality alone (seed 004 baseline TQA)",
     "scale_it": "the same share by the mean of image and text quality (seed 004 baseline I+T)",
+    "scale_clip": "the same share by image-text CLIP similarity (seed 004 baseline CLIP)",
 }
 SCALE_MODES = {
     "scale": "scale",
@@ -79,6 +80,7 @@ SCALE_MODES = {
     "scale_iqa": "iqa",
     "scale_tqa": "tqa",
     "scale_it": "i+t",
+    "scale_clip": "clip",
 }
 
 
@@ -173,6 +175,12 @@ def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:
             raise SourceError(f"build.inputs loops: {' -> '.join([*chain, nxt])}")
         chain.append(nxt)
     _check_names(recipe_name, [chain[-1]], cfg)
+    if name == "scale_clip" and not cfg.build.scale_clip.startswith("clip:"):
+        raise SourceError(
+            f"recipe {recipe_name!r} needs scale_clip (selection by CLIP similarity): set "
+            "build.scale_clip=clip:<CLIP model directory> (a local Hugging Face CLIP or SigLIP, or the "
+            "world CLIP of `python launch/clip.py`, whose model/ folder it writes)"
+        )
     if cfg.annotator.backend == "world" and chain[-1] in cfg.data.sources:
         raise SourceError(
             f"recipe {recipe_name!r}: {name!r} would be annotated from data.sources.{chain[-1]} (real "
@@ -349,16 +357,20 @@ class Sources:
         settings = {"mode": SCALE_MODES[name], "fraction": b.scale_fraction, "seed": b.scale_seed}
         settings |= {"weights": b.scale_weights} if name == "scale" else {}
         prompts = ["scale_text_quality", *mm_prompts]
+        if name == "scale_clip":  # a similarity, no annotator: only the CLIP's stage
+            stages = {"clip": self._out("scale_clip_scores", source, [], {**common, "scorer": b.scale_clip})}
+            prompts, settings = [], {**settings, "scorer": b.scale_clip}
         out = self._out(name, source, prompts, {**common, **settings, "version": scale.SCALE_VERSION})
         if not build or is_complete(out):
             return out
         job = Job(self.annotator, b, open_dataset(source))
-        steps = [
-            ("unimodal", lambda: scale.build_unimodal(job, stages["unimodal"])),
-            ("tasks", lambda: scale.build_tasks(job, stages["tasks"])),
-            ("multimodal", lambda: scale.build_multimodal(job, stages["tasks"], stages["multimodal"])),
-        ]
-        for stage, make in steps:
+        steps = {
+            "unimodal": lambda: scale.build_unimodal(job, stages["unimodal"]),
+            "tasks": lambda: scale.build_tasks(job, stages["tasks"]),
+            "multimodal": lambda: scale.build_multimodal(job, stages["tasks"], stages["multimodal"]),
+            "clip": lambda: scale.build_clip_scores(job, stages["clip"], b.scale_clip),
+        }
+        for stage, make in ((s, steps[s]) for s in stages):
             if not is_complete(stages[stage]) and not self._finish(stages[stage], make):
                 return None
         mode, fraction, seed = SCALE_MODES[name], b.scale_fraction, b.scale_seed

@@ -44,7 +44,7 @@ def main(dcfg: DictConfig) -> None:
         names = cfg.recipe.sources()
         measured = cfg.build.knowledge_sources if flags["knowledge"] else []
         measured += cfg.build.caption_sources if flags["captions"] else []
-        measured += list(SCALE_MODES) if flags["selection"] else []
+        measured += selections(cfg) if flags["selection"] else []
         check_sources(cfg.recipe.name, sorted({*names, *measured}), cfg)
         build(cfg, names, flags)
 
@@ -103,10 +103,15 @@ def write_caption_report(cfg: RunConfig, sources: Sources, root: Path) -> list[s
     return []
 
 
+def selections(cfg: RunConfig) -> list[str]:
+    """Every SCALE selection; the CLIP baseline only with a CLIP to score with (build.scale_clip)."""
+    return [name for name in SCALE_MODES if name != "scale_clip" or cfg.build.scale_clip]
+
+
 def write_selection_report(cfg: RunConfig, sources: Sources) -> list[str]:
     """Build every selection of the SCALE pool and, for the world's pool (planted defects), report each
     stage's agreement with the truth; returns the selections not built yet."""
-    dirs = {name: sources.dir(name) for name in SCALE_MODES}
+    dirs = {name: sources.dir(name) for name in selections(cfg)}
     pending = [name for name, path in dirs.items() if path is None]
     pool = sources.dir(cfg.build.inputs["scale"])
     if pending or pool is None:

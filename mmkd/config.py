@@ -195,7 +195,9 @@ class BuildConfig:
             "alttext_ssc": "ssc",
             "alttext_dsc": "dsc",
             "alttext_dsc_plus": "dsc_plus",
-            **dict.fromkeys(("scale", "scale_random", "scale_iqa", "scale_tqa", "scale_it"), "scale_pool"),
+            **dict.fromkeys(
+                ("scale", "scale_random", "scale_iqa", "scale_tqa", "scale_it", "scale_clip"), "scale_pool"
+            ),
         }
     )
     limit: int = 0  # read at most this many input records per source; 0 = all
@@ -232,6 +234,7 @@ class BuildConfig:
     # tie-break, and the weights of the image / text / multimodal scores in SCALE's composite.
     scale_fraction: float = 0.1
     scale_seed: int = 0
+    scale_clip: str = ""  # clip:<CLIP directory> for the CLIP-similarity baseline (scale_clip)
     scale_weights: dict[str, float] = field(
         default_factory=lambda: {"image": 1.0, "text": 1.0, "multimodal": 1.0}
     )

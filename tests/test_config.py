@@ -15,7 +15,8 @@ RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair
 RECIPES += sorted(
     p.stem for p in (REPO / "recipes/recipe").glob("caption_*.yaml") if p.stem != "caption_only"
 )
-RECIPES += sorted(p.stem for p in (REPO / "recipes/recipe").glob("scale_*.yaml"))
+# scale_clip10 needs a CLIP directory (tests/test_scale.py builds it with one, and without is an error).
+RECIPES += sorted(p.stem for p in (REPO / "recipes/recipe").glob("scale_*.yaml") if p.stem != "scale_clip10")
 
 
 def _compose(*overrides):

@@ -32,6 +32,7 @@ HYDRA = ("train.py", "build.py", "clip.py")  # the other launchers take plain ke
 # A command holding one of these needs something the tests cannot have; the test runs its path.
 COVERED = {
     "/llm/dir": "test_hf.py::test_a_run_starts_from_the_configured_checkpoints",
+    "build.scale_clip": "test_scale.py::test_the_clip_baseline_selects_by_similarity_and_needs_a_clip",
     "build.wait_s": "test_pipeline.py::test_a_two_stage_build_runs_in_one_submission_over_four_processes",
     "hydra/launcher=slurm": "test_pipeline.py::test_sweep_through_submitit_and_the_slurm_launcher_config",
     "custom.": "test_custom_suites.py::test_jsonl_and_tsv_suites_load",

@@ -17,7 +17,7 @@ from mmkd.data_builders.engine import read_records
 from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpness
 from mmkd.data_builders.prompts import parse_ratings, parse_task
 from mmkd.data_builders.selection import composite, select_top, tie_break
-from mmkd.data_builders.sources import Sources, world_on_request
+from mmkd.data_builders.sources import SourceError, Sources, check_sources, world_on_request
 from mmkd.eval.selection_truth import agreement, ranks, spearman
 from mmkd.shards import open_dataset
 from mmkd.world.render import render
@@ -203,6 +203,24 @@ def test_every_selection_shares_the_pools_scoring_stages(world, tmp_path):
     assert report["multimodal"]["recall"] >= 0.8 and report["multimodal"]["precision"] == 1.0
     kept = report["selections"]["scale"]
     assert kept["incomplete"] == kept["blur"] == kept["dark"] == 0 and sum(kept.values()) == pytest.approx(1)
+
+
+def test_the_clip_baseline_selects_by_similarity_and_needs_a_clip(world, tmp_path, tiny_clip):
+    data, root = world
+    cfg = RunConfig(data=replace(data, root=str(tmp_path), sizes={**data.sizes, "scale_pool": 50}))
+    cfg.annotator.cache_dir = str(tmp_path / "cache")
+    cfg.recipe.sft_fraction, cfg.recipe.sft_mixture = 0.2, {"scale_clip": 1.0}
+    with pytest.raises(SourceError, match=r"set build\.scale_clip=clip:<CLIP model directory>"):
+        check_sources("scale_clip10", ["scale_clip"], cfg)
+    cfg.build.scale_clip = f"clip:{tiny_clip}"
+    picked = Sources(cfg, Path(root)).dir("scale_clip")
+    chosen = [s.metadata["scale"] for s in open_dataset(picked).iter(images=False)]
+    assert len(chosen) == 5 and all(c["mode"] == "clip" for c in chosen)
+    scores = {
+        r["id"]: r["clip"] for r in read_records(next((tmp_path / "annotated").glob("scale_clip_scores-*")))
+    }
+    kept = {s.id for s in open_dataset(picked).iter(images=False)}
+    assert min(scores[i] for i in kept) >= max(scores[i] for i in scores if i not in kept)  # the most similar
 
 
 def test_spearman_on_known_orders():
