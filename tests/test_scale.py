@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from mmkd.shards import open_dataset
 from mmkd.world.render import render
 from mmkd.world.scene import Scene, WorldConfig, sample_scene
 from mmkd.world.tasks import TAXONOMY, qtype_of
+from tests.conftest import REPO, data_overrides, run_python
+from tests.fake_openai import FakeOpenAI, prompt_text
 
 
 def _noisy(image: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
@@ -227,3 +231,67 @@ def test_spearman_on_known_orders():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert list(ranks([3.0, 1.0, 3.0])) == [2.5, 1.0, 2.5]
+
+
+def _llava_fixture(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    records = []
+    for i in range(10):
+        image = Image.new("RGB", (48, 48), (20 * i, 120, 200))
+        if i % 3 == 0:
+            image = image.filter(ImageFilter.GaussianBlur(3))
+        image.save(root / "images" / f"{i}.png")
+        question = "<image>\nWhat colour is the sky?" if i != 4 else "<image>\nWhat colour is the?"
+        records.append(
+            {"id": f"q{i}", "image": f"{i}.png", "conversations": [
+                {"from": "human", "value": question}, {"from": "gpt", "value": "blue" if i != 7 else "a cat"},
+            ]}
+        )  # fmt: skip
+    (root / "llava.json").write_text(json.dumps(records))
+    return root
+
+
+def _judge(body: dict, calls: int):
+    text = prompt_text(body)
+    if "rating the text" in text:
+        complete = 1 if "colour is the?" in text else 5
+        return 200, json.dumps({"informativeness": 3, "complexity": 2, "completeness": complete})
+    if "Classify the task" in text:
+        return (
+            200,
+            '{"task": "Fine-grained Perception (single-instance)", "subtask": "Attribute Recognition"}',
+        )
+    if "general caption" in text or "aspects of the image" in text:
+        return 200, "A blue sky over a field."
+    relevance = 1 if "Answer: a cat" in text else 5
+    return 200, json.dumps({"clarity": 4, "relevance": relevance})
+
+
+def test_a_llava_pool_is_scored_and_selected_through_a_served_model(world, tmp_path):
+    data, _ = world
+    fixture = _llava_fixture(tmp_path / "llava")
+    pool = tmp_path / "pool"
+    convert = [
+        str(REPO / "launch/convert.py"), "llava", "--json", str(fixture / "llava.json"),
+        "--images", str(fixture / "images"), "--image-size", "48", "--out", str(pool),
+    ]  # fmt: skip
+    run_python(convert, timeout=120, cwd=tmp_path)
+    server = FakeOpenAI(_judge)
+    try:
+        build = [
+            str(REPO / "launch/build.py"), "recipe=scale_top10", f"+data.sources.pool={pool}",
+            "build.inputs.scale=pool", "build.scale_fraction=0.3", "annotator=openai",
+            f"annotator.base_url={server.url}", "annotator.model=served",
+            f"annotator.cache_dir={tmp_path / 'c'}",
+            *data_overrides(data),
+        ]  # fmt: skip
+        out = run_python(build, timeout=300, cwd=tmp_path)
+        calls = server.calls
+        picked = Path(re.search(r"^scale: (.*)$", out, re.M).group(1))
+        kept = {s.id for s in open_dataset(picked).iter(images=False)}
+        assert len(kept) == 3 and not {"llava-q4", "llava-q7"} & kept  # incomplete, irrelevant
+        assert not {"llava-q0", "llava-q3", "llava-q6", "llava-q9"} & kept  # blurred
+        run_python(build, timeout=300, cwd=tmp_path)
+        assert server.calls == calls  # built and cached: nothing is asked again
+    finally:
+        server.close()
