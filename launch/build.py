@@ -28,7 +28,7 @@ from mmkd.data_builders.annotated import Job
 from mmkd.data_builders.knowledge import build_knowledge, report
 from mmkd.data_builders.sources import SCALE_MODES, Sources, check_sources, prepare_world, world_detection
 from mmkd.errors import reported
-from mmkd.eval import caption_report, selection_truth
+from mmkd.eval import caption_report, selection_report, selection_truth
 from mmkd.shards import open_dataset, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 
@@ -116,11 +116,18 @@ def write_selection_report(cfg: RunConfig, sources: Sources) -> list[str]:
     pool = sources.dir(cfg.build.inputs["scale"])
     if pending or pool is None:
         return pending
+    page = selection_report.write(
+        pool,
+        sources.scale_stages(pool),
+        dirs["scale"],
+        Path(cfg.data.root) / "reports" / f"selection-{cfg.recipe.name}",
+    )  # type: ignore[arg-type]
+    print(f"selection report: {page}")
     if not all("defect" in s.metadata for s in open_dataset(pool).iter(images=False)):
         print(f"{pool} has no planted defects: selections built, no truth to check them against")
         return []
     report = selection_truth.agreement(pool, sources.scale_stages(pool), dirs)  # type: ignore[arg-type]
-    out = Path(cfg.data.root) / "reports" / f"selection-{cfg.recipe.name}.json"
+    out = Path(cfg.data.root) / "reports" / f"selection-{cfg.recipe.name}" / "truth.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, report)
     print(json.dumps(report, indent=2))

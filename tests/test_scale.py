@@ -20,6 +20,7 @@ from mmkd.data_builders.image_quality import noise_sigma, scores_1_to_5, sharpne
 from mmkd.data_builders.prompts import parse_ratings, parse_task
 from mmkd.data_builders.selection import composite, select_top, tie_break
 from mmkd.data_builders.sources import SourceError, Sources, check_sources, world_on_request
+from mmkd.eval import selection_report
 from mmkd.eval.selection_truth import agreement, ranks, spearman
 from mmkd.shards import open_dataset
 from mmkd.world.render import render
@@ -207,6 +208,10 @@ def test_every_selection_shares_the_pools_scoring_stages(world, tmp_path):
     assert report["multimodal"]["recall"] >= 0.8 and report["multimodal"]["precision"] == 1.0
     kept = report["selections"]["scale"]
     assert kept["incomplete"] == kept["blur"] == kept["dark"] == 0 and sum(kept.values()) == pytest.approx(1)
+    page = selection_report.write(pool, stages, picked["scale"], tmp_path / "page").read_text()
+    assert "10 of 50 scored samples kept." in page and "### Tasks: pool and kept" in page
+    thumbs = re.findall(r"!\[(.*?)\]\((.*?\.png)\)", page)
+    assert len(thumbs) == 12 and all((tmp_path / "page" / f).exists() for _, f in thumbs)
 
 
 def test_the_clip_baseline_selects_by_similarity_and_needs_a_clip(world, tmp_path, tiny_clip):
