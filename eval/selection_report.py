@@ -55,7 +55,8 @@ def write(pool: Path, stages: dict[str, Path], selection: Path, out: Path, examp
     """`<out>/report.md` and its thumbnails; returns the report's path."""
     uni, tasks, mm = (engine.read_records(stages[s]) for s in ("unimodal", "tasks", "multimodal"))
     scores = pool_scores(uni, tasks, mm)
-    kept = [s.id for s in open_dataset(selection).iter(images=False)]
+    chosen = list(open_dataset(selection).iter(images=False))
+    kept = [s.id for s in sorted(chosen, key=lambda s: s.metadata["scale"]["rank"])]  # best first
     ranked = sorted(scores, key=lambda i: sum(scores[i].values()))
     worst = [i for i in ranked if i not in set(kept)][:examples]
     shown = set(kept[:examples]) | set(worst)
