@@ -1,17 +1,18 @@
-"""SCALE's scoring stages (seed 004 Sec. 3.2), as resumable, shard-parallel record builders.
+"""SCALE (seed 004 Sec. 3.2): scoring stages as resumable, shard-parallel record builders, then the
+selection.
 
-  unimodal   image quality (classical sharpness and noise, data_builders/image_quality.py) and text
-             quality (informativeness, complexity, completeness, 1-5) from a text-only annotator
-  tasks      the task and sub-task of each sample in Table 6's taxonomy (few-shot prompt, one example
-             per task)
-  multimodal a general caption and a caption aimed at the predicted task (an MLLM, Sec. 3.2.3), then
-             clarity and relevance of the Q/A judged from the captions by an LLM (Sec. 3.2.4); task
-             rarity is the pool's own statistic, computed at selection
+  unimodal    image quality (classical sharpness and noise, data_builders/image_quality.py) and text
+              quality (informativeness, complexity, completeness, 1-5) from a text-only annotator
+  tasks       the task and sub-task of each sample in Table 6's taxonomy (few-shot, one example each)
+  multimodal  a general caption and one aimed at the predicted task (an MLLM, Sec. 3.2.3), then the
+              clarity and relevance of the Q/A judged from them by an LLM (Sec. 3.2.4)
+  clip        image-text similarity under a CLIP (the CLIP baseline only)
+  selection   image, text and multimodal scores on 1-5 (task rarity is the pool's own statistic),
+              SCALE's composite or a baseline's ranking, the top share (Sec. 3.2.5, Sec. 4.1)
 
-Each writes one JSON record per sample (`engine.read_records`), keyed by sample id, with the prompt
-versions and annotator in its manifest's provenance; the later stages (visual understanding,
-multimodal quality, ranking and selection) read them. Only single-image samples with one Q/A turn
-(or a caption) are scored; others are rejects with their reason.
+Each stage writes one JSON record per sample (`engine.read_records`), with its prompts and annotator
+in the manifest's provenance. Single-image samples are scored on their first Q/A turn (a caption as
+the answer to "Describe the image."); others are rejects with their reason.
 """
 
 from __future__ import annotations
