@@ -50,7 +50,7 @@ def test_alttext_is_web_like_junk_wrong_or_about_what_no_pixel_shows():
     assert abs(junk - alttext.JUNK_SHARE) < 0.02
     assert 0.05 < wrong / len(alts) < alttext.WRONG_SHARE + 0.02  # a wrong kind; some templates name none
     for a in alts:  # the names it carries are the ones a reader finds
-        assert set(a.entities) <= set(alttext.mentioned(a.text))
+        assert set(a.entities) <= set(alttext.ENTITY.findall(a.text))
     assert len({e for a in alts for e in a.entities}) > 1000  # a heavy tail of rare names
     again = alttext.alt_text(
         sample_scene(cfg, "alttext", 7, layout="objects"), scene_rng(cfg, "alttext-text", 7)

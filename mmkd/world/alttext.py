@@ -96,7 +96,3 @@ def alt_text(scene: Scene, rng: random.Random) -> AltText:
     text, entities = rng.choice(templates)
     return AltText(text[0].upper() + text[1:] if rng.random() < 0.5 else text, entities)
 
-
-def mentioned(text: str) -> list[str]:
-    """The proper names and years a text carries over from AltText (what AFC fuses in)."""
-    return [*ENTITY.findall(text), *YEAR.findall(text)]
