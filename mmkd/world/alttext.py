@@ -95,4 +95,3 @@ def alt_text(scene: Scene, rng: random.Random) -> AltText:
         templates.append((f"{subject} at {venue}. {fact}", (venue,)))
     text, entities = rng.choice(templates)
     return AltText(text[0].upper() + text[1:] if rng.random() < 0.5 else text, entities)
-
