@@ -51,10 +51,21 @@ metric_list:
 """
 
 
+def _registry(tasks: list[str], folders: list[str]) -> TaskManager:
+    """A task manager that knows `tasks`: the local folders alone when they define each of them as a
+    task, else with lm-eval's built-in registry too (~15k YAML files: ~10 s to index, per call)."""
+    if folders:
+        local = TaskManager(include_path=folders, include_defaults=False)
+        if set(tasks) <= set(local.all_subtasks):
+            return local
+    return TaskManager(include_path=folders or None)
+
+
 def check_tasks(tasks: list[str], include: str) -> None:
     """Before training: every task name resolves (lm-eval's registry, the include folder, ours)."""
-    known = set(TaskManager(include_path=include or None).all_tasks) | {WORLD_TASK}
-    unknown = [t for t in tasks if t not in known]
+    wanted = [t for t in tasks if t != WORLD_TASK]
+    known = set(_registry(wanted, [include] if include else []).all_tasks) if wanted else set()
+    unknown = [t for t in wanted if t not in known]
     if unknown:
         where = f"lm-eval's registry or {include}" if include else "lm-eval's registry"
         raise ValueError(f"eval.lm_eval_tasks: unknown tasks {unknown} (not in {where})")
@@ -142,10 +153,10 @@ def world_task(world_root: Path, out_dir: Path) -> Path:
     return folder
 
 
-def _task_manager(include: str, world_root: Path | None, out_dir: Path) -> TaskManager:
+def _task_manager(tasks: list[str], include: str, world_root: Path | None, out_dir: Path) -> TaskManager:
     """The user's task folder, and the world's task where the run has a world."""
     world = [str(world_task(world_root, out_dir))] if world_root is not None else []
-    return TaskManager(include_path=world + ([include] if include else []))
+    return _registry(tasks, world + ([include] if include else []))
 
 
 def task_items(
@@ -172,7 +183,7 @@ def task_items(
                 items.append(BenchItem(str(doc.get("id", n)), "lm_eval", "", text, str(target)))
             out[task.config.task] = items
 
-    walk(get_task_dict(tasks, _task_manager(include, world_root, out_dir)))
+    walk(get_task_dict(tasks, _task_manager(tasks, include, world_root, out_dir)))
     return out
 
 
@@ -190,7 +201,7 @@ def evaluate_lm_eval(
     results = lm_eval.simple_evaluate(
         model=MmkdLM(model, templates, batch_size),
         tasks=tasks,
-        task_manager=_task_manager(include, world_root, out_dir),
+        task_manager=_task_manager(tasks, include, world_root, out_dir),
         limit=limit or None,
         log_samples=True,
         bootstrap_iters=0,

@@ -192,7 +192,7 @@ def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokeniz
 
     def train_on_it(run_dir: Path, limit: int) -> None:
         # A copy: the session's world data is shared by every test.
-        cfg = micro_run_config(replace(data, max_bad_samples=limit), run_dir, budget_samples=1600)
+        cfg = micro_run_config(replace(data, max_bad_samples=limit), run_dir, budget_samples=800)
         cfg.recipe.mixture = {"bad": 1.0}
         run_dir.mkdir()
         train(cfg, {"bad": tmp_path / "bad"}, tokenizer, run_dir, DistInfo())

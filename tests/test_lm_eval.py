@@ -6,7 +6,9 @@ import json
 
 import pytest
 import torch
+from lm_eval.tasks import TaskManager
 
+from mmkd.eval import lm_eval_suite
 from mmkd.eval.decontamination import check
 from mmkd.eval.lm_eval_suite import WORLD_TASK, MmkdLM, check_tasks, evaluate_lm_eval, task_items
 from mmkd.shards import open_dataset
@@ -76,7 +78,7 @@ def test_loglikelihood_is_the_models_own(world, tokenizer, tmp_path):
     assert score == pytest.approx(want, abs=1e-4)
 
 
-def test_world_knowledge_and_user_tasks_run_offline(world, tokenizer, tmp_path, offline):
+def test_world_knowledge_and_user_tasks_run_offline(world, tokenizer, tmp_path, offline, monkeypatch):
     model, templates = _model(world, tokenizer, tmp_path)
     docs = [
         {"id": f"c{i}", "question": f"What colour is thing {i}?", "choices": ["red", "blue"], "label": i % 2}
@@ -88,12 +90,23 @@ def test_world_knowledge_and_user_tasks_run_offline(world, tokenizer, tmp_path, 
     for n, text in enumerate(USER_TASKS.split("---\n")):
         (include / f"task{n}.yaml").write_text(text.format(data=tmp_path / "colours.jsonl"))
     tasks = [WORLD_TASK, "colours_mc", "colours_gen"]
+    indexed = []  # include_defaults of each task manager: lm-eval's 15k built-in YAMLs take ~10 s
+    monkeypatch.setattr(
+        lm_eval_suite,
+        "TaskManager",
+        lambda **kw: indexed.append(kw.get("include_defaults", True)) or TaskManager(**kw),
+    )
     check_tasks(tasks, str(include))
     suite, records = evaluate_lm_eval(model, templates, tasks, str(include), world[1], tmp_path / "out", 8, 0)
+    assert indexed == [False, False]  # local tasks only: the built-in registry is never indexed
     assert suite[WORLD_TASK]["n"] == world[0].bench_per_ability and suite[WORLD_TASK]["metric"] == "acc"
     assert suite["colours_mc"]["n"] == 6 and suite["colours_gen"]["metric"] == "exact_match"
     assert all(0 <= r["score"] <= 1 for r in records)
     assert {r["id"] for r in records if r["benchmark"] == "colours_mc"} == {d["id"] for d in docs}
+    # A misspelt name is caught before training, beside built-in, local and world tasks that resolve.
+    with pytest.raises(ValueError, match=r"unknown tasks \['mmlu_prooo'\] \(not in lm-eval's registry or "):
+        check_tasks(["mmlu_prooo", "arc_easy", "colours_mc", WORLD_TASK], str(include))
+    assert indexed[2:] == [False, True]
 
 
 def test_task_documents_are_checked_for_contamination(world, tmp_path, offline):
@@ -123,8 +136,3 @@ def test_task_documents_are_checked_for_contamination(world, tmp_path, offline):
     entry = report["benchmarks"]["lm_eval/colours_mc"]
     assert entry["text_checked"] == 2 and entry["text_overlap"] == 1
     assert entry["text_examples"][0]["item"] == "leak"
-
-
-def test_unknown_task_is_named_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown tasks \['mmlu_prooo'\]"):
-        check_tasks(["mmlu_prooo", WORLD_TASK], "")

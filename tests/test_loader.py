@@ -145,7 +145,11 @@ def test_skip_resumes_the_stream_exactly_across_workers(workers, pack_len, world
     assert batches(5, 6) == batches(0, 11)[5:]
 
 
-@pytest.mark.parametrize(("workers", "pack_len"), [(0, 0), (2, 0), (0, 160), (2, 160)])
+# Two workers with packing (the hardest case) by default; the simpler ones with -m slow.
+@pytest.mark.parametrize(
+    ("workers", "pack_len"),
+    [*(pytest.param(w, n, marks=pytest.mark.slow) for w, n in ((0, 0), (2, 0), (0, 160))), (2, 160)],
+)
 def test_a_saved_loader_state_resumes_the_stream_exactly(workers, pack_len, world, tokenizer):
     """Resume from the state the trainer saves (JSON, as in a checkpoint), at points inside a pool,
     at an odd number of batches over two workers, and after the streams have wrapped an epoch."""

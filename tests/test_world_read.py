@@ -9,10 +9,10 @@ from mmkd.world.render import render
 from mmkd.world.scene import WorldConfig, sample_scene
 
 
-@pytest.mark.parametrize("size", [48, 64])
+@pytest.mark.parametrize("size", [48, pytest.param(64, marks=pytest.mark.slow)])  # 48: the default
 def test_every_render_reads_back_exactly(size):
     cfg = WorldConfig(image_size=size)
-    scenes = [sample_scene(cfg, split, i) for split in ("train", "bench-read") for i in range(150)]
+    scenes = [sample_scene(cfg, split, i) for split in ("train", "bench-read") for i in range(100)]
     assert {s.layout for s in scenes} == {"objects", "sign", "chart"}
     wrong = [
         (truth(s), read_scene(render(s, size))) for s in scenes if read_scene(render(s, size)) != truth(s)
