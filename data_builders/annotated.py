@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.annotators import Annotator, Request, Response
-from mmkd.config import BuildConfig
+from mmkd.build_config import BuildConfig
 from mmkd.data_builders import engine
 from mmkd.data_builders.pairing import group_images, pair_images
 from mmkd.data_builders.prompts import (

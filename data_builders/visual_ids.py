@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mmkd.config import BuildConfig
+from mmkd.build_config import BuildConfig
 from mmkd.data_builders import engine
 from mmkd.data_builders.annotated import chunks, input_ids, load_samples
 from mmkd.data_builders.rejects import RejectLog

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.annotators import Annotator
-from mmkd.config import BuildConfig
+from mmkd.build_config import BuildConfig
 from mmkd.data_builders.noun_phrases import extractor
 from mmkd.eval import caption_metrics as cm
 from mmkd.schema import Sample

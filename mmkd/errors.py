@@ -21,6 +21,12 @@ class UserError(Exception):
         return f"{self.label}: {self}{self.hint}"
 
 
+class ConfigError(UserError, ValueError):
+    """A configuration value is wrong; the message names the key and what would be right."""
+
+    label = "config error"
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint is missing, incomplete, corrupt or of an unreadable kind; the message names the file."""
 
