@@ -88,12 +88,14 @@ class SourceError(ConfigError):
     """A recipe names a source that does not exist and cannot be built here."""
 
 
-def world_dir(data: DataConfig) -> Path:
-    """One directory per set of build settings, so runs with different data never share a directory."""
+def world_dir(data: DataConfig | dict) -> Path:
+    """One directory per set of build settings, so runs with different data never share a directory.
+    `data` may be the `data` section of a saved config (results.json) as a dict."""
+    fields = data if isinstance(data, dict) else asdict(data)
     loading = ("root", "sources", "num_workers", "max_bad_samples")  # how data is read, not what it is
-    settings = {k: v for k, v in asdict(data).items() if k not in loading}
+    settings = {k: v for k, v in fields.items() if k not in loading}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(data.root) / f"world-{digest}"
+    return Path(fields["root"]) / f"world-{digest}"
 
 
 def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:

@@ -44,6 +44,8 @@ class Run:
     concepts: dict[str, float] = field(default_factory=dict)  # benchmark -> share seen in training
     dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
     captions: dict[str, float] = field(default_factory=dict)  # what its captions claim (CHAIR, ANA, ...)
+    results: dict = field(default_factory=dict)  # results.json as written (config, mixture, chance, blind)
+    eval_dir: str = "eval"  # the folder under `path` that holds results.json and predictions.jsonl
 
 
 # caption_quality fields of the world captioning result -> report columns (seed 002 Appendix B).
@@ -82,7 +84,7 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: is {run_dir} an evaluated run?")
     results = json.loads(results_path.read_text())
-    run = Run(run_dir, results["recipe"], int(results["seed"]))
+    run = Run(run_dir, results["recipe"], int(results["seed"]), results=results, eval_dir=eval_dir)
     run.concepts = {b: e["all"] for b, e in (results.get("concepts") or {}).items()}
     run.dimensions = {d: e["score"] for d, e in (results.get("seed_dimensions") or {}).items() if e}
     quality = results.get("suites", {}).get("world", {}).get("captioning", {}).get("caption_quality")
@@ -243,6 +245,33 @@ def sections(runs: list[Run]) -> str:
     return "\n".join(out)
 
 
+def cells(r: Row) -> list[str]:
+    """A row as the report prints it: benchmark (metric), recipe, seeds, items, score [CI], per seed,
+    delta [CI], p (items), p (seeds + items)."""
+    m = r.metric
+    score = f"{_fmt(r.mean, m)} [{_fmt(r.ci[0], m)}, {_fmt(r.ci[1], m)}]"
+    seeds = ", ".join(_fmt(s, m) for s in r.per_seed)
+    delta, p, p_boot = "—", "—", "—"
+    if r.delta is not None and r.delta_ci is not None:
+        delta = f"{_fmt(r.delta, m)} [{_fmt(r.delta_ci[0], m)}, {_fmt(r.delta_ci[1], m)}]"
+        p, p_boot = f"{r.p_value:.4f}", f"{r.p_bootstrap:.4f}"
+    return [
+        f"{r.benchmark} ({m})",
+        r.recipe,
+        str(len(r.seeds)),
+        str(r.n_items),
+        score,
+        seeds,
+        delta,
+        p,
+        p_boot,
+    ]
+
+
+CELL_NAMES = ("benchmark", "recipe", "seeds", "items", "score [95% CI]", "per seed", "Δ vs baseline [95% CI]")
+CELL_NAMES += ("p (items)", "p (seeds + items)")
+
+
 def markdown(rows: list[Row], baseline: str) -> str:
     """One table per suite (general multimodal, general text, custom): recipes as rows within each
     benchmark, then the suite averages."""
@@ -252,22 +281,10 @@ def markdown(rows: list[Row], baseline: str) -> str:
         out += [
             f"## {suite} ({SUITE_GROUPS.get(suite, 'custom')})",
             "",
-            "| benchmark | recipe | seeds | items | score [95% CI] | per seed | Δ vs baseline [95% CI] "
-            "| p (items) | p (seeds + items) |",
+            f"| {' | '.join(CELL_NAMES)} |",
             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
         ]
-        for r in (r for r in rows if r.suite == suite):
-            m = r.metric
-            score = f"{_fmt(r.mean, m)} [{_fmt(r.ci[0], m)}, {_fmt(r.ci[1], m)}]"
-            seeds = ", ".join(_fmt(s, m) for s in r.per_seed)
-            delta, p, p_boot = "—", "—", "—"
-            if r.delta is not None and r.delta_ci is not None:
-                delta = f"{_fmt(r.delta, m)} [{_fmt(r.delta_ci[0], m)}, {_fmt(r.delta_ci[1], m)}]"
-                p, p_boot = f"{r.p_value:.4f}", f"{r.p_bootstrap:.4f}"
-            out.append(
-                f"| {r.benchmark} ({m}) | {r.recipe} | {len(r.seeds)} | {r.n_items} | {score} | {seeds} "
-                f"| {delta} | {p} | {p_boot} |"
-            )
+        out += [f"| {' | '.join(cells(r))} |" for r in rows if r.suite == suite]
         recipes = sorted({r for (s, r) in avg if s == suite}, key=lambda n: (n != baseline, n))
         if recipes:
             out += ["", "| recipe | average (benchmarks in %, CIDEr left out) |", "| --- | ---: |"]
@@ -311,8 +328,22 @@ def write_csv(rows: list[Row], path: Path) -> None:
             w.writerow([*head, per_seed, r.delta, d_lo, d_hi, r.p_value, r.p_bootstrap])
 
 
-def plot(rows: list[Row], path: Path) -> None:
-    """One panel per suite: a bar per (benchmark, recipe) with its 95% CI."""
+def levels(runs: list[Run]) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """(suite, benchmark) -> (chance, blind) as the evaluation measured them, where it did."""
+    out = {}
+    for run in runs:
+        for suite, benchmarks in run.results.get("suites", {}).items():
+            for name, r in benchmarks.items():
+                if isinstance(r, dict) and (r.get("chance") is not None or r.get("blind") is not None):
+                    out.setdefault((suite, name), (r.get("chance"), r.get("blind")))
+    return out
+
+
+def plot(
+    rows: list[Row], path: Path, marks: dict[tuple[str, str], tuple[float | None, float | None]] | None = None
+) -> None:
+    """One panel per suite: a bar per (benchmark, recipe) with its 95% CI; with `marks` (`levels()`),
+    each benchmark's chance (dashed) and blind (dotted) scores across its bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -335,6 +366,20 @@ def plot(rows: list[Row], path: Path) -> None:
                     err[0].append(r.mean - r.ci[0])
                     err[1].append(r.ci[1] - r.mean)
             ax.bar(xs, ys, width, yerr=err, capsize=2, label=name)
+        labelled: set[str] = set()
+        for i, b in enumerate(benchmarks):
+            span = (i - width / 2, i + 0.8 - width / 2)
+            chance_blind = (marks or {}).get((suite, b), (None, None))
+            for value, what, style in zip(chance_blind, ("chance", "blind"), ("dashed", "dotted")):
+                if value is not None:
+                    ax.hlines(
+                        value,
+                        *span,
+                        colors="black",
+                        linestyles=style,
+                        label=None if what in labelled else what,
+                    )
+                    labelled.add(what)
         ticks = [i + 0.4 - width / 2 for i in range(len(benchmarks))]
         ax.set_xticks(ticks, benchmarks, rotation=30, ha="right")
         ax.set_title(suite)

@@ -1,6 +1,6 @@
 """Every eval suite on one model: the world benchmarks, lm-eval tasks, VLMEvalKit datasets and custom
-suites, written as `results.json` (scores with provenance), `predictions.jsonl` (one line per item)
-and `report.md`.
+suites, written as `results.json` (scores with provenance), `predictions.jsonl` (one line per item),
+`report.md` and `report.html` (eval/html_report.py: curves, bars, the answers beside their images).
 
 Called after training (`mmkd.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
 by eval-only (`launch/eval.py`); all of them evaluate a checkpoint loaded into a plain model, so the
@@ -23,8 +23,10 @@ from mmkd.checkpoint import load_checkpoint
 from mmkd.config import RunConfig
 from mmkd.data_builders.noun_phrases import extractor
 from mmkd.eval import concept_overlap, decontamination, few_shot, image_generation, seed_dimensions
+from mmkd.eval.compare import compare, load_run
 from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.few_shot import with_shots
+from mmkd.eval.html_report import write_html
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
@@ -67,8 +69,9 @@ def evaluate(
     decontaminate: bool = True,
 ) -> dict:
     """The eval suites on `model`: `results.json` (scores, resolved config, the mixture's manifest
-    hashes, code version), `predictions.jsonl` (one line per item) and `report.md` in `out_dir`;
-    first, with `eval.decontamination`, `contamination.json` (eval items found in the training shards)."""
+    hashes, code version), `predictions.jsonl` (one line per item), `report.md` and `report.html` in
+    `out_dir`; first, with `eval.decontamination`, `contamination.json` (eval items found in the
+    training shards)."""
     templates = templates_for(cfg, tokenizer)
     e = cfg.eval
 
@@ -187,6 +190,8 @@ def evaluate(
     tables += [decontamination.markdown(contamination)] if contamination else []
     tables += [concept_overlap.markdown(concepts)] if concepts else []
     (out_dir / "report.md").write_text("\n".join(tables))
+    run = load_run(out_dir.parent, out_dir.name)
+    write_html([run], compare([run], run.recipe), run.recipe, out_dir, title)
     return suites
 
 

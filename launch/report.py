@@ -5,8 +5,9 @@
     python launch/report.py runs=runs out=reports/4shot eval_dir=eval-final-4shot   # a launch/eval.py folder
 
 Each run directory holds eval/results.json and eval/predictions.jsonl (written after training or by
-launch/eval.py). Writes report.md, report.csv and report.png into `out`, and prints the markdown.
-Statistics: `mmkd/eval/compare.py` (eval/compare.py in the checkout).
+launch/eval.py). Writes report.md, report.csv, report.png and report.html (with its pictures in
+report_files/: curves, bars, KD histograms, a gallery of answers; it opens from disk) into `out`, and
+prints the markdown. Statistics: `mmkd/eval/compare.py` (eval/compare.py in the checkout).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from mmkd.eval.compare import compare, find_runs, markdown, plot, sections, write_csv
+from mmkd.eval.compare import compare, find_runs, levels, markdown, plot, sections, write_csv
+from mmkd.eval.html_report import write_html
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"
 
@@ -30,17 +32,19 @@ def main(argv: list[str] | None = None) -> None:
     paths = [Path(p) for p in (args.runs if isinstance(args.runs, ListConfig) else [args.runs])]
     try:
         runs = find_runs(paths, args.get("eval_dir", "eval"))
-        rows = compare(runs, args.get("baseline", "baseline"))
+        baseline = args.get("baseline", "baseline")
+        rows = compare(runs, baseline)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"report error: {e}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, args.get("baseline", "baseline")) + sections(runs)
+    text = markdown(rows, baseline) + sections(runs)
     (out / "report.md").write_text(text)
     write_csv(rows, out / "report.csv")
-    plot(rows, out / "report.png")
+    plot(rows, out / "report.png", levels(runs))
+    write_html(runs, rows, baseline, out, f"Recipe comparison (baseline: {baseline})")
     print(text)
-    print(f"{len(runs)} runs -> {out / 'report.md'}, report.csv, report.png")
+    print(f"{len(runs)} runs -> {out / 'report.md'}, report.csv, report.png, report.html")
 
 
 if __name__ == "__main__":

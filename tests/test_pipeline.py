@@ -10,6 +10,7 @@ import pytest
 
 from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES, data_overrides, run_python, torchrun
+from tests.html_page import read_page
 from tests.test_custom_suites import write_suites
 
 
@@ -80,6 +81,10 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     # Benchmark scenes have held-out compositions: no world item shares an image with training.
     assert all(e["image_overlap"] == 0 and not e["image_examples"] for e in leaks.values())
     assert "Decontamination" in (run / "eval/report.md").read_text()
+    # The run's own page: its curves, bars, and what it answered beside each benchmark image.
+    page = read_page(run / "eval/report.html")
+    assert page.headings == ["Training", "Scores", "What the models answered", "Mixtures as trained"]
+    assert {f"report_files/gallery/world-existence-existence-{i}.png" for i in range(4)} <= page.images
 
     # Eval-only on the final checkpoint reproduces the automatic scores exactly, and adds custom suites.
     write_suites(world[1], tmp_path)

@@ -1,28 +1,70 @@
 """Recipe comparison on planted results: CIs cover the planted means, the paired test finds a planted
 difference and none where there is none; the CLI writes markdown, CSV and a PNG."""
 
+import base64
 import csv
+import io
 import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from mmkd.data_builders.sources import world_dir
 from mmkd.eval.compare import compare, find_runs, paired_p_value
 from tests.conftest import REPO, run_python
+from tests.html_page import read_page
 
 ITEMS = 400
 EFFECT = 0.10
 
 
-def _plant(root, recipe, seed, probs, rng):
+DATA = {"root": "", "world": {"image_size": 48}, "sizes": {"caption0": 10}}  # a saved config's `data`
+
+
+def _plant_data(root):
+    """What the HTML report reads from a run's data root: a world benchmark with its images and a
+    knowledge-density report (launch/build.py +knowledge=true), in their real formats."""
+    data = DATA | {"root": str(root / "data")}
+    bench = world_dir(data) / "bench"
+    bench.mkdir(parents=True)
+    png = io.BytesIO()
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(png, format="PNG")
+    image = base64.b64encode(png.getvalue()).decode()
+    items = [
+        {"id": f"counting-{i}", "question": "How many?", "answer": "2", "image": image} for i in range(ITEMS)
+    ]
+    (bench / "counting.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    kd = {
+        "sources": {
+            "caption0": {"n": 3, "histogram": {"2": 1, "5": 2}},
+            "vqa0": {"n": 2, "histogram": {"1": 2}},
+        }
+    }
+    (root / "data" / "reports").mkdir()
+    (root / "data" / "reports" / "knowledge-baseline.json").write_text(json.dumps(kd))
+    return data
+
+
+def _plant(root, recipe, seed, probs, rng, data):
     """A run directory in the pipeline's format whose item scores are Bernoulli(probs)."""
     run = root / f"{recipe}-s{seed}"
     (run / "eval").mkdir(parents=True)
     hits = (rng.random(ITEMS) < probs).astype(float)
     records = [
-        {"suite": "world", "benchmark": "counting", "id": f"counting-{i}", "score": float(h)}
+        {
+            "suite": "world",
+            "benchmark": "counting",
+            "id": f"counting-{i}",
+            "question": "How many?",
+            "answer": "2",
+            "prediction": "2" if h else "3",
+            "score": float(h),
+        }
         for i, h in enumerate(hits)
     ]
+    metrics = [{"step": k, "loss": 5.0 / k, "lr": 1e-3, "tokens_per_s": 100.0 + seed} for k in range(1, 6)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     records += [  # a caption metric on another scale: reported, not averaged
         {"suite": "world", "benchmark": "captioning", "id": f"cap-{i}", "score": float(rng.random() * 0.5)}
         for i in range(50)
@@ -42,7 +84,12 @@ def _plant(root, recipe, seed, probs, rng):
     chair_i = {"baseline": 10.0, "better": 4.0, "same": 10.0}[recipe] + seed  # what its captions claim
     quality = {k: [v, v - 1, v + 1] for k, v in (("chair_i", chair_i), ("chair_s", 20.0), ("recall", 50.0))}
     suites["world"]["captioning"]["caption_quality"] = quality | {"ana": [3.0] * 3, "capscore": [90.0] * 3}
+    suites["world"]["counting"] |= {"chance": 0.25, "blind": 0.3}
     results = {"recipe": recipe, "seed": seed, "suites": suites}
+    weight = {"baseline": 0.5, "better": 0.7, "same": 0.5}[recipe]
+    results["config"] = {"seed": seed, "data": data, "recipe": {"mixture": {"caption0": weight}}}
+    source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": "/data/caption0"}
+    results["mixture"] = {"sources": {"caption0": source}, "realised": {"caption0": {"sample_share": weight}}}
     share = {"baseline": 0.5, "better": 0.75, "same": 0.5}[recipe] + 0.01 * seed  # concept overlap
     results["concepts"] = {"world/captioning": {"concepts": 40, "by_source": {}, "all": share}}
     results["seed_dimensions"] = {"Instance Counting": {"n": ITEMS, "score": float(hits.mean()), "ci95": 0.0}}
@@ -53,12 +100,13 @@ def _plant(root, recipe, seed, probs, rng):
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
+    data = _plant_data(tmp_path_factory.mktemp("world"))
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.8, ITEMS)  # per-item difficulty, shared by the recipes
     probs = {"baseline": base, "better": base + EFFECT, "same": base}
     for recipe, p in probs.items():
         for seed in range(3):
-            _plant(root, recipe, seed, p, rng)
+            _plant(root, recipe, seed, p, rng, data)
     return root, {k: float(v.mean()) for k, v in probs.items()}
 
 
@@ -117,3 +165,28 @@ def test_report_names_a_missing_baseline_and_an_unevaluated_folder(planted, tmp_
         compare(find_runs([root]), "nope")
     with pytest.raises(FileNotFoundError, match=r"no eval/results\.json under"):
         find_runs([tmp_path])
+
+
+def test_report_html_holds_every_section_and_every_picture_it_names(planted, tmp_path):
+    root, _ = planted
+    out = tmp_path / "report"
+    run_python([str(REPO / "launch/report.py"), f"runs={root}", f"out={out}", "baseline=baseline"])
+    page = read_page(out / "report.html")
+    assert page.headings == [
+        "Training",
+        "Scores",
+        "Knowledge density (seed 000 Fig. 4)",
+        "What the models answered",
+        "Mixtures as trained",
+        "Config differences",
+    ]
+    assert {"report_files/curves.png", "report_files/scores.png", "report_files/knowledge.png"} <= page.images
+    # The gallery: counting items where the recipes answered differently first, each with its image.
+    gallery = sorted(i for i in page.images if i.startswith("report_files/gallery/"))
+    assert len(gallery) == 4 and all(
+        i.startswith("report_files/gallery/world-counting-counting-") for i in gallery
+    )
+    assert "better: 2 ✓" in page.text or "better: 3 ✗" in page.text
+    # Deltas and both p-values as in the markdown; the mixture and the config key the recipes differ in.
+    assert "counting (accuracy)" in page.text and "p (seeds + items)" in page.text
+    assert "abababababab" in page.text and "recipe.mixture.caption0" in page.text
