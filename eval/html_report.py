@@ -188,13 +188,13 @@ def _bench_images(run: Run, benchmark: str, ids: set[str]) -> dict[str, bytes]:
     return out
 
 
-def _mark(score: Any) -> str:
-    """Right or wrong for 0/1 scores, the score itself otherwise (CIDEr, ANLS, ...)."""
-    if score == 1.0:
-        return '<span class="ok">✓</span>'
-    if score == 0.0:
-        return '<span class="wrong">✗</span>'
-    return f"{score:.2f}" if isinstance(score, float) else ""
+def _mark(score: Any, binary: bool) -> str:
+    """Right or wrong on a benchmark scored 0/1, the score itself otherwise (CIDEr, ANLS, ...)."""
+    if not isinstance(score, float):
+        return ""
+    if binary:
+        return '<span class="ok">✓</span>' if score == 1.0 else '<span class="wrong">✗</span>'
+    return f"{score:.2f}"
 
 
 def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
@@ -208,6 +208,7 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
         per_recipe = {recipe: a[(suite, benchmark)] for recipe, a in answers.items()}
         ids = sorted(set.intersection(*(set(p) for p in per_recipe.values())))
         split = [i for i in ids if len({p[i].get("score") for p in per_recipe.values()}) > 1]
+        binary = all(r.get("score") in (0.0, 1.0) for p in per_recipe.values() for r in p.values())
         chosen = (split + [i for i in ids if i not in split])[:GALLERY_ITEMS]
         some = next(iter(first.values()))
         images = _bench_images(some, benchmark, set(chosen)) if suite == "world" else {}
@@ -220,11 +221,10 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
                 (files / name).parent.mkdir(exist_ok=True)
                 (files / name).write_bytes(images[i])
                 html.append(_img(files, name, f"{benchmark} item {i}", css="") + "<br>")
-            html.append(
-                f"Q: {escape(str(record['question']))}<br>answer: <b>{escape(str(record.get('answer')))}</b>"
-            )
+            question = f"Q: {escape(str(record['question']))}<br>" if record["question"] else ""
+            html.append(f"{question}answer: <b>{escape(str(record.get('answer')))}</b>")
             html += [
-                f"<br>{escape(recipe)}: {escape(str(p[i]['prediction']))} {_mark(p[i].get('score'))}"
+                f"<br>{escape(recipe)}: {escape(str(p[i]['prediction']))} {_mark(p[i].get('score'), binary)}"
                 for recipe, p in per_recipe.items()
             ]
             items.append(f'<div class="item">{"".join(html)}</div>')

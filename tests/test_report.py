@@ -5,6 +5,7 @@ import base64
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -190,3 +191,18 @@ def test_report_html_holds_every_section_and_every_picture_it_names(planted, tmp
     # Deltas and both p-values as in the markdown; the mixture and the config key the recipes differ in.
     assert "counting (accuracy)" in page.text and "p (seeds + items)" in page.text
     assert "abababababab" in page.text and "recipe.mixture.caption0" in page.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium: apt-get install chromium")
+def test_the_report_page_loads_in_a_browser_with_every_picture(planted, tmp_path):
+    root, _ = planted
+    out = tmp_path / "report"
+    run_python([str(REPO / "launch/report.py"), f"runs={root}", f"out={out}"])
+    check = [str(REPO / "bench/report_in_browser.py"), str(out / "report.html")]
+    result = json.loads(run_python([*check, "--screenshot", str(tmp_path / "shot.png")]))
+    assert result["images"] == 7 and result["broken"] == [] and result["console"] == []
+    assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "report_files" / "curves.png").unlink()  # a picture gone: the browser check says which
+    with pytest.raises(AssertionError, match=r"broken pictures \['report_files/curves\.png'\]"):
+        run_python(check)
