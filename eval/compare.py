@@ -354,7 +354,7 @@ def plot(
     for ax, suite in zip(axes[:, 0], suites):
         mine = [r for r in rows if r.suite == suite]
         benchmarks = sorted({r.benchmark for r in mine})
-        recipes = sorted({r.recipe for r in mine})
+        recipes = list(dict.fromkeys(r.recipe for r in mine))  # the baseline first, as in the tables
         width = 0.8 / len(recipes)
         for k, name in enumerate(recipes):
             xs, ys, err = [], [], [[], []]
@@ -383,7 +383,7 @@ def plot(
         ticks = [i + 0.4 - width / 2 for i in range(len(benchmarks))]
         ax.set_xticks(ticks, benchmarks, rotation=30, ha="right")
         ax.set_title(suite)
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 from collections import defaultdict
 from html import escape
@@ -188,6 +189,11 @@ def _bench_images(run: Run, benchmark: str, ids: set[str]) -> dict[str, bytes]:
     return out
 
 
+def _natural(item_id: str) -> list:
+    """existence-2 before existence-10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", item_id)]
+
+
 def _mark(score: Any, binary: bool) -> str:
     """Right or wrong on a benchmark scored 0/1, the score itself otherwise (CIDEr, ANLS, ...)."""
     if not isinstance(score, float):
@@ -206,7 +212,7 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
     parts = []
     for suite, benchmark in keys:
         per_recipe = {recipe: a[(suite, benchmark)] for recipe, a in answers.items()}
-        ids = sorted(set.intersection(*(set(p) for p in per_recipe.values())))
+        ids = sorted(set.intersection(*(set(p) for p in per_recipe.values())), key=_natural)
         split = [i for i in ids if len({p[i].get("score") for p in per_recipe.values()}) > 1]
         binary = all(r.get("score") in (0.0, 1.0) for p in per_recipe.values() for r in p.values())
         chosen = (split + [i for i in ids if i not in split])[:GALLERY_ITEMS]
