@@ -7,6 +7,7 @@ import io
 import json
 import random
 import time
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -313,3 +314,23 @@ def test_transformers_backend_runs_a_local_checkpoint(world, tmp_path):
     assert again.error == r_text.error and again.detail == r_text.detail
     with pytest.raises(ValueError, match=r"annotator\.model='/nonexistent'.*never downloads"):
         make_annotator(AnnotatorConfig(backend="transformers", model="/nonexistent"))
+
+
+def test_routes_send_a_prompt_to_its_own_model_and_name_a_bad_one():
+    cfg = AnnotatorConfig(backend="openai", model="default", routes={"scale_text_quality": "llm"}).validate()
+    assert cfg.route("scale_text_quality") == ("llm", cfg.base_url) and cfg.route("caption") == (
+        "default",
+        cfg.base_url,
+    )
+    elsewhere = replace(cfg, routes={"caption": "vlm@http://10.0.0.2:8000/v1"}).validate()
+    assert elsewhere.route("caption") == ("vlm", "http://10.0.0.2:8000/v1")
+    with pytest.raises(ValueError, match=r"annotator\.routes\.captoin: no prompt of that name; prompts: \["):
+        replace(cfg, routes={"captoin": "vlm"}).validate()
+    with pytest.raises(
+        ValueError, match=r"annotator\.routes\.caption='vlm@host': must be MODEL or MODEL@http"
+    ):
+        replace(cfg, routes={"caption": "vlm@host"}).validate()
+    with pytest.raises(
+        ValueError, match=r"annotator\.routes: served models only \(annotator=openai\), not 'world'"
+    ):
+        replace(cfg, backend="world").validate()

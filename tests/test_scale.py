@@ -281,22 +281,39 @@ def test_a_llava_pool_is_scored_and_selected_through_a_served_model(world, tmp_p
         "--images", str(fixture / "images"), "--image-size", "48", "--out", str(pool),
     ]  # fmt: skip
     run_python(convert, timeout=120, cwd=tmp_path)
-    server = FakeOpenAI(_judge)
+    asked: dict[str, set[tuple[str, str]]] = {"llm": set(), "vlm": set()}  # (model, prompt) per server
+
+    def on(name):
+        def respond(body, calls):
+            asked[name].add((body["model"], prompt_text(body).split("\n")[0][:40]))
+            return _judge(body, calls)
+
+        return respond
+
+    server, captioner = FakeOpenAI(on("llm")), FakeOpenAI(on("vlm"))
     try:
         build = [
             str(REPO / "launch/build.py"), "recipe=scale_top10", f"+data.sources.pool={pool}",
             "build.inputs.scale=pool", "build.scale_fraction=0.3", "annotator=openai",
             f"annotator.base_url={server.url}", "annotator.model=served",
             f"annotator.cache_dir={tmp_path / 'c'}",
+            # Seed 004's split: text rated by an LLM, captions by an MLLM on a server of its own.
+            "+annotator.routes.scale_text_quality=text-llm",
+            f"+annotator.routes.scale_caption_general=vlm@{captioner.url}",
+            f"+annotator.routes.scale_caption_task=vlm@{captioner.url}",
             *data_overrides(data),
         ]  # fmt: skip
         out = run_python(build, timeout=300, cwd=tmp_path)
+        assert {m for m, _ in asked["vlm"]} == {"vlm"} and captioner.calls == 2 * 10  # two captions per image
+        assert {m for m, _ in asked["llm"]} == {"served", "text-llm"}
+        assert all(("rating the text" in q) == (m == "text-llm") for m, q in asked["llm"])
         calls = server.calls
         picked = Path(re.search(r"^scale: (.*)$", out, re.M).group(1))
         kept = {s.id for s in open_dataset(picked).iter(images=False)}
         assert len(kept) == 3 and not {"llava-q4", "llava-q7"} & kept  # incomplete, irrelevant
         assert not {"llava-q0", "llava-q3", "llava-q6", "llava-q9"} & kept  # blurred
         run_python(build, timeout=300, cwd=tmp_path)
-        assert server.calls == calls  # built and cached: nothing is asked again
+        assert server.calls == calls and captioner.calls == 20  # built and cached: nothing is asked again
     finally:
         server.close()
+        captioner.close()

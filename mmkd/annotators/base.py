@@ -52,6 +52,10 @@ class AnnotatorConfig:
     hallucination: float = 0.0
     # World oracle only: per-claim error rate of each caption format (seed 002, world/caption_formats.py).
     claim_error: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CAPTION_FORMATS, 0.05))
+    # Served models only: which model answers which prompt where one should not answer all (seed 004
+    # rates text with an LLM and captions images with an MLLM): prompt name -> "model" on base_url,
+    # or "model@url" on a server of its own. Other prompts go to `model`.
+    routes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> AnnotatorConfig:
         backends = ("world", "openai", "transformers")
@@ -76,7 +80,30 @@ class AnnotatorConfig:
         missing = [f for f in CAPTION_FORMATS if f not in self.claim_error]
         if missing:
             raise ValueError(f"annotator.claim_error has no rate for {missing}")
+        if self.routes:
+            self._check_routes()
         return self
+
+    def _check_routes(self) -> None:
+        from mmkd.data_builders.prompts import PROMPTS  # the builders' prompts import this module
+
+        if self.backend != "openai":
+            raise ValueError(f"annotator.routes: served models only (annotator=openai), not {self.backend!r}")
+        for name, target in self.routes.items():
+            if name not in PROMPTS:
+                raise ValueError(
+                    f"annotator.routes.{name}: no prompt of that name; prompts: {sorted(PROMPTS)}"
+                )
+            model, at, url = target.partition("@")
+            if not model or (at and not url.startswith(("http://", "https://"))):
+                raise ValueError(
+                    f"annotator.routes.{name}={target!r}: must be MODEL or MODEL@http(s)://HOST/v1"
+                )
+
+    def route(self, prompt: str) -> tuple[str, str]:
+        """(model, base URL) that answers `prompt`: its route, else `model` on `base_url`."""
+        model, _, url = self.routes.get(prompt, self.model).partition("@")
+        return model, url or self.base_url
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that change an answer: part of every cache key."""
@@ -208,7 +235,13 @@ class Annotator:
     @property
     def identity(self) -> dict[str, Any]:
         """What determines the answers (recorded in the provenance of every output)."""
-        return {"backend": self.cfg.backend, "model": self.cfg.model, "sampling": self.cfg.sampling()}
+        routes = {"routes": dict(sorted(self.cfg.routes.items()))} if self.cfg.routes else {}
+        return {
+            "backend": self.cfg.backend,
+            "model": self.cfg.model,
+            "sampling": self.cfg.sampling(),
+            **routes,
+        }
 
     def count(self, **deltas: int) -> None:
         with self._lock:

@@ -76,7 +76,6 @@ class ResponseCache:
 class OpenAICompatible(Annotator):
     def __init__(self, cfg: AnnotatorConfig):
         super().__init__(cfg)
-        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.cache = ResponseCache(Path(cfg.cache_dir) / "responses.sqlite") if cfg.cache_dir else None
 
     def _payload(self, request: Request, messages: list[dict[str, Any]]) -> tuple[dict, str]:
@@ -96,9 +95,10 @@ class OpenAICompatible(Annotator):
             else m
             for i, m in enumerate(messages)
         ]
-        body = {"model": self.cfg.model, "messages": wire, **self.cfg.sampling()}
+        model, _ = self.cfg.route(request.prompt.name)
+        body = {"model": model, "messages": wire, **self.cfg.sampling()}
         ident = {
-            "model": self.cfg.model,
+            "model": model,
             "prompt": request.prompt.id,
             "messages": messages,
             "images": [hashlib.sha256(b).hexdigest() for b in images],
@@ -111,7 +111,7 @@ class OpenAICompatible(Annotator):
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
             return hit[0], Usage(hit[1].get("prompt_tokens", 0), hit[1].get("completion_tokens", 0), True)
-        data = self._post(body, key)
+        data = self._post(body, key, self.cfg.route(request.prompt.name)[1].rstrip("/") + "/chat/completions")
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
@@ -121,7 +121,7 @@ class OpenAICompatible(Annotator):
             self.cache.put(key, text, usage)
         return text, Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
 
-    def _post(self, body: dict, key: str) -> dict:
+    def _post(self, body: dict, key: str, url: str) -> dict:
         headers = {"Content-Type": "application/json"}
         if api_key := os.environ.get(self.cfg.api_key_env):
             headers["Authorization"] = f"Bearer {api_key}"
@@ -131,7 +131,7 @@ class OpenAICompatible(Annotator):
             wait: float | None = None
             try:
                 self.count(http_calls=1)
-                req = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
+                req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                     raw = resp.read()
                 try:
@@ -141,7 +141,7 @@ class OpenAICompatible(Annotator):
             except urllib.error.HTTPError as e:
                 reason, detail = f"http_{e.code}", e.read()[:200].decode(errors="replace")
                 if e.code in FATAL_STATUS:
-                    raise AnnotatorUnreachable(reason, f"{self.url} answered {e.code}: {detail}") from None
+                    raise AnnotatorUnreachable(reason, f"{url} answered {e.code}: {detail}") from None
                 if e.code not in RETRY_STATUS:
                     raise TransportError(reason, detail) from None
                 if (after := e.headers.get("Retry-After")) and after.replace(".", "", 1).isdigit():
@@ -150,12 +150,12 @@ class OpenAICompatible(Annotator):
                 reason, detail = "timeout", f"no reply within {self.cfg.timeout_s} s"
             except urllib.error.URLError as e:
                 if not isinstance(e.reason, TimeoutError | ConnectionError):
-                    raise AnnotatorUnreachable("connection", f"{self.url}: {e.reason}") from None
-                reason, detail = "connection", f"{self.url}: {e.reason}"
+                    raise AnnotatorUnreachable("connection", f"{url}: {e.reason}") from None
+                reason, detail = "connection", f"{url}: {e.reason}"
                 if isinstance(e.reason, ConnectionRefusedError):
                     reason = "refused"
             except (ConnectionError, http.client.HTTPException) as e:  # reset, closed, cut short mid-reply
-                reason, detail = "connection", f"{self.url}: {type(e).__name__}: {e}"
+                reason, detail = "connection", f"{url}: {type(e).__name__}: {e}"
             if attempt == self.cfg.max_retries:
                 break
             self.count(**{f"retries.{reason}": 1})
