@@ -55,6 +55,9 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("verify_assertion", "v1", "text", "mmkd, from seed 002 Appendix B (CapScore step 2)"),
         _prompt("scale_text_quality", "v1", "json", "mmkd, from seed 004 Table 1 (TQA criteria)"),
         _prompt(
+            "scale_image_quality", "v1", "json", "mmkd, from seed 004 Sec. 3.2.1 (IQA, a Q-SiT-style rating)"
+        ),
+        _prompt(
             "scale_task", "v1", "json", "mmkd, from seed 004 Sec. 3.2.2 and Table 6 (one example per task)"
         ),
         _prompt("scale_caption_general", "v1", "text", "mmkd, from seed 004 Sec. 3.2.3 (general caption)"),

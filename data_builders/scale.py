@@ -1,8 +1,9 @@
 """SCALE (seed 004 Sec. 3.2): scoring stages as resumable, shard-parallel record builders, then the
 selection.
 
-  unimodal    image quality (classical sharpness and noise, data_builders/image_quality.py) and text
-              quality (informativeness, complexity, completeness, 1-5) from a text-only annotator
+  unimodal    image quality (classical sharpness and noise, data_builders/image_quality.py, or a
+              served IQA model's 1-5 with build.scale_iqa=annotator) and text quality
+              (informativeness, complexity, completeness, 1-5) from a text-only annotator
   tasks       the task and sub-task of each sample in Table 6's taxonomy (few-shot, one example each)
   multimodal  a general caption and one aimed at the predicted task (an MLLM, Sec. 3.2.3), then the
               clarity and relevance of the Q/A judged from them by an LLM (Sec. 3.2.4)
@@ -58,9 +59,15 @@ def _scorable(job: Job, ids: list[str], rejects: RejectLog) -> list[Sample]:
     return list(single_image_samples(job.source, ids, rejects).values())
 
 
+def unimodal_prompts(iqa: str) -> list[str]:
+    return ["scale_text_quality", *(["scale_image_quality"] if iqa == "annotator" else [])]
+
+
 def build_unimodal(job: Job, out: Path) -> dict | None:
-    """Image quality (measured) and text quality (rated) of every sample."""
-    prov = job.provenance("scale_unimodal", ["scale_text_quality"], image_quality="classical")
+    """Text quality (rated) and image quality (measured, or rated by a served IQA model) of every
+    sample."""
+    iqa = job.build.scale_iqa
+    prov = job.provenance("scale_unimodal", unimodal_prompts(iqa), image_quality=iqa)
 
     def work(ids: list[str], rejects: RejectLog) -> list[dict]:
         samples = {s.id: s for s in _scorable(job, ids, rejects)}
@@ -69,12 +76,20 @@ def build_unimodal(job: Job, out: Path) -> dict | None:
         for s in samples.values():
             question, answer = question_answer(s)
             requests.append(Request(s.id, prompt, parse, {"question": question, "answer": answer}))
+        text = {r.key: r.value for r in answered(job, requests, "text quality", rejects)}
+        if iqa == "annotator":
+            prompt, parse = PROMPTS["scale_image_quality"], parse_ratings(("quality",))
+            requests = [
+                Request(i, prompt, parse, images=samples[i].images, context=scenes([samples[i]]))
+                for i in text
+            ]
+            rated = {r.key: r.value for r in answered(job, requests, "image quality", rejects)}
+            return [{"id": i, "image_quality": rated[i]["quality"], **text[i]} for i in text if i in rated]
         rows = []
-        for r in answered(job, requests, "text quality", rejects):
-            image = samples[r.key].images[0]
-            rows.append(
-                {"id": r.key, "sharpness": sharpness(image), "noise_sigma": noise_sigma(image), **r.value}
-            )
+        for i in text:
+            image = samples[i].images[0]
+            measured = {"sharpness": sharpness(image), "noise_sigma": noise_sigma(image)}
+            rows.append({"id": i, **measured, **text[i]})
         return rows
 
     job.run(out, chunks(input_ids(job.source, job.build.limit), job.build.unit_size), work, records=True)
@@ -178,7 +193,8 @@ def pool_scores(
 ) -> dict[str, dict[str, float]]:
     """Per sample: image, text and multimodal scores on 1-5 (Sec. 3.2.5's three components).
 
-    Image: the mean of the in-pool quintiles of sharpness and (inverted) noise. Text: the mean of the
+    Image: the served IQA model's rating, or the mean of the in-pool quintiles of sharpness and
+    (inverted) noise. Text: the mean of the
     three ratings. Multimodal: the mean of clarity, relevance and task rarity, the in-pool quintile of
     how rare the sample's predicted sub-task is (the paper asks its judge; a pool statistic says it
     exactly). Samples missing from any stage (rejected there) are not scored.
@@ -187,15 +203,19 @@ def pool_scores(
     uni = {r["id"]: r for r in unimodal}
     sub = {r["id"]: r["subtask"] for r in tasks}
     mm = {r["id"]: r for r in multimodal}
-    sharp = scores_1_to_5([uni[i]["sharpness"] for i in ids])
-    clean = scores_1_to_5([uni[i]["noise_sigma"] for i in ids], higher_is_better=False)
+    if all("image_quality" in uni[i] for i in ids):
+        image = [float(uni[i]["image_quality"]) for i in ids]
+    else:
+        sharp = scores_1_to_5([uni[i]["sharpness"] for i in ids])
+        clean = scores_1_to_5([uni[i]["noise_sigma"] for i in ids], higher_is_better=False)
+        image = [(a + b) / 2 for a, b in zip(sharp, clean)]
     frequency = Counter(sub[i] for i in ids)
     rarity = scores_1_to_5([float(frequency[sub[i]]) for i in ids], higher_is_better=False)
     out = {}
     for n, i in enumerate(ids):
         u, m = uni[i], mm[i]
         out[i] = {
-            "image": (sharp[n] + clean[n]) / 2,
+            "image": image[n],
             "text": sum(u[k] for k in TEXT_CRITERIA) / len(TEXT_CRITERIA),
             "multimodal": (m["clarity"] + m["relevance"] + rarity[n]) / 3,
         }

@@ -343,9 +343,10 @@ class Sources:
         """Where SCALE's scoring stages of `pool` are built (once per pool, annotator and settings)."""
         b = self.cfg.build
         common = {"limit": b.limit, "unit_size": b.unit_size}
+        iqa = {"iqa": b.scale_iqa} if b.scale_iqa != "classical" else {}  # the default keeps its folders
         mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
         return {
-            "unimodal": self._out("scale_unimodal", pool, ["scale_text_quality"], common),
+            "unimodal": self._out("scale_unimodal", pool, scale.unimodal_prompts(b.scale_iqa), common | iqa),
             "tasks": self._out("scale_tasks", pool, ["scale_task"], common),
             "multimodal": self._out("scale_multimodal", pool, mm_prompts, common),
         }
@@ -358,7 +359,8 @@ class Sources:
         mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
         settings = {"mode": SCALE_MODES[name], "fraction": b.scale_fraction, "seed": b.scale_seed}
         settings |= {"weights": b.scale_weights} if name == "scale" else {}
-        prompts = ["scale_text_quality", *mm_prompts]
+        settings |= {"iqa": b.scale_iqa} if b.scale_iqa != "classical" else {}
+        prompts = [*scale.unimodal_prompts(b.scale_iqa), *mm_prompts]
         if name == "scale_clip":  # a similarity, no annotator: only the CLIP's stage
             stages = {"clip": self._out("scale_clip_scores", source, [], {**common, "scorer": b.scale_clip})}
             prompts, settings = [], {**settings, "scorer": b.scale_clip}

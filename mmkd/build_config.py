@@ -73,6 +73,9 @@ class BuildConfig:
     scale_fraction: float = 0.1
     scale_seed: int = 0
     scale_clip: str = ""  # clip:<CLIP directory> for the CLIP-similarity baseline (scale_clip)
+    # Image quality: classical (sharpness and noise estimates, runs anywhere) or annotator (a served
+    # image-quality model rates each image 1-5: annotator.routes.scale_image_quality=MODEL@URL).
+    scale_iqa: str = "classical"
     scale_weights: dict[str, float] = field(
         default_factory=lambda: {"image": 1.0, "text": 1.0, "multimodal": 1.0}
     )
@@ -102,6 +105,8 @@ class BuildConfig:
             raise ConfigError(
                 f"build.scale_fraction={self.scale_fraction}: must be in (0, 1] (seed 004: 0.1)"
             )
+        if self.scale_iqa not in ("classical", "annotator"):
+            raise ConfigError(f"build.scale_iqa={self.scale_iqa!r}: must be classical or annotator")
         unknown = sorted(set(self.scale_weights) - {"image", "text", "multimodal"})
         if (
             unknown

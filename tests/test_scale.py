@@ -164,6 +164,40 @@ def test_the_first_stages_score_the_world_pool_against_its_truth(world, tmp_path
     assert ids(tmp_path / "random") != ids(tmp_path / "random1")  # another seed, another draw
 
 
+def test_a_rated_image_quality_replaces_the_classical_one_and_ranks_the_planted_damage(world, tmp_path):
+    """build.scale_iqa=annotator: the image score is the IQA model's rating (here the world's, from
+    the exact render of each scene): clean images rate 5, damaged ones less on average, and more
+    damage of a kind never rates better on average; the composite image score is that rating."""
+    data, root = world
+    built = world_on_request("scale_pool", replace(data, sizes={**data.sizes, "scale_pool": 60}), root)
+    cfg = RunConfig(data=data)
+    cfg.annotator.cache_dir = str(tmp_path / "cache")
+    cfg.build.scale_iqa = "annotator"
+    job = Job(make_annotator(cfg.annotator), cfg.build, open_dataset(built))
+    made = scale.build_unimodal(job, tmp_path / "unimodal")
+    assert made["num_records"] == 60 and made["provenance"]["image_quality"] == "annotator"
+    assert "scale_image_quality@v1" in json.dumps(made["provenance"])
+    truth = {s.id: s.metadata["defect"] for s in open_dataset(built).iter(images=False)}
+    rows = read_records(tmp_path / "unimodal")
+    by_kind: dict[str, list[tuple[float, int]]] = {}
+    for row in rows:
+        d = truth[row["id"]]
+        assert "sharpness" not in row and 1 <= row["image_quality"] <= 5
+        by_kind.setdefault(d["kind"], []).append((d.get("severity", 0.0), row["image_quality"]))
+    assert all(q == 5 for k in ("none", "incomplete", "wrong_answer") for _, q in by_kind.get(k, []))
+    damaged = [k for k in ("blur", "noise", "dark") if k in by_kind]
+    assert len(damaged) == 3 and all(np.mean([q for _, q in by_kind[k]]) < 4.5 for k in damaged)
+    for kind in damaged:  # dark: a smaller brightness factor is the stronger damage
+        levels = sorted({sev for sev, _ in by_kind[kind]}, reverse=kind == "dark")
+        means = [np.mean([q for sev, q in by_kind[kind] if sev == level]) for level in levels]
+        assert means == sorted(means, reverse=True), (kind, levels, means)
+    scores = scale.pool_scores(rows, [{"id": r["id"], "subtask": "x"} for r in rows],
+                               [{"id": r["id"], "clarity": 3, "relevance": 3} for r in rows])  # fmt: skip
+    assert all(scores[r["id"]]["image"] == r["image_quality"] for r in rows)
+    with pytest.raises(ConfigError, match=r"build\.scale_iqa='qsit': must be classical or annotator"):
+        replace(cfg.build, scale_iqa="qsit").validate()
+
+
 def test_ratings_and_tasks_from_a_served_model_are_checked():
     parse = parse_ratings(scale.TEXT_CRITERIA)
     assert parse('{"informativeness": 4, "complexity": "2", "completeness": 5}') == {

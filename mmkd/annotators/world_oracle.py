@@ -84,6 +84,8 @@ class WorldOracle(Annotator):
             text = "yes" if assertions.verify(request.fields["assertion"], scenes[0]) else "no"
         elif name == "scale_text_quality":
             text = json.dumps(tasks.text_quality(request.fields["question"], request.fields["answer"]))
+        elif name == "scale_image_quality":
+            text = json.dumps(tasks.image_quality(scenes[0], request.images[0]))
         elif name == "scale_task":
             qtype = tasks.qtype_of(request.fields["question"])
             task, subtask = tasks.TASK_OF_QTYPE.get(qtype, ("Coarse Perception", "Image Topic"))

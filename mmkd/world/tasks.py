@@ -5,10 +5,15 @@ and the oracle's text-quality rubric: what SCALE's text-only annotators answer f
 
 from __future__ import annotations
 
+import math
 import re
+
+import numpy as np
+from PIL import Image
 
 from mmkd.world import claims as claims_lib
 from mmkd.world.language import chart_phrase
+from mmkd.world.render import render
 from mmkd.world.scene import Scene
 
 # Seed 004 Table 6: task -> sub-tasks.
@@ -115,3 +120,17 @@ def judge(question: str, answer: str, scene: Scene) -> dict[str, int]:
     ]
     relevance = 1 if False in verdicts else 5 if verdicts else 3
     return {"clarity": 2 if incomplete(question) else 5, "relevance": relevance}
+
+
+# PSNR (dB) of an image against the exact render of its scene, lowest first, for ratings 2..5.
+QUALITY_BANDS = (16.0, 22.0, 28.0, 40.0)
+
+
+def image_quality(scene: Scene, image: Image.Image) -> dict[str, int]:
+    """The world's image-quality rating, full-reference where a served model has none: the image
+    against the exact render of the scene it shows (PSNR), in five bands; the clean render rates 5."""
+    reference = np.asarray(render(scene, image.size[0]).convert("RGB"), dtype=np.float64)
+    seen = np.asarray(image.convert("RGB"), dtype=np.float64)
+    mse = float(((reference - seen) ** 2).mean())
+    psnr = math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+    return {"quality": 1 + sum(psnr >= band for band in QUALITY_BANDS)}
