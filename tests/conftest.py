@@ -93,6 +93,12 @@ def run_python(args: list[str], timeout: int = 300, **kw) -> str:
     return out
 
 
+def convert(kind: str, *args: str, out: Path) -> Path:
+    """`launch/convert.py KIND ARGS --out OUT`: a fixture in a real format turned into a dataset."""
+    run_python([str(REPO / "launch/convert.py"), kind, *args, "--out", str(out)], timeout=120, cwd=out.parent)
+    return out
+
+
 def model_config(name: str) -> ModelConfig:
     """A named size exactly as the recipes/model/<name>.yaml file declares it."""
     return load_group(ModelConfig, REPO / "recipes" / "model" / f"{name}.yaml")

@@ -22,7 +22,7 @@ from mmkd.shards import open_dataset
 from mmkd.world import alttext, assertions, caption_formats, claims, encyclopedia
 from mmkd.world.language import join_phrases, object_phrase
 from mmkd.world.scene import Scene, SceneObject, WorldConfig, sample_scene, scene_rng
-from tests.conftest import REPO, data_overrides, run_python
+from tests.conftest import REPO, convert, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 SCENE = Scene(
@@ -207,12 +207,10 @@ def _captioner(body: dict, calls: int):
 def test_a_coco_fixture_is_recaptioned_and_reported_through_a_served_model(world, tmp_path):
     data, _ = world
     fixture = _coco_fixture(tmp_path / "coco")
-    web = tmp_path / "web"
-    convert = [
-        str(REPO / "launch/convert.py"), "coco", "--annotations", str(fixture / "captions.json"),
-        "--images", str(fixture / "images"), "--image-size", "48", "--out", str(web),
-    ]  # fmt: skip
-    run_python(convert, timeout=120, cwd=tmp_path)
+    web = convert(
+        "coco", "--annotations", str(fixture / "captions.json"), "--images", str(fixture / "images"),
+        "--image-size", "48", out=tmp_path / "web",
+    )  # fmt: skip
     server = FakeOpenAI(_captioner)
     try:
         build = [

@@ -23,7 +23,7 @@ from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.shards import open_dataset
 from mmkd.templates import IGNORE, Templates
 from mmkd.world import glossary
-from tests.conftest import REPO, SMALL_SIZES, data_overrides, run_python
+from tests.conftest import REPO, SMALL_SIZES, convert, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 DOC = {
@@ -291,13 +291,11 @@ def _describer(body: dict, calls: int):
 def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path, tiny_clip):
     data, _ = world
     fixture = _coco_fixture(tmp_path / "coco")
-    converted = tmp_path / "detection"
-    convert = [
-        str(REPO / "launch/convert.py"), "detection", "--instances", str(fixture / "instances.json"),
-        "--images", str(fixture / "images"), "--captions", str(fixture / "captions.json"),
-        "--image-size", "64", "--min-side", "224", "--max-aspect", "3.0", "--out", str(converted),
-    ]  # fmt: skip
-    run_python(convert, timeout=120, cwd=tmp_path)
+    converted = convert(
+        "detection", "--instances", str(fixture / "instances.json"), "--images", str(fixture / "images"),
+        "--captions", str(fixture / "captions.json"), "--image-size", "64", "--min-side", "224",
+        "--max-aspect", "3.0", out=tmp_path / "detection",
+    )  # fmt: skip
     rejects = [json.loads(line)["reason"] for line in (converted / "rejects.jsonl").open()]
     assert sorted(rejects) == ["bad_aspect_ratio", "bad_bbox", "image_too_small"]
     server = FakeOpenAI(_describer)
@@ -386,10 +384,8 @@ def test_visual_genome_files_convert_into_detection_data(tmp_path):
     }  # fmt: skip
     for name, value in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(value))
-    out = tmp_path / "vg"
     flags = [a for name in files for a in (f"--{name.replace('_', '-')}", str(tmp_path / f"{name}.json"))]
-    args = ["visual_genome", *flags, "--images", str(images), "--image-size", "64", "--out", str(out)]
-    run_python([str(REPO / "launch/convert.py"), *args], timeout=120, cwd=tmp_path)
+    out = convert("visual_genome", *flags, "--images", str(images), "--image-size", "64", out=tmp_path / "vg")
     samples = {s.metadata["image_id"]: s for s in open_dataset(out)}
     one = samples[1].metadata
     assert [(o["category"], o["attributes"]) for o in one["objects"]] == [

@@ -26,7 +26,7 @@ from mmkd.shards import open_dataset
 from mmkd.world.render import render
 from mmkd.world.scene import Scene, WorldConfig, sample_scene
 from mmkd.world.tasks import TAXONOMY, qtype_of
-from tests.conftest import REPO, data_overrides, run_python
+from tests.conftest import REPO, convert, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 
@@ -309,12 +309,10 @@ def _judge(body: dict, calls: int):
 def test_a_llava_pool_is_scored_and_selected_through_a_served_model(world, tmp_path):
     data, _ = world
     fixture = _llava_fixture(tmp_path / "llava")
-    pool = tmp_path / "pool"
-    convert = [
-        str(REPO / "launch/convert.py"), "llava", "--json", str(fixture / "llava.json"),
-        "--images", str(fixture / "images"), "--image-size", "48", "--out", str(pool),
-    ]  # fmt: skip
-    run_python(convert, timeout=120, cwd=tmp_path)
+    pool = convert(
+        "llava", "--json", str(fixture / "llava.json"), "--images", str(fixture / "images"),
+        "--image-size", "48", out=tmp_path / "pool",
+    )  # fmt: skip
     asked: dict[str, set[tuple[str, str]]] = {"llm": set(), "vlm": set()}  # (model, prompt) per server
 
     def on(name):
