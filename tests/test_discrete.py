@@ -30,6 +30,7 @@ from mmkd.world.read import truth
 from mmkd.world.scene import WorldConfig, sample_scene
 from tests.conftest import REPO, hf_llama, model_config
 from tests.fake_device import FakeDevice
+from tests.html_page import read_page
 
 N = 36  # discrete_micro: 6 x 6 visual ids per image
 
@@ -257,6 +258,12 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     assert {"random_ids", "reconstruction", "ci95", "score"} <= set(gen["colour_p"])
     assert (tmp_path / "run" / "eval" / "generation" / "000-generated.png").exists()
     assert "random ids (floor)" in (tmp_path / "run" / "eval" / "report.md").read_text()
+    page = read_page(tmp_path / "run" / "eval" / "report.html")  # the generated images beside their prompts
+    assert "Generated images" in page.headings
+    generated = [i for i in page.images if i.startswith("report_files/generation/")]
+    assert any(i.endswith("-000-generated.png") for i in generated) and any(
+        i.endswith("-000-real.png") for i in generated
+    )
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss", "loss_text", "loss_visual"} <= set(record)
     mixture = json.loads((tmp_path / "run" / "mixture.json").read_text())
