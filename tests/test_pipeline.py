@@ -176,6 +176,18 @@ def test_sweep_through_submitit_and_the_slurm_launcher_config(world, tmp_path):
     assert "timeout_min: 720" in slurm
 
 
+@pytest.mark.slow
+def test_a_local_sweep_runs_its_jobs_side_by_side(world, tmp_path):
+    """hydra/launcher=local_parallel: joblib runs the seeds as two processes of one thread each."""
+    one_thread = ("hydra/launcher=local_parallel", "train.threads=1", "data.num_workers=0")
+    assert all(f.exists() for f in _sweep_seeds(world[0], tmp_path, *one_thread))
+    config = _run(
+        [str(REPO / "launch/train.py"), "hydra/launcher=local_parallel", "--cfg", "hydra"], tmp_path
+    )
+    assert "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in config
+    assert "n_jobs: 2" in config
+
+
 def test_recipe_trains_on_a_dataset_given_by_path(world, tmp_path):
     """caption_only needs Caption1; a dataset written by ShardWriter elsewhere plugs in by path."""
     from itertools import islice
