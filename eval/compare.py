@@ -328,6 +328,16 @@ def write_csv(rows: list[Row], path: Path) -> None:
             w.writerow([*head, per_seed, r.delta, d_lo, d_hi, r.p_value, r.p_bootstrap])
 
 
+def pyplot():
+    """matplotlib's pyplot drawing to files only (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def levels(runs: list[Run]) -> dict[tuple[str, str], tuple[float | None, float | None]]:
     """(suite, benchmark) -> (chance, blind) as the evaluation measured them, where it did."""
     out = {}
@@ -344,11 +354,7 @@ def plot(
 ) -> None:
     """One panel per suite: a bar per (benchmark, recipe) with its 95% CI; with `marks` (`levels()`),
     each benchmark's chance (dashed) and blind (dotted) scores across its bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     suites = sorted({r.suite for r in rows})
     fig, axes = plt.subplots(len(suites), 1, figsize=(12, 4 * len(suites)), squeeze=False)
     for ax, suite in zip(axes[:, 0], suites):

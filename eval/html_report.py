@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.data_builders.sources import world_dir
-from mmkd.eval.compare import CELL_NAMES, Row, Run, cells, levels, plot
+from mmkd.eval.compare import CELL_NAMES, Row, Run, cells, levels, plot, pyplot
 from mmkd.shards import write_text_atomic
 
 FILES = "report_files"
@@ -67,7 +67,7 @@ def write_html(runs: list[Run], rows: list[Row], baseline: str, out: Path, title
     return path
 
 
-def _img(files: Path, name: str, alt: str, css: str = "plot") -> str:
+def _img(name: str, alt: str, css: str = "plot") -> str:
     return f'<img class="{css}" src="{FILES}/{escape(name)}" alt="{escape(alt)}">'
 
 
@@ -75,15 +75,6 @@ def _table(head: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
     trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>\n" for r in rows)
     return f"<table><tr>{th}</tr>\n{trs}</table>"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _curves(by_recipe: dict[str, list[Run]], files: Path) -> str:
@@ -97,35 +88,32 @@ def _curves(by_recipe: dict[str, list[Run]], files: Path) -> str:
                 logs[(recipe, run.seed)] = [r for r in records if "loss" in r]
     if not logs:
         return ""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(15, 4))
     colours = {recipe: f"C{k % 10}" for k, recipe in enumerate(by_recipe)}
     for ax, (key, label) in zip(axes, CURVES):
-        for (recipe, seed), records in logs.items():
+        labelled: set[str] = set()
+        for (recipe, _), records in logs.items():
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 steps, values = zip(*points)
-                ax.plot(
-                    steps,
-                    values,
-                    color=colours[recipe],
-                    lw=1,
-                    label=recipe if seed == min(s for (r, s) in logs if r == recipe) else None,
-                )
+                name = None if recipe in labelled else recipe  # one legend entry per recipe
+                ax.plot(steps, values, color=colours[recipe], lw=1, label=name)
+                labelled.add(recipe)
         ax.set_xlabel("step")
         ax.set_title(label)
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(files / "curves.png", dpi=90)
     plt.close(fig)
-    return "<h2>Training</h2>\n" + _img(files, "curves.png", "training curves")
+    return "<h2>Training</h2>\n" + _img("curves.png", "training curves")
 
 
 def _scores(runs: list[Run], rows: list[Row], files: Path) -> str:
     if not rows:
         return ""
     plot(rows, files / "scores.png", levels(runs))
-    parts = ["<h2>Scores</h2>", _img(files, "scores.png", "scores per benchmark with 95% CIs")]
+    parts = ["<h2>Scores</h2>", _img("scores.png", "scores per benchmark with 95% CIs")]
     parts.append("<p>Dashed: chance; dotted: blind (the model without the image), where measured.</p>")
     for suite in dict.fromkeys(r.suite for r in rows):
         parts += [
@@ -152,7 +140,7 @@ def _knowledge(runs: list[Run], files: Path) -> str:
                 sources.setdefault(name, summary["histogram"])
     if not sources:
         return ""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     for name, hist in sources.items():
         total = sum(hist.values())
@@ -164,7 +152,7 @@ def _knowledge(runs: list[Run], files: Path) -> str:
     fig.tight_layout()
     fig.savefig(files / "knowledge.png", dpi=90)
     plt.close(fig)
-    return "<h2>Knowledge density (seed 000 Fig. 4)</h2>\n" + _img(files, "knowledge.png", "KD histograms")
+    return "<h2>Knowledge density (seed 000 Fig. 4)</h2>\n" + _img("knowledge.png", "KD histograms")
 
 
 def _predictions(run: Run) -> dict[tuple[str, str], dict[str, dict]]:
@@ -226,7 +214,7 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
                 name = f"gallery/{suite}-{benchmark}-{i}.png"
                 (files / name).parent.mkdir(exist_ok=True)
                 (files / name).write_bytes(images[i])
-                html.append(_img(files, name, f"{benchmark} item {i}", css="") + "<br>")
+                html.append(_img(name, f"{benchmark} item {i}", css="") + "<br>")
             question = f"Q: {escape(str(record['question']))}<br>" if record["question"] else ""
             html.append(f"{question}answer: <b>{escape(str(record.get('answer')))}</b>")
             html += [
@@ -253,9 +241,7 @@ def _generation(by_recipe: dict[str, list[Run]], files: Path, n: int = 4) -> str
                 name = f"generation/{recipe}-{png.name}"
                 (files / name).parent.mkdir(exist_ok=True)
                 shutil.copyfile(png, files / name)
-                pictures.append(
-                    f"{_img(files, name, png.stem, css='')}<br>{escape(png.stem.split('-', 1)[1])}"
-                )
+                pictures.append(f"{_img(name, png.stem, css='')}<br>{escape(png.stem.split('-', 1)[1])}")
             rows.append([escape(prompt), *pictures])
         parts.append(f"<h3>{escape(recipe)}</h3>\n" + _table(["prompt", "images"], rows))
     return "<h2>Generated images</h2>\n" + "\n".join(parts) if parts else ""
