@@ -58,7 +58,7 @@ class Job:
             "version": BUILDER_VERSION,
             "prompts": {p: PROMPTS[p].id for p in prompts},
             "prompt_sources": {p: PROMPTS[p].source for p in prompts},
-            "annotator": self.annotator.identity,
+            "annotator": self.annotator.identity(prompts),
             "input": {"path": str(self.source.root), "content_hash": self.source.manifest["content_hash"]},
             **more,
         }

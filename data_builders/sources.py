@@ -226,7 +226,7 @@ class Sources:
             "builder": what,
             "version": BUILDER_VERSION,
             "prompts": [PROMPTS[p].id for p in prompts],
-            "annotator": self.annotator.identity,
+            "annotator": self.annotator.identity(prompts),
             "input": json.loads((source / "manifest.json").read_text())["content_hash"],
             "settings": settings,
         }

@@ -322,6 +322,9 @@ def test_routes_send_a_prompt_to_its_own_model_and_name_a_bad_one():
         "default",
         cfg.base_url,
     )
+    served = make_annotator(replace(cfg, cache_dir=""))  # the route is part of what answers its prompt only
+    assert served.identity(["scale_text_quality"])["routes"] == {"scale_text_quality": "llm"}
+    assert "routes" not in served.identity(["caption"])
     elsewhere = replace(cfg, routes={"caption": "vlm@http://10.0.0.2:8000/v1"}).validate()
     assert elsewhere.route("caption") == ("vlm", "http://10.0.0.2:8000/v1")
     with pytest.raises(ValueError, match=r"annotator\.routes\.captoin: no prompt of that name; prompts: \["):

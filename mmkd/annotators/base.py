@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,15 +232,15 @@ class Annotator:
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What determines the answers (recorded in the provenance of every output)."""
-        routes = {"routes": dict(sorted(self.cfg.routes.items()))} if self.cfg.routes else {}
+    def identity(self, prompts: Iterable[str] = ()) -> dict[str, Any]:
+        """What determines the answers to `prompts` (recorded in the provenance of every output); the
+        routes of other prompts do not count, so a new route rebuilds only what it answers."""
+        routes = {p: target for p, target in sorted(self.cfg.routes.items()) if p in set(prompts)}
         return {
             "backend": self.cfg.backend,
             "model": self.cfg.model,
             "sampling": self.cfg.sampling(),
-            **routes,
+            **({"routes": routes} if routes else {}),
         }
 
     def count(self, **deltas: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from mmkd.annotators.base import Annotator, AnnotatorConfig, Request, Usage
@@ -42,14 +43,13 @@ class WorldOracle(Annotator):
         super().__init__(cfg)
         self.noise = descriptions.Noise(cfg.omission, cfg.hallucination).validate()
 
-    @property
-    def identity(self) -> dict[str, Any]:
+    def identity(self, prompts: Iterable[str] = ()) -> dict[str, Any]:
         noise = {
             "omission": self.cfg.omission,
             "hallucination": self.cfg.hallucination,
             "claim_error": dict(sorted(self.cfg.claim_error.items())),
         }
-        return {**super().identity, **noise, "oracle_version": ORACLE_VERSION}
+        return {**super().identity(prompts), **noise, "oracle_version": ORACLE_VERSION}
 
     def _answer(self, request: Request, messages: list[dict[str, Any]]) -> tuple[str, Usage]:
         rng = random.Random(f"oracle/{self.cfg.seed}/{request.prompt.id}/{request.key}")
