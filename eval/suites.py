@@ -190,8 +190,9 @@ def evaluate(
     tables += [decontamination.markdown(contamination)] if contamination else []
     tables += [concept_overlap.markdown(concepts)] if concepts else []
     (out_dir / "report.md").write_text("\n".join(tables))
-    run = load_run(out_dir.parent, out_dir.name)
-    write_html([run], compare([run], run.recipe), run.recipe, out_dir, title)
+    if e.html:
+        run = load_run(out_dir.parent, out_dir.name)
+        write_html([run], compare([run], run.recipe), run.recipe, out_dir, title)
     return suites
 
 

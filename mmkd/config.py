@@ -300,6 +300,9 @@ class EvalConfig:
     # "Image: <image>\nCaption:" (its MMGIC and IC templates), and the caption ends at a newline.
     caption_prompt: str = ""
     decontamination: bool = True
+    # report.html beside report.md: curves, bars, the answers beside their images (eval/html_report.py;
+    # ~2 s of plotting per evaluation).
+    html: bool = True
     # The share of the captioning benchmarks' concepts (noun phrases, build.noun_phrases) that the
     # recipe's training texts mention (seed 003 C.1): concepts.json and a table in report.md.
     concept_overlap: bool = True

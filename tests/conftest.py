@@ -152,7 +152,7 @@ def micro_run_config(data: DataConfig, run_dir: Path, **train) -> RunConfig:
                 "checkpoint_every": 4,
                 **train,
             },
-            "eval": {"max_items": 6},
+            "eval": {"max_items": 6, "html": False},  # the page: tests/test_pipeline.py, tests/test_report.py
         }
     )
     cfg.data = data

@@ -54,7 +54,12 @@ def discrete_config(data, run_dir, visual_tokenizer, model=None, **train):
             },
             "recipe": OmegaConf.load(REPO / "recipes/recipe/baseline.yaml"),
             "train": {"budget_samples": 64, "global_batch": 16, "micro_batch": 8, "log_every": 1, **train},
-            "eval": {"max_items": 3, "abilities": ["existence", "captioning"], "generation_prompts": 6},
+            "eval": {
+                "max_items": 3,
+                "abilities": ["existence", "captioning"],
+                "generation_prompts": 6,
+                "html": False,
+            },
         }
     )
     cfg.data = data
@@ -251,6 +256,7 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     world, tokenizer, tmp_path, visual_tokenizer
 ):
     cfg = discrete_config(world[0], tmp_path / "run", visual_tokenizer)
+    cfg.eval.html = True
     results = run(cfg, DistInfo())
     assert set(results) == {"world", "generation"}
     gen = results["generation"]
