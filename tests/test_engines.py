@@ -22,7 +22,8 @@ def single(world, tmp_path_factory):
     return _run(world[1], tmp_path_factory.mktemp("single") / "single.json", "ddp", 1)
 
 
-# DeepSpeed with -m slow: by default its ZeRO-3 runs on two ranks in tests/test_train.py (exact resume).
+# DeepSpeed with -m slow (its first start compiles an op for a minute); CI trains ZeRO-3 on two ranks
+# through the README's command (tests/test_doc_commands.py).
 @pytest.mark.parametrize(
     ("engine", "zero_stage"),
     [
