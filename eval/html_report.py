@@ -247,7 +247,12 @@ def _generation(by_recipe: dict[str, list[Run]], files: Path, n: int = 4) -> str
     return "<h2>Generated images</h2>\n" + "\n".join(parts) if parts else ""
 
 
+def _share(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+
 def _mixtures(by_recipe: dict[str, list[Run]]) -> str:
+    """Each recipe's sources (weight, share trained, manifest hash) and, for a curriculum, its stages."""
     parts = []
     for recipe, runs in by_recipe.items():
         mixture = runs[0].results.get("mixture") or {}
@@ -258,8 +263,8 @@ def _mixtures(by_recipe: dict[str, list[Run]]) -> str:
         rows = [
             [
                 escape(name),
-                f"{s.get('weight', 0):.3f}",
-                f"{realised[name]['sample_share']:.3f}" if name in realised else "—",
+                _share(s.get("weight")) if s.get("weight") is not None else "by stage",
+                _share(realised.get(name, {}).get("sample_share")),
                 str(s.get("num_samples", "")),
                 f"<code>{escape(str(s.get('content_hash', ''))[:12])}</code>",
                 escape(str(s.get("path", ""))),
@@ -268,6 +273,12 @@ def _mixtures(by_recipe: dict[str, list[Run]]) -> str:
         ]
         head = ["source", "weight", "share trained", "samples", "manifest hash", "path"]
         parts.append(f"<h3>{escape(recipe)}</h3>\n" + _table(head, rows))
+        stages = [
+            [escape(str(st.get("name"))), _share(st.get("fraction")), escape(json.dumps(st.get("mixture")))]
+            for st in mixture.get("stages") or []
+        ]
+        if stages:
+            parts.append(_table(["stage", "fraction of the budget", "mixture"], stages))
     return "<h2>Mixtures as trained</h2>\n" + "\n".join(parts) if parts else ""
 
 

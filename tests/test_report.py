@@ -91,6 +91,12 @@ def _plant(root, recipe, seed, probs, rng, data):
     results["config"] = {"seed": seed, "data": data, "recipe": {"mixture": {"caption0": weight}}}
     source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": "/data/caption0"}
     results["mixture"] = {"sources": {"caption0": source}, "realised": {"caption0": {"sample_share": weight}}}
+    if recipe == "same":  # a curriculum: no weight per source, a mixture per stage
+        source["weight"] = None
+        results["mixture"]["stages"] = [
+            {"name": "warm", "fraction": 0.5, "mixture": {"caption0": 1.0}},
+            {"name": "mixed", "fraction": 0.5, "mixture": {"caption0": 0.5}},
+        ]
     share = {"baseline": 0.5, "better": 0.75, "same": 0.5}[recipe] + 0.01 * seed  # concept overlap
     results["concepts"] = {"world/captioning": {"concepts": 40, "by_source": {}, "all": share}}
     results["seed_dimensions"] = {"Instance Counting": {"n": ITEMS, "score": float(hits.mean()), "ci95": 0.0}}
@@ -191,6 +197,7 @@ def test_report_html_holds_every_section_and_every_picture_it_names(planted, tmp
     # Deltas and both p-values as in the markdown; the mixture and the config key the recipes differ in.
     assert "counting (accuracy)" in page.text and "p (seeds + items)" in page.text
     assert "abababababab" in page.text and "recipe.mixture.caption0" in page.text
+    assert "caption0 by stage" in page.text and "mixed 0.500" in page.text  # the curriculum's stages
 
 
 @pytest.mark.slow
