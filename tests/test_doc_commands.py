@@ -9,7 +9,7 @@ that needs what the tests cannot have (your files, a served model, a cluster, a 
 test that runs the same path on fixtures, and that test must exist. A command in neither list fails
 here: add it to one.
 
-About 2 minutes on 2 cores, outside the default run: `python -m pytest -m docs`; `.ci/run` runs it.
+About 10 minutes on 2 cores, outside the default run: `python -m pytest -m docs`; `.ci/run` runs it.
 """
 
 from __future__ import annotations
