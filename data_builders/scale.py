@@ -59,6 +59,12 @@ def _scorable(job: Job, ids: list[str], rejects: RejectLog) -> list[Sample]:
     return list(single_image_samples(job.source, ids, rejects).values())
 
 
+def iqa_setting(iqa: str) -> dict[str, str]:
+    """What build.scale_iqa adds to a stage's folder key: nothing for the default, so folders built
+    before the setting existed are found again."""
+    return {} if iqa == "classical" else {"iqa": iqa}
+
+
 def unimodal_prompts(iqa: str) -> list[str]:
     return ["scale_text_quality", *(["scale_image_quality"] if iqa == "annotator" else [])]
 

@@ -343,7 +343,7 @@ class Sources:
         """Where SCALE's scoring stages of `pool` are built (once per pool, annotator and settings)."""
         b = self.cfg.build
         common = {"limit": b.limit, "unit_size": b.unit_size}
-        iqa = {"iqa": b.scale_iqa} if b.scale_iqa != "classical" else {}  # the default keeps its folders
+        iqa = scale.iqa_setting(b.scale_iqa)
         mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
         return {
             "unimodal": self._out("scale_unimodal", pool, scale.unimodal_prompts(b.scale_iqa), common | iqa),
@@ -359,7 +359,7 @@ class Sources:
         mm_prompts = ["scale_task", "scale_caption_general", "scale_caption_task", "scale_multimodal"]
         settings = {"mode": SCALE_MODES[name], "fraction": b.scale_fraction, "seed": b.scale_seed}
         settings |= {"weights": b.scale_weights} if name == "scale" else {}
-        settings |= {"iqa": b.scale_iqa} if b.scale_iqa != "classical" else {}
+        settings |= scale.iqa_setting(b.scale_iqa)
         prompts = [*scale.unimodal_prompts(b.scale_iqa), *mm_prompts]
         if name == "scale_clip":  # a similarity, no annotator: only the CLIP's stage
             stages = {"clip": self._out("scale_clip_scores", source, [], {**common, "scorer": b.scale_clip})}

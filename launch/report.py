@@ -12,13 +12,14 @@ prints the markdown. Statistics: `mmkd/eval/compare.py` (eval/compare.py in the 
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from mmkd.eval.compare import compare, find_runs, levels, markdown, plot, sections, write_csv
-from mmkd.eval.html_report import write_html
+from mmkd.eval.compare import compare, find_runs, markdown, sections, write_csv
+from mmkd.eval.html_report import FILES, write_html
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"
 
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, baseline) + sections(runs)
     (out / "report.md").write_text(text)
     write_csv(rows, out / "report.csv")
-    plot(rows, out / "report.png", levels(runs))
     write_html(runs, rows, baseline, out, f"Recipe comparison (baseline: {baseline})")
+    shutil.copyfile(out / FILES / "scores.png", out / "report.png")  # the page's bars, drawn once
     print(text)
     print(f"{len(runs)} runs -> {out / 'report.md'}, report.csv, report.png, report.html")
 
