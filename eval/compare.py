@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +206,58 @@ def averages(rows: list[Row]) -> dict[tuple[str, str], float]:
 
 # The paper's table groups (seed 000 Tables 3-10): general multimodal, general text, then custom suites.
 SUITE_GROUPS = {"world": "general multimodal", "vlmeval": "general multimodal", "lm_eval": "general text"}
+TEXT_ONLY = {("world", "knowledge")}  # the world's questions asked without an image
+GROUPS = ("general multimodal", "general text", "custom")
+
+
+def group(suite: str, benchmark: str) -> str:
+    """The paper's category of a benchmark: the world's text-only knowledge counts as general text."""
+    return "general text" if (suite, benchmark) in TEXT_ONLY else SUITE_GROUPS.get(suite, "custom")
+
+
+@dataclass
+class GroupAverage:
+    """A recipe's mean over a category's benchmarks (each weighs the same; CIDEr left out), the way the
+    paper's tables end in an Average row, here with a CI and a test against the baseline."""
+
+    group: str
+    recipe: str
+    benchmarks: list[str]
+    mean: float
+    ci: tuple[float, float]
+    delta: float | None = None
+    delta_ci: tuple[float, float] | None = None
+    p_bootstrap: float | None = None
+
+
+def group_averages(runs: list[Run], baseline: str) -> list[GroupAverage]:
+    """Per category and recipe, over the benchmarks that every run scored. The bootstrap runs on the
+    benchmarks' items pooled, each item weighted by 1 / (its benchmark's size x their number), so a
+    resample's mean is the average of benchmark means and seeds are resampled once for all of them."""
+    by_recipe: dict[str, list[Run]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r.seed):
+        by_recipe[r.recipe].append(r)
+    shared = set.intersection(*(set(r.items) for r in runs))
+    ids = {k: sorted(set.intersection(*(set(r.items[k]) for r in runs))) for k in shared}
+    keys = {k for k in shared if ids[k] and runs[0].metrics.get(k) != "cider"}
+    out = []
+    for name in GROUPS:
+        mine = sorted(k for k in keys if group(*k) == name)
+        if not mine:
+            continue
+        total = sum(len(ids[k]) for k in mine)
+        pooled = {
+            recipe: np.hstack([_matrix(rs, k, ids[k]) * total / (len(mine) * len(ids[k])) for k in mine])
+            for recipe, rs in by_recipe.items()
+        }
+        for recipe in sorted(pooled, key=lambda n: (n != baseline, n)):
+            m = pooled[recipe]
+            avg = GroupAverage(name, recipe, [k[1] for k in mine], float(m.mean()), bootstrap_ci(m))
+            if recipe != baseline and baseline in pooled:
+                avg.delta = avg.mean - float(pooled[baseline].mean())
+                avg.delta_ci, avg.p_bootstrap = delta_bootstrap(pooled[baseline], m)
+            out.append(avg)
+    return out
 
 
 def _suite_order(suite: str) -> tuple[int, str]:
@@ -326,6 +378,24 @@ def write_csv(rows: list[Row], path: Path) -> None:
             seeds, per_seed = " ".join(map(str, r.seeds)), " ".join(f"{s:.6f}" for s in r.per_seed)
             head = [r.suite, r.benchmark, r.metric, r.recipe, seeds, r.n_items, r.mean, *r.ci]
             w.writerow([*head, per_seed, r.delta, d_lo, d_hi, r.p_value, r.p_bootstrap])
+
+
+def to_json(runs: list[Run], rows: list[Row], group_rows: list[GroupAverage], baseline: str) -> dict:
+    """The comparison as data (report.json): what a README section or another tool is generated from,
+    without the runs. Budgets come from each run's saved config."""
+    train = [r.results.get("config", {}).get("train", {}) for r in runs]
+    return {
+        "baseline": baseline,
+        "runs": [
+            {"recipe": r.recipe, "seed": r.seed} | {k: t.get(k) for k in ("budget_samples", "budget_tokens")}
+            for r, t in zip(runs, train)
+        ],
+        "rows": [asdict(r) for r in rows],
+        "averages": [asdict(a) for a in group_rows],
+        "levels": [
+            {"suite": s, "benchmark": b, "chance": c, "blind": z} for (s, b), (c, z) in levels(runs).items()
+        ],
+    }
 
 
 def pyplot():

@@ -5,9 +5,10 @@
     python launch/report.py runs=runs out=reports/4shot eval_dir=eval-final-4shot   # a launch/eval.py folder
 
 Each run directory holds eval/results.json and eval/predictions.jsonl (written after training or by
-launch/eval.py). Writes report.md, report.csv, report.png and report.html (with its pictures in
-report_files/: curves, bars, KD histograms, a gallery of answers; it opens from disk) into `out`, and
-prints the markdown. Statistics: `mmkd/eval/compare.py` (eval/compare.py in the checkout).
+launch/eval.py). Writes report.md, report.csv, report.json (the same as data: launch/readme_results.py
+reads it), report.png and report.html (with its pictures in report_files/: curves, bars, KD
+histograms, a gallery of answers; it opens from disk) into `out`, and prints the markdown.
+Statistics: `mmkd/eval/compare.py` (eval/compare.py in the checkout).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf
 
-from mmkd.eval.compare import compare, find_runs, markdown, sections, write_csv
+from mmkd.eval.compare import compare, find_runs, group_averages, markdown, sections, to_json, write_csv
 from mmkd.eval.html_report import FILES, write_html
+from mmkd.shards import write_json_atomic
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, baseline) + sections(runs)
     (out / "report.md").write_text(text)
     write_csv(rows, out / "report.csv")
+    write_json_atomic(out / "report.json", to_json(runs, rows, group_averages(runs, baseline), baseline))
     write_html(runs, rows, baseline, out, f"Recipe comparison (baseline: {baseline})")
     shutil.copyfile(out / FILES / "scores.png", out / "report.png")  # the page's bars, drawn once
     print(text)

@@ -2,6 +2,7 @@
 difference and none where there is none; the CLI writes markdown, CSV and a PNG."""
 
 import base64
+import copy
 import csv
 import io
 import json
@@ -12,7 +13,9 @@ import pytest
 from PIL import Image
 
 from mmkd.data_builders.sources import world_dir
-from mmkd.eval.compare import compare, find_runs, paired_p_value
+from mmkd.eval.compare import compare, find_runs, group_averages, paired_p_value
+from mmkd.eval.readme_results import agreement
+from mmkd.launch.readme_results import main as readme_results
 from tests.conftest import REPO, run_python
 from tests.html_page import read_page
 
@@ -89,6 +92,7 @@ def _plant(root, recipe, seed, probs, rng, data):
     results = {"recipe": recipe, "seed": seed, "suites": suites}
     weight = {"baseline": 0.5, "better": 0.7, "same": 0.5}[recipe]
     results["config"] = {"seed": seed, "data": data, "recipe": {"mixture": {"caption0": weight}}}
+    results["config"]["train"] = {"budget_samples": 1000, "budget_tokens": 0}
     source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": "/data/caption0"}
     results["mixture"] = {"sources": {"caption0": source}, "realised": {"caption0": {"sample_share": weight}}}
     if recipe == "same":  # a curriculum: no weight per source, a mixture per stage
@@ -131,6 +135,32 @@ def test_cis_cover_the_planted_means_and_the_paired_test_finds_the_planted_diffe
     assert rows[("counting", "baseline")].delta is None
 
 
+def test_category_averages_weigh_benchmarks_alike_and_find_the_planted_difference(planted):
+    root, _ = planted
+    runs = find_runs([root])
+    averages = {(a.group, a.recipe): a for a in group_averages(runs, "baseline")}
+    # CIDEr is left out, MMBench has no per-item scores: counting alone is the multimodal average.
+    assert {g for g, _ in averages} == {"general multimodal", "general text", "custom"}
+    mm = averages[("general multimodal", "better")]
+    rows = {(r.benchmark, r.recipe): r for r in compare(runs, "baseline")}
+    assert mm.benchmarks == ["counting"] and mm.mean == pytest.approx(rows[("counting", "better")].mean)
+    assert mm.delta_ci[0] > 0 and mm.p_bootstrap < 0.01
+    same = averages[("general multimodal", "same")]
+    assert same.delta_ci[0] < 0 < same.delta_ci[1]
+    assert averages[("general multimodal", "baseline")].delta is None
+    # The world's text-only knowledge questions count as general text, beside an lm-eval task.
+    knowledge = copy.deepcopy(runs[0])
+    knowledge.items[("world", "knowledge")] = {"k1": 1.0, "k2": 1.0}
+    text = group_averages([knowledge], runs[0].recipe)[1]
+    assert sorted(text.benchmarks) == ["knowledge", "mmlu_pro"]
+    assert text.mean == pytest.approx((1.0 + 0.5) / 2)  # 2 items and 10 weigh alike (pooled: 7 / 12)
+
+
+def test_agreement_with_the_paper_reads_the_ci():
+    assert agreement(0.01, [0.02, 0.1]) == "yes" and agreement(-0.01, [-0.1, -0.02]) == "yes"
+    assert agreement(0.01, [-0.1, -0.02]) == "opposite" and agreement(0.01, [-0.1, 0.02]) == "not resolved"
+
+
 def test_paired_test_uses_the_pairing():
     """Item difficulty varies far more than the effect: only a paired test can see it."""
     rng = np.random.default_rng(1)
@@ -164,6 +194,34 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
         (b, r) for b in ("counting", "captioning", "mmlu_pro", "mine") for r in ("baseline", "better", "same")
     }
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # report.json -> a README section, with the paper's averages beside ours.
+    paper = {"source": "Paper: Table 9.", "general multimodal": {"Table 9": {"baseline": 0.5, "better": 0.6}}}
+    (out / "paper.json").write_text(json.dumps(paper))
+    mark = f"generated from {out} by launch/readme_results.py"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n<!-- {mark}: rerun it, do not edit by hand -->\nSTALE\n"
+                      f"<!-- end of the section generated from {out} -->\ntail\n")  # fmt: skip
+    readme_results([f"results={out}", f"readme={readme}"])
+    text = readme.read_text()
+    assert "STALE" not in text and text.startswith("# x\n") and text.endswith("-->\ntail\n")
+    assert "| benchmark | baseline | better | same | chance | blind |" in text
+    assert "3 recipes x seeds 0, 1, 2 (9 runs, 1,000 samples each)" in text
+    counting = rows_of(text, "| counting |")[0].split(" | ")
+    assert counting[-2:] == ["25.0", "30.0 |"]  # chance and blind
+    better = rows_of(text, "| better |")[0]
+    assert "+10.00 (Table 9) | yes |" in better and "Paper: Table 9." in text
+    assert "- better: counting +" in text and "- same: none" in text
+    readme_results([f"results={out}", f"readme={readme}", "check=true"])
+    readme.write_text(text.replace("| better |", "| better (edited) |", 1))
+    with pytest.raises(SystemExit, match=r"section from .* is stale"):
+        readme_results([f"results={out}", f"readme={readme}", "check=true"])
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="the README needs one line '<!-- generated from"):
+        readme_results([f"results={out}", f"readme={readme}"])
+
+
+def rows_of(text: str, start: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(start)]
 
 
 def test_report_names_a_missing_baseline_and_an_unevaluated_folder(planted, tmp_path):

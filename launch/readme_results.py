@@ -1,0 +1,44 @@
+"""Rewrite a README's results section from a committed comparison (docs/results/<name>/report.json).
+
+    python launch/readme_results.py results=docs/results/seed000 readme=README.md
+    python launch/readme_results.py results=docs/results/seed000 readme=README.md check=true  # stale?
+
+What the section holds and how it is worded: `mmkd/eval/readme_results.py` (eval/ in the checkout).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from mmkd.eval.readme_results import load, section, splice
+from mmkd.shards import write_text_atomic
+
+USAGE = "usage: python launch/readme_results.py results=DIR readme=README.md [check=true]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
+    unknown = set(args) - {"results", "readme", "check"}
+    if unknown or not {"results", "readme"} <= set(args):
+        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    readme = Path(args.readme)
+    try:
+        report, paper = load(Path(args.results))
+        text = readme.read_text()
+        new = splice(text, section(report, paper, args.results), args.results)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"readme_results error: {e}")
+    if args.get("check", False):
+        if new != text:
+            sys.exit(f"{readme}'s section from {args.results} is stale: rerun without check=true")
+        print(f"{readme} is up to date with {args.results}")
+        return
+    write_text_atomic(readme, new)
+    print(f"{readme}: section from {args.results} rewritten")
+
+
+if __name__ == "__main__":
+    main()
