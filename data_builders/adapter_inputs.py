@@ -37,6 +37,25 @@ def caption_annotations(
             yield i, ann
 
 
+def jsonl_records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(where, line number, record) of each JSON-object line of a JSONL file; any other line is a
+    reject."""
+    with open(path, "rb") as f:  # bytes: one line of bad UTF-8 is a reject, not a crash
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                rejects.add(where, "malformed_json", str(e))
+                continue
+            if not isinstance(record, dict):
+                rejects.add(where, "malformed_json", f"a {type(record).__name__}, not a JSON object")
+                continue
+            yield where, lineno, record
+
+
 def checked(sample: Sample, rejects: RejectLog) -> bool:
     """True if the sample passes the schema; else it is rejected ("schema") at its record."""
     try:

@@ -27,6 +27,7 @@ from mmkd.data_builders.adapter_inputs import (
     caption_annotations,
     checked,
     decode_image,
+    jsonl_records,
     load_image,
     load_json,
     missing_fields,
@@ -314,20 +315,8 @@ def text_records(
 
 
 def _jsonl_rows(path: Path, field: str, rejects: RejectLog) -> Iterator[tuple[str, int, Any]]:
-    with open(path, "rb") as f:  # bytes: one line of bad UTF-8 is a reject, not a crash
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                rejects.add(where, "malformed_json", str(e))
-                continue
-            if not isinstance(record, dict):
-                rejects.add(where, "malformed_json", f"a {type(record).__name__}, not a JSON object")
-                continue
-            yield where, lineno, record.get(field)
+    for where, lineno, record in jsonl_records(path, rejects):
+        yield where, lineno, record.get(field)
 
 
 def _parquet_rows(path: Path, field: str) -> Iterator[tuple[str, int, Any]]:

@@ -20,9 +20,11 @@ from PIL import Image
 from mmkd.data_builders.adapter_inputs import (
     caption_annotations,
     checked,
+    jsonl_records,
     load_image,
     load_json,
     missing_fields,
+    nonempty,
     sample_key,
 )
 from mmkd.data_builders.rejects import RejectLog
@@ -41,6 +43,7 @@ def detection(
     captions_json: str | Path | None = None,
     min_side: int = 0,
     max_aspect: float | None = None,
+    narratives_jsonl: str | Path | None = None,
 ) -> Iterator[Sample]:
     """One `other` sample per image: grounding turns plus the full object list for later builders.
 
@@ -48,8 +51,10 @@ def detection(
     "[x0, y0, x1, y1]" in integer pixels. The metadata holds every kept object (category, xyxy box,
     attributes: VG-style labels, or a dict whose values are) and the relations between them
     (Visual-Genome style, by annotation id); with `captions_json` (COCO captions format) also the
-    image's captions. Images whose short side is under `min_side` pixels or whose aspect ratio is
-    beyond `max_aspect` (either way) are rejected, as seed 003 F.2 cleans them (224 px, 3.0).
+    image's captions, and with `narratives_jsonl` (Localized Narratives, as Open Images ships them)
+    its narratives, which MMGIC documents carry as a second caption (seed 003 Table 23). Images whose
+    short side is under `min_side` pixels or whose aspect ratio is beyond `max_aspect` (either way)
+    are rejected, as seed 003 F.2 cleans them (224 px, 3.0).
     [IMPORTANT] The loader resizes images to a square, so boxes in original pixels would not match what
     the model sees: pass `image_size` to resize here and give the boxes in that square's pixels.
     """
@@ -57,8 +62,10 @@ def detection(
     data = load_json(path)
     image_ids = {im.get("id") for im in data.get("images", [])}
     captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
+    images = data.get("images", [])
+    narratives = _narratives_by_image(Path(narratives_jsonl), images, rejects) if narratives_jsonl else {}
     yield from detection_records(
-        data, path, Path(images_dir), rejects, captions, image_size, source, min_side, max_aspect
+        data, path, Path(images_dir), rejects, captions, image_size, source, min_side, max_aspect, narratives
     )
 
 
@@ -72,6 +79,7 @@ def detection_records(
     source: str,
     min_side: int,
     max_aspect: float | None,
+    narratives: dict[Any, list[str]] | None = None,
 ) -> Iterator[Sample]:
     """`detection`'s samples from COCO-instances data already in memory (`path` names it in rejects;
     data_builders/visual_genome.py reads Visual Genome's own files into this form)."""
@@ -158,6 +166,7 @@ def detection_records(
                 "objects": objects,
                 "relations": _image_relations(path, im["id"], relations, anns, objects, rejects),
                 "captions": captions.get(im["id"], []),
+                "narratives": (narratives or {}).get(im["id"], []),
             },
         )
         if checked(sample, rejects):
@@ -178,6 +187,32 @@ def _captions_by_image(path: Path, image_ids: set, rejects: RejectLog) -> dict[A
     out: dict[Any, list[str]] = defaultdict(list)
     for _, ann in caption_annotations(path, load_json(path), image_ids, rejects, ("image_id", "caption")):
         out[ann["image_id"]].append(" ".join(ann["caption"].split()))
+    return out
+
+
+def _narratives_by_image(path: Path, images: list[dict], rejects: RejectLog) -> dict[Any, list[str]]:
+    """Localized Narratives (JSONL records with `image_id` and `caption`; traces and timings are not
+    read) by the id of the images[] entry they describe. A narrative's image_id matches an entry's id
+    or its file name without the extension: Open Images ids are file stems, where a COCO-format
+    conversion of Open Images may number its images."""
+    index = {str(im["id"]): im["id"] for im in images if im.get("id") is not None}
+    index |= {
+        Path(im["file_name"]).stem: im["id"]
+        for im in images
+        if im.get("id") is not None and im.get("file_name")
+    }
+    out: dict[Any, list[str]] = defaultdict(list)
+    for where, _, record in jsonl_records(path, rejects):
+        if missing := missing_fields(record, ("image_id", "caption")):
+            rejects.add(where, "missing_field", missing)
+        elif not nonempty(record["caption"]):
+            rejects.add(where, "empty_text", f"caption {record['caption']!r}")
+        elif (image_id := index.get(str(record["image_id"]))) is None:
+            rejects.add(
+                where, "unknown_image", f"no images[] entry with id or file stem {record['image_id']!r}"
+            )
+        else:
+            out[image_id].append(" ".join(record["caption"].split()))
     return out
 
 

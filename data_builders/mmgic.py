@@ -206,6 +206,8 @@ def document(
         ],
         "regions": [{"location": r.location, "labels": list(dict.fromkeys(r.labels))} for r in regions],
     }
+    if narratives := sample.metadata.get("narratives"):
+        doc["narrative"] = narratives[0]  # Table 23's "Localized narrative caption" line
     return doc, [image, *crops]
 
 

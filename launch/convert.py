@@ -39,6 +39,7 @@ INPUTS = (
     "shards",
     "instances",
     "captions",
+    "narratives",
     "path",
 )  # files read
 
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instances", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--captions", type=Path, help="COCO captions JSON of the same images")
+    p.add_argument("--narratives", type=Path, help="Localized Narratives JSONL of the same images")
     p.add_argument("--min-side", type=int, default=0, help="reject images with a shorter side (px)")
     p.add_argument("--max-aspect", type=float, help="reject images with a longer/shorter side ratio above")
     p = sub.add_parser("visual_genome", parents=[common], help="Visual Genome's JSON files")
@@ -123,9 +125,10 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
                 captions_json=args.captions,
                 min_side=args.min_side,
                 max_aspect=args.max_aspect,
+                narratives_jsonl=args.narratives,
             )
             inputs = {"instances": args.instances, "images": args.images}
-            inputs |= {"captions": args.captions} if args.captions else {}
+            inputs |= {k: v for k in ("captions", "narratives") if (v := getattr(args, k))}
             params = {"image_size": args.image_size, "min_side": args.min_side, "max_aspect": args.max_aspect}
         case "visual_genome":
             files = ("image_data", "objects", "attributes", "relationships", "coco_captions")

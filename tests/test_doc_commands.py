@@ -40,6 +40,10 @@ COVERED = {
     "lm_eval_tasks=": "test_lm_eval.py::test_world_knowledge_and_user_tasks_run_offline",
     "vlmeval": "test_vlmeval.py::test_multiple_choice_tsv_through_the_kit",
     "convert.py": "test_adapters.py::test_cli_converts_coco",
+    # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
+    # section written from its committed report (here: from a planted one).
+    "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",
+    "readme_results.py": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
     "annotator=openai": "test_builders.py::test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache",  # noqa: E501
     "--nnodes": "test_parallelize.py",  # several machines; FSDP2 on two ranks is tested there
     "model=dense_3b": "test_model.py",  # 3B parameters; its shapes and FLOPs are tested without weights

@@ -272,6 +272,15 @@ def _coco_fixture(root: Path) -> Path:
     # Image 2 has no caption: the builder synthesises one (F.4).
     captions = [{"id": i, "image_id": i, "caption": f"a photo number {i} of a dog"} for i in sizes if i != 2]
     (root / "captions.json").write_text(json.dumps({"images": images, "annotations": captions}))
+    # Localized Narratives as Open Images ships them: image 1 by its file stem, then three rejects.
+    narrative = {"dataset_id": "open_images", "image_id": "1", "annotator_id": 7, "traces": [[]]}
+    lines = [
+        json.dumps(narrative | {"caption": "In this  picture we can see a dog and a frisbee."}),
+        "{not json",
+        json.dumps(narrative | {"image_id": "99", "caption": "an image the file does not list"}),
+        json.dumps({"image_id": "2"}),
+    ]
+    (root / "narratives.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
 
@@ -294,10 +303,12 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
     converted = convert(
         "detection", "--instances", str(fixture / "instances.json"), "--images", str(fixture / "images"),
         "--captions", str(fixture / "captions.json"), "--image-size", "64", "--min-side", "224",
-        "--max-aspect", "3.0", out=tmp_path / "detection",
+        "--max-aspect", "3.0", "--narratives", str(fixture / "narratives.jsonl"), out=tmp_path / "detection",
     )  # fmt: skip
     rejects = [json.loads(line)["reason"] for line in (converted / "rejects.jsonl").open()]
-    assert sorted(rejects) == ["bad_aspect_ratio", "bad_bbox", "image_too_small"]
+    assert sorted(rejects) == [
+        "bad_aspect_ratio", "bad_bbox", "image_too_small", "malformed_json", "missing_field", "unknown_image"
+    ]  # fmt: skip
     server = FakeOpenAI(_describer)
     try:
         build = [
@@ -324,6 +335,9 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
         assert [r["label"] for r in doc["relations"]] == ["chasing"] and doc[
             "caption"
         ] == "a photo number 1 of a dog"
+        assert doc["narrative"] == "In this picture we can see a dog and a frisbee."
+        assert "narrative" not in samples[2].metadata["mmgic"]
+        assert "Localized narrative caption: In this picture" in samples[1].text
         assert all("qwzx" not in r["labels"] for r in doc["regions"])
         manifest = json.loads((path / "manifest.json").read_text())
         assert manifest["rejects"]["no_objects"] == 1 and manifest["rejects"]["label_removed"] == 2
