@@ -26,7 +26,7 @@ from typing import Any
 
 from mmkd.data_builders import adapters, detection
 from mmkd.data_builders.rejects import RejectLog
-from mmkd.data_builders.visual_genome import visual_genome
+from mmkd.data_builders.visual_genome import read_synset_names, visual_genome
 from mmkd.errors import reported
 from mmkd.schema import Sample
 from mmkd.shards import MANIFEST
@@ -40,6 +40,7 @@ INPUTS = (
     "instances",
     "captions",
     "narratives",
+    "synset_names",
     "path",
 )  # files read
 
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--min-side", type=int, default=0, help="reject images with a shorter side (px)")
     p.add_argument("--max-aspect", type=float, help="reject images with a longer/shorter side ratio above")
+    p.add_argument("--min-synset-count", type=int, default=2, help="drop rarer (name, synset) labels")
+    p.add_argument("--synset-names", type=Path, help='JSON {"batter.n.01": "baseball player", ...}')
     p = sub.add_parser("text", parents=[common], help="text as JSONL or parquet")
     p.add_argument("--path", required=True, type=Path)
     p.add_argument("--field", default="text")
@@ -140,9 +143,13 @@ def open_source(args: argparse.Namespace, rejects: RejectLog) -> tuple[Iterator[
                 image_size=args.image_size,
                 min_side=args.min_side,
                 max_aspect=args.max_aspect,
+                min_synset_count=args.min_synset_count,
+                synset_names=read_synset_names(args.synset_names) if args.synset_names else None,
             )
             inputs["images"] = args.images
+            inputs |= {"synset_names": args.synset_names} if args.synset_names else {}
             params = {"image_size": args.image_size, "min_side": args.min_side, "max_aspect": args.max_aspect}
+            params["min_synset_count"] = args.min_synset_count
         case "text":
             samples = adapters.text_records(args.path, rejects, field=args.field)
             inputs, params = {"path": args.path}, {"field": args.field}

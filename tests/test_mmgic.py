@@ -379,22 +379,35 @@ if __name__ == "__main__":
 def test_visual_genome_files_convert_into_detection_data(tmp_path):
     images = tmp_path / "VG_100K"
     images.mkdir()
-    for i in (1, 2):
+    for i in (1, 2, 3, 4):
         Image.new("RGB", (400, 300), (60 * i, 120, 90)).save(images / f"{i}.jpg")
-    obj = lambda oid, name, x, synsets=("x.n.01",): {  # noqa: E731
+    obj = lambda oid, name, x, *synsets: {  # noqa: E731
         "object_id": oid, "x": x, "y": 20, "w": 80, "h": 90, "names": [name], "synsets": list(synsets),
     }  # fmt: skip
     files = {
-        "image_data": [{"image_id": 1, "coco_id": 77}, {"image_id": 2, "coco_id": None}],
+        "image_data": [{"image_id": i, "coco_id": 77 if i == 1 else None} for i in (1, 2, 3, 4)],
         "objects": [
-            {"image_id": 1, "objects": [obj(11, "Clock", 10), obj(12, "tower", 200)]},
-            {"image_id": 2, "objects": [obj(21, "man", 10), obj(22, "batter", 150, ("a.n.01", "b.n.02"))]},
+            {"image_id": 1, "objects": [
+                obj(11, "Clock", 10, "clock.n.01"), obj(12, "tower", 200, "tower.n.01"),
+            ]},
+            {"image_id": 2, "objects": [
+                obj(21, "man", 10, "man.n.01"), obj(22, "batter", 150, "a.n.01", "b.n.02"),
+                obj(23, "batter", 250, "batter.n.01"),
+            ]},
+            {"image_id": 3, "objects": [  # a tower without a synset counts as tower.n.01; one kite is rare
+                obj(31, "clock", 10, "clock.n.01"), obj(32, "tower", 150), obj(33, "man", 250, "man.n.01"),
+                obj(34, "batter", 300, "batter.n.02"), obj(35, "kite", 100, "kite.n.03"),
+            ]},
+            {"image_id": 4, "objects": [
+                obj(41, "batter", 10, "batter.n.01"), obj(42, "batter", 150, "batter.n.02"),
+            ]},
         ],
         "attributes": [{"image_id": 1, "attributes": [{"object_id": 11, "attributes": ["green ", "Tall"]}]}],
         "relationships": [{"image_id": 1, "relationships": [
             {"predicate": "ON", "subject": {"object_id": 11}, "object": {"object_id": 12}},
         ]}],
         "coco_captions": {"annotations": [{"image_id": 77, "caption": "a clock  on a tower"}]},
+        "synset_names": {"batter.n.01": "baseball player"},
     }  # fmt: skip
     for name, value in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(value))
@@ -408,6 +421,14 @@ def test_visual_genome_files_convert_into_detection_data(tmp_path):
     ]
     assert one["relations"] == [{"subject_id": 11, "predicate": "on", "object_id": 12}]
     assert one["captions"] == ["a clock on a tower"] and samples[2].metadata["captions"] == []
-    assert [o["category"] for o in samples[2].metadata["objects"]] == ["man"]
+    # F.2 step 3: batter has two senses, each its own label; the kite's pair occurs once.
+    categories = {i: [o["category"] for o in s.metadata["objects"]] for i, s in samples.items()}
+    assert categories[2] == ["man", "batter (baseball player)"]
+    assert categories[3] == ["clock", "tower", "man", "batter (batter.n.02)"]
+    assert categories[4] == ["batter (baseball player)", "batter (batter.n.02)"]
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").open()]
-    assert [r["reason"] for r in rejects] == ["multiple_synsets"] and "object_id=22" in rejects[0]["where"]
+    assert [r["reason"] for r in rejects] == ["multiple_synsets", "rare_label_synset"]
+    assert (
+        "object_id=22" in rejects[0]["where"]
+        and "('kite', 'kite.n.03') occurs 1 time" in rejects[1]["detail"]
+    )
