@@ -29,10 +29,12 @@ from PIL import Image
 from mmkd import mmgic_template
 from mmkd.annotators import Request
 from mmkd.data_builders import engine, ic
+from mmkd.data_builders.adapter_inputs import load_json
 from mmkd.data_builders.annotated import Job, chunks, input_ids, load_samples
 from mmkd.data_builders.prompts import PROMPTS, parse_label_description
 from mmkd.data_builders.regions import object_regions, side_limits
 from mmkd.data_builders.rejects import RejectLog
+from mmkd.errors import DataError
 from mmkd.schema import IMAGE_MARKER, Sample
 
 LABEL_PROMPTS = {"object": "label_object", "attribute": "label_attribute", "relation": "label_relation"}
@@ -98,9 +100,45 @@ def _label_request(label_type: str, label: str, related: list[str]) -> Request:
     )
 
 
+def given_descriptions(path: str | Path) -> dict[str, dict[str, str]]:
+    """`build.label_descriptions`: label type -> label -> description; a file of any other shape is an
+    error naming it and the entry at fault."""
+    data = load_json(Path(path))
+    out: dict[str, dict[str, str]] = {t: {} for t in LABEL_PROMPTS}
+    for label_type, labels in data.items():
+        if label_type not in LABEL_PROMPTS:
+            raise DataError(f"{path}: {label_type!r} is not a label type; use {sorted(LABEL_PROMPTS)}")
+        if not isinstance(labels, dict):
+            raise DataError(
+                f"{path}: {label_type!r} must map labels to descriptions, not a {type(labels).__name__}"
+            )
+        for label, description in labels.items():
+            if not isinstance(description, str) or not description.strip():
+                raise DataError(f"{path}: {label_type} {label!r} has no description (a non-empty string)")
+            out[label_type][" ".join(label.split())] = " ".join(description.split())
+    return out
+
+
+def descriptions_id(path: str) -> dict[str, str]:
+    """What a build's key and provenance record of `build.label_descriptions`: its path and content hash."""
+    if not path:
+        return {}
+    if not Path(path).is_file():
+        raise DataError(f"build.label_descriptions={path}: no such file")
+    return {"path": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
+
+
 def build_labels(job: Job, out: Path) -> dict | None:
-    """Descriptions of every frequent label (F.5); rare and invalid labels are listed as rejects."""
-    prov = job.provenance("mmgic_labels", list(LABEL_PROMPTS.values()), min_counts=_min_counts(job))
+    """Descriptions of every frequent label (F.5): given ones as they are, the others from the
+    annotator; rare and invalid labels are listed as rejects."""
+    given_file = job.build.label_descriptions
+    given = given_descriptions(given_file) if given_file else {t: {} for t in LABEL_PROMPTS}
+    prov = job.provenance(
+        "mmgic_labels",
+        list(LABEL_PROMPTS.values()),
+        min_counts=_min_counts(job),
+        label_descriptions=descriptions_id(given_file),
+    )
     stats = label_statistics(job)
     items = [
         [label_type, label, count]
@@ -109,17 +147,19 @@ def build_labels(job: Job, out: Path) -> dict | None:
     ]
 
     def work(unit: list[list], rejects: RejectLog) -> list[dict]:
-        requests = []
+        requests, rows = [], []
         for label_type, label, count in unit:
             if count < (least := _minimum(job, label_type)):
                 why = f"seen {count} times, fewer than build.min_{label_type}_count={least}"
                 rejects.add(f"{label_type} label {label!r}", "rare_label", why)
                 continue
+            if (description := given[label_type].get(label)) is not None:
+                rows.append({"type": label_type, "label": label, "description": description, "invalid": None})
+                continue
             related = [
                 r for r, _ in stats["related"].get(label_type, {}).get(label, Counter()).most_common(RELATED)
             ]
             requests.append(_label_request(label_type, label, related))
-        rows = []
         for r in job.annotator.annotate(requests, "label descriptions"):
             label_type, label = r.key.split(":", 1)
             if r.error:

@@ -287,6 +287,8 @@ class Sources:
         """Label descriptions, then documents (data_builders/mmgic.py)."""
         b, prompts = self.cfg.build, list(mmgic.LABEL_PROMPTS.values())
         counts = {k: getattr(b, k) for k in ("min_object_count", "min_attribute_count", "min_relation_count")}
+        if given := mmgic.descriptions_id(b.label_descriptions):  # the file's content, wherever it lies
+            counts["label_descriptions"] = given["sha256"]
         regions = {k: getattr(b, k) for k in ("region_min_side", "region_max_side", "region_ioa")}
         labels = self._out("mmgic-labels", source, prompts, {**common, **counts})
         captions = {"captions": ic.settings(b)}  # for images without one (F.4)

@@ -61,6 +61,10 @@ class BuildConfig:
     region_min_side: int = 28
     region_max_side: int = 182
     region_ioa: float = 0.8
+    # Label descriptions that come with the data (V3Det ships its categories'; seed 003 F.5 uses them as
+    # they are): a JSON file {"object": {label: description}, "attribute": {...}, "relation": {...}}.
+    # Those labels are not sent to the annotator; the rare-label rule above still applies to them.
+    label_descriptions: str = ""
     # Caption report (seed 002 Appendix B; `launch/build.py +captions=true`): the sources it measures,
     # how many captions of each, and, for CHAIR on real data, COCO instance annotations and CHAIR's
     # synonym list (world captions are checked against their scene graphs).

@@ -15,9 +15,11 @@ from PIL import Image
 from mmkd import mmgic_template
 from mmkd.annotators.world_oracle import LABEL_FIELDS
 from mmkd.config import BuildConfig, EvalConfig, RecipeConfig, RunConfig
+from mmkd.data_builders.mmgic import given_descriptions
 from mmkd.data_builders.prompts import PROMPTS, parse_label_description
 from mmkd.data_builders.sources import Sources
 from mmkd.discrete_templates import DiscreteTemplates
+from mmkd.errors import DataError
 from mmkd.model.config import ModelConfig
 from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.shards import open_dataset
@@ -309,10 +311,13 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
     assert sorted(rejects) == [
         "bad_aspect_ratio", "bad_bbox", "image_too_small", "malformed_json", "missing_field", "unknown_image"
     ]  # fmt: skip
+    given = tmp_path / "descriptions.json"  # as a dataset ships them (V3Det): not asked for
+    given.write_text(json.dumps({"object": {"dog": "A  dog, as the dataset describes it."}}))
     server = FakeOpenAI(_describer)
     try:
         build = [
             str(REPO / "launch/build.py"), "recipe=mmgic_cldr", f"+data.sources.detection={converted}",
+            f"build.label_descriptions={given}",
             "annotator=openai", f"annotator.base_url={server.url}", "annotator.model=served-llm",
             f"annotator.cache_dir={tmp_path / 'cache'}", "build.min_object_count=1",
             "build.min_attribute_count=2", "build.min_relation_count=1", "build.max_reject_share=1.0",
@@ -321,8 +326,9 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
         ]  # fmt: skip
         out = run_python(build, timeout=300, cwd=tmp_path)
         calls = server.calls
-        # dog, frisbee, qwzx; brown (red is rare); chasing, near; image 2's caption candidates, each attempt
-        assert calls == 6 + 10
+        # frisbee, qwzx (the dog's is given); brown (red is rare); chasing, near; image 2's caption
+        # candidates, each attempt
+        assert calls == 5 + 10
         path = Path(re.search(r"^mmgic: (.*)$", out, re.M).group(1))
         samples = {s.metadata["image_id"]: s for s in open_dataset(path)}
         assert sorted(samples) == [1, 2]  # image 5 held only the invalid label
@@ -331,7 +337,11 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
         assert samples[2].metadata["mmgic"]["caption"] in CANDIDATES
         doc = samples[1].metadata["mmgic"]
         assert [o["label"] for o in doc["objects"]] == ["dog", "frisbee"]
-        assert doc["objects"][0]["description"] == "The dog is a thing that people see in pictures every day."
+        assert doc["objects"][0]["description"] == "A dog, as the dataset describes it."
+        assert (
+            doc["objects"][1]["description"]
+            == "The frisbee is a thing that people see in pictures every day."
+        )
         assert [r["label"] for r in doc["relations"]] == ["chasing"] and doc[
             "caption"
         ] == "a photo number 1 of a dog"
@@ -374,6 +384,21 @@ def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.parametrize(
+    "content, error",
+    [
+        ({"objects": {}}, "'objects' is not a label type; use ['attribute', 'object', 'relation']"),
+        ({"object": ["dog"]}, "'object' must map labels to descriptions, not a list"),
+        ({"relation": {"on": " "}}, "relation 'on' has no description"),
+    ],
+)
+def test_given_label_descriptions_name_what_is_wrong(tmp_path, content, error):
+    path = tmp_path / "given.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=re.escape(f"{path}: {error}")):
+        given_descriptions(path)
 
 
 def test_visual_genome_files_convert_into_detection_data(tmp_path):
