@@ -8,7 +8,7 @@ Reads `<results>/report.json` (written by launch/report.py) and, where present, 
 that name `<results>`. What the section says:
 - every benchmark's score per recipe, the mean over seeds with its 95% CI, chance and blind beside;
 - each category's average (the paper's Average rows) as a delta to the baseline with its CI, the
-  paper's delta beside it and whether they agree: "yes" when the CI excludes 0 on the paper's side,
+  paper's delta beside it and the direction: "same" when the CI excludes 0 on the paper's side,
   "opposite" when it excludes 0 on the other, "not resolved" when it holds 0;
 - the per-benchmark differences whose bootstrap p-value (seed variance included) is below 0.05.
 """
@@ -48,10 +48,10 @@ def _budget(runs: list[dict]) -> str:
 
 
 def agreement(paper: float, ci: list[float]) -> str:
-    """Whether our CI of a delta agrees with the paper's delta (a single run, no CI)."""
+    """Whether our CI of a delta points the way the paper's delta (a single run, no CI) does."""
     if ci[0] <= 0 <= ci[1]:
         return "not resolved"
-    return "yes" if (ci[0] > 0) == (paper > 0) else "opposite"
+    return "same" if (ci[0] > 0) == (paper > 0) else "opposite"
 
 
 def paper_deltas(paper: dict, group: str, baseline: str) -> dict[str, tuple[float, str]]:
@@ -103,7 +103,7 @@ def section(report: dict, paper: dict | None, results: str) -> str:
     ]
     head = ["recipe"]
     for g in groups:
-        head += [f"{g} Δ", "p"] + (["paper Δ", "agrees"] if paper else [])
+        head += [f"{g} Δ", "p"] + (["paper Δ", "direction"] if paper else [])
     out += [f"| {' | '.join(head)} |", "| --- |" + " ---: |" * (len(head) - 1)]
     by_paper = {g: paper_deltas(paper or {}, g, baseline) for g in groups}
     for recipe in recipes[1:]:

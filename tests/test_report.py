@@ -157,7 +157,7 @@ def test_category_averages_weigh_benchmarks_alike_and_find_the_planted_differenc
 
 
 def test_agreement_with_the_paper_reads_the_ci():
-    assert agreement(0.01, [0.02, 0.1]) == "yes" and agreement(-0.01, [-0.1, -0.02]) == "yes"
+    assert agreement(0.01, [0.02, 0.1]) == "same" and agreement(-0.01, [-0.1, -0.02]) == "same"
     assert agreement(0.01, [-0.1, -0.02]) == "opposite" and agreement(0.01, [-0.1, 0.02]) == "not resolved"
 
 
@@ -209,7 +209,7 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     counting = rows_of(text, "| counting |")[0].split(" | ")
     assert counting[-2:] == ["25.0", "30.0 |"]  # chance and blind
     better = rows_of(text, "| better |")[0]
-    assert "+10.00 (Table 9) | yes |" in better and "Paper: Table 9." in text
+    assert "+10.00 (Table 9) | same |" in better and "Paper: Table 9." in text
     assert "- better: counting +" in text and "- same: none" in text
     readme_results([f"results={out}", f"readme={readme}", "check=true"])
     readme.write_text(text.replace("| better |", "| better (edited) |", 1))
