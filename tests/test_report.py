@@ -220,6 +220,13 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
         readme_results([f"results={out}", f"readme={readme}"])
 
 
+def test_the_readmes_results_are_generated_from_the_committed_seed000_report(monkeypatch, capsys):
+    """No hand-copied number: README.md's section is what docs/results/seed000/report.json gives."""
+    monkeypatch.chdir(REPO)
+    readme_results(["results=docs/results/seed000", "readme=README.md", "check=true"])
+    assert "README.md is up to date with docs/results/seed000" in capsys.readouterr().out
+
+
 def rows_of(text: str, start: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(start)]
 
