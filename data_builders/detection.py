@@ -60,9 +60,9 @@ def detection(
     """
     path = Path(instances_json)
     data = load_json(path)
-    image_ids = {im.get("id") for im in data.get("images", [])}
-    captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
     images = data.get("images", [])
+    image_ids = {im.get("id") for im in images}
+    captions = _captions_by_image(Path(captions_json), image_ids, rejects) if captions_json else {}
     narratives = _narratives_by_image(Path(narratives_jsonl), images, rejects) if narratives_jsonl else {}
     yield from detection_records(
         data, path, Path(images_dir), rejects, captions, image_size, source, min_side, max_aspect, narratives

@@ -60,7 +60,7 @@ def label_names(
         if n < min_count:
             out[pair] = (None, n)
         elif len(senses[name]) > 1:
-            out[pair] = (f"{name} ({(synset_names or {}).get(synset, synset or 'no synset')})", n)
+            out[pair] = (f"{name} ({(synset_names or {}).get(synset, synset)})", n)
         else:
             out[pair] = (name, n)
     return out
@@ -99,7 +99,7 @@ def to_coco(
                 labels[a.get("object_id")] += [
                     x.strip().lower() for x in a.get("attributes") or [] if x.strip()
                 ]
-    kept = []  # (where, object, name, synset) of objects that pass step 2
+    kept = []  # (where, image id, object, name, synset) of the objects that pass step 2
     for image_id, entries in _per_image(objects, "objects").items():
         for k, o in enumerate(entries):
             where = f"{objects}: image {image_id} objects[{k}] (object_id={o.get('object_id')})"
@@ -112,7 +112,7 @@ def to_coco(
             else:
                 name = " ".join(str(o["names"][0]).lower().split())
                 kept.append((where, image_id, o, name, (o.get("synsets") or [""])[0]))
-    final = label_names([(name, synset) for *_, name, synset in kept], min_synset_count, synset_names or {})
+    final = label_names([(name, synset) for *_, name, synset in kept], min_synset_count, synset_names)
     names: dict[str, int] = {}
     annotations = []
     for where, image_id, o, name, synset in kept:
