@@ -6,6 +6,9 @@
                                  COMMITTED                       written last, by rank 0, after a barrier
     checkpoints/final/           the same, at the end of training
 
+A checkpoint where a curriculum stage ends also holds STAGE_END and is never rotated away: another
+run that shares the stages before it starts there (`train.branch_from`, mmkd/resume.py).
+
 A checkpoint exists only once its COMMITTED marker does: one killed mid-write is ignored, and the
 previous one loads. Every rank writes its own shards (with FSDP2 these are real shards; with DDP rank
 0's replica is stored once). Nothing in a checkpoint is executed on load: tensors come from DCP, whose
@@ -36,6 +39,7 @@ from mmkd.errors import CheckpointError
 from mmkd.shards import write_json_atomic
 
 COMMITTED = "COMMITTED"
+STAGE_END = "STAGE_END"
 
 
 def _committed(path: Path) -> bool:
@@ -51,9 +55,11 @@ def save_checkpoint(
     final: bool = False,
     keep: int = 2,
     loader: dict | None = None,
+    pin: bool = False,
 ) -> Path:
     """Every rank calls this (DCP is collective); returns the committed checkpoint directory.
-    `loader`: this rank's data-stream state (`mmkd.loader.Resumable.state()`), for an instant resume."""
+    `loader`: this rank's data-stream state (`mmkd.loader.Resumable.state()`), for an instant resume.
+    `pin`: a stage's end, kept outside the last `keep`."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     path = ckpt_dir / ("final" if final else f"step-{step:08d}")
     if info.is_main:
@@ -67,8 +73,10 @@ def save_checkpoint(
     barrier()
     if info.is_main:
         write_json_atomic(path / "meta.json", {"step": step, **meta})
+        if pin:
+            (path / STAGE_END).write_text(f"{meta.get('stage', '')}\n")
         (path / COMMITTED).write_text(f"{step}\n")
-        periodic = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir())
+        periodic = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and not (p / STAGE_END).exists())
         for old in [p for p in periodic if _committed(p)][:-keep] + [
             p for p in periodic if not _committed(p)
         ]:

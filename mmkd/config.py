@@ -204,6 +204,13 @@ class TrainConfig:
     # world size, ...; a difference is an error naming the keys); false: start over; force: continue
     # even so (the data stream then differs from an uninterrupted run's).
     resume: str = "true"
+    # Start from another run's checkpoint where this run's curriculum first differs from that run's (a
+    # run directory): a recipe that shares its pre-training with another and differs in its last stages
+    # (an SFT selection) trains only those, bit for bit as if from scratch (mmkd/branch.py). Ignored once
+    # this run has a checkpoint of its own.
+    branch_from: str = ""
+    # Keep the checkpoint where each curriculum stage ends (outside keep_checkpoints), for branching.
+    stage_checkpoints: bool = True
     # Seconds a collective may take before the job fails (NCCL's watchdog); and how long the other
     # ranks wait while rank 0 builds data or evaluates alone (they wait outside the default group).
     dist_timeout_s: int = 1800
@@ -444,6 +451,11 @@ class RunConfig:
         t.resume = str(t.resume).lower()  # `train.resume=false` arrives from the command line as a bool
         if t.resume not in ("true", "false", "force"):
             raise ConfigError(f"train.resume={t.resume!r}: must be true, false or force")
+        if t.branch_from and t.engine == "deepspeed":
+            raise ConfigError(
+                f"train.branch_from={t.branch_from!r} with train.engine=deepspeed: branching would unpickle "
+                "another run's DeepSpeed files; branch under ddp or fsdp2, which load checkpoints as DCP"
+            )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
         for key, ok, want in RANGES:

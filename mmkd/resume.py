@@ -1,5 +1,7 @@
 """What makes a run the same run: a resumed run must match the saved one in everything that shapes its
 data stream and its optimisation, or it does not continue that run (docs/design.md, "Resumption").
+A branching run (`train.branch_from`) must match its donor in all of that up to where their curricula
+part, and starts from the donor's checkpoint there.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmkd.config import ConfigError, RunConfig, micro_batch_for
+from mmkd.checkpoint import COMMITTED, latest_checkpoint, read_meta
+from mmkd.config import ConfigError, RecipeConfig, RunConfig, StageConfig, micro_batch_for
+from mmkd.curriculum import Stage, stage_bounds
 
 # Settings that change neither the data stream nor the optimisation: a resume may change them.
 RESUME_FREE = {
     "train.resume",
+    "train.branch_from",
+    "train.stage_checkpoints",
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
@@ -73,3 +79,85 @@ def check_resumable(meta: dict, identity: dict[str, Any], run_dir: Path, force: 
         "run. Use another run_dir, train.resume=false to start over, or train.resume=force to continue "
         "anyway (the data stream will then differ from an uninterrupted run's)"
     )
+
+
+# Recipe keys that only say which stages a run trains: a branching run compares the stages themselves
+# (names, bounds, mixtures), so two recipes that share their first stages may differ here.
+PLAN_KEYS = (
+    "recipe.name",
+    "recipe.description",
+    "recipe.mixture",
+    "recipe.stages",
+    "recipe.sft_fraction",
+    "recipe.sft_mixture",
+)
+
+
+def shared_stages(ours: list[Stage], theirs: list[Stage]) -> int:
+    """How many leading stages two curricula share exactly: name, first and end step, mixture."""
+    k = 0
+    while k < min(len(ours), len(theirs)) and ours[k] == theirs[k]:
+        k += 1
+    return k
+
+
+def _show(stage: Stage) -> str:
+    name, start, end, weights = stage
+    return f"{name!r} (steps {start}..{end}, {weights})"
+
+
+def _saved_recipe(donor: Path, recipe: dict) -> RecipeConfig:
+    """The donor's recipe exactly as saved: complete, so not merged onto the schema (whose default
+    mixtures would add their keys)."""
+    try:
+        return RecipeConfig(**recipe | {"stages": [StageConfig(**s) for s in recipe["stages"]]})
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"train.branch_from={donor}: its saved recipe does not read ({e})") from None
+
+
+def branch_checkpoint(donor: Path, identity: dict[str, Any], stages: list[Stage]) -> tuple[Path, str]:
+    """The donor run's checkpoint where this run's curriculum first differs from the donor's, and the
+    name of the stage that begins there. Before that step the two runs must have trained the same
+    stages on the same data with the same settings (the identity less the recipe's plan, and the
+    sources of the stages after it); a `ConfigError` names what differs or what is missing."""
+    found = latest_checkpoint(donor)
+    if found is None:
+        raise ConfigError(f"train.branch_from={donor}: no committed checkpoint under {donor / 'checkpoints'}")
+    meta = read_meta(found)
+    saved = meta.get("identity")
+    if saved is None:
+        raise ConfigError(f"{found} predates saved run identities: unchecked, so no run branches from it")
+
+    def differ(keys: set[str]) -> None:
+        diff = [f"{k} (theirs {saved.get(k)!r}, ours {identity.get(k)!r})" for k in sorted(keys)]
+        diff = [d for d, k in zip(diff, sorted(keys), strict=True) if saved.get(k) != identity.get(k)]
+        if diff:
+            raise ConfigError(f"train.branch_from={donor} differs from this run in {'; '.join(diff)}")
+
+    keys = set(identity) | set(saved)
+    in_plan = {k for k in keys if any(k == p or k.startswith(f"{p}.") for p in PLAN_KEYS)}
+    differ({k for k in keys - in_plan if not k.startswith("sources.")})
+    theirs = stage_bounds(_saved_recipe(donor, meta["config"]["recipe"]), stages[-1][2])
+    k = shared_stages(stages, theirs)
+    if k == 0:
+        raise ConfigError(
+            f"train.branch_from={donor}: its first stage {_show(theirs[0])} is not this run's "
+            f"{_show(stages[0])}, so the runs share nothing to branch from (a one-stage recipe's stream "
+            "is seeded apart from a curriculum's)"
+        )
+    if k == len(stages):
+        raise ConfigError(
+            f"train.branch_from={donor} trains this run's whole curriculum: it is this run; "
+            "evaluate or resume it instead"
+        )
+    differ({f"sources.{source}" for stage in stages[:k] for source in stage[3]})  # the data they share
+    name, step = stages[k][0], stages[k][1]
+    path = donor / "checkpoints" / f"step-{step:08d}"
+    if not (path / COMMITTED).exists():
+        kept = sorted(int(p.name[5:]) for p in donor.glob("checkpoints/step-*") if (p / COMMITTED).exists())
+        raise ConfigError(
+            f"train.branch_from={donor} has no committed checkpoint at step {step}, where this run's stage "
+            f"{name!r} begins (it keeps steps {kept}); a run keeps one where each stage ends unless "
+            "train.stage_checkpoints=false"
+        )
+    return path, name

@@ -29,7 +29,8 @@ from mmkd.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
+from mmkd.config import ConfigError, RunConfig, micro_batch_for
+from mmkd.curriculum import Stage, stage_bounds, total_steps
 from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
@@ -46,7 +47,7 @@ from mmkd.model.hf import load_decoder, load_vision
 from mmkd.model.lora import trainable_share
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.objective import DENSE, Objective, objective_for
-from mmkd.resume import check_resumable, run_identity
+from mmkd.resume import branch_checkpoint, check_resumable, run_identity
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
@@ -55,8 +56,6 @@ from mmkd.tracking import RunLog, Tracker, append_line, device_peak_flops
 # Periodic evaluation, passed in by the pipeline (the core never imports eval/): (checkpoint, output
 # directory, step) -> {suite: {benchmark: result}}.
 Evaluate = Callable[[Path, Path, int], dict]
-# (name, first step, end step, weights) of each curriculum stage.
-Stage = tuple[str, int, int, dict[str, float]]
 
 
 class NonFiniteError(UserError, RuntimeError):
@@ -178,8 +177,15 @@ def setup(
     micro = micro_batch_for(t, info.world_size)
     accum = t.global_batch // (micro * info.world_size)
     identity = run_identity(cfg, sources, info.world_size)
+    steps = total_steps(cfg)
+    stages = stage_bounds(cfg.recipe, steps)
     found = latest_checkpoint(run_dir) if t.resume != "false" else None
     same = found is not None and check_resumable(read_meta(found), identity, run_dir, t.resume == "force")
+    branched = read_meta(found).get("branched_from") if found is not None else None
+    if found is None and t.branch_from:  # checked before any compute, like a resume
+        found, begins = branch_checkpoint(Path(t.branch_from), identity, stages)
+        branched = str(found)
+        log(f"branch: from {found}, where stage {begins!r} begins")
 
     def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10);
@@ -196,14 +202,10 @@ def setup(
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if t.bf16 and not own_precision else nullcontext()
     )
-    total_steps = (
-        t.budget_tokens // (t.global_batch * cfg.model.max_seq_len)
-        if t.packing
-        else t.budget_samples // t.global_batch
-    )
     step, seen, loader = 0, {"samples": 0, "tokens": 0}, None
     if found is not None:
-        # The data stream's saved state holds only for the same run (else the loader fast-forwards).
+        # The data stream's saved state holds only for the same run (else the loader fast-forwards; a
+        # branch starts a stage, whose stream begins afresh).
         loader = read_loader_state(found, info.rank) if same else None
         saved = resume_checkpoint(found, engine)
         step, seen = saved["step"], saved.get("seen")
@@ -216,9 +218,8 @@ def setup(
         "tokenizer": tokenizer.to_str(),
         "special_tokens": tokenizer.special_tokens(),
         "identity": identity,
-    }
-    stages = stage_bounds(cfg.recipe, total_steps)
-    return Setup(engine, stages, total_steps, micro, accum, step, seen, autocast, meta, loader)
+    } | ({"branched_from": branched} if branched else {})
+    return Setup(engine, stages, steps, micro, accum, step, seen, autocast, meta, loader)
 
 
 def batches(
@@ -342,12 +343,15 @@ def train(
             )
             window = window.next()
 
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < s.total_steps:
+        # A stage's last checkpoint stays (outside keep_checkpoints): other runs may branch there.
+        ends = t.stage_checkpoints and step == s.stages[stage][2]
+        periodic = t.checkpoint_every and step % t.checkpoint_every == 0
+        if (periodic or ends) and step < s.total_steps:
             position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
             loader = stream.state()
             loader = None if loader is None else {**loader, "stage": s.stages[stage][0]}
             keep = t.keep_checkpoints
-            saved = save_checkpoint(run_dir, step, engine, position, info, keep=keep, loader=loader)
+            saved = save_checkpoint(run_dir, step, engine, position, info, keep=keep, loader=loader, pin=ends)
             log(f"checkpoint: {saved}", echo=False)
             if cfg.eval.every and step % cfg.eval.every == 0:
                 if info.is_main:
@@ -428,18 +432,6 @@ def _count_bad(micro: list[dict], bad: list[dict], limit: int, rank: int, run_di
             f"data.max_bad_samples={limit}; the first: {json.dumps(bad[0])} (all in "
             f"{run_dir / f'bad_samples.rank{rank}.jsonl'}): rebuild or reconvert that source"
         )
-
-
-def stage_bounds(recipe: RecipeConfig, total_steps: int) -> list[Stage]:
-    """(name, first step, end step, weights) of each curriculum stage; boundaries round to steps."""
-    plan = recipe.plan()
-    out, done, start = [], 0.0, 0
-    for i, s in enumerate(plan):
-        done += s.fraction
-        end = total_steps if i == len(plan) - 1 else round(done * total_steps)
-        out.append((s.name, start, end, s.mixture))
-        start = end
-    return [b for b in out if b[2] > b[1]]
 
 
 class Window:

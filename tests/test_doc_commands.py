@@ -40,6 +40,7 @@ COVERED = {
     "lm_eval_tasks=": "test_lm_eval.py::test_world_knowledge_and_user_tasks_run_offline",
     "vlmeval": "test_vlmeval.py::test_multiple_choice_tsv_through_the_kit",
     "convert.py": "test_adapters.py::test_cli_converts_coco",
+    "train.branch_from": "test_train.py::test_a_run_branches_from_another_where_their_curricula_part",
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).
     "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",

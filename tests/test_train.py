@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -502,3 +503,56 @@ def test_resume_compares_the_micro_batch_as_trained(world, tokenizer, tmp_path):
         check_resumable(
             {"identity": run_identity(explicit, sources, 1)}, run_identity(cfg, sources, 2), tmp_path, False
         )
+
+
+def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer, tmp_path):
+    """train.branch_from: the same pre-training, another SFT mixture. The branch starts from the donor's
+    stage-end checkpoint (kept outside keep_checkpoints) and trains exactly what a run from scratch
+    would; a donor that differs before that step, or lacks the checkpoint, is refused by name."""
+    from mmkd.config import ConfigError, RecipeConfig
+
+    data, root = world
+
+    def run(run_dir, sft, fraction=0.25, **kw):
+        recipe = RecipeConfig(
+            name=f"sft_{sft}",
+            mixture={"caption0": 0.5, "text": 0.5},
+            sft_fraction=fraction,
+            sft_mixture={sft: 1.0},
+        ).validate()
+        settings = {"budget_samples": 192, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 1}
+        cfg = micro_run_config(data, run_dir, **settings | kw)
+        cfg.recipe = recipe
+        run_dir.mkdir(parents=True, exist_ok=True)
+        train(cfg, source_dirs(recipe.sources(), cfg, root), tokenizer, run_dir, DistInfo())
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    run(tmp_path / "donor", "vqa0")  # 12 steps: stage "all" ends at step 9
+    kept = sorted(p.name for p in (tmp_path / "donor" / "checkpoints").glob("step-*"))
+    assert kept == ["step-00000009", "step-00000010"]
+    assert (tmp_path / "donor" / "checkpoints" / "step-00000009" / "STAGE_END").read_text() == "all\n"
+
+    scratch = run(tmp_path / "scratch", "other")
+    branch = run(tmp_path / "branch", "other", branch_from=str(tmp_path / "donor"))
+    assert [r["step"] for r in branch] == [10, 11, 12]
+    assert [(r["step"], r["loss"], r["samples"]) for r in branch] == [
+        (r["step"], r["loss"], r["samples"]) for r in scratch[9:]
+    ]
+    log = (tmp_path / "branch" / "train.log").read_text()
+    assert "step-00000009, where stage 'sft' begins" in log and "steps 9..12" in log
+    assert read_meta(tmp_path / "branch")["branched_from"].endswith("donor/checkpoints/step-00000009")
+
+    donor = str(tmp_path / "donor")
+    with pytest.raises(
+        ConfigError, match=r"donor differs from this run in train\.lr \(theirs 0\.001, ours 0\.002\)"
+    ):
+        run(tmp_path / "lr", "other", branch_from=donor, lr=2e-3)
+    with pytest.raises(ConfigError, match="trains this run's whole curriculum"):
+        run(tmp_path / "same", "vqa0", branch_from=donor)
+    with pytest.raises(ConfigError, match=r"train\.budget_samples \(theirs 192, ours 256\)"):
+        run(tmp_path / "other_budget", "other", branch_from=donor, budget_samples=256)
+    with pytest.raises(ConfigError, match=r"'all' \(steps 0\.\.9, .* is not this run's 'all' \(steps 0\.\.6"):
+        run(tmp_path / "other_plan", "other", fraction=0.5, branch_from=donor)
+    shutil.rmtree(tmp_path / "donor" / "checkpoints" / "step-00000009")
+    with pytest.raises(ConfigError, match=r"no committed checkpoint at step 9, .* \(it keeps steps \[10\]\)"):
+        run(tmp_path / "gone", "other", branch_from=donor)
