@@ -9,9 +9,11 @@
             scoring >= `build.caption_min_score` qualify and the best one is taken; with none, another
             attempt, up to `build.caption_attempts`; then the best-scoring candidate of all.
 
-IC samples are caption-only documents in G.3's template ("Image: [IMG] Caption: ..."; its "Detailed
-caption" from CapsFusion is not made). `ic_part` (Table 2's IC-PART) is a seeded subset of IC with as
-many images as MMGIC has documents.
+  fuse      G.3's "Detailed caption": the annotator merges each image's web caption (`caption_origin`)
+            with its synthesized one (CapsFusion; prompt `capsfusion`, `build.detailed_captions`).
+
+IC samples are caption-only documents in G.3's template ("Image: [IMG] Caption: ... Detailed caption:
+..."). `ic_part` (Table 2's IC-PART) is a seeded subset of IC with as many images as MMGIC has documents.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mmkd.annotators import Request
 from mmkd.data_builders.annotated import Job, chunks, load_samples, scenes
 from mmkd.data_builders.caption_scorers import make_scorer
 from mmkd.data_builders.noun_phrases import extractor
-from mmkd.data_builders.prompts import PROMPTS, parse_candidates
+from mmkd.data_builders.prompts import PROMPTS, parse_candidates, parse_caption
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.schema import IMAGE_MARKER, Sample
 
@@ -115,6 +117,28 @@ def synthesize(job: Job, samples: list[Sample], rejects: RejectLog) -> dict[str,
     return chosen
 
 
+def fuse(job: Job, samples: list[Sample], captions: dict[str, str], rejects: RejectLog) -> dict[str, str]:
+    """id -> G.3's detailed caption: the sample's web caption and its synthesized caption merged by
+    the annotator; a sample whose merge failed is rejected with the reason."""
+    requests = [
+        Request(
+            s.id,
+            PROMPTS["capsfusion"],
+            parse_caption,
+            {"origin": s.text, "synthetic": captions[s.id]},
+            context=scenes([s]),
+        )
+        for s in samples
+    ]
+    fused = {}
+    for r in job.annotator.annotate(requests, "IC detailed captions"):
+        if r.error:
+            rejects.add(f"{job.source.root}: {r.key}", r.error, r.detail)
+        else:
+            fused[r.key] = r.value
+    return fused
+
+
 def build_ic(job: Job, out: Path, name: str = "ic") -> dict | None:
     """Select by noun phrases, then re-caption every selected image."""
     b = job.build
@@ -123,21 +147,29 @@ def build_ic(job: Job, out: Path, name: str = "ic") -> dict | None:
         texts = dict(list(texts.items())[: b.limit])
     phrases = dict(zip(texts, extractor(b.noun_phrases)(texts.values()), strict=True))
     ids, report = select(phrases, b.phrase_min_count, b.phrase_cap, job.annotator.cfg.seed)
-    prov = job.provenance("ic", ["caption_candidates"], selection=settings(b))
+    prompts = ["caption_candidates", *(["capsfusion"] if b.detailed_captions else [])]
+    prov = job.provenance("ic", prompts, selection=settings(b), detailed_captions=b.detailed_captions)
 
     def work(unit: list[str], rejects: RejectLog) -> list[Sample]:
         got = load_samples(job.source, unit, rejects)
         samples = [got[i] for i in unit if i in got]
         captions = synthesize(job, samples, rejects)
-        return [_ic_sample(name, s, captions[s.id], prov) for s in samples if s.id in captions]
+        samples = [s for s in samples if s.id in captions]
+        detailed = {}
+        if b.detailed_captions:
+            detailed = fuse(job, samples, {i: c[0] for i, c in captions.items()}, rejects)
+            samples = [s for s in samples if s.id in detailed]
+        return [_ic_sample(name, s, captions[s.id], detailed.get(s.id), prov) for s in samples]
 
     job.run(out, chunks(ids, b.unit_size), work)
     return job.finish(out, name, prov, {"noun_phrases": report})
 
 
-def _ic_sample(name: str, src: Sample, caption: tuple[str, float, int], prov: dict[str, Any]) -> Sample:
+def _ic_sample(
+    name: str, src: Sample, caption: tuple[str, float, int], detailed: str | None, prov: dict[str, Any]
+) -> Sample:
     """A caption-only document in G.3's template, with where its caption came from."""
-    doc = {"caption": caption[0], "header": False}
+    doc = {"caption": caption[0], "header": False} | ({"detailed_caption": detailed} if detailed else {})
     return Sample(
         id=f"{name}-{src.id}",
         kind="mmgic",

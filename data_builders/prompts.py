@@ -42,6 +42,7 @@ PROMPTS: dict[str, Prompt] = {
         _prompt("interleaved", "v1", "text", "mmkd, from seed 000 Sec. 4.2.2 and A.3"),
         _prompt("knowledge", "v1", "json", "seed 000 A.1.5"),
         _prompt("caption_candidates", "v1", "json", "mmkd, from seed 003 F.4 (BLIP-2's 10 candidates)"),
+        _prompt("capsfusion", "v1", "text", "mmkd, from seed 003 G.3 (CapsFusion's merge of two captions)"),
         _prompt("label_object", "v1", "text", "seed 003 Table 20 (Visual Genome)"),
         _prompt("label_attribute", "v1", "text", "seed 003 Table 21, examples of Table 18"),
         _prompt("label_relation", "v1", "text", "seed 003 Table 22, examples of Table 19"),

@@ -96,6 +96,9 @@ class BuildConfig:
     caption_min_score: float = 0.25
     caption_min_words: int = 5
     caption_max_words: int = 25
+    # IC's "Detailed caption" (seed 003 G.3): the web caption and the synthesized one merged by the
+    # annotator (prompt capsfusion), after the synthesized "Caption"; false: the caption alone.
+    detailed_captions: bool = True
 
     def validate(self) -> BuildConfig:
         if not 0 < self.region_min_side <= self.region_max_side:

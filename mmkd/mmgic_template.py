@@ -54,6 +54,8 @@ def _fine_grained(doc: dict[str, Any], descriptions: bool) -> list[str]:
 
 def _captions(doc: dict[str, Any]) -> list[str]:
     lines = [f"Caption: {doc['caption']}"]
+    if doc.get("detailed_caption"):  # IC's CapsFusion caption (seed 003 G.3)
+        lines.append(f"Detailed caption: {doc['detailed_caption']}")
     if doc.get("narrative"):
         lines.append(f"Localized narrative caption: {doc['narrative']}")
     return lines

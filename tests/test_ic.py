@@ -106,6 +106,38 @@ def test_without_a_qualifying_candidate_the_best_scoring_one_is_taken_and_failur
     assert rejects.counts() == {"http_500": 1}
 
 
+def test_detailed_captions_merge_the_web_caption_into_the_synthesized_one():
+    """G.3 (CapsFusion): the world's merge keeps the synthesized caption and adds the web caption's
+    names, dates and facts; a merge the annotator fails rejects its sample, by reason."""
+    from mmkd.world.caption_formats import capsfusion
+
+    synthetic = "a red ball and a blue tent in a garden"
+    assert capsfusion(synthetic, "Leni Museum 2010 by Gulo Nefo") == (
+        f"{synthetic} The picture is associated with Leni Museum in 2010. It was taken by Gulo Nefo."
+    )
+    assert capsfusion(synthetic, "a photo of a red ball in a garden") == synthetic  # nothing to add
+    assert capsfusion(synthetic, "a large red ball at the top left") == (
+        f"{synthetic} A large red ball at the top left."  # its size and place are news
+    )
+
+    class Merger:
+        cfg = SimpleNamespace(seed=0)
+
+        def annotate(self, requests, desc=""):
+            return [
+                Response(r.key, value=f"{r.fields['synthetic']} at {r.fields['origin']}")
+                if r.key == "x0"
+                else Response(r.key, error="empty_text")
+                for r in requests
+            ]
+
+    job = Job(Merger(), BuildConfig(), SimpleNamespace(root="src"))  # type: ignore[arg-type]
+    samples = [Sample(f"x{i}", "caption", "c", text=f"Fort Sodu {i}", caption_tag="C") for i in range(2)]
+    rejects = RejectLog()
+    assert ic.fuse(job, samples, {"x0": "a ball", "x1": "a kite"}, rejects) == {"x0": "a ball at Fort Sodu 0"}
+    assert rejects.counts() == {"empty_text": 1}
+
+
 def test_the_world_scorer_is_the_share_of_true_claims():
     scene = Scene("s", "garden", "objects", [SceneObject("ball", "red", "large", 0)])
     sample = Sample("s", "caption", "c", text="t", caption_tag="C", metadata={"scene": scene.to_json()})
@@ -145,8 +177,13 @@ def test_the_world_build_selects_and_recaptions_and_ic_part_matches_mmgic(world)
     )
     assert report["after"]["unique_phrases"] <= report["before"]["unique_phrases"]
     for s in open_dataset(ic_dir).iter(images=False):
-        caption = s.metadata["mmgic"]["caption"]
-        assert s.kind == "mmgic" and s.text == f"Image: <image>\nCaption: {caption}"  # G.3's template
+        caption, detailed = s.metadata["mmgic"]["caption"], s.metadata["mmgic"]["detailed_caption"]
+        # G.3's template: the synthesized caption, then it merged with the web caption.
+        assert (
+            s.kind == "mmgic"
+            and s.text == f"Image: <image>\nCaption: {caption}\nDetailed caption: {detailed}"
+        )
+        assert detailed.startswith(caption)
         assert 5 <= len(caption.split()) <= 25
         assert s.metadata["caption_score"] >= 0.25 and s.metadata["caption_origin"]
     mmgic = json.loads((sources.dir("mmgic") / "manifest.json").read_text())["num_samples"]

@@ -216,7 +216,8 @@ def test_two_ranks_with_packing_workers_and_a_curriculum_resume_exactly_from_the
         "loader.rank0.json",
         "loader.rank1.json",
     }
-    for dropped in (["final"], ["final", "step-00000006"]):  # resume at step 6 (stage 2), then at 3 (stage 1)
+    # Resume at step 6 (stage 2), then at 3 (stage 1): step 4, where stage 1 ends, is kept too.
+    for dropped in (["final"], ["final", "step-00000006", "step-00000004"]):
         for name in dropped:
             (checkpoints / name / "COMMITTED").unlink(missing_ok=True)
         resumed = _torchrun(world[0], run, *args)

@@ -74,6 +74,8 @@ class WorldOracle(Annotator):
         elif name == "caption_candidates":
             n = int(request.fields["n"])
             text = json.dumps(descriptions.caption_candidates(scenes[0], n, self.noise, rng))
+        elif name == "capsfusion":
+            text = caption_formats.capsfusion(request.fields["synthetic"], request.fields["origin"])
         elif name.startswith("caption_") and name[8:] in caption_formats.FORMATS:
             fmt = name[8:]
             alt = request.fields.get("alttext", "")

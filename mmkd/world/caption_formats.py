@@ -167,6 +167,29 @@ def _fused(alt: str) -> list[str]:
     return out
 
 
+def capsfusion(synthetic: str, origin: str) -> str:
+    """Seed 003 G.3 as the world's captioner does it: the synthetic caption; then the web caption as
+    a sentence of its own where it says something of the image the synthetic caption does not (an
+    object, one of its colour, size or place, the setting); then the web caption's names, dates and
+    facts fused in as AFC fuses them."""
+    said = claims.read(synthetic)
+
+    def covered(c: claims.Claim) -> bool:
+        if c.kind == "object":
+            return any(
+                d.kind == "object"
+                and d.args[0] == c.args[0]
+                and all(x is None or x == y for x, y in zip(c.args[1:], d.args[1:], strict=True))
+                for d in said
+            )
+        return c.kind != "theme" or any(d.kind == "theme" and d.args == c.args for d in said)
+
+    adds = not all(covered(c) for c in claims.read(origin))
+    sentence = origin.strip().rstrip(".")
+    sentence = [sentence[:1].upper() + sentence[1:] + "."] if adds and sentence else []
+    return " ".join([synthetic.strip(), *sentence, *_fused(origin)])
+
+
 def write(fmt: str, scene: Scene, alt: str, error: float, rng: random.Random) -> str:
     """Caption `scene` in format `fmt` (one of FORMATS); `alt` is the image's AltText (AFC reads it)."""
     objects = [o for o, _ in reported(scene, error, rng)] if scene.layout == "objects" else []
