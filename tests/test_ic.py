@@ -55,6 +55,73 @@ def test_spacy_phrases_without_spacy_name_the_package(monkeypatch):
         extractor("spacy:en_core_web_sm")
 
 
+# A parsed corpus small enough to train spaCy's tagger and parser on in seconds: (text, POS tags,
+# heads, dependency labels). The pipeline it makes is a real one, saved and loaded from its directory.
+_PARSED = [
+    (
+        "a red ball on the table",
+        "DET ADJ NOUN ADP DET NOUN",
+        [2, 2, 2, 2, 5, 3],
+        "det amod ROOT prep det pobj",
+    ),
+    (
+        "the old man rides a horse",
+        "DET ADJ NOUN VERB DET NOUN",
+        [2, 2, 3, 3, 5, 3],
+        "det amod nsubj ROOT det dobj",
+    ),
+    (
+        "a dog sleeps in the green garden",
+        "DET NOUN VERB ADP DET ADJ NOUN",
+        [1, 2, 2, 2, 6, 6, 3],
+        "det nsubj ROOT prep det amod pobj",
+    ),
+    (
+        "two children play with a kite",
+        "NUM NOUN VERB ADP DET NOUN",
+        [1, 2, 2, 2, 5, 3],
+        "nummod nsubj ROOT prep det pobj",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def spacy_pipeline(tmp_path_factory):
+    """A spaCy pipeline with a tagger (its tags copied to POS) and a dependency parser, as a directory."""
+    import spacy
+    from spacy.training import Example
+
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tagger")
+    ruler = nlp.add_pipe("attribute_ruler")
+    nlp.add_pipe("parser", config={"min_action_freq": 1})
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"tags": pos.split(), "heads": heads, "deps": deps.split()})
+        for text, pos, heads, deps in _PARSED
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    tags = sorted({t for _, pos, _, _ in _PARSED for t in pos.split()})
+    ruler.add_patterns([{"patterns": [[{"TAG": t}]], "attrs": {"POS": t}} for t in tags])
+    for _ in range(60):
+        nlp.update(examples, drop=0.0, sgd=optimizer)
+    out = tmp_path_factory.mktemp("spacy") / "pipeline"
+    nlp.to_disk(out)
+    return out
+
+
+def test_spacy_phrases_are_a_pipelines_noun_chunks_without_determiners(spacy_pipeline):
+    texts = [t for t, *_ in _PARSED]
+    assert extractor(f"spacy:{spacy_pipeline}")(texts) == [
+        ["red ball", "table"],
+        ["old man", "horse"],
+        ["dog", "green garden"],
+        ["two children", "kite"],
+    ]
+    with pytest.raises(ConfigError, match=r"cannot load the pipeline"):
+        extractor(f"spacy:{spacy_pipeline.parent / 'missing'}")
+
+
 class _Annotator:
     """Answers each attempt from a script: attempt -> candidates (or an error)."""
 
