@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mmkd.config import ClipConfig, ConfigError
 from mmkd.loader import MixtureSampler, image_tensor
@@ -118,7 +119,8 @@ def train_clip(
     sampler, rng = MixtureSampler(weights, seed=f"{seed}/clip"), random.Random(f"{seed}/clip/pairs")
     losses = []
     model.train()
-    for step in range(cfg.steps):
+    bar = tqdm(range(cfg.steps), desc="train world CLIP", unit="step")
+    for step in bar:
         batch = [rng.choice(pairs[next(sampler)]) for _ in range(cfg.batch_size)]
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
@@ -130,6 +132,8 @@ def train_clip(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
     metrics = {
         "version": CLIP_VERSION,
