@@ -535,6 +535,11 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         key = getattr(e, "full_key", None)
         raise ConfigError(f"config key {key!r}: {str(e).splitlines()[0]}") from None
     assert isinstance(run, RunConfig)
+    recipe = cfg.get("recipe") if isinstance(cfg, dict) else None
+    if isinstance(recipe, dict):  # plain values (a saved config): its mixtures are whole, not changes
+        for key in ("mixture", "sft_mixture"):
+            if isinstance(recipe.get(key), dict):
+                setattr(run.recipe, key, dict(recipe[key]))
     return run.validate()
 
 

@@ -29,6 +29,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LAUNCHERS = ("python launch/", "torchrun ")
 HYDRA = ("train.py", "build.py", "clip.py")  # the other launchers take plain key=value arguments
 
+BRANCH_TEST = "test_train.py::test_a_run_branches_from_another_where_their_curricula_part"
 # A command holding one of these needs something the tests cannot have; the test runs its path.
 COVERED = {
     "/llm/dir": "test_hf.py::test_a_run_starts_from_the_configured_checkpoints",
@@ -40,7 +41,11 @@ COVERED = {
     "lm_eval_tasks=": "test_lm_eval.py::test_world_knowledge_and_user_tasks_run_offline",
     "vlmeval": "test_vlmeval.py::test_multiple_choice_tsv_through_the_kit",
     "convert.py": "test_adapters.py::test_cli_converts_coco",
-    "train.branch_from": "test_train.py::test_a_run_branches_from_another_where_their_curricula_part",
+    # Seed 004's Table 4: the SFT selections branch from a pre-training run, whose stage-end checkpoint
+    # is evaluated before SFT, and the report reads those runs (the report CLI is tested on its own).
+    "train.branch_from": BRANCH_TEST,
+    "scale_full/seed0/checkpoints": BRANCH_TEST,
+    "runs/scale_clip10]": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).
     "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",

@@ -531,7 +531,8 @@ def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer
     run(tmp_path / "donor", "vqa0")  # 12 steps: stage "all" ends at step 9
     kept = sorted(p.name for p in (tmp_path / "donor" / "checkpoints").glob("step-*"))
     assert kept == ["step-00000009", "step-00000010"]
-    assert (tmp_path / "donor" / "checkpoints" / "step-00000009" / "STAGE_END").read_text() == "all\n"
+    kept_at = tmp_path / "donor" / "checkpoints" / "step-00000009"
+    assert (kept_at / "STAGE_END").read_text() == "all\n"
 
     scratch = run(tmp_path / "scratch", "other")
     branch = run(tmp_path / "branch", "other", branch_from=str(tmp_path / "donor"))
@@ -541,6 +542,12 @@ def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer
     ]
     log = (tmp_path / "branch" / "train.log").read_text()
     assert "step-00000009, where stage 'sft' begins" in log and "steps 9..12" in log
+    # The shared pre-training alone is evaluated from that checkpoint (the "base" of seed 004's table).
+    run_python(
+        [str(REPO / "launch/eval.py"), f"checkpoint={kept_at}", "max_items=4", "abilities=[existence]"]
+    )
+    base = json.loads((tmp_path / "donor" / "eval-step-00000009" / "results.json").read_text())
+    assert base["suites"]["world"]["existence"]["n"] == 4
     assert read_meta(tmp_path / "branch")["branched_from"].endswith("donor/checkpoints/step-00000009")
 
     donor = str(tmp_path / "donor")
