@@ -182,10 +182,10 @@ def setup(
     found = latest_checkpoint(run_dir) if t.resume != "false" else None
     same = found is not None and check_resumable(read_meta(found), identity, run_dir, t.resume == "force")
     branched = read_meta(found).get("branched_from") if found is not None else None
+    begins = None
     if found is None and t.branch_from:  # checked before any compute, like a resume
         found, begins = branch_checkpoint(Path(t.branch_from), identity, stages)
         branched = str(found)
-        log(f"branch: from {found}, where stage {begins!r} begins")
 
     def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         # Adam with L2 weight decay (seed 000) or AdamW with decoupled decay (MMGIC, seed 003 Table 10);
@@ -209,7 +209,11 @@ def setup(
         loader = read_loader_state(found, info.rank) if same else None
         saved = resume_checkpoint(found, engine)
         step, seen = saved["step"], saved.get("seen")
-        log(f"resume: from {found} (step {step})")
+        log(
+            f"branch: from {found} (step {step}), where stage {begins!r} begins"
+            if begins
+            else f"resume: from {found} (step {step})"
+        )
         if seen is None:  # written before the counters were saved: they are metrics only
             seen = {"samples": 0 if t.packing else step * t.global_batch, "tokens": 0}
             log(f"resume: {found} predates the samples/tokens counters; token counts restart at 0")

@@ -541,7 +541,8 @@ def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer
         (r["step"], r["loss"], r["samples"]) for r in scratch[9:]
     ]
     log = (tmp_path / "branch" / "train.log").read_text()
-    assert "step-00000009, where stage 'sft' begins" in log and "steps 9..12" in log
+    assert "step-00000009 (step 9), where stage 'sft' begins" in log and "steps 9..12" in log
+    assert "resume:" not in log
     # The shared pre-training alone is evaluated from that checkpoint (the "base" of seed 004's table).
     run_python(
         [str(REPO / "launch/eval.py"), f"checkpoint={kept_at}", "max_items=4", "abilities=[existence]"]
