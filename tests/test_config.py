@@ -160,6 +160,18 @@ def test_recipe_validate_directly():
     assert RecipeConfig(mixture={"a": 1.0}, weight_unit="tokens").validate().weight_unit == "tokens"
 
 
+def test_a_saved_config_loads_back_with_its_mixtures_whole():
+    """A checkpoint's config (asdict) is complete: its SFT mixture must not gain the default's sources
+    (vqa0, other) when it is read back for eval-only or export."""
+    from dataclasses import asdict
+
+    sft = {"vqa0": 0, "other": 0, "scale": 1}
+    cfg = to_run_config({"recipe": {"mixture": {"text": 1.0}, "sft_fraction": 0.2, "sft_mixture": sft}})
+    cfg.recipe.sft_mixture = {"scale": 1.0}  # as a recipe built in Python states it
+    again = to_run_config(asdict(cfg))
+    assert again.recipe.sft_mixture == {"scale": 1.0} and again.recipe.plan() == cfg.recipe.plan()
+
+
 def test_group_files_list_every_typed_field():
     """Hydra overrides only reach keys present in the YAML, so each group file names every field."""
     from dataclasses import fields
