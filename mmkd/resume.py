@@ -106,38 +106,45 @@ def _show(stage: Stage) -> str:
     return f"{name!r} (steps {start}..{end}, {weights})"
 
 
-def _saved_recipe(donor: Path, recipe: dict) -> RecipeConfig:
-    """The donor's recipe exactly as saved: complete, so not merged onto the schema (whose default
-    mixtures would add their keys)."""
-    try:
-        return RecipeConfig(**recipe | {"stages": [StageConfig(**s) for s in recipe["stages"]]})
+def _their_stages(donor: Path, meta: dict, total: int) -> list[Stage]:
+    recipe = meta["config"]["recipe"]
+    try:  # exactly as saved: complete, so not merged onto the schema (whose default mixtures add keys)
+        saved = RecipeConfig(**recipe | {"stages": [StageConfig(**s) for s in recipe["stages"]]})
     except (TypeError, KeyError) as e:
         raise ConfigError(f"train.branch_from={donor}: its saved recipe does not read ({e})") from None
+    return stage_bounds(saved, total)
+
+
+def _differences(meta: dict, identity: dict[str, Any], sources: set[str], where: Path) -> list[str]:
+    """The identity keys outside the recipe's plan, and the content of `sources`, that differ."""
+    saved = meta.get("identity")
+    if saved is None:
+        raise ConfigError(f"{where} predates saved run identities: unchecked, so no run branches from it")
+    keys = {
+        key
+        for key in set(identity) | set(saved)
+        if not any(key == p or key.startswith(f"{p}.") for p in PLAN_KEYS)
+        and (not key.startswith("sources.") or key.removeprefix("sources.") in sources)
+    }
+    return [
+        f"{key} (theirs {saved.get(key)!r}, ours {identity.get(key)!r})"
+        for key in sorted(keys)
+        if saved.get(key) != identity.get(key)
+    ]
 
 
 def branch_checkpoint(donor: Path, identity: dict[str, Any], stages: list[Stage]) -> tuple[Path, str]:
     """The donor run's checkpoint where this run's curriculum first differs from the donor's, and the
-    name of the stage that begins there. Before that step the two runs must have trained the same
+    name of the stage that begins there. Up to that checkpoint the two runs must have trained the same
     stages on the same data with the same settings (the identity less the recipe's plan, and the
     sources of the stages after it); a `ConfigError` names what differs or what is missing."""
-    found = latest_checkpoint(donor)
-    if found is None:
+    latest = latest_checkpoint(donor)
+    if latest is None:
         raise ConfigError(f"train.branch_from={donor}: no committed checkpoint under {donor / 'checkpoints'}")
-    meta = read_meta(found)
-    saved = meta.get("identity")
-    if saved is None:
-        raise ConfigError(f"{found} predates saved run identities: unchecked, so no run branches from it")
-
-    def differ(keys: set[str]) -> None:
-        diff = [f"{k} (theirs {saved.get(k)!r}, ours {identity.get(k)!r})" for k in sorted(keys)]
-        diff = [d for d, k in zip(diff, sorted(keys), strict=True) if saved.get(k) != identity.get(k)]
-        if diff:
-            raise ConfigError(f"train.branch_from={donor} differs from this run in {'; '.join(diff)}")
-
-    keys = set(identity) | set(saved)
-    in_plan = {k for k in keys if any(k == p or k.startswith(f"{p}.") for p in PLAN_KEYS)}
-    differ({k for k in keys - in_plan if not k.startswith("sources.")})
-    theirs = stage_bounds(_saved_recipe(donor, meta["config"]["recipe"]), stages[-1][2])
+    meta, total = read_meta(latest), stages[-1][2]
+    if diff := _differences(meta, identity, set(), latest):
+        raise ConfigError(f"train.branch_from={donor} differs from this run in {'; '.join(diff)}")
+    theirs = _their_stages(donor, meta, total)
     k = shared_stages(stages, theirs)
     if k == 0:
         raise ConfigError(
@@ -150,7 +157,6 @@ def branch_checkpoint(donor: Path, identity: dict[str, Any], stages: list[Stage]
             f"train.branch_from={donor} trains this run's whole curriculum: it is this run; "
             "evaluate or resume it instead"
         )
-    differ({f"sources.{source}" for stage in stages[:k] for source in stage[3]})  # the data they share
     name, step = stages[k][0], stages[k][1]
     path = donor / "checkpoints" / f"step-{step:08d}"
     if not (path / COMMITTED).exists():
@@ -159,5 +165,15 @@ def branch_checkpoint(donor: Path, identity: dict[str, Any], stages: list[Stage]
             f"train.branch_from={donor} has no committed checkpoint at step {step}, where this run's stage "
             f"{name!r} begins (it keeps steps {kept}); a run keeps one where each stage ends unless "
             "train.stage_checkpoints=false"
+        )
+    # Checked again as that checkpoint recorded it (a forced resume may have changed the run since),
+    # with the content of the data the two runs share.
+    meta = read_meta(path)
+    shared = {source for stage in stages[:k] for source in stage[3]}
+    diff = _differences(meta, identity, shared, path)
+    if diff or shared_stages(stages, _their_stages(donor, meta, total)) < k:
+        raise ConfigError(
+            f"train.branch_from={donor} differs from this run before step {step} in "
+            f"{'; '.join(diff) or 'its curriculum'}"
         )
     return path, name

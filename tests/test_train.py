@@ -562,6 +562,11 @@ def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer
         run(tmp_path / "other_budget", "other", branch_from=donor, budget_samples=256)
     with pytest.raises(ConfigError, match=r"'all' \(steps 0\.\.9, .* is not this run's 'all' \(steps 0\.\.6"):
         run(tmp_path / "other_plan", "other", fraction=0.5, branch_from=donor)
-    shutil.rmtree(tmp_path / "donor" / "checkpoints" / "step-00000009")
+    meta = json.loads((kept_at / "meta.json").read_text())
+    meta["identity"]["sources.caption0"] = "rebuilt"  # the shared data changed after the donor's stage
+    (kept_at / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"before step 9 in sources\.caption0 \(theirs 'rebuilt'"):
+        run(tmp_path / "rebuilt", "other", branch_from=donor)
+    shutil.rmtree(kept_at)
     with pytest.raises(ConfigError, match=r"no committed checkpoint at step 9, .* \(it keeps steps \[10\]\)"):
         run(tmp_path / "gone", "other", branch_from=donor)
