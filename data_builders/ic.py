@@ -147,8 +147,7 @@ def build_ic(job: Job, out: Path, name: str = "ic") -> dict | None:
         texts = dict(list(texts.items())[: b.limit])
     phrases = dict(zip(texts, extractor(b.noun_phrases)(texts.values()), strict=True))
     ids, report = select(phrases, b.phrase_min_count, b.phrase_cap, job.annotator.cfg.seed)
-    prompts = ["caption_candidates", *(["capsfusion"] if b.detailed_captions else [])]
-    prov = job.provenance("ic", prompts, selection=settings(b), detailed_captions=b.detailed_captions)
+    prov = job.provenance("ic", prompts(b), selection=settings(b), detailed_captions=b.detailed_captions)
 
     def work(unit: list[str], rejects: RejectLog) -> list[Sample]:
         got = load_samples(job.source, unit, rejects)
@@ -188,6 +187,11 @@ def _ic_sample(
 
 
 IC_VERSION = 2  # 2: caption-only documents in G.3's template (1: plain captions)
+
+
+def prompts(b: Any) -> list[str]:
+    """The prompts an IC build sends: candidates, and the merge when it writes detailed captions."""
+    return ["caption_candidates", *(["capsfusion"] if b.detailed_captions else [])]
 
 
 def settings(b: Any) -> dict[str, Any]:

@@ -308,9 +308,8 @@ class Sources:
         """IC (data_builders/ic.py); IC-PART, a subset of IC the size of MMGIC."""
         b = self.cfg.build
         if name == "ic":
-            prompts = ["caption_candidates", *(["capsfusion"] if b.detailed_captions else [])]
             fusion = {"detailed_captions": b.detailed_captions}
-            out = self._out("ic", source, prompts, {**common, **ic.settings(b), **fusion})
+            out = self._out("ic", source, ic.prompts(b), {**common, **ic.settings(b), **fusion})
             if build and not is_complete(out):
                 self._finish(out, lambda: ic.build_ic(Job(self.annotator, b, open_dataset(source)), out))
             return out if is_complete(out) or not build else None

@@ -206,7 +206,7 @@ class TrainConfig:
     resume: str = "true"
     # Start from another run's checkpoint where this run's curriculum first differs from that run's (a
     # run directory): a recipe that shares its pre-training with another and differs in its last stages
-    # (an SFT selection) trains only those, bit for bit as if from scratch (mmkd/branch.py). Ignored once
+    # (an SFT selection) trains only those, bit for bit as if from scratch (mmkd/resume.py). Ignored once
     # this run has a checkpoint of its own.
     branch_from: str = ""
     # Keep the checkpoint where each curriculum stage ends (outside keep_checkpoints), for branching.
