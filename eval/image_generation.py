@@ -206,6 +206,11 @@ def evaluate_generation(
     for measure in PER_IMAGE:
         rows = {k: mean_ci95([s[measure] for s in scores[k]]) for k in ROWS}
         results[measure] = _result(measure, prompts, rows)
+        # Paired over prompts: the random ids of prompt i against its generated image.
+        gain = [
+            g[measure] - r[measure] for g, r in zip(scores["generated"], scores["random_ids"], strict=True)
+        ]
+        results[measure]["vs_floor"], results[measure]["vs_floor_ci95"] = mean_ci95(gain)
     fd = {k: frechet(np.stack([features(s) for s in seen[k]]), reference) for k in ROWS}
     results["reader_fd"] = _result("reader_fd", prompts, {k: (v, None) for k, v in fd.items()})
     ids["real"] = ids["reconstruction"]  # the real renders' ids are what reconstructs them
@@ -255,25 +260,29 @@ def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
     lines = [
         f"### {title}: generation",
         "",
-        "| measure | n | generated ± 95% CI | random ids (floor) | reconstruction (ceiling) | real "
-        "| beats floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| measure | n | generated ± 95% CI | random ids (floor) ± 95% CI | reconstruction (ceiling) | real "
+        "| Δ vs floor [95% CI] | beats floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for measure, r in results.items():
         lower_better = measure == "reader_fd"
         fmt = (lambda v: f"{v:.3f}") if lower_better else (lambda v: f"{100 * v:.1f}")
-        ci = "" if r["ci95"] is None else f" ± {fmt(r['ci95'])}"
         if r["ci95"] is None:
-            beats = "—"
+            ci = floor_ci = ""
+            gain, beats = "—", "—"
         else:
-            beats = "yes" if r["score"] - r["ci95"] > r["random_ids"] + r["floor_ci95"] else "no"
+            ci, floor_ci = f" ± {fmt(r['ci95'])}", f" ± {fmt(r['floor_ci95'])}"
+            low, high = r["vs_floor"] - r["vs_floor_ci95"], r["vs_floor"] + r["vs_floor_ci95"]
+            gain = f"{fmt(r['vs_floor'])} [{fmt(low)}, {fmt(high)}]"
+            beats = "yes" if low > 0 else "no"
         row = [
             measure,
             str(r["n"]),
             fmt(r["score"]) + ci,
-            fmt(r["random_ids"]),
+            fmt(r["random_ids"]) + floor_ci,
             fmt(r["reconstruction"]),
             fmt(r["real"]),
+            gain,
             beats,
         ]
         lines.append("| " + " | ".join(row) + " |")
@@ -281,6 +290,7 @@ def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
         "",
         "P / R: precision / recall of what the scene reader finds against the prompt's scene, in %. "
         "reader-FD: Frechet distance on reader features to the real renders (lower is better; not "
-        "Inception-FID). Beats floor: the two 95% CIs of generated and random ids do not overlap.",
+        "Inception-FID). Δ vs floor: generated minus random ids, paired over prompts; beats floor: its "
+        "95% CI lies above 0.",
     ]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo
 from mmkd.engines.base import Engine
 from mmkd.errors import DataError
-from mmkd.eval.image_generation import generate_codes, score_image
+from mmkd.eval.image_generation import generate_codes, markdown, score_image
 from mmkd.model.build import model_on_meta
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import trainable_share, trains
@@ -242,6 +242,25 @@ def test_the_scene_score_is_exact_on_the_truth():
     assert nothing["object_p"] == 0.0 and nothing["object_r"] == 0.0 and nothing["scene_exact"] == 0.0
 
 
+def test_generation_beats_the_floor_when_the_paired_difference_clears_zero():
+    def result(gain: float, ci: float) -> dict:
+        return {
+            "n": 64,
+            "score": 0.2,
+            "ci95": 0.05,
+            "random_ids": 0.2 - gain,
+            "floor_ci95": 0.04,
+            "reconstruction": 1.0,
+            "real": 1.0,
+            "vs_floor": gain,
+            "vs_floor_ci95": ci,
+        }
+
+    rows = markdown({"object_p": result(0.06, 0.05), "colour_p": result(0.06, 0.07)}, "t").splitlines()
+    assert rows[4].endswith("| 6.0 [1.0, 11.0] | yes |")  # the two CIs overlap; the paired one clears 0
+    assert rows[5].endswith("| 6.0 [-1.0, 13.0] | no |")
+
+
 def test_lora_without_a_pretrained_decoder_and_a_tokenizer_of_another_shape_are_refused(
     world, tmp_path, visual_tokenizer
 ):
@@ -262,6 +281,9 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     gen = results["generation"]
     assert gen["object_p"]["real"] == 1.0 and gen["scene_exact"]["real"] == 1.0  # the reader's ceiling
     assert {"random_ids", "reconstruction", "ci95", "score"} <= set(gen["colour_p"])
+    for measure in ("object_p", "colour_p"):  # paired over the same prompts: a mean of differences
+        r = gen[measure]
+        assert r["vs_floor"] == pytest.approx(r["score"] - r["random_ids"], abs=1e-12)
     assert (tmp_path / "run" / "eval" / "generation" / "000-generated.png").exists()
     assert "random ids (floor)" in (tmp_path / "run" / "eval" / "report.md").read_text()
     page = read_page(tmp_path / "run" / "eval" / "report.html")  # the generated images beside their prompts
