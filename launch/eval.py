@@ -7,8 +7,11 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
     python launch/eval.py checkpoint=runs/mmgic_c/seed0 caption_prompt=$'Image: <image>\nCaption:'
     python launch/eval.py checkpoint=runs/baseline/seed0 shots=4     # 4-shot, into eval-<checkpoint>-4shot/
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] generation_prompts=256 \
+        cfg_scale=1 out=runs/baseline/seed0/eval-gen256-cfg1    # a discrete model's generation alone
 
-The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/.
+The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/
+(or `out`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from mmkd.tokenizer import Tokenizer
 USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
     "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
-    "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K]"
+    "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K] "
+    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [out=DIR]"
 )
 EVAL_KEYS = (
     "abilities",
@@ -46,8 +50,13 @@ EVAL_KEYS = (
     "judge_api_key_env",
     "caption_prompt",
     "shots",
+    "generation_prompts",
+    "cfg_scale",
+    "temperature",
+    "top_k",
 )
-FLAGS = ("overwrite",)  # eval-only replaces a finished evaluation of the same checkpoint only when told
+# overwrite: replace a finished evaluation in the same place (never silently); out: that place
+FLAGS = ("overwrite", "out")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +78,8 @@ def evaluate(args: DictConfig) -> None:
     saved["eval"] = {**saved["eval"], **{k: overrides[k] for k in EVAL_KEYS if k in overrides}}
     cfg = to_run_config(saved)
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
-    out = ckpt.parent.parent / f"eval-{ckpt.name}{f'-{cfg.eval.shots}shot' if cfg.eval.shots else ''}"
+    default = ckpt.parent.parent / f"eval-{ckpt.name}{f'-{cfg.eval.shots}shot' if cfg.eval.shots else ''}"
+    out = Path(args.get("out") or default)
     if (out / "results.json").exists() and not args.get("overwrite", False):
         raise RunLocked(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
     world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None

@@ -317,6 +317,15 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert len(hf_tok) == model.vocab.size and hf_tok.convert_ids_to_tokens(model.vocab.first_code) == "<v_0>"
 
+    # Eval-only, generation alone with other settings, into a directory of its own.
+    from mmkd.launch.eval import main as eval_only
+
+    args = ["abilities=[]", "generation_prompts=5", "cfg_scale=1", f"out={tmp_path / 'gen5'}"]
+    eval_only([f"checkpoint={tmp_path / 'run'}", *args])
+    again = json.loads((tmp_path / "gen5" / "results.json").read_text())
+    assert list(again["suites"]) == ["generation"] and again["suites"]["generation"]["object_p"]["n"] == 5
+    assert again["config"]["eval"]["cfg_scale"] == 1.0
+
 
 def test_discrete_training_and_generation_run_on_the_device(world, tokenizer, tmp_path, visual_tokenizer):
     """On the fake accelerator: any tensor of the discrete path left on the CPU fails the op it meets."""

@@ -59,6 +59,7 @@ COVERED = {
     "recipe=text_only": "test_discrete.py::test_partial_training_starts_from_a_decoder_trained_on_the_worlds_text",  # noqa: E501
     "model=discrete_tiny": "test_discrete.py::test_a_run_trains_evaluates_both_directions_and_exports_to_transformers",  # noqa: E501
     "exports/discrete": "test_discrete.py::test_a_run_trains_evaluates_both_directions_and_exports_to_transformers",  # noqa: E501
+    "generation_prompts=": "test_discrete.py::test_a_run_trains_evaluates_both_directions_and_exports_to_transformers",  # noqa: E501
 }
 # The smoke setting: a small world (shared by every command), the micro model, a few steps.
 DATA = {
