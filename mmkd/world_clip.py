@@ -3,8 +3,12 @@ scratch on a recipe's caption sources, with zero-shot classification and retriev
 
 The model is transformers' `CLIPModel` with a small config and no pretrained weights, trained with its
 own contrastive loss (open_clip is not used: it imports torchvision at import, which breaks next to
-the CPU torch build). Text goes through the run's tokenizer as `<bos> text <eos>`, cut to
-`clip.max_text_tokens` (77, CLIP's limit: the reason the paper keeps DSC+ away from CLIP). Each
+the CPU torch build). Text goes through the run's tokenizer as `<bos> text <|endoftext|>`, cut to
+`clip.max_text_tokens` (77, CLIP's limit: the reason the paper keeps DSC+ away from CLIP). The text
+embedding is read at `<|endoftext|>`, a token the CLIP adds after the run's vocabulary, so its id is
+the highest (OpenAI CLIP's layout): transformers pools at the highest id when a config's
+`eos_token_id` is 2, as a world or Llama tokenizer's `<eos>` is, and at `eos_token_id` otherwise;
+both find it. Each
 training pair is drawn from the caption sources at the recipe's weights (per-sample mixing, so the
 `caption_ratio_*` recipes are Fig. 8's sweep). The saved directory is a Hugging Face CLIP with its
 tokenizer and image processor, so `build.caption_scorer=clip:<dir>/model` scores captions with it.
@@ -35,7 +39,8 @@ from mmkd.world.language import dense_caption
 from mmkd.world.render import render
 from mmkd.world.scene import KINDS, WorldConfig, sample_scene, scene_rng
 
-CLIP_VERSION = 1
+CLIP_VERSION = 2  # 1 ended text with the run's <eos> (id 2), so transformers pooled at the wrong token
+END_OF_TEXT = "<|endoftext|>"
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # CLIP's
 
 
@@ -50,19 +55,22 @@ def build_model(cfg: ClipConfig, tokenizer: Tokenizer, image_size: int) -> Any:
         "num_hidden_layers": cfg.layers,
         "num_attention_heads": cfg.heads,
     }
-    text = {**shape, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": cfg.max_text_tokens}
-    text |= {
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": tokenizer.pad_id,
-    }
+    end = end_of_text_id(tokenizer)
+    text = {**shape, "vocab_size": end + 1, "max_position_embeddings": cfg.max_text_tokens}
+    text |= {"bos_token_id": tokenizer.bos_id, "eos_token_id": end, "pad_token_id": tokenizer.pad_id}
     vision = {**shape, "image_size": image_size, "patch_size": cfg.patch_size}
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg.projection_dim))
 
 
+def end_of_text_id(tokenizer: Tokenizer) -> int:
+    """The CLIP's end-of-text token: one past the run's vocabulary."""
+    return tokenizer.vocab_size
+
+
 def text_batch(tokenizer: Tokenizer, texts: list[str], max_tokens: int, device: torch.device) -> dict:
-    """`<bos> text <eos>` ids (cut to `max_tokens`), right-padded, and their attention mask."""
-    rows = [[tokenizer.bos_id, *tokenizer.encode(t)[: max_tokens - 2], tokenizer.eos_id] for t in texts]
+    """`<bos> text <|endoftext|>` ids (cut to `max_tokens`), right-padded, and their attention mask."""
+    end = end_of_text_id(tokenizer)
+    rows = [[tokenizer.bos_id, *tokenizer.encode(t)[: max_tokens - 2], end] for t in texts]
     ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, r in enumerate(rows):
@@ -202,20 +210,26 @@ def evaluate_clip(
 
 
 def save(model: Any, tokenizer: Tokenizer, image_size: int, out: Path) -> None:
-    """A Hugging Face CLIP directory: weights, a tokenizer that adds <bos> / <eos>, an image processor."""
+    """A Hugging Face CLIP directory: weights, a tokenizer that adds <bos> and <|endoftext|> as training
+    did, an image processor."""
+    from tokenizers import AddedToken, processors
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import processors
     from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
 
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tok = HFTokenizer.from_str(tokenizer.to_str())
-    s = tokenizer.special
+    tok.add_special_tokens([AddedToken(END_OF_TEXT, special=True)])
+    end, s = end_of_text_id(tokenizer), tokenizer.special
+    if tok.token_to_id(END_OF_TEXT) != end:
+        raise ValueError(
+            f"{END_OF_TEXT} got id {tok.token_to_id(END_OF_TEXT)}, not {end}: the vocabulary has gaps"
+        )
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{s.bos} $A {s.eos}", special_tokens=[(s.bos, tokenizer.bos_id), (s.eos, tokenizer.eos_id)]
+        single=f"{s.bos} $A {END_OF_TEXT}", special_tokens=[(s.bos, tokenizer.bos_id), (END_OF_TEXT, end)]
     )
     PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=s.bos, eos_token=s.eos, pad_token=s.pad
+        tokenizer_object=tok, bos_token=s.bos, eos_token=END_OF_TEXT, pad_token=s.pad
     ).save_pretrained(tmp)
     processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},

@@ -163,22 +163,13 @@ def micro_run_config(data: DataConfig, run_dir: Path, **train) -> RunConfig:
 def tiny_clip(tokenizer, tmp_path_factory) -> Path:
     """A randomly initialised CLIP (transformers format) with the world tokenizer: a caption scorer's
     real path (seed 003 F.4), offline."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+    from mmkd.config import ClipConfig
+    from mmkd.world_clip import build_model, save
 
-    out = tmp_path_factory.mktemp("clip")
-    text = {"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64}
-    text |= {"num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64}
-    text |= {
-        "eos_token_id": tokenizer.eos_id,
-        "bos_token_id": tokenizer.bos_id,
-        "pad_token_id": tokenizer.pad_id,
-    }
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    vision |= {"image_size": 32, "patch_size": 16}
+    out = tmp_path_factory.mktemp("clip") / "model"
+    shape = ClipConfig(
+        hidden_size=32, layers=1, heads=2, projection_dim=16, patch_size=16, max_text_tokens=64
+    )
     torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(out)
-    tok = HFTokenizer.from_str(tokenizer.to_str())
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>").save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    save(build_model(shape, tokenizer, 32), tokenizer, 32, out)
     return out
