@@ -46,6 +46,9 @@ class ClipScorer:
         import torch
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+        from mmkd.world_clip import check_version
+
+        check_version(Path(directory))
         self.torch = torch
         self.model = CLIPModel.from_pretrained(directory).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(directory)

@@ -8,7 +8,8 @@ The CLIP trains on the recipe's caption sources (samples of kind `caption`) at t
 weights, building any that are missing; the rest of the mixture is ignored. Writes `<out>/model` (a
 Hugging Face CLIP: `build.caption_scorer=clip:<out>/model` scores captions with it) and
 `<out>/metrics.json`: zero-shot accuracy and retrieval recall on held-out world compositions. The
-default `+out` is runs/clip/<recipe>/seed<seed>; a finished one is not trained again.
+default `+out` is runs/clip/<recipe>/seed<seed>; a finished one is not trained again, unless an
+older version of mmkd/world_clip.py trained it (the scorers refuse such a CLIP).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.shards import open_dataset
 from mmkd.tokenizer import Tokenizer
-from mmkd.world_clip import train_clip
+from mmkd.world_clip import train_clip, trained
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
@@ -35,9 +36,11 @@ def main(dcfg: DictConfig) -> None:
     with reported():
         cfg = to_run_config(dcfg)
         out = Path(out or f"runs/clip/{cfg.recipe.name}/seed{cfg.seed}")
-        if (out / "metrics.json").exists():
+        if trained(out) is not None:
             print(f"{out} is trained already:\n{(out / 'metrics.json').read_text()}")
             return
+        if (out / "metrics.json").exists():
+            print(f"{out} holds a CLIP of an older version of mmkd/world_clip.py: training it again")
         names = cfg.recipe.sources()
         check_sources(cfg.recipe.name, names, cfg)
         root = prepare_world(cfg.data, cfg.model.patch_size)

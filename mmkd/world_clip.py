@@ -209,6 +209,27 @@ def evaluate_clip(
     }
 
 
+def trained(out: Path) -> dict[str, Any] | None:
+    """The metrics of the CLIP under `out` if this version of the code trained it; None when there is
+    none, or an older version's (which training again replaces)."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("version") == CLIP_VERSION else None
+
+
+def check_version(directory: Path) -> None:
+    """Refuse a saved world CLIP from an older version of this module (a CLIP of any other origin has
+    no `mmkd_clip.json` and passes)."""
+    stamp = directory / "mmkd_clip.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("version") != CLIP_VERSION:
+        raise ConfigError(
+            f"{directory} is a world CLIP of an older version (before {CLIP_VERSION}, its text embedding "
+            "was read at the wrong token); train it again with launch/clip.py"
+        )
+
+
 def save(model: Any, tokenizer: Tokenizer, image_size: int, out: Path) -> None:
     """A Hugging Face CLIP directory: weights, a tokenizer that adds <bos> and <|endoftext|> as training
     did, an image processor."""

@@ -12,7 +12,7 @@ from mmkd.config import ClipConfig, ConfigError, RunConfig
 from mmkd.data_builders.caption_scorers import ClipScorer
 from mmkd.data_builders.sources import Sources
 from mmkd.shards import open_dataset
-from mmkd.world_clip import build_model, end_of_text_id, text_batch, train_clip
+from mmkd.world_clip import build_model, end_of_text_id, text_batch, train_clip, trained
 
 SMALL = ClipConfig(hidden_size=32, layers=1, heads=2, projection_dim=16, steps=12, batch_size=16)
 SMALL.warmup_steps, SMALL.eval_items = 2, 20
@@ -42,6 +42,13 @@ def test_a_world_clip_trains_evaluates_and_scores_captions(world, tokenizer, tmp
     ids = scorer.tokenizer("a red ball").input_ids  # as training wrote text
     assert ids == text_batch(tokenizer, ["a red ball"], 77, cpu)["input_ids"][0].tolist()
     assert ids[-1] == end_of_text_id(tokenizer)
+    # A CLIP of an older version (whose pooling was wrong) is neither reused nor loaded as a scorer.
+    assert trained(tmp_path / "a") == metrics
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({**metrics, "version": 1}))
+    (tmp_path / "a" / "model" / "mmkd_clip.json").write_text(json.dumps({"version": 1}))
+    assert trained(tmp_path / "a") is None
+    with pytest.raises(ConfigError, match=r"world CLIP of an older version .* train it again"):
+        ClipScorer(str(tmp_path / "a" / "model"))
 
 
 def test_the_text_embedding_is_read_at_the_end_of_the_text(tokenizer):
