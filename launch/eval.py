@@ -7,8 +7,8 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
     python launch/eval.py checkpoint=runs/mmgic_c/seed0 caption_prompt=$'Image: <image>\nCaption:'
     python launch/eval.py checkpoint=runs/baseline/seed0 shots=4     # 4-shot, into eval-<checkpoint>-4shot/
-    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] generation_prompts=256 \
-        cfg_scale=1 out=runs/baseline/seed0/eval-gen256-cfg1    # a discrete model's generation alone
+    python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] generation_prompts=1024 \
+        cfg_scale=1 out=runs/baseline/seed0/eval-gen1024-cfg1    # a discrete model's generation alone
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/
 (or `out`).
