@@ -22,7 +22,9 @@ measures: diversity (the share of positions at which two images of different pro
 ids) and reader-FD, the Frechet distance between Gaussians fitted to reader features (counts per
 kind, colour and occupied cell) of the images and of the real renders: like FID, lower is better,
 but it is *not* Inception-FID and is not comparable with published FIDs (docs/discrete.md says how
-to compute those on a GPU with local weights).
+to compute those on a GPU with local weights). And one measure without sampling, prompt gain: the
+visual loss of the real renders' codes given the caption-dropped prompt minus given the prompt, in
+nats per code, which says whether the model reads the prompt at all when the images fail.
 """
 
 from __future__ import annotations
@@ -96,6 +98,54 @@ def generate_codes(
         token = nxt + vocab.first_code
         ids, mask = (torch.cat([token, token]) if guided else token)[:, None], step_mask
     return torch.stack(codes, dim=1)
+
+
+@torch.no_grad()
+def visual_losses(
+    model: DiscreteVLM,
+    templates: DiscreteTemplates,
+    texts: list[str],
+    codes: torch.Tensor,
+    batch_size: int = 32,
+) -> list[float]:
+    """Per text, the teacher-forced loss (nats per code, over the codes only, as generation picks
+    them) of `codes[i]` [B, N] after the generation prompt of `texts[i]`. Rows are right-padded:
+    under causal attention the padding after a row changes nothing before it."""
+    first = model.vocab.first_code
+    losses = []
+    for start in range(0, len(texts), batch_size):
+        part = range(start, min(start + batch_size, len(texts)))
+        prompts = [templates.generation_prompt(texts[i]) for i in part]
+        rows = [p + (codes[i] + first).tolist() for p, i in zip(prompts, part, strict=True)]
+        ids = torch.full((len(rows), max(map(len, rows))), templates.tok.pad_id, dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.tensor(row)
+        logits = model(ids.to(codes.device))
+        n = codes.shape[1]
+        for b, (p, i) in enumerate(zip(prompts, part, strict=True)):
+            # The logits at position t predict token t + 1: the codes' are at len(p) - 1 ... + n - 1.
+            at = logits[b, len(p) - 1 : len(p) - 1 + n, first : first + model.vocab.codes].float()
+            losses.append(float(torch.nn.functional.cross_entropy(at, codes[i])))
+    return losses
+
+
+def prompt_gain(
+    model: DiscreteVLM, templates: DiscreteTemplates, texts: list[str], codes: torch.Tensor
+) -> dict[str, Any]:
+    """How much the prompt lowers the visual loss of the real renders' codes (teacher-forced, so
+    sampling plays no part): the caption-dropped prompt's loss minus the prompt's, paired over
+    prompts. Near 0: the model draws as if it had not read the prompt."""
+    given = visual_losses(model, templates, texts, codes)
+    without = visual_losses(model, templates, [""] * len(texts), codes)
+    gain, ci = mean_ci95([w - g for g, w in zip(given, without, strict=True)])
+    return {
+        "metric": "prompt_gain",
+        "n": len(texts),
+        "score": gain,
+        "ci95": ci,
+        "loss_with_prompt": mean_ci95(given)[0],
+        "loss_without_prompt": mean_ci95(without)[0],
+    }
 
 
 def _pick(
@@ -213,6 +263,7 @@ def evaluate_generation(
         results[measure]["vs_floor"], results[measure]["vs_floor_ci95"] = mean_ci95(gain)
     fd = {k: frechet(np.stack([features(s) for s in seen[k]]), reference) for k in ROWS}
     results["reader_fd"] = _result("reader_fd", prompts, {k: (v, None) for k, v in fd.items()})
+    results["prompt_gain"] = prompt_gain(model, templates, texts, ids["reconstruction"])
     ids["real"] = ids["reconstruction"]  # the real renders' ids are what reconstructs them
     div = {k: diversity(ids[k]) for k in ROWS}
     results["diversity"] = _result("diversity", prompts, {k: (v, None) for k, v in div.items()})
@@ -265,6 +316,8 @@ def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for measure, r in results.items():
+        if measure == "prompt_gain":
+            continue
         lower_better = measure == "reader_fd"
         fmt = (lambda v: f"{v:.3f}") if lower_better else (lambda v: f"{100 * v:.1f}")
         if r["ci95"] is None:
@@ -293,4 +346,14 @@ def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
         "Inception-FID). Δ vs floor: generated minus random ids, paired over prompts; beats floor: its "
         "95% CI lies above 0.",
     ]
+    if "prompt_gain" in results:
+        g = results["prompt_gain"]
+        low, high = g["score"] - g["ci95"], g["score"] + g["ci95"]
+        verdict = "the model reads the prompt" if low > 0 else "no measurable use of the prompt"
+        lines += [
+            "",
+            f"Prompt gain (teacher-forced on the real renders' codes): {g['score']:.3f} nats per code "
+            f"[{low:.3f}, {high:.3f}], the visual loss {g['loss_with_prompt']:.3f} with the prompt and "
+            f"{g['loss_without_prompt']:.3f} without it: {verdict}.",
+        ]
     return "\n".join(lines) + "\n"

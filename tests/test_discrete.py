@@ -15,7 +15,7 @@ from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo
 from mmkd.engines.base import Engine
 from mmkd.errors import DataError
-from mmkd.eval.image_generation import generate_codes, markdown, score_image
+from mmkd.eval.image_generation import generate_codes, markdown, prompt_gain, score_image, visual_losses
 from mmkd.model.build import model_on_meta
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import trainable_share, trains
@@ -234,6 +234,24 @@ def test_constrained_generation_gives_n_codes_and_the_cache_matches_full_recompu
     assert torch.equal(generate_codes(model, t, texts, scale=1.0), greedy)
 
 
+def test_prompt_gain_is_the_paired_drop_in_teacher_forced_visual_loss(
+    world, tokenizer, tmp_path, visual_tokenizer
+):
+    cfg = discrete_config(world[0], tmp_path, visual_tokenizer)
+    model = build_model(cfg, tokenizer).eval()
+    t = DiscreteTemplates(tokenizer, cfg.model, 0)
+    texts = ["a small red circle at the top left", "a blue star", ""]  # right-padded to the longest
+    codes = torch.randint(64, (3, N), generator=torch.Generator().manual_seed(0))
+    for text, row, got in zip(texts, codes, visual_losses(model, t, texts, codes, batch_size=2), strict=True):
+        ids = t.generation_prompt(text) + (row + model.vocab.first_code).tolist()  # one row, no padding
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0, -N - 1 : -1, model.vocab.first_code :]
+        assert got == pytest.approx(float(torch.nn.functional.cross_entropy(logits, row)), abs=1e-5)
+    gain = prompt_gain(model, t, texts, codes)
+    assert gain["score"] == pytest.approx(gain["loss_without_prompt"] - gain["loss_with_prompt"], abs=1e-9)
+    assert prompt_gain(model, t, ["", ""], codes[:2])["score"] == 0.0  # no prompt, nothing gained
+
+
 def test_the_scene_score_is_exact_on_the_truth():
     scene = sample_scene(WorldConfig(), "generation", 3, layout="objects")
     want = truth(scene)
@@ -285,7 +303,9 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
         r = gen[measure]
         assert r["vs_floor"] == pytest.approx(r["score"] - r["random_ids"], abs=1e-12)
     assert (tmp_path / "run" / "eval" / "generation" / "000-generated.png").exists()
-    assert "random ids (floor)" in (tmp_path / "run" / "eval" / "report.md").read_text()
+    report = (tmp_path / "run" / "eval" / "report.md").read_text()
+    assert "random ids (floor)" in report and "Prompt gain (teacher-forced" in report
+    assert gen["prompt_gain"]["n"] == 6 and gen["prompt_gain"]["loss_with_prompt"] > 0
     page = read_page(tmp_path / "run" / "eval" / "report.html")  # the generated images beside their prompts
     assert "Generated images" in page.headings
     generated = [i for i in page.images if i.startswith("report_files/generation/")]
