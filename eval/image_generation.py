@@ -143,6 +143,7 @@ def prompt_gain(
         "n": len(texts),
         "score": gain,
         "ci95": ci,
+        "codes_per_image": codes.shape[1],
         "loss_with_prompt": mean_ci95(given)[0],
         "loss_without_prompt": mean_ci95(without)[0],
     }
@@ -353,7 +354,8 @@ def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
         lines += [
             "",
             f"Prompt gain (teacher-forced on the real renders' codes): {g['score']:.3f} nats per code "
-            f"[{low:.3f}, {high:.3f}], the visual loss {g['loss_with_prompt']:.3f} with the prompt and "
-            f"{g['loss_without_prompt']:.3f} without it: {verdict}.",
+            f"[{low:.3f}, {high:.3f}] ({g['score'] * g['codes_per_image']:.1f} per image), the visual "
+            f"loss {g['loss_with_prompt']:.3f} with the prompt and {g['loss_without_prompt']:.3f} "
+            f"without it: {verdict}.",
         ]
     return "\n".join(lines) + "\n"

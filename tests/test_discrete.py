@@ -305,7 +305,7 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     assert (tmp_path / "run" / "eval" / "generation" / "000-generated.png").exists()
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "random ids (floor)" in report and "Prompt gain (teacher-forced" in report
-    assert gen["prompt_gain"]["n"] == 6 and gen["prompt_gain"]["loss_with_prompt"] > 0
+    assert gen["prompt_gain"]["n"] == 6 and gen["prompt_gain"]["codes_per_image"] == N
     page = read_page(tmp_path / "run" / "eval" / "report.html")  # the generated images beside their prompts
     assert "Generated images" in page.headings
     generated = [i for i in page.images if i.startswith("report_files/generation/")]
