@@ -109,23 +109,21 @@ def visual_losses(
     batch_size: int = 32,
 ) -> list[float]:
     """Per text, the teacher-forced loss (nats per code, over the codes only, as generation picks
-    them) of `codes[i]` [B, N] after the generation prompt of `texts[i]`. Rows are right-padded:
-    under causal attention the padding after a row changes nothing before it."""
-    first = model.vocab.first_code
+    them) of `codes[i]` [B, N] after the generation prompt of `texts[i]`. Rows are left-padded as
+    generation's prompts are, so every row's codes are its last N positions."""
+    first, n = model.vocab.first_code, codes.shape[1]
     losses = []
     for start in range(0, len(texts), batch_size):
-        part = range(start, min(start + batch_size, len(texts)))
-        prompts = [templates.generation_prompt(texts[i]) for i in part]
-        rows = [p + (codes[i] + first).tolist() for p, i in zip(prompts, part, strict=True)]
-        ids = torch.full((len(rows), max(map(len, rows))), templates.tok.pad_id, dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, : len(row)] = torch.tensor(row)
-        logits = model(ids.to(codes.device))
-        n = codes.shape[1]
-        for b, (p, i) in enumerate(zip(prompts, part, strict=True)):
-            # The logits at position t predict token t + 1: the codes' are at len(p) - 1 ... + n - 1.
-            at = logits[b, len(p) - 1 : len(p) - 1 + n, first : first + model.vocab.codes].float()
-            losses.append(float(torch.nn.functional.cross_entropy(at, codes[i])))
+        part = codes[start : start + batch_size]
+        rows = [
+            templates.generation_prompt(t) + (c + first).tolist()
+            for t, c in zip(texts[start : start + batch_size], part, strict=True)
+        ]
+        ids, mask = left_padded(rows, templates.tok.pad_id, codes.device)
+        # The logits at position t predict token t + 1: the codes' are the n before the last.
+        logits = model(ids, None, mask)[:, -n - 1 : -1, first : first + model.vocab.codes].float()
+        per_code = torch.nn.functional.cross_entropy(logits.flatten(0, 1), part.flatten(), reduction="none")
+        losses += per_code.view(len(rows), n).mean(1).tolist()
     return losses
 
 

@@ -240,7 +240,7 @@ def test_prompt_gain_is_the_paired_drop_in_teacher_forced_visual_loss(
     cfg = discrete_config(world[0], tmp_path, visual_tokenizer)
     model = build_model(cfg, tokenizer).eval()
     t = DiscreteTemplates(tokenizer, cfg.model, 0)
-    texts = ["a small red circle at the top left", "a blue star", ""]  # right-padded to the longest
+    texts = ["a small red circle at the top left", "a blue star", ""]  # left-padded to the longest
     codes = torch.randint(64, (3, N), generator=torch.Generator().manual_seed(0))
     for text, row, got in zip(texts, codes, visual_losses(model, t, texts, codes, batch_size=2), strict=True):
         ids = t.generation_prompt(text) + (row + model.vocab.first_code).tolist()  # one row, no padding
