@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmkd.eval.report import UNBOUNDED_METRICS
 from mmkd.eval.report import format_score as _fmt
 
 BOOTSTRAP = 2000
@@ -42,6 +43,7 @@ class Run:
     metrics: dict[tuple[str, str], str] = field(default_factory=dict)
     items: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     concepts: dict[str, float] = field(default_factory=dict)  # benchmark -> share seen in training
+    floors: dict[str, float] = field(default_factory=dict)  # generation measure -> random visual ids' score
     dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
     captions: dict[str, float] = field(default_factory=dict)  # what its captions claim (CHAIR, ANA, ...)
     results: dict = field(default_factory=dict)  # results.json as written (config, mixture, chance, blind)
@@ -87,6 +89,9 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
     run = Run(run_dir, results["recipe"], int(results["seed"]), results=results, eval_dir=eval_dir)
     run.concepts = {b: e["all"] for b, e in (results.get("concepts") or {}).items()}
     run.dimensions = {d: e["score"] for d, e in (results.get("seed_dimensions") or {}).items() if e}
+    generation = results.get("suites", {}).get("generation", {})
+    # reader-FD's floor is a distance, not a share: its table is the run's own report.
+    run.floors = {m: e["random_ids"] for m, e in generation.items() if "random_ids" in e and m != "reader_fd"}
     quality = results.get("suites", {}).get("world", {}).get("captioning", {}).get("caption_quality")
     run.captions = {CAPTION_COLUMNS[k]: quality[k][0] for k in CAPTION_COLUMNS} if quality else {}
     # Runs evaluated before suites existed hold the world benchmarks as "abilities".
@@ -196,16 +201,18 @@ def compare(runs: list[Run], baseline: str) -> list[Row]:
 
 
 def averages(rows: list[Row]) -> dict[tuple[str, str], float]:
-    """Per (suite, recipe): the mean over its benchmarks scored in [0, 1] (CIDEr is left out)."""
+    """Per (suite, recipe): the mean over its benchmarks scored in [0, 1] (CIDEr is left out), for the
+    categories the paper averages (not generation: its measures are facets of one image)."""
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        if r.metric != "cider":
+        if r.metric not in UNBOUNDED_METRICS and group(r.suite, r.benchmark) in GROUPS:
             acc[(r.suite, r.recipe)].append(r.mean)
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
 # The paper's table groups (seed 000 Tables 3-10): general multimodal, general text, then custom suites.
 SUITE_GROUPS = {"world": "general multimodal", "vlmeval": "general multimodal", "lm_eval": "general text"}
+SUITE_GROUPS["generation"] = "text to image, discrete model"  # reported, not averaged
 TEXT_ONLY = {("world", "knowledge")}  # the world's questions asked without an image
 GROUPS = ("general multimodal", "general text", "custom")
 
@@ -239,7 +246,7 @@ def group_averages(runs: list[Run], baseline: str) -> list[GroupAverage]:
         by_recipe[r.recipe].append(r)
     shared = set.intersection(*(set(r.items) for r in runs))
     ids = {k: sorted(set.intersection(*(set(r.items[k]) for r in runs))) for k in shared}
-    keys = {k for k in shared if ids[k] and runs[0].metrics.get(k) != "cider"}
+    keys = {k for k in shared if ids[k] and runs[0].metrics.get(k) not in UNBOUNDED_METRICS}
     out = []
     for name in GROUPS:
         mine = sorted(k for k in keys if group(*k) == name)
@@ -282,13 +289,16 @@ def per_recipe(runs: list[Run], attribute: str, scale: float = 100) -> str:
 
 
 def sections(runs: list[Run]) -> str:
-    """The SEED-Bench dimensions, the concept overlap (seed 003 Sec. 4.4, C.1) and what the models' captions
-    claim (seed 002 Appendix B), means over seeds."""
+    """The SEED-Bench dimensions, the concept overlap (seed 003 Sec. 4.4, C.1), the generation floors
+    (discrete runs) and what the models' captions claim (seed 002 Appendix B), means over seeds."""
     out = []
     if table := per_recipe(runs, "dimensions"):
         out += ["## SEED-Bench dimensions on the world (%, mean over seeds)", "", table]
     if table := per_recipe(runs, "concepts"):
         out += ["## Concept overlap: the captioning benchmark's concepts seen in training (%)", "", table]
+    if table := per_recipe(runs, "floors"):
+        head = "## Generation floor: random visual ids through each run's tokenizer (%, mean over seeds)"
+        out += [head, "", table]
     if table := per_recipe(runs, "captions", scale=1):
         head = (
             "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)"
@@ -409,13 +419,17 @@ def pyplot():
 
 
 def levels(runs: list[Run]) -> dict[tuple[str, str], tuple[float | None, float | None]]:
-    """(suite, benchmark) -> (chance, blind) as the evaluation measured them, where it did."""
+    """(suite, benchmark) -> (chance, blind) as the evaluation measured them, where it did; a
+    generation measure's chance is its floor, the score of random visual ids."""
     out = {}
     for run in runs:
         for suite, benchmarks in run.results.get("suites", {}).items():
             for name, r in benchmarks.items():
-                if isinstance(r, dict) and (r.get("chance") is not None or r.get("blind") is not None):
-                    out.setdefault((suite, name), (r.get("chance"), r.get("blind")))
+                if not isinstance(r, dict):
+                    continue
+                chance = r.get("random_ids") if suite == "generation" else r.get("chance")
+                if chance is not None or r.get("blind") is not None:
+                    out.setdefault((suite, name), (chance, r.get("blind")))
     return out
 
 

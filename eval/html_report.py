@@ -114,7 +114,10 @@ def _scores(runs: list[Run], rows: list[Row], files: Path) -> str:
         return ""
     plot(rows, files / "scores.png", levels(runs))
     parts = ["<h2>Scores</h2>", _img("scores.png", "scores per benchmark with 95% CIs")]
-    parts.append("<p>Dashed: chance; dotted: blind (the model without the image), where measured.</p>")
+    parts.append(
+        "<p>Dashed: chance (generation: random visual ids); dotted: blind (the model without the image), "
+        "where measured.</p>"
+    )
     for suite in dict.fromkeys(r.suite for r in rows):
         parts += [
             f"<h3>{escape(suite)}</h3>",

@@ -129,14 +129,16 @@ def visual_losses(
 
 def prompt_gain(
     model: DiscreteVLM, templates: DiscreteTemplates, texts: list[str], codes: torch.Tensor
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[float]]:
     """How much the prompt lowers the visual loss of the real renders' codes (teacher-forced, so
     sampling plays no part): the caption-dropped prompt's loss minus the prompt's, paired over
-    prompts. Near 0: the model draws as if it had not read the prompt."""
+    prompts. Near 0: the model draws as if it had not read the prompt. Returns the summary and each
+    prompt's gain (the per-item scores a recipe comparison pairs over)."""
     given = visual_losses(model, templates, texts, codes)
     without = visual_losses(model, templates, [""] * len(texts), codes)
-    gain, ci = mean_ci95([w - g for g, w in zip(given, without, strict=True)])
-    return {
+    gains = [w - g for g, w in zip(given, without, strict=True)]
+    gain, ci = mean_ci95(gains)
+    summary = {
         "metric": "prompt_gain",
         "n": len(texts),
         "score": gain,
@@ -145,6 +147,7 @@ def prompt_gain(
         "loss_with_prompt": mean_ci95(given)[0],
         "loss_without_prompt": mean_ci95(without)[0],
     }
+    return summary, gains
 
 
 def _pick(
@@ -262,21 +265,16 @@ def evaluate_generation(
         results[measure]["vs_floor"], results[measure]["vs_floor_ci95"] = mean_ci95(gain)
     fd = {k: frechet(np.stack([features(s) for s in seen[k]]), reference) for k in ROWS}
     results["reader_fd"] = _result("reader_fd", prompts, {k: (v, None) for k, v in fd.items()})
-    results["prompt_gain"] = prompt_gain(model, templates, texts, ids["reconstruction"])
+    results["prompt_gain"], gains = prompt_gain(model, templates, texts, ids["reconstruction"])
     ids["real"] = ids["reconstruction"]  # the real renders' ids are what reconstructs them
     div = {k: diversity(ids[k]) for k in ROWS}
     results["diversity"] = _result("diversity", prompts, {k: (v, None) for k, v in div.items()})
     _save_images(out_dir / "generation", texts[:save], {k: v[:save] for k, v in images.items()})
+    per_prompt = [s | {"prompt_gain": g} for s, g in zip(scores["generated"], gains, strict=True)]
     records = [
-        {
-            "suite": "generation",
-            "benchmark": m,
-            "id": f"generation-{i:05d}",
-            "prompt": texts[i],
-            "score": s[m],
-        }
-        for i, s in enumerate(scores["generated"])
-        for m in PER_IMAGE
+        {"suite": "generation", "benchmark": m, "id": f"generation-{i:05d}", "prompt": texts[i], "score": v}
+        for i, measures in enumerate(per_prompt)
+        for m, v in measures.items()
     ]
     return results, records
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Metrics not on a [0, 1] scale: printed as they are and left out of averages. CIDEr-D, and the
+# discrete model's prompt gain (nats per visual code, eval/image_generation.py).
+UNBOUNDED_METRICS = frozenset({"cider", "prompt_gain"})
+
 
 def format_score(v: float | None, metric: str) -> str:
-    """A score as the tables print it: CIDEr as is, everything else in %; None as a dash."""
+    """A score as the tables print it: unbounded metrics as they are, everything else in %; None as
+    a dash."""
     if v is None:
         return "—"
-    return f"{v:.3f}" if metric == "cider" else f"{100 * v:.1f}"
+    return f"{v:.3f}" if metric in UNBOUNDED_METRICS else f"{100 * v:.1f}"
 
 
 def markdown_table(results: dict[str, dict[str, Any]], title: str) -> str:

@@ -247,9 +247,10 @@ def test_prompt_gain_is_the_paired_drop_in_teacher_forced_visual_loss(
         with torch.no_grad():
             logits = model(torch.tensor([ids]))[0, -N - 1 : -1, model.vocab.first_code :]
         assert got == pytest.approx(float(torch.nn.functional.cross_entropy(logits, row)), abs=1e-5)
-    gain = prompt_gain(model, t, texts, codes)
+    gain, per_prompt = prompt_gain(model, t, texts, codes)
     assert gain["score"] == pytest.approx(gain["loss_without_prompt"] - gain["loss_with_prompt"], abs=1e-9)
-    assert prompt_gain(model, t, ["", ""], codes[:2])["score"] == 0.0  # no prompt, nothing gained
+    assert len(per_prompt) == 3 and gain["score"] == pytest.approx(sum(per_prompt) / 3, abs=1e-12)
+    assert prompt_gain(model, t, ["", ""], codes[:2])[1] == [0.0, 0.0]  # no prompt, nothing gained
 
 
 def test_the_scene_score_is_exact_on_the_truth():
@@ -306,6 +307,9 @@ def test_a_run_trains_evaluates_both_directions_and_exports_to_transformers(
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "random ids (floor)" in report and "Prompt gain (teacher-forced" in report
     assert gen["prompt_gain"]["n"] == 6 and gen["prompt_gain"]["codes_per_image"] == N
+    records = [json.loads(line) for line in (tmp_path / "run" / "eval" / "predictions.jsonl").open()]
+    gains = [r["score"] for r in records if r["suite"] == "generation" and r["benchmark"] == "prompt_gain"]
+    assert len(gains) == 6 and sum(gains) / 6 == pytest.approx(gen["prompt_gain"]["score"], abs=1e-12)
     page = read_page(tmp_path / "run" / "eval" / "report.html")  # the generated images beside their prompts
     assert "Generated images" in page.headings
     generated = [i for i in page.images if i.startswith("report_files/generation/")]

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mmkd.data_builders.sources import world_dir
-from mmkd.eval.compare import compare, find_runs, group_averages, paired_p_value
+from mmkd.eval.compare import compare, find_runs, group_averages, levels, paired_p_value
 from mmkd.eval.readme_results import agreement
 from mmkd.launch.readme_results import main as readme_results
 from tests.conftest import REPO, run_python
@@ -77,6 +77,12 @@ def _plant(root, recipe, seed, probs, rng, data):
         {"suite": "lm_eval", "benchmark": "mmlu_pro", "id": f"q{i}", "score": float(i % 2)} for i in range(10)
     ]
     records += [{"suite": "mine", "benchmark": "mine", "id": f"m{i}", "score": 1.0} for i in range(5)]
+    gain = {"baseline": 0.05, "better": 0.08, "same": 0.05}[recipe]
+    records += [  # a discrete run's generation: a share, and the prompt gain in nats per code
+        {"suite": "generation", "benchmark": m, "id": f"generation-{i:05d}", "score": v}
+        for i in range(20)
+        for m, v in (("object_p", float(i % 4 == 0)), ("prompt_gain", gain + 0.02 * (i % 2)))
+    ]
     records += [{"suite": "vlmeval", "benchmark": "MMBench", "id": f"v{i}", "score": None} for i in range(5)]
     (run / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     suites = {
@@ -84,6 +90,11 @@ def _plant(root, recipe, seed, probs, rng, data):
         "lm_eval": {"mmlu_pro": {"metric": "acc"}},
         "mine": {"mine": {"metric": "exact_match"}},
         "vlmeval": {"MMBench": {"metric": "vlmeval"}},
+        "generation": {
+            "object_p": {"metric": "object_p", "random_ids": 0.1},
+            "prompt_gain": {"metric": "prompt_gain"},
+            "reader_fd": {"metric": "reader_fd", "random_ids": 20.0},
+        },
     }
     chair_i = {"baseline": 10.0, "better": 4.0, "same": 10.0}[recipe] + seed  # what its captions claim
     quality = {k: [v, v - 1, v + 1] for k, v in (("chair_i", chair_i), ("chair_s", 20.0), ("recall", 50.0))}
@@ -148,6 +159,8 @@ def test_category_averages_weigh_benchmarks_alike_and_find_the_planted_differenc
     same = averages[("general multimodal", "same")]
     assert same.delta_ci[0] < 0 < same.delta_ci[1]
     assert averages[("general multimodal", "baseline")].delta is None
+    assert averages[("custom", "better")].benchmarks == ["mine"]  # generation is not averaged
+    assert levels(runs)[("generation", "object_p")] == (0.1, None)  # its floor stands for chance
     # The world's text-only knowledge questions count as general text, beside an lm-eval task.
     knowledge = copy.deepcopy(runs[0])
     knowledge.items[("world", "knowledge")] = {"k1": 1.0, "k2": 1.0}
@@ -179,19 +192,33 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| baseline | " in text and "average" in text
     # The paper's order: general multimodal, general text, custom; MMBench has no per-item scores.
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings[:3] == ["## world (general multimodal)", "## lm_eval (general text)", "## mine (custom)"]
+    # Generation (a discrete model's) is reported beside them and not averaged.
+    assert headings[:4] == [
+        "## world (general multimodal)",
+        "## lm_eval (general text)",
+        "## generation (text to image, discrete model)",
+        "## mine (custom)",
+    ]
+    generation = text.split(headings[2])[1].split(headings[3])[0]
+    assert "average" not in generation and "| object_p (object_p) | better | 3 | 20 | 25.0 [" in generation
+    gain = rows_of(generation, "| prompt_gain (prompt_gain) | better |")[0]  # nats per code, not %
+    assert "| 3 | 20 | 0.090 [" in gain and "| 0.030 [" in gain
     # Seed 003's per-dimension breakdown and concept overlap, means over the three seeds.
-    assert headings[3:] == [
+    assert headings[4:] == [
         "## SEED-Bench dimensions on the world (%, mean over seeds)",
         "## Concept overlap: the captioning benchmark's concepts seen in training (%)",
+        "## Generation floor: random visual ids through each run's tokenizer (%, mean over seeds)",
         "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)",
     ]
     assert "| better | 76.0 |" in text and "| baseline | 51.0 |" in text
     assert "| recipe | ANA | CHAIR_i | CHAIR_s | CapScore | recall |" in text
     assert "| better | 3.0 | 5.0 | 20.0 | 90.0 | 50.0 |" in text
+    assert "| recipe | object_p |\n| --- | ---: |\n| baseline | 10.0 |" in text  # reader-FD is no share
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
-        (b, r) for b in ("counting", "captioning", "mmlu_pro", "mine") for r in ("baseline", "better", "same")
+        (b, r)
+        for b in ("counting", "captioning", "mmlu_pro", "mine", "object_p", "prompt_gain")
+        for r in ("baseline", "better", "same")
     }
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # report.json -> a README section, with the paper's averages beside ours.
@@ -210,7 +237,8 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert counting[-2:] == ["25.0", "30.0 |"]  # chance and blind
     better = rows_of(text, "| better |")[0]
     assert "+10.00 (Table 9) | same |" in better and "Paper: Table 9." in text
-    assert "- better: counting +" in text and "- same: none" in text
+    held = rows_of(text, "- better: ")[0]
+    assert "counting +" in held and "prompt_gain +0.030 [" in held and "- same: none" in text
     readme_results([f"results={out}", f"readme={readme}", "check=true"])
     readme.write_text(text.replace("| better |", "| better (edited) |", 1))
     with pytest.raises(SystemExit, match=r"section from .* is stale"):
