@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -380,10 +379,6 @@ def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
     concepts = json.loads(next((tmp_path / "run").glob("eval*/concepts.json")).read_text())
     entry = concepts["world/captioning"]
     assert entry["concepts"] > 0 and entry["all"] == entry["by_source"]["mmgic"]
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__]))
 
 
 @pytest.mark.parametrize(
