@@ -78,7 +78,7 @@ class Job:
     def finish(self, out: Path, name: str, provenance: dict, extra: dict | None = None) -> dict | None:
         m = self.source.manifest
         return engine.finish_samples(
-            out, name, provenance, m.get("image_size"), m.get("tokens_per_image", 0), extra
+            out, name, provenance, m.get("image_size"), m.get("tokens_per_image"), extra
         )
 
 

@@ -183,7 +183,7 @@ def finish_samples(
     name: str,
     provenance: dict[str, Any],
     image_size: int | None,
-    tokens_per_image: int,
+    tokens_per_image: int | None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Write the manifest once every unit is done (any process may call it); None until then."""

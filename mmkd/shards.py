@@ -162,10 +162,11 @@ def write_manifest(
     provenance: dict[str, Any],
     shards: list[dict[str, Any]],
     image_size: int | None,
-    tokens_per_image: int,
+    tokens_per_image: int | None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest over finished shards (their `ShardFile.close()` stats); written last, atomically."""
+    """The manifest over finished shards (their `ShardFile.close()` stats); written last, atomically.
+    `tokens_per_image` None: unknown (data converted from elsewhere), and so is the image-token estimate."""
     kinds: Counter[str] = Counter()
     for s in shards:
         kinds.update(s["kinds"])
@@ -182,7 +183,7 @@ def write_manifest(
         "image_size": image_size,
         # ~4 characters per BPE token is the usual rule of thumb for English text.
         "text_tokens_est": sum(s["text_chars"] for s in shards) // 4,
-        "image_tokens_est": images * tokens_per_image,
+        "image_tokens_est": None if tokens_per_image is None else images * tokens_per_image,
         "tokens_per_image": tokens_per_image,  # the patch grid the estimate assumed
         "shards": [{k: s[k] for k in ("file", "num_samples", "sha256")} for s in shards],
         "content_hash": content,
@@ -201,7 +202,8 @@ def shard_name(index: int) -> str:
 class ShardWriter:
     """Write validated samples into size-bounded shards and a manifest; use as a context manager.
 
-    `tokens_per_image` feeds the manifest's image-token estimate (e.g. (image_size / patch) ** 2).
+    `tokens_per_image` feeds the manifest's image-token estimate (e.g. (image_size / patch) ** 2);
+    None (converted data: no model's patch grid is implied) leaves both unknown in the manifest.
     """
 
     def __init__(
@@ -211,7 +213,7 @@ class ShardWriter:
         provenance: dict[str, Any],
         samples_per_shard: int = 2000,
         image_size: int | None = None,
-        tokens_per_image: int = 0,
+        tokens_per_image: int | None = None,
     ):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)

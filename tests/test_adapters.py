@@ -131,6 +131,8 @@ def test_convert_round_trips_and_records_rejects(tmp_path):
     )
     assert manifest["rejects"] == {"empty_text": 1, "image_decode": 1, "image_missing": 1, "missing_field": 1}
     assert manifest["provenance"]["adapter"] == "coco"
+    # No model's patch grid is implied by converted data: the image-token estimate is unknown, not 0.
+    assert manifest["tokens_per_image"] is None and manifest["image_tokens_est"] is None
     assert manifest["provenance"]["inputs"]["annotations"]["size"] == ann.stat().st_size
     assert manifest["provenance"]["inputs"]["images"] == {"path": str(images.resolve()), "dir": True}
     ds = open_dataset(out)
