@@ -34,7 +34,7 @@ USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
     "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
     "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K] "
-    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [out=DIR]"
+    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [image_prompt=TEXT] [out=DIR]"
 )
 EVAL_KEYS = (
     "abilities",
@@ -49,6 +49,7 @@ EVAL_KEYS = (
     "judge_model",
     "judge_api_key_env",
     "caption_prompt",
+    "image_prompt",
     "shots",
     "generation_prompts",
     "cfg_scale",

@@ -24,7 +24,7 @@ from mmkd.build_config import BuildConfig
 from mmkd.errors import ConfigError
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
-from mmkd.schema import IMAGE_MARKER
+from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import WorldConfig
 
@@ -307,6 +307,12 @@ class EvalConfig:
     # in caption samples); else a text with one <image> where the image goes, e.g. seed 003's
     # "Image: <image>\nCaption:" (its MMGIC and IC templates), and the caption ends at a newline.
     caption_prompt: str = ""
+    # How a text-to-image prompt reads (the discrete model): "" is <bos> text [IMG] (as text-first
+    # caption samples); else a text with one <caption> where the prompt's text goes, ending in
+    # <image>, e.g. "Caption: <caption>\nImage: <image>", the line before the image in seed 003's
+    # text-first MMGIC and IC documents. The unconditional prompt (guidance, prompt gain) stays
+    # <bos> [IMG], as a caption-dropped sample reads.
+    image_prompt: str = ""
     decontamination: bool = True
     # report.html beside report.md: curves, bars, the answers beside their images (eval/html_report.py;
     # ~2 s of plotting per evaluation).
@@ -515,6 +521,13 @@ class RunConfig:
             raise ConfigError(
                 f"eval.caption_prompt={self.eval.caption_prompt!r}: must hold {IMAGE_MARKER} exactly once "
                 "(where the image goes), or be empty"
+            )
+        p = self.eval.image_prompt
+        if p and (p.count(CAPTION_MARKER) != 1 or p.count(IMAGE_MARKER) != 1 or not p.endswith(IMAGE_MARKER)):
+            raise ConfigError(
+                f"eval.image_prompt={p!r}: must hold {CAPTION_MARKER} once (where the text goes) and end "
+                f"in {IMAGE_MARKER} (where the image is drawn), e.g. 'Caption: {CAPTION_MARKER}\\nImage: "
+                f"{IMAGE_MARKER}', or be empty"
             )
         return self
 

@@ -12,8 +12,9 @@ visual ids between `[IMG]` and `[/IMG]`, and the loss follows the template and `
 image-first template only the text, with a text-first one only the visual ids (the paper's "vice
 versa"; for interleaved documents, whose images are not a condition, only the text). Otherwise the
 loss covers every text and visual token. The markers are never targets: generation writes them
-itself. A text-first sample drops its caption with probability `caption_dropout`, so the model also
-learns images unconditioned, which classifier-free guidance needs.
+itself. A text-first sample (a caption, or an MMGIC document whose text comes first) drops its
+text with probability `caption_dropout` and is the image alone, so the model also learns images
+unconditioned, which classifier-free guidance needs.
 
 The draws are a function of the run seed and the sample id only: a sample keeps its template for the
 run, whether it is read fresh, re-encoded for a packed row or met again after a resume.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from mmkd.errors import DataError
 from mmkd.model.config import ModelConfig
 from mmkd.model.discrete import VisualVocab
-from mmkd.schema import IMAGE_MARKER, Sample
+from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER, Sample
 from mmkd.templates import IGNORE, Encoded, Templates
 from mmkd.tokenizer import Tokenizer
 
@@ -37,10 +38,11 @@ class DiscreteTemplates(Templates):
         seed: int | str,
         mmgic_parts: str = "cldr",
         caption_prompt: str = "",
+        image_prompt: str = "",
     ):
         draws = (seed, mmgic_parts, cfg.image_first_prob)
         super().__init__(tokenizer, cfg.image_tokens, cfg.max_seq_len, *draws, caption_prompt)
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.image_prompt = cfg, seed, image_prompt
         self.vocab = VisualVocab(cfg.vocab_size or tokenizer.vocab_size, cfg.codebook_size)
 
     def _visual(self, enc: Encoded, codes: list[int], loss: bool) -> None:
@@ -93,6 +95,8 @@ class DiscreteTemplates(Templates):
                     enc.add(self.tok.encode(piece), loss=True)
                 if i < len(codes):
                     self._visual(enc, codes[i], loss=not masked)
+        elif sample.kind == "mmgic" and not image_first and dropped:
+            self._visual(enc, codes[0], loss=True)
         elif sample.kind == "mmgic":
             # As a caption: image-first conditions the text on the images, text-first the images on it.
             visual_loss = not masked or not image_first
@@ -104,5 +108,8 @@ class DiscreteTemplates(Templates):
         return self._truncate(enc, sample.id)
 
     def generation_prompt(self, text: str) -> list[int]:
-        """Text-first, up to the image: <bos> text [IMG]; "" gives the unconditional prompt."""
+        """Text-first, up to the image: <bos> text [IMG], or `image_prompt` with the text in its place;
+        "" gives the unconditional prompt <bos> [IMG] (what a caption-dropped sample reads)."""
+        if text and self.image_prompt:
+            text = self.image_prompt.removesuffix(IMAGE_MARKER).replace(CAPTION_MARKER, text)
         return [self.tok.bos_id, *(self.tok.encode(text) if text else []), self.vocab.img]

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 IMAGE_MARKER = "<image>"
+CAPTION_MARKER = "<caption>"  # where a text-to-image prompt's text goes (eval.image_prompt)
 KINDS = ("caption", "vqa", "text", "pair", "interleaved", "mmgic", "other")
 # Number of images each kind takes: (min, max); None = unbounded.
 _IMAGE_COUNTS: dict[str, tuple[int, int | None]] = {

@@ -187,6 +187,42 @@ def test_the_discrete_model_conditions_text_on_images_or_images_on_text(tokenize
     assert (visual_learned, text_learned) == ((False, True) if image_first else (True, False))
 
 
+def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read_as_ic_documents(tokenizer):
+    def templates(caption_dropout: float) -> DiscreteTemplates:
+        shape = {"codebook_size": 8, "visual_grid": 2, "max_seq_len": 2048, "image_first_prob": 0.0}
+        cfg = ModelConfig(family="discrete", tie_embeddings=False, caption_dropout=caption_dropout, **shape)
+        return DiscreteTemplates(
+            tokenizer, cfg.validate(), 0, image_prompt="Caption: <caption>\nImage: <image>"
+        )
+
+    t = templates(caption_dropout=1.0)
+    sample = _sample()
+    sample.metadata["visual_ids"] = [[1, 2, 3, 4]] * 3
+    enc = t.encode(sample)
+    codes = [c + t.vocab.first_code for c in (1, 2, 3, 4)]
+    # Classifier-free guidance's unconditional branch: <bos> [IMG] codes [/IMG] <eos>, the codes learnt.
+    assert enc.input_ids == [tokenizer.bos_id, t.vocab.img, *codes, t.vocab.end_img, tokenizer.eos_id]
+    assert enc.labels[2:6] == codes and t.generation_prompt("") == enc.input_ids[:2]
+    # Not dropped, an IC document (no title, one caption) reads up to its image as the eval's prompt.
+    t = templates(caption_dropout=0.0)
+    ic = Sample("ic-1", "mmgic", "ic", sample.images[:1], text=IMAGE_MARKER)
+    ic.metadata = {"mmgic": {"caption": "a red ball", "header": False}, "visual_ids": [[1, 2, 3, 4]]}
+    prompt = t.generation_prompt("a red ball")
+    assert prompt == [tokenizer.bos_id, *tokenizer.encode("Caption: a red ball\nImage: "), t.vocab.img]
+    assert t.encode(ic).input_ids == [*prompt, *codes, t.vocab.end_img, tokenizer.eos_id]
+
+
+@pytest.mark.parametrize(
+    "prompt", ["Caption: <caption>", "Caption: <image>\nImage: <caption>", "<caption> <caption> <image>"]
+)
+def test_an_image_prompt_must_place_the_text_once_and_end_in_the_image(prompt):
+    from mmkd.config import ConfigError
+
+    cfg = RunConfig(recipe=RecipeConfig(mixture={"caption0": 1.0}), eval=EvalConfig(image_prompt=prompt))
+    with pytest.raises(ConfigError, match=r"eval\.image_prompt=.*must hold <caption> once .* end in <image>"):
+        cfg.validate()
+
+
 def test_label_descriptions_parse_and_the_oracle_knows_only_the_worlds_labels():
     import random
 
