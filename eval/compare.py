@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,11 +274,13 @@ def _suite_order(suite: str) -> tuple[int, str]:
 
 def per_recipe(runs: list[Run], attribute: str, scale: float = 100) -> str:
     """A recipe x name table of a per-run measure (`concepts`, `dimensions`, `captions`), the mean over
-    seeds, times `scale`."""
+    the seeds where it is defined (CapScore is not for a run whose captions assert nothing), times
+    `scale`; a dash where no seed defines it."""
     values: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         for name, v in getattr(run, attribute).items():
-            values.setdefault(run.recipe, {}).setdefault(name, []).append(v)
+            defined = values.setdefault(run.recipe, {}).setdefault(name, [])
+            defined += [] if math.isnan(v) else [v]
     names = sorted({n for by_name in values.values() for n in by_name})
     if not names:
         return ""

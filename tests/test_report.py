@@ -98,7 +98,10 @@ def _plant(root, recipe, seed, probs, rng, data):
     }
     chair_i = {"baseline": 10.0, "better": 4.0, "same": 10.0}[recipe] + seed  # what its captions claim
     quality = {k: [v, v - 1, v + 1] for k, v in (("chair_i", chair_i), ("chair_s", 20.0), ("recall", 50.0))}
-    suites["world"]["captioning"]["caption_quality"] = quality | {"ana": [3.0] * 3, "capscore": [90.0] * 3}
+    capscore = (
+        [float("nan")] * 3 if (recipe, seed) == ("same", 0) else [90.0] * 3
+    )  # its captions assert nothing
+    suites["world"]["captioning"]["caption_quality"] = quality | {"ana": [3.0] * 3, "capscore": capscore}
     suites["world"]["counting"] |= {"chance": 0.25, "blind": 0.3}
     results = {"recipe": recipe, "seed": seed, "suites": suites}
     weight = {"baseline": 0.5, "better": 0.7, "same": 0.5}[recipe]
@@ -213,6 +216,7 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| better | 76.0 |" in text and "| baseline | 51.0 |" in text
     assert "| recipe | ANA | CHAIR_i | CHAIR_s | CapScore | recall |" in text
     assert "| better | 3.0 | 5.0 | 20.0 | 90.0 | 50.0 |" in text
+    assert "| same | 3.0 | 11.0 | 20.0 | 90.0 | 50.0 |" in text  # over the seeds that define CapScore
     assert "| recipe | object_p |\n| --- | ---: |\n| baseline | 10.0 |" in text  # reader-FD is no share
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
