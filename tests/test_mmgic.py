@@ -187,7 +187,7 @@ def test_the_discrete_model_conditions_text_on_images_or_images_on_text(tokenize
     assert (visual_learned, text_learned) == ((False, True) if image_first else (True, False))
 
 
-def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read_as_ic_documents(tokenizer):
+def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read_as_documents(tokenizer):
     def templates(caption_dropout: float) -> DiscreteTemplates:
         shape = {"codebook_size": 8, "visual_grid": 2, "max_seq_len": 2048, "image_first_prob": 0.0}
         cfg = ModelConfig(family="discrete", tie_embeddings=False, caption_dropout=caption_dropout, **shape)
@@ -210,6 +210,15 @@ def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read
     prompt = t.generation_prompt("a red ball")
     assert prompt == [tokenizer.bos_id, *tokenizer.encode("Caption: a red ball\nImage: "), t.vocab.img]
     assert t.encode(ic).input_ids == [*prompt, *codes, t.vocab.end_img, tokenizer.eos_id]
+    # eval=mmgic's prompt is what a text-first C document (Table 1's first recipe) reads before its image.
+    from omegaconf import OmegaConf
+
+    image_prompt = OmegaConf.load(REPO / "recipes/eval/mmgic.yaml").image_prompt
+    t = DiscreteTemplates(tokenizer, t.cfg, 0, mmgic_parts="c", image_prompt=image_prompt)
+    doc = Sample("mmgic-1", "mmgic", "mmgic", sample.images[:1], text=IMAGE_MARKER)
+    doc.metadata = {"mmgic": DOC, "visual_ids": [[1, 2, 3, 4]]}
+    prompt = t.generation_prompt(DOC["caption"])
+    assert t.encode(doc).input_ids == [*prompt, *codes, t.vocab.end_img, tokenizer.eos_id]
 
 
 @pytest.mark.parametrize(
