@@ -35,7 +35,7 @@ from mmkd.tokenizer import Tokenizer
 FLAGS = ("detection", "knowledge", "captions", "selection")
 
 
-@hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
+@hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
 def main(dcfg: DictConfig) -> None:
     flags = {f: bool(OmegaConf.select(dcfg, f, default=False)) for f in FLAGS}
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])

@@ -29,7 +29,7 @@ from mmkd.tokenizer import Tokenizer
 from mmkd.world_clip import train_clip, trained
 
 
-@hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
+@hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
 def main(dcfg: DictConfig) -> None:
     out = OmegaConf.select(dcfg, "out", default=None)
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k != "out"])

@@ -274,6 +274,7 @@ def test_build_cli_builds_what_a_recipe_lacks_and_reports_knowledge_density(worl
     )
     assert "vqa1: " in stdout and "/annotated/vqa1-" in stdout
     assert "| vqa1 |" in stdout and "ratio to vqa0" in stdout
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "build.log").exists()  # not a run
     table = json.loads((Path(data.root) / "reports" / "knowledge-synthetic_vqa.json").read_text())
     kd = {name: s["mean"] for name, s in table["sources"].items()}
     assert table["reference"] == "vqa0" and kd["vqa1"] > kd["vqa0"] > 0
