@@ -285,7 +285,8 @@ def per_recipe(runs: list[Run], attribute: str, scale: float = 100) -> str:
     for run in runs:
         for name, v in getattr(run, attribute).items():
             defined = values.setdefault(run.recipe, {}).setdefault(name, [])
-            defined += [] if math.isnan(v) else [v]
+            if not math.isnan(v):
+                defined.append(v)
     names = sorted({n for by_name in values.values() for n in by_name})
     if not names:
         return ""

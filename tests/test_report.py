@@ -98,9 +98,8 @@ def _plant(root, recipe, seed, probs, rng, data):
     }
     chair_i = {"baseline": 10.0, "better": 4.0, "same": 10.0}[recipe] + seed  # what its captions claim
     quality = {k: [v, v - 1, v + 1] for k, v in (("chair_i", chair_i), ("chair_s", 20.0), ("recall", 50.0))}
-    capscore = (
-        [float("nan")] * 3 if (recipe, seed) == ("same", 0) else [90.0] * 3
-    )  # its captions assert nothing
+    silent = (recipe, seed) == ("same", 0)  # its captions assert nothing: CapScore is undefined
+    capscore = [float("nan") if silent else 90.0] * 3
     suites["world"]["captioning"]["caption_quality"] = quality | {"ana": [3.0] * 3, "capscore": capscore}
     suites["world"]["counting"] |= {"chance": 0.25, "blind": 0.3}
     results = {"recipe": recipe, "seed": seed, "suites": suites}
