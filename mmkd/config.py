@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.build_config import BuildConfig
 from mmkd.errors import ConfigError
+from mmkd.mmgic_template import DOCUMENT_KINDS, document_prompt
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
@@ -72,6 +73,11 @@ class RecipeConfig:
     # Which annotations of the MMGIC documents the models read (seed 003 Table 1): c captions, l labels,
     # d label descriptions, r object regions.
     mmgic_parts: str = "cldr"
+    # How the discrete model's text-to-image prompt reads when eval.image_prompt is empty: as the
+    # recipe's own text-first documents read before their image. "mmgic" (title, caption, "Image:")
+    # or "ic" (no title; mmkd/mmgic_template.py renders both), a text like eval.image_prompt's, or
+    # "" for <bos> text [IMG] as caption samples read.
+    image_prompt: str = ""
     # An instruction-tuning stage that ends the run (seed 002 Table 5 evaluates after SFT): this
     # fraction of the budget on Q/A data, whose templates supervise the answers alone; the stages
     # before it keep their proportions of the rest. 0: no SFT stage.
@@ -307,11 +313,12 @@ class EvalConfig:
     # in caption samples); else a text with one <image> where the image goes, e.g. seed 003's
     # "Image: <image>\nCaption:" (its MMGIC and IC templates), and the caption ends at a newline.
     caption_prompt: str = ""
-    # How a text-to-image prompt reads (the discrete model): "" is <bos> text [IMG] (as text-first
-    # caption samples); else a text with one <caption> where the prompt's text goes, ending in
-    # <image>, e.g. "Caption: <caption>\nImage: <image>", the line before the image in seed 003's
-    # text-first MMGIC and IC documents. The unconditional prompt (guidance, prompt gain) stays
-    # <bos> [IMG], as a caption-dropped sample reads.
+    # How a text-to-image prompt reads (the discrete model): "" is the recipe's (recipe.image_prompt;
+    # by default <bos> text [IMG], as text-first caption samples read); else a text with one
+    # <caption> where the prompt's text goes, ending in <image>, e.g. "Caption: <caption>\nImage:
+    # <image>", or a document kind, "mmgic" or "ic" (seed 003's text-first documents up to their
+    # image). "<caption><image>" forces <bos> text [IMG]. The unconditional prompt (guidance, prompt
+    # gain) stays <bos> [IMG], as a caption-dropped sample reads.
     image_prompt: str = ""
     decontamination: bool = True
     # report.html beside report.md: curves, bars, the answers beside their images (eval/html_report.py;
@@ -522,14 +529,25 @@ class RunConfig:
                 f"eval.caption_prompt={self.eval.caption_prompt!r}: must hold {IMAGE_MARKER} exactly once "
                 "(where the image goes), or be empty"
             )
-        p = self.eval.image_prompt
-        if p and (p.count(CAPTION_MARKER) != 1 or p.count(IMAGE_MARKER) != 1 or not p.endswith(IMAGE_MARKER)):
-            raise ConfigError(
-                f"eval.image_prompt={p!r}: must hold {CAPTION_MARKER} once (where the text goes) and end "
-                f"in {IMAGE_MARKER} (where the image is drawn), e.g. 'Caption: {CAPTION_MARKER}\\nImage: "
-                f"{IMAGE_MARKER}', or be empty"
-            )
+        for key, p in (
+            ("eval.image_prompt", self.eval.image_prompt),
+            ("recipe.image_prompt", self.recipe.image_prompt),
+        ):
+            if p in DOCUMENT_KINDS or not p:
+                continue
+            if p.count(CAPTION_MARKER) != 1 or p.count(IMAGE_MARKER) != 1 or not p.endswith(IMAGE_MARKER):
+                raise ConfigError(
+                    f"{key}={p!r}: must hold {CAPTION_MARKER} once (where the text goes) and end in "
+                    f"{IMAGE_MARKER} (where the image is drawn), e.g. 'Caption: {CAPTION_MARKER}\\nImage: "
+                    f"{IMAGE_MARKER}', or name a document kind {list(DOCUMENT_KINDS)}, or be empty"
+                )
         return self
+
+    def image_prompt(self) -> str:
+        """The discrete model's text-to-image prompt template: eval.image_prompt, else the recipe's,
+        document kinds rendered as their documents read ("" is <bos> text [IMG])."""
+        p = self.eval.image_prompt or self.recipe.image_prompt
+        return document_prompt(p) if p in DOCUMENT_KINDS else p
 
 
 def load_group(schema: type, path: str | Path):

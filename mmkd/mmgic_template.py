@@ -23,7 +23,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
+
 PARTS = ("c", "cl", "cld", "cldr")
+DOCUMENT_KINDS = ("mmgic", "ic")  # with and without the title line (`document_prompt`)
 HEADER = "# Detailed Analysis of Objects in the Image\n\n"
 REGIONS_HEADER = "\n\n## Overview of Selected Object Regions"
 DESCRIPTION_DROP = 0.5  # F.7 step 2
@@ -88,6 +91,17 @@ def render(
         else:
             pieces += ["\n\n### Overview of a Selected Object Region\n" + where + "\nRegion: ", 1 + r]
     return pieces
+
+
+def document_prompt(kind: str) -> str:
+    """What a text-first document of `kind` reads before its image, with CAPTION_MARKER for its
+    caption and IMAGE_MARKER for the image: "mmgic" (a C document: title, caption, "Image:") or "ic"
+    (seed 003 G.3: no title). Rendered by the template itself, so a prompt cannot drift from the
+    documents the model read."""
+    if kind not in DOCUMENT_KINDS:
+        raise ValueError(f"document kind {kind!r}: one of {list(DOCUMENT_KINDS)}")
+    doc = {"caption": CAPTION_MARKER, "header": kind == "mmgic"}
+    return "".join(p if isinstance(p, str) else IMAGE_MARKER for p in render(doc, False, False, [], "c"))
 
 
 def full_text(doc: dict[str, Any], marker: str) -> str:

@@ -104,7 +104,7 @@ def templates_for(cfg: RunConfig, tokenizer: Tokenizer) -> Templates:
     prompt = cfg.eval.caption_prompt
     if cfg.model.family == "discrete":
         return DiscreteTemplates(
-            tokenizer, cfg.model, cfg.seed, cfg.recipe.mmgic_parts, prompt, cfg.eval.image_prompt
+            tokenizer, cfg.model, cfg.seed, cfg.recipe.mmgic_parts, prompt, cfg.image_prompt()
         )
     m, draws = cfg.model, (cfg.seed, cfg.recipe.mmgic_parts, cfg.model.image_first_prob)
     return Templates(tokenizer, m.image_tokens, m.max_seq_len, *draws, prompt)

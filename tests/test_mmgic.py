@@ -210,15 +210,31 @@ def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read
     prompt = t.generation_prompt("a red ball")
     assert prompt == [tokenizer.bos_id, *tokenizer.encode("Caption: a red ball\nImage: "), t.vocab.img]
     assert t.encode(ic).input_ids == [*prompt, *codes, t.vocab.end_img, tokenizer.eos_id]
-    # eval=mmgic's prompt is what a text-first C document (Table 1's first recipe) reads before its image.
-    from omegaconf import OmegaConf
-
-    image_prompt = OmegaConf.load(REPO / "recipes/eval/mmgic.yaml").image_prompt
+    # Each recipe draws after what its own text-first documents read before their image: recipe=ic
+    # as the IC document above, recipe=mmgic_c as a C document (Table 1's first recipe), title and all.
+    assert _run_config("recipe=ic").image_prompt() == "Caption: <caption>\nImage: <image>"
+    image_prompt = _run_config("recipe=mmgic_c").image_prompt()
     t = DiscreteTemplates(tokenizer, t.cfg, 0, mmgic_parts="c", image_prompt=image_prompt)
     doc = Sample("mmgic-1", "mmgic", "mmgic", sample.images[:1], text=IMAGE_MARKER)
     doc.metadata = {"mmgic": DOC, "visual_ids": [[1, 2, 3, 4]]}
     prompt = t.generation_prompt(DOC["caption"])
     assert t.encode(doc).input_ids == [*prompt, *codes, t.vocab.end_img, tokenizer.eos_id]
+
+
+def _run_config(*overrides: str) -> RunConfig:
+    from hydra import compose, initialize_config_dir
+
+    from mmkd.config import to_run_config
+
+    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
+        return to_run_config(compose("config", overrides=["model=discrete_micro", *overrides]))
+
+
+def test_the_eval_prompt_overrides_the_recipes_and_plain_text_first_stays_the_default():
+    assert _run_config("recipe=baseline").image_prompt() == ""
+    assert _run_config("recipe=mmgic_plus_ic", "eval.image_prompt=ic").image_prompt().startswith("Caption:")
+    forced = _run_config("recipe=mmgic_cldr", "eval.image_prompt='<caption><image>'")
+    assert forced.image_prompt() == "<caption><image>"
 
 
 @pytest.mark.parametrize(
@@ -229,6 +245,11 @@ def test_an_image_prompt_must_place_the_text_once_and_end_in_the_image(prompt):
 
     cfg = RunConfig(recipe=RecipeConfig(mixture={"caption0": 1.0}), eval=EvalConfig(image_prompt=prompt))
     with pytest.raises(ConfigError, match=r"eval\.image_prompt=.*must hold <caption> once .* end in <image>"):
+        cfg.validate()
+    cfg = RunConfig(recipe=RecipeConfig(mixture={"caption0": 1.0}, image_prompt=prompt))
+    with pytest.raises(
+        ConfigError, match=r"recipe\.image_prompt=.*or name a document kind \['mmgic', 'ic'\]"
+    ):
         cfg.validate()
 
 
