@@ -230,8 +230,16 @@ def _run_config(*overrides: str) -> RunConfig:
         return to_run_config(compose("config", overrides=["model=discrete_micro", *overrides]))
 
 
-def test_the_eval_prompt_overrides_the_recipes_and_plain_text_first_stays_the_default():
+def test_the_eval_prompt_overrides_the_recipes_and_plain_text_first_stays_the_default(tokenizer):
+    from mmkd.trainer import templates_for
+
     assert _run_config("recipe=baseline").image_prompt() == ""
+    ic = templates_for(_run_config("recipe=ic_part"), tokenizer)  # what the run's generation eval reads
+    assert ic.generation_prompt("x") == [
+        tokenizer.bos_id,
+        *tokenizer.encode("Caption: x\nImage: "),
+        ic.vocab.img,
+    ]
     assert _run_config("recipe=mmgic_plus_ic", "eval.image_prompt=ic").image_prompt().startswith("Caption:")
     forced = _run_config("recipe=mmgic_cldr", "eval.image_prompt='<caption><image>'")
     assert forced.image_prompt() == "<caption><image>"
