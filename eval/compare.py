@@ -29,6 +29,7 @@ import numpy as np
 
 from mmkd.eval.report import UNBOUNDED_METRICS
 from mmkd.eval.report import format_score as _fmt
+from mmkd.mmgic_template import text_to_image_prompt
 
 BOOTSTRAP = 2000
 PERMUTATIONS = 10000
@@ -48,6 +49,7 @@ class Run:
     dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
     captions: dict[str, float] = field(default_factory=dict)  # what its captions claim (CHAIR, ANA, ...)
     results: dict = field(default_factory=dict)  # results.json as written (config, mixture, chance, blind)
+    image_prompt: str | None = None  # the template its generation read (discrete runs), else None
     eval_dir: str = "eval"  # the folder under `path` that holds results.json and predictions.jsonl
 
 
@@ -93,6 +95,10 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
     generation = results.get("suites", {}).get("generation", {})
     # reader-FD's floor is a distance, not a share: its table is the run's own report.
     run.floors = {m: e["random_ids"] for m, e in generation.items() if "random_ids" in e and m != "reader_fd"}
+    if generation:
+        config = results.get("config") or {}
+        prompts = [config.get(group, {}).get("image_prompt", "") for group in ("eval", "recipe")]
+        run.image_prompt = text_to_image_prompt(*prompts)
     quality = results.get("suites", {}).get("world", {}).get("captioning", {}).get("caption_quality")
     run.captions = {CAPTION_COLUMNS[k]: quality[k][0] for k in CAPTION_COLUMNS} if quality else {}
     # Runs evaluated before suites existed hold the world benchmarks as "abilities".
@@ -308,6 +314,11 @@ def sections(runs: list[Run]) -> str:
     if table := per_recipe(runs, "floors"):
         head = "## Generation floor: random visual ids through each run's tokenizer (%, mean over seeds)"
         out += [head, "", table]
+    if prompts := sorted({(r.recipe, r.image_prompt) for r in runs if r.image_prompt is not None}):
+        # A prompt's newlines print as \n; "" (<bos> text [IMG]) as the template that reads the same.
+        lines = [f"| {recipe} | `{p or '<caption><image>'}` |".replace("\n", "\\n") for recipe, p in prompts]
+        head = "## Generation prompts: what each recipe's model read before drawing (<caption>: the text)"
+        out += [head, "", "| recipe | prompt |\n| --- | --- |\n" + "\n".join(lines) + "\n"]
     if table := per_recipe(runs, "captions", scale=1):
         head = (
             "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)"

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.build_config import BuildConfig
 from mmkd.errors import ConfigError
-from mmkd.mmgic_template import DOCUMENT_KINDS, document_prompt
+from mmkd.mmgic_template import DOCUMENT_KINDS, text_to_image_prompt
 from mmkd.model.config import ModelConfig
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
@@ -546,8 +546,7 @@ class RunConfig:
     def image_prompt(self) -> str:
         """The discrete model's text-to-image prompt template: eval.image_prompt, else the recipe's,
         document kinds rendered as their documents read ("" is <bos> text [IMG])."""
-        p = self.eval.image_prompt or self.recipe.image_prompt
-        return document_prompt(p) if p in DOCUMENT_KINDS else p
+        return text_to_image_prompt(self.eval.image_prompt, self.recipe.image_prompt)
 
 
 def load_group(schema: type, path: str | Path):

@@ -104,6 +104,13 @@ def document_prompt(kind: str) -> str:
     return "".join(p if isinstance(p, str) else IMAGE_MARKER for p in render(doc, False, False, [], "c"))
 
 
+def text_to_image_prompt(eval_prompt: str, recipe_prompt: str) -> str:
+    """The template a run's generation reads: eval.image_prompt, else recipe.image_prompt, a document
+    kind rendered as its documents read ("" is <bos> text [IMG])."""
+    p = eval_prompt or recipe_prompt
+    return document_prompt(p) if p in DOCUMENT_KINDS else p
+
+
 def full_text(doc: dict[str, Any], marker: str) -> str:
     """The whole document, image-first with descriptions and every region, images as `marker`: what
     a document sample's `text` shows."""

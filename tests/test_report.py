@@ -105,6 +105,9 @@ def _plant(root, recipe, seed, probs, rng, data):
     results = {"recipe": recipe, "seed": seed, "suites": suites}
     weight = {"baseline": 0.5, "better": 0.7, "same": 0.5}[recipe]
     results["config"] = {"seed": seed, "data": data, "recipe": {"mixture": {"caption0": weight}}}
+    # How generation was prompted: the recipe's documents (better), eval's override (same), plain.
+    results["config"]["recipe"]["image_prompt"] = "ic" if recipe == "better" else ""
+    results["config"]["eval"] = {"image_prompt": "mmgic" if recipe == "same" else ""}
     results["config"]["train"] = {"budget_samples": 1000, "budget_tokens": 0}
     source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": "/data/caption0"}
     results["mixture"] = {"sources": {"caption0": source}, "realised": {"caption0": {"sample_share": weight}}}
@@ -210,6 +213,7 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
         "## SEED-Bench dimensions on the world (%, mean over seeds)",
         "## Concept overlap: the captioning benchmark's concepts seen in training (%)",
         "## Generation floor: random visual ids through each run's tokenizer (%, mean over seeds)",
+        "## Generation prompts: what each recipe's model read before drawing (<caption>: the text)",
         "## What the models' captions claim (world captioning; CHAIR and CapScore in %, mean over seeds)",
     ]
     assert "| better | 76.0 |" in text and "| baseline | 51.0 |" in text
@@ -217,6 +221,8 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| better | 3.0 | 5.0 | 20.0 | 90.0 | 50.0 |" in text
     assert "| same | 3.0 | 11.0 | 20.0 | 90.0 | 50.0 |" in text  # over the seeds that define CapScore
     assert "| recipe | object_p |\n| --- | ---: |\n| baseline | 10.0 |" in text  # reader-FD is no share
+    prompts = "| baseline | `<caption><image>` |\n| better | `Caption: <caption>\\nImage: <image>` |\n"
+    assert prompts + "| same | `# Detailed Analysis of Objects in the Image\\n\\nCaption: <caption>" in text
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert {(r["benchmark"], r["recipe"]) for r in rows} == {
         (b, r)
