@@ -9,6 +9,7 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 shots=4     # 4-shot, into eval-<checkpoint>-4shot/
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] generation_prompts=1024 \
         cfg_scale=1 out=runs/baseline/seed0/eval-gen1024-cfg1    # a discrete model's generation alone
+    python launch/eval.py checkpoint=runs/ic/seed0 image_prompt=ic    # draw after IC's own document prompt
 
 The checkpoint carries its config and tokenizer (meta.json); results go to <run>/eval-<checkpoint>/
 (or `out`).
@@ -34,7 +35,7 @@ USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
     "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
     "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K] "
-    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [image_prompt=TEXT] [out=DIR]"
+    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [image_prompt=TEXT|mmgic|ic] [out=DIR]"
 )
 EVAL_KEYS = (
     "abilities",
