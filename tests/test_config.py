@@ -24,6 +24,16 @@ def _compose(*overrides):
         return compose("config", overrides=list(overrides))
 
 
+@pytest.mark.parametrize("model", sorted(p.stem for p in (REPO / "recipes/model").glob("*.yaml")))
+def test_every_model_file_composes_and_validates(model):
+    """A named size is read only when someone trains it: a misspelt key or a bad value in its file
+    must fail here, not minutes into a run (the tests train discrete_micro, not discrete_tiny). A LoRA
+    model is refused without the pretrained decoder it adapts, so it gets one (not read here)."""
+    lora = OmegaConf.load(REPO / "recipes/model" / f"{model}.yaml").get("tune") == "lora"
+    cfg = to_run_config(_compose(f"model={model}", *(["model.init_decoder=/models/llm"] if lora else [])))
+    assert cfg.model.name == model
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_composes_and_sums_to_one(recipe):
     cfg = to_run_config(_compose(f"recipe={recipe}"))
