@@ -104,25 +104,25 @@ def model_config(name: str) -> ModelConfig:
     return load_group(ModelConfig, REPO / "recipes" / "model" / f"{name}.yaml")
 
 
-def hf_llama(cfg: ModelConfig, vocab_size: int, tie: bool, out: Path, seed: int = 2):
-    """A randomly initialised transformers Llama with `cfg`'s decoder shapes, saved to `out`."""
+def hf_llama(cfg: ModelConfig, vocab_size: int, tie: bool, out: Path, seed: int = 2, **config):
+    """A randomly initialised transformers Llama with `cfg`'s decoder shapes, saved to `out` (`config`:
+    more LlamaConfig arguments, e.g. its own `rope_parameters`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=cfg.width,
-            intermediate_size=cfg.ffn,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=cfg.kv_heads,
-            rms_norm_eps=cfg.norm_eps,
-            rope_theta=cfg.rope_theta,
-            max_position_embeddings=cfg.max_seq_len,
-            tie_word_embeddings=tie,
-        )
-    ).eval()
+    shape = {
+        "vocab_size": vocab_size,
+        "hidden_size": cfg.width,
+        "intermediate_size": cfg.ffn,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_seq_len,
+        "tie_word_embeddings": tie,
+    }
+    llama = LlamaForCausalLM(LlamaConfig(**shape | config)).eval()
     llama.save_pretrained(out)
     return llama
 

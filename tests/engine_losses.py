@@ -1,7 +1,9 @@
 """Helper for tests/test_engines.py (not a test): three optimiser steps on one fixed global batch.
 
     torchrun --nproc_per_node=2 tests/engine_losses.py WORLD_DIR OUT.json ENGINE ZERO_STAGE BF16(0|1)
-Rank r takes micro-batches r, r + world, ...; rank 0 writes [[loss, grad norm], ...].
+Rank r takes micro-batches r, r + world, ...: on two ranks, rank 1's are text only (no image), the
+case where a sharded engine's ranks would reduce different tensors, and its last has no target.
+Rank 0 writes [[loss, grad norm], ...].
 """
 
 import gc
@@ -20,7 +22,7 @@ from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.config import ModelConfig
 from mmkd.shards import open_dataset
-from mmkd.templates import Templates
+from mmkd.templates import IGNORE, Templates
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import accumulate_gradients
 
@@ -36,10 +38,14 @@ def main(world: Path, out: Path, engine: str, zero_stage: int, bf16: bool) -> No
     with torch.device("meta"):  # as the trainer builds it
         model = VLM(cfg, tok.image_id)
     templates = Templates(tok, cfg.image_tokens, cfg.max_seq_len)
-    samples = [*islice(open_dataset(world / "vqa0"), 4), *islice(open_dataset(world / "text"), 4)]
-    encoded = [(templates.encode(s), {}) for s in samples]
     collate = Collator(tok.pad_id, cfg.image_size)
-    micro = [collate(encoded[i : i + 2]) for i in range(0, len(encoded), 2)]
+    vqa, text = (
+        [(templates.encode(s), {}) for s in islice(open_dataset(world / src), 4)] for src in ("vqa0", "text")
+    )
+    # Two ranks: rank 0 takes both image micro-batches, rank 1 only text (its vision tower idle), the
+    # last of them with no target at all (its LM head sees no position).
+    micro = [collate(part[i : i + 2]) for i in (0, 2) for part in (vqa, text)]
+    micro[-1]["labels"].fill_(IGNORE)
     mine = micro[info.rank :: info.world_size]
     t = TrainConfig(engine=engine, micro_batch=2, grad_clip=1.0, zero_stage=zero_stage, bf16=bf16)
     engine = parallelize(

@@ -2,6 +2,7 @@
 computes what transformers computes; the exported decoder loads in transformers with the same logits."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from transformers import LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from mmkd.model import VLM
 from mmkd.model.hf import CheckpointMismatch, export_decoder, export_vlm, load_decoder, load_vision
+from mmkd.model.rope import RopeScaling
 from tests.conftest import hf_llama, model_config
 
 VOCAB = 300
@@ -67,6 +69,105 @@ def test_vision_tower_loads_from_siglip_and_matches_it(tmp_path):
         torch.testing.assert_close(
             model.vision(pixels), hf(pixel_values=pixels).last_hidden_state, atol=1e-5, rtol=1e-4
         )
+
+
+LLAMA3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+# (transformers' rope_parameters, ours as model.rope_scaling): every form our attention honours.
+ROPES = {
+    "llama3": (
+        {**LLAMA3, "rope_theta": 500000.0, "original_max_position_embeddings": 16},
+        RopeScaling("llama3", 32.0, original_max_position=16),
+    ),
+    "linear": ({"rope_type": "linear", "factor": 4.0, "rope_theta": 500000.0}, RopeScaling("linear", 4.0)),
+    "yarn": (
+        {"rope_type": "yarn", "factor": 4.0, "rope_theta": 500000.0, "original_max_position_embeddings": 16},
+        RopeScaling("yarn", 4.0, original_max_position=16),
+    ),
+    "dynamic": (
+        {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500000.0},
+        RopeScaling("dynamic", 2.0, original_max_position=160),
+    ),
+}
+
+
+@pytest.mark.parametrize("form", sorted(ROPES))
+def test_a_llama3_shaped_checkpoint_loads_with_its_rope_and_gives_transformers_logits(form, tmp_path):
+    """Llama-3.2's shape in small (tied embeddings, grouped-query attention, rope_theta 500000, llama3
+    RoPE) and the other scaled forms, in transformers 5's layout: our logits are transformers'."""
+    hf_rope, ours = ROPES[form]
+    model = _ours(rope_theta=500000.0, rope_scaling=ours)
+    hf = hf_llama(model.cfg, VOCAB, True, tmp_path / "llama", rope_parameters=hf_rope)
+    assert json.loads((tmp_path / "llama/config.json").read_text())["rope_parameters"]["rope_type"] == form
+    load_decoder(model, tmp_path / "llama")
+    ids = torch.randint(4, VOCAB, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=1e-5)
+        if form != "dynamic":  # within the checkpoint's context, dynamic is the plain RoPE
+            plain = _ours(rope_theta=500000.0)
+            plain.load_state_dict(model.state_dict())
+            assert (plain(ids) - hf(ids).logits).abs().max() > 1e-4  # the scaling is what makes them equal
+
+
+def test_transformers_4_rope_layout_loads_and_exports_round_trip(tmp_path):
+    """A config.json with top-level rope_theta and rope_scaling (transformers 4.x, older Llama-3 repos;
+    "type" for "rope_type") is read the same; our export writes that layout, which both versions read."""
+    model = _ours(rope_theta=500000.0, rope_scaling=RopeScaling("llama3", 32.0, original_max_position=16))
+    out = export_decoder(model, tmp_path / "export")
+    written = json.loads((out / "config.json").read_text())
+    assert written["rope_theta"] == 500000.0 and written["rope_scaling"]["rope_type"] == "llama3"
+    hf = LlamaForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(4, VOCAB, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-5, rtol=1e-5)
+    legacy = {**written, "rope_scaling": {**written["rope_scaling"], "type": "llama3"}}
+    del legacy["rope_scaling"]["rope_type"]
+    (out / "config.json").write_text(json.dumps(legacy))
+    again = _ours(rope_theta=500000.0, rope_scaling=model.cfg.rope_scaling)
+    load_decoder(again, out)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), model(ids))
+
+
+@pytest.mark.parametrize(
+    ("rope_parameters", "message"),
+    [
+        ({"rope_type": "default", "rope_theta": 500000.0}, r"rope_theta=500000, our model config has model"),
+        (
+            {**LLAMA3, "rope_theta": 10000.0, "original_max_position_embeddings": 16},
+            r"its RoPE scaling has type='llama3', our model config has model\.rope_scaling\.type='default' "
+            r"\(set model\.rope_scaling to \{type: llama3, factor: 32\.0, original_max_position: 16\}\)",
+        ),
+        ({"rope_type": "longrope", "rope_theta": 10000.0}, r"rope_parameters\.rope_type='longrope': must be"),
+        (
+            {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "rope_theta": 10000.0,
+                "original_max_position_embeddings": 16,
+                "mscale": 0.7,
+            },
+            r"rope_parameters\.mscale=0\.7 is not a RoPE setting mmkd can honour",
+        ),
+    ],
+)
+def test_a_rope_we_do_not_compute_is_refused_naming_the_key(rope_parameters, message, tmp_path):
+    """Before this was checked, a rope_theta 500000 checkpoint loaded silently into a 10000 model."""
+    model = _ours()
+    path = tmp_path / "llama"
+    hf_llama(model.cfg, VOCAB, True, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config | {"rope_parameters": rope_parameters}))
+    with pytest.raises(CheckpointMismatch, match=message):
+        load_decoder(model, path)
+
+
+def test_a_rope_scaling_the_tables_cannot_honour_is_refused_by_the_config():
+    with pytest.raises(ValueError, match=r"model\.rope_scaling\.type='dynamic': dynamic changes the"):
+        dataclasses.replace(
+            model_config("micro"), rope_scaling=RopeScaling("dynamic", 2.0, original_max_position=64)
+        ).validate()
+    with pytest.raises(ValueError, match=r"model\.rope_scaling\.original_max_position=0: must be positive"):
+        dataclasses.replace(model_config("micro"), rope_scaling=RopeScaling("llama3", 8.0)).validate()
 
 
 def test_mismatches_are_named(tmp_path):

@@ -13,10 +13,10 @@ from mmkd.engines.base import Engine
 class DDPEngine(Engine):
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
         super().__init__(model, optimizer)
-        # A micro-batch without images leaves the vision tower unused; DDP must then still reduce the
-        # gradients it accumulated over the step's other micro-batches.
+        # Every parameter takes part in every forward (a batch without images still runs the vision
+        # tower, times zero: `VLM.embed`), so DDP need not search the graph for unused ones.
         ids = [device] if device.type == "cuda" else None
-        self.module = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        self.module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def sync(self, last: bool) -> AbstractContextManager:
         return nullcontext() if last else self.module.no_sync()

@@ -7,7 +7,9 @@ The dataclass defaults are the dense `tiny` size; `micro` runs tests in seconds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mmkd.model.rope import RopeScaling
 
 
 @dataclass
@@ -34,6 +36,9 @@ class ModelConfig:
     ffn: int = 384
     max_seq_len: int = 192
     rope_theta: float = 10000.0
+    # How a pretrained decoder stretched its RoPE (linear, dynamic, llama3, yarn: mmkd/model/rope.py);
+    # model.init_decoder must state the same.
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
     norm_eps: float = 1e-5
     vocab_size: int = 0  # 0: take it from the tokenizer
     tie_embeddings: bool = True
@@ -88,6 +93,11 @@ class ModelConfig:
             f"must divide heads={self.heads} (grouped-query attention)",
         )
         need((self.width // self.heads) % 2 == 0, "heads", "head dim must be even for RoPE")
+        need(self.rope_theta > 0, "rope_theta", "must be positive")
+        bad = self.rope_scaling.problems(self.max_seq_len)
+        if bad:
+            key, why = bad[0]
+            raise ValueError(f"model.rope_scaling.{key}={getattr(self.rope_scaling, key)!r}: {why}")
         need(
             self.vision_width % self.vision_heads == 0,
             "vision_heads",

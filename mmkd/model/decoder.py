@@ -14,6 +14,7 @@ from torch import nn
 
 from mmkd.model.config import ModelConfig
 from mmkd.model.kv_cache import KVCache
+from mmkd.model.rope import rope_tables
 from mmkd.model.varlen import Varlen, flash_available, varlen_attention
 
 
@@ -42,13 +43,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
-def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv)  # [L, Dh/2]
-    emb = torch.cat([freqs, freqs], dim=-1)  # [L, Dh]
-    return emb.cos(), emb.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -133,7 +127,7 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.width)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.width, cfg.norm_eps)
-        self.rope = (cfg.width // cfg.heads, cfg.max_seq_len, cfg.rope_theta)
+        self.rope = (cfg.width // cfg.heads, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
         self.register_buffer("rope_cos", torch.empty(cfg.max_seq_len, self.rope[0]), persistent=False)
         self.register_buffer("rope_sin", torch.empty(cfg.max_seq_len, self.rope[0]), persistent=False)
         self.reset_buffers()

@@ -2,15 +2,16 @@
 
 In: a Llama-family decoder (`model.layers.N.self_attn.q_proj.weight`, ...) and a SigLIP vision tower
 (`vision_model.encoder.layers.N...`, q/k/v fused into our `qkv`) from local safetensors; the projector
-stays fresh. Shapes and the settings that change the function (norm eps, RoPE theta) must match our
-config; a mismatch is an error naming the key. Out: the whole model as a `LlavaForConditionalGeneration`
-directory with its processor (VLMEvalKit, vLLM), or the decoder as `LlamaForCausalLM` (lm-eval), each
-with config.json, model.safetensors and the tokenizer (`launch/export.py`). Only safetensors are read
-or written: no pickle.
+stays fresh. Shapes and the settings that change the function (norm eps, RoPE in any form transformers
+writes: mmkd/model/rope.py) must match our config; a mismatch is an error naming the key. Out: the whole
+model as a `LlavaForConditionalGeneration` directory with its processor (VLMEvalKit, vLLM), or the
+decoder as `LlamaForCausalLM` (lm-eval), each with config.json, model.safetensors and the tokenizer
+(`launch/export.py`). Only safetensors are read or written: no pickle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from mmkd.errors import CheckpointError
 from mmkd.materialize import copy_full_
+from mmkd.model import rope
 from mmkd.model.config import ModelConfig
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import merged_state
@@ -119,6 +121,36 @@ def _settings(path: Path, want: dict[str, float], got: dict) -> None:
             raise CheckpointMismatch(f"{path}/config.json: {name}={got[name]}, our model config has {value}")
 
 
+def _same_rope(path: Path, cfg: ModelConfig, hf_config: dict) -> None:
+    """The checkpoint's RoPE (any form transformers writes) is the one the model is configured with:
+    positions rotated otherwise would load without an error and compute something else."""
+    try:
+        theta, scaling = rope.from_hf(hf_config)
+    except ValueError as e:
+        raise CheckpointMismatch(f"{path}/config.json: {e}") from None
+    if theta != cfg.rope_theta:
+        raise CheckpointMismatch(
+            f"{path}/config.json: rope_theta={theta:g}, our model config has "
+            f"model.rope_theta={cfg.rope_theta:g}"
+        )
+    for f in dataclasses.fields(scaling):
+        theirs, ours = getattr(scaling, f.name), getattr(cfg.rope_scaling, f.name)
+        if theirs != ours:
+            raise CheckpointMismatch(
+                f"{path}/config.json: its RoPE scaling has {f.name}={theirs!r}, our model config has "
+                f"model.rope_scaling.{f.name}={ours!r} (set model.rope_scaling to {_as_override(scaling)})"
+            )
+
+
+def _as_override(scaling: rope.RopeScaling) -> str:
+    changed = {
+        f.name: getattr(scaling, f.name)
+        for f in dataclasses.fields(scaling)
+        if getattr(scaling, f.name) != f.default
+    }
+    return "{" + ", ".join(f"{k}: {v}" for k, v in changed.items()) + "}"
+
+
 def _under_adapter(key: str) -> str:
     """Where a weight lives once LoRA wraps its layer (`mmkd.model.lora`)."""
     return key.removesuffix(".weight") + ".base_layer.weight"
@@ -132,7 +164,8 @@ def load_decoder(model: VLM, path: str | Path) -> None:
     """
     path, cfg = Path(path), model.cfg
     hf_config = _config(path)
-    _settings(path, {"rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta}, hf_config)
+    _settings(path, {"rms_norm_eps": cfg.norm_eps}, hf_config)
+    _same_rope(path, cfg, hf_config)
     state, ours = _read(path), model.state_dict()
     keys = decoder_map(cfg)
     if cfg.tie_embeddings and "lm_head.weight" in state:
@@ -188,7 +221,7 @@ def _llama_config(cfg: ModelConfig) -> dict:
         "head_dim": cfg.width // cfg.heads,
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
+        **rope.to_hf(cfg.rope_theta, cfg.rope_scaling),
         "vocab_size": cfg.vocab_size,
         "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu",

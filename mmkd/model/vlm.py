@@ -77,13 +77,25 @@ class VLM(DecoderLM):
         if pixels is None:
             if n_slots:
                 raise ValueError(f"{n_slots} <image> tokens but no pixels were given")
-            return x
+            return x + self._untouched_vision(x) if torch.is_grad_enabled() else x
         feats = self.projector(self.vision(pixels))  # [N, P, D]
         if n_slots != feats.shape[0] * feats.shape[1]:
             raise ValueError(
                 f"{n_slots} <image> tokens for {feats.shape[0]} images of {feats.shape[1]} tokens"
             )
         return x.masked_scatter(slots[..., None], feats.to(x.dtype).reshape(-1, x.shape[-1]))
+
+    def _untouched_vision(self, x: torch.Tensor) -> torch.Tensor:
+        """A zero that depends on every vision and projector parameter, for a batch without images.
+
+        Sharded engines reduce (FSDP2, ZeRO-2) or gather (ZeRO-3) the same parameters on every rank in
+        the same order; a rank whose micro-batch has no image would skip the tower and desynchronise
+        them (a gloo abort, a NCCL hang). One blank image through the tower, times zero, keeps every
+        rank's collectives identical and adds exactly nothing to the embeddings or the gradients.
+        """
+        size = self.cfg.image_size
+        blank = x.new_zeros(1, 3, size, size, dtype=torch.float32)  # [1, 3, H, W], pixels' dtype
+        return self.projector(self.vision(blank)).sum().to(x.dtype) * 0
 
     def loss_sums(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of the next-token losses, number of supervised tokens)."""
