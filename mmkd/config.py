@@ -24,6 +24,7 @@ from mmkd.build_config import BuildConfig
 from mmkd.errors import ConfigError
 from mmkd.mmgic_template import DOCUMENT_KINDS, text_to_image_prompt
 from mmkd.model.config import ModelConfig
+from mmkd.model.pretrained_shape import adopt_pretrained_shapes
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
 from mmkd.world.benchmarks import ABILITIES
@@ -410,6 +411,10 @@ class RunConfig:
                 f"tokenizer={self.tokenizer!r}: must be auto, world or a Hugging Face tokenizer directory "
                 "(with a tokenizer.json)"
             )
+        try:
+            adopt_pretrained_shapes(self.model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         for part in (self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip):
             try:
                 part.validate()

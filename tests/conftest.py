@@ -99,6 +99,14 @@ def convert(kind: str, *args: str, out: Path) -> Path:
     return out
 
 
+def composed(*overrides: str):
+    """recipes/config.yaml composed by Hydra with these overrides, as the launchers compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
 def model_config(name: str) -> ModelConfig:
     """A named size exactly as the recipes/model/<name>.yaml file declares it."""
     return load_group(ModelConfig, REPO / "recipes" / "model" / f"{name}.yaml")

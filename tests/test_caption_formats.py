@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from mmkd.config import BuildConfig, ConfigError, RunConfig, to_run_config
@@ -22,7 +21,7 @@ from mmkd.shards import open_dataset
 from mmkd.world import alttext, assertions, caption_formats, claims, encyclopedia
 from mmkd.world.language import join_phrases, object_phrase
 from mmkd.world.scene import Scene, SceneObject, WorldConfig, sample_scene, scene_rng
-from tests.conftest import REPO, convert, data_overrides, run_python
+from tests.conftest import REPO, composed, convert, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 SCENE = Scene(
@@ -136,8 +135,7 @@ def test_a_planted_hallucination_rate_is_recovered_within_its_interval():
 
 
 def test_per_sample_mixing_follows_the_ratio_and_concatenation_keeps_the_order(world, tmp_path):
-    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
-        recipe = to_run_config(compose("config", overrides=["recipe=caption_ratio_66_33"])).recipe
+    recipe = to_run_config(composed("recipe=caption_ratio_66_33")).recipe
     weights = recipe.active()
     sampler = MixtureSampler(weights, seed=0)
     draws = Counter(next(sampler) for _ in range(10_000))

@@ -1,15 +1,15 @@
 """Configs compose through Hydra, and every mistake names the key that is wrong."""
 
+import json
 import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mmkd.config import ConfigError, RecipeConfig, to_run_config
 from mmkd.data_builders.sources import SourceError, check_sources
-from tests.conftest import REPO, micro_run_config, small_data
+from tests.conftest import REPO, composed, micro_run_config, small_data
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
 RECIPES += sorted(
@@ -19,32 +19,42 @@ RECIPES += sorted(
 RECIPES += sorted(p.stem for p in (REPO / "recipes/recipe").glob("scale_*.yaml") if p.stem != "scale_clip10")
 
 
-def _compose(*overrides):
-    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
-        return compose("config", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("model", sorted(p.stem for p in (REPO / "recipes/model").glob("*.yaml")))
-def test_every_model_file_composes_and_validates(model):
+def test_every_model_file_composes_and_validates(model, tmp_path):
     """A named size is read only when someone trains it: a misspelt key or a bad value in its file
     must fail here, not minutes into a run (the tests train discrete_micro, not discrete_tiny). A LoRA
-    model is refused without the pretrained decoder it adapts, so it gets one (not read here)."""
-    lora = OmegaConf.load(REPO / "recipes/model" / f"{model}.yaml").get("tune") == "lora"
-    cfg = to_run_config(_compose(f"model={model}", *(["model.init_decoder=/models/llm"] if lora else [])))
+    model is refused without the pretrained decoder it adapts, so it gets the config.json of one of
+    the file's shape (its weights are not read here), whose shape then leaves the file's unchanged."""
+    size = OmegaConf.load(REPO / "recipes/model" / f"{model}.yaml")
+    init = []
+    if size.get("tune") == "lora":
+        config = {
+            "hidden_size": size.width,
+            "num_hidden_layers": size.layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.kv_heads,
+            "intermediate_size": size.ffn,
+            "rms_norm_eps": size.norm_eps,
+            "rope_theta": size.rope_theta,
+        }
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        init = [f"model.init_decoder={tmp_path}"]
+    cfg = to_run_config(composed(f"model={model}", *init))
     assert cfg.model.name == model
+    assert {k: getattr(cfg.model, k) for k in size if k != "rope_scaling"} == dict(size)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_composes_and_sums_to_one(recipe):
-    cfg = to_run_config(_compose(f"recipe={recipe}"))
+    cfg = to_run_config(composed(f"recipe={recipe}"))
     assert cfg.recipe.name == recipe and cfg.run_dir == f"runs/{recipe}/seed0"
     assert abs(sum(cfg.recipe.active().values()) - 1) < 1e-9
     check_sources(cfg.recipe.name, cfg.recipe.sources(), cfg)  # every source is buildable
 
 
 def test_child_recipes_state_only_their_difference():
-    base = to_run_config(_compose("recipe=baseline")).recipe.active()
-    v2 = to_run_config(_compose("recipe=pair_caption_v2")).recipe.active()
+    base = to_run_config(composed("recipe=baseline")).recipe.active()
+    v2 = to_run_config(composed("recipe=pair_caption_v2")).recipe.active()
     assert base == {"caption0": 0.28, "vqa0": 0.17, "text": 0.40, "other": 0.15}
     assert v2 == {"pair_caption": 0.28, "vqa0": 0.17, "text": 0.40, "other": 0.15}
 
@@ -86,18 +96,18 @@ def test_bad_values_are_rejected_before_compute(cfg, message):
 
 
 def test_sources_are_checked_before_compute():
-    cfg = to_run_config(_compose("recipe=caption_only"))
+    cfg = to_run_config(composed("recipe=caption_only"))
     check_sources(cfg.recipe.name, sorted(cfg.recipe.active()), cfg)  # caption1 is buildable
     with pytest.raises(SourceError, match="unknown source 'captoin0'"):
         check_sources("mine", ["captoin0"], cfg)
-    real = to_run_config(_compose("+data.sources.caption1=/nonexistent"))
+    real = to_run_config(composed("+data.sources.caption1=/nonexistent"))
     with pytest.raises(SourceError, match=r"data\.sources\.caption1="):
         check_sources("mine", ["caption1"], real)
-    no_input = to_run_config(_compose("recipe=caption_only"))
+    no_input = to_run_config(composed("recipe=caption_only"))
     del no_input.build.inputs["caption1"]
     with pytest.raises(SourceError, match=r"build\.inputs has no entry.*build\.inputs\.caption1"):
         check_sources("mine", ["caption1"], no_input)
-    loop = to_run_config(_compose("build.inputs.caption1=vqa1"))
+    loop = to_run_config(composed("build.inputs.caption1=vqa1"))
     with pytest.raises(SourceError, match=r"build\.inputs loops: caption1 -> vqa1 -> caption1"):
         check_sources("mine", ["caption1"], loop)
 
@@ -108,10 +118,10 @@ def test_a_dataset_no_weight_uses_is_named(tmp_path):
 
     with ShardWriter(tmp_path / "coco", "coco", {"builder": "test"}):
         pass
-    cfg = to_run_config(_compose(f"+data.sources.cocoo={tmp_path / 'coco'}"))
+    cfg = to_run_config(composed(f"+data.sources.cocoo={tmp_path / 'coco'}"))
     with pytest.raises(SourceError, match=r"data\.sources\.cocoo is used by no weight of the mixture"):
         check_sources(cfg.recipe.name, cfg.recipe.sources(), cfg)
-    reads = to_run_config(_compose("recipe=caption_only", f"+data.sources.photos={tmp_path / 'coco'}"))
+    reads = to_run_config(composed("recipe=caption_only", f"+data.sources.photos={tmp_path / 'coco'}"))
     reads.build.inputs["caption1"] = "photos"  # read by a builder the recipe needs: used
     reads.annotator.backend = "openai"
     check_sources(reads.recipe.name, reads.recipe.sources(), reads)
@@ -126,7 +136,7 @@ def test_world_oracle_refuses_real_images(tmp_path):
     with ShardWriter(tmp_path / "coco", "coco", {"builder": "test"}) as w:
         w.write(Sample("a", "caption", "coco", [Image.new("RGB", (8, 8))], "a cat", caption_tag="COCO"))
     cfg = to_run_config(
-        _compose(
+        composed(
             "recipe=pair_caption_v2",
             f"+data.sources.photos={tmp_path / 'coco'}",
             "build.inputs.pair_caption=photos",
@@ -190,7 +200,7 @@ def test_group_files_list_every_typed_field():
     from mmkd.config import BuildConfig, DataConfig, EvalConfig, TrainConfig
     from mmkd.model.config import ModelConfig
 
-    cfg = _compose()
+    cfg = composed()
     for key, schema in (
         ("model", ModelConfig),
         ("data", DataConfig),

@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
+from mmkd.errors import ConfigError
 from mmkd.model import VLM
+from mmkd.model.config import ModelConfig
 from mmkd.model.hf import CheckpointMismatch, export_decoder, export_vlm, load_decoder, load_vision
 from mmkd.model.rope import RopeScaling
-from tests.conftest import hf_llama, model_config
+from tests.conftest import composed, hf_llama, model_config
 
 VOCAB = 300
 
@@ -185,20 +187,77 @@ def test_mismatches_are_named(tmp_path):
 
 
 def test_a_run_starts_from_the_configured_checkpoints(world, tokenizer, tmp_path):
+    """`model.init_decoder=DIR model.init_vision=DIR` and no other model key: the default size (tiny)
+    takes the checkpoints' shapes from their config.json (a Llama-3.2-shaped decoder: tied, grouped
+    queries, llama3 RoPE at theta 500000; a SigLIP tower with SigLIP's 1e-6 norm eps), loads them, and
+    computes what transformers computes."""
+    from mmkd.config import to_run_config
     from mmkd.trainer import build_model
-    from tests.conftest import micro_run_config
 
-    cfg = micro_run_config(world[0], tmp_path / "run")
-    hf = _hf_llama(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size), tmp_path, tie=True)
-    assert hf.config.vocab_size == VOCAB  # _hf_llama's vocabulary; make it the tokenizer's instead
-    hf.resize_token_embeddings(tokenizer.vocab_size)
-    hf.save_pretrained(tmp_path / "llama")
-    cfg.model.init_decoder = str(tmp_path / "llama")
-    model = build_model(cfg, tokenizer)
-    torch.testing.assert_close(model.decoder.embed_tokens.weight, hf.model.embed_tokens.weight)
-    torch.testing.assert_close(
-        model.decoder.layers[1].mlp.down_proj.weight, hf.model.layers[1].mlp.down_proj.weight
+    shape = ModelConfig(width=64, layers=2, heads=4, kv_heads=2, ffn=96, max_seq_len=64)
+    hf = hf_llama(shape, tokenizer.vocab_size, True, tmp_path / "llama", rope_parameters=ROPES["llama3"][0])
+    torch.manual_seed(4)
+    siglip = SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
+    siglip.save_pretrained(tmp_path / "siglip")
+    cfg = to_run_config(
+        composed(f"model.init_decoder={tmp_path / 'llama'}", f"model.init_vision={tmp_path / 'siglip'}")
     )
+    m = cfg.model
+    assert (m.name, m.width, m.layers, m.heads, m.kv_heads, m.ffn, m.tie_embeddings) == (
+        "tiny",
+        64,
+        2,
+        4,
+        2,
+        96,
+        True,
+    )
+    assert (m.rope_theta, m.rope_scaling) == (500000.0, ROPES["llama3"][1])
+    assert (m.vision_width, m.vision_layers, m.image_size, m.patch_size, m.vision_norm_eps) == (
+        48,
+        2,
+        32,
+        8,
+        1e-6,
+    )
+    model = build_model(cfg, tokenizer).eval()
+    ids = torch.randint(4, tokenizer.vocab_size, (2, 40))
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-5, rtol=1e-5)
+        want = siglip(pixel_values=pixels).last_hidden_state
+        torch.testing.assert_close(model.vision(pixels), want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"attention_bias": True}, r"attention_bias=True is not supported"),
+        ({"hidden_act": "gelu"}, r"hidden_act='gelu' is not supported \(mmkd computes hidden_act='silu'\)"),
+        ({"head_dim": 8}, r"head_dim=8 with 2 heads is not hidden_size=32"),
+        ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, r"rope_type='longrope'"),
+    ],
+)
+def test_a_decoder_config_we_cannot_compute_is_a_config_error_naming_the_key(config, message, tmp_path):
+    from mmkd.config import to_run_config
+
+    hf_llama(model_config("micro"), VOCAB, True, tmp_path)
+    stated = json.loads((tmp_path / "config.json").read_text())
+    stated.pop("rope_parameters") if "rope_scaling" in config else None
+    (tmp_path / "config.json").write_text(json.dumps(stated | config))
+    with pytest.raises(
+        ConfigError, match=rf"model\.init_decoder='{tmp_path}': {tmp_path}/config\.json: .*{message}"
+    ):
+        to_run_config(composed(f"model.init_decoder={tmp_path}"))
 
 
 @pytest.mark.parametrize("tie", [True, False])

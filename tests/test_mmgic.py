@@ -24,7 +24,7 @@ from mmkd.schema import IMAGE_MARKER, Sample
 from mmkd.shards import open_dataset
 from mmkd.templates import IGNORE, Templates
 from mmkd.world import glossary
-from tests.conftest import REPO, SMALL_SIZES, convert, data_overrides, run_python
+from tests.conftest import REPO, SMALL_SIZES, composed, convert, data_overrides, run_python
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 DOC = {
@@ -222,12 +222,9 @@ def test_a_dropped_text_first_document_is_its_image_alone_and_image_prompts_read
 
 
 def _run_config(*overrides: str) -> RunConfig:
-    from hydra import compose, initialize_config_dir
-
     from mmkd.config import to_run_config
 
-    with initialize_config_dir(str(REPO / "recipes"), version_base=None):
-        return to_run_config(compose("config", overrides=["model=discrete_micro", *overrides]))
+    return to_run_config(composed("model=discrete_micro", *overrides))
 
 
 def test_the_eval_prompt_overrides_the_recipes_and_plain_text_first_stays_the_default(tokenizer):

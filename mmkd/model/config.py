@@ -28,6 +28,7 @@ class ModelConfig:
     # SigLIP's post-layernorm on the ViT output. false feeds the projector the last layer's hidden
     # state, as LLaVA does: needed to export the whole model as LlavaForConditionalGeneration.
     vision_post_norm: bool = True
+    vision_norm_eps: float = 1e-5  # the towers' LayerNorms (SigLIP checkpoints state 1e-6)
     # Decoder-only language model (Llama-like: RMSNorm, RoPE, SwiGLU, grouped-query attention).
     width: int = 128
     layers: int = 3
@@ -46,8 +47,9 @@ class ModelConfig:
     # flash (flash-attn 2 varlen, GPU), auto (flash when installed on a GPU, else sdpa).
     attention: str = "auto"
     # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
+    # Their config.json sets the tower's shape keys above (mmkd/model/pretrained_shape.py).
     init_vision: str = ""  # a SigLIP vision tower
-    init_decoder: str = ""  # a Llama-family decoder with matching shapes
+    init_decoder: str = ""  # a Llama-family decoder
     # The discrete family. Its visual tokenizer (`launch/visual_tokenizer.py`, or an adapted public
     # one): a directory, or "" to train one on the world beside the world data. Its shape is stated
     # here so the model is built (and checked) before the tokenizer exists.

@@ -24,6 +24,7 @@ from mmkd.model import rope
 from mmkd.model.config import ModelConfig
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import merged_state
+from mmkd.model.pretrained_shape import read_config
 from mmkd.model.vlm import VLM
 from mmkd.tokenizer import Tokenizer
 
@@ -40,13 +41,6 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     for f in files:
         state.update(load_file(f))
     return state
-
-
-def _config(path: Path) -> dict:
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
-    cfg = json.loads((path / "config.json").read_text())
-    return cfg.get("vision_config", cfg) if "vision_config" in cfg and "hidden_size" not in cfg else cfg
 
 
 def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -163,7 +157,7 @@ def load_decoder(model: VLM, path: str | Path) -> None:
     extended vocabulary, so it is never tied). Weights under LoRA adapters load into their base layer.
     """
     path, cfg = Path(path), model.cfg
-    hf_config = _config(path)
+    hf_config = read_config(path)
     _settings(path, {"rms_norm_eps": cfg.norm_eps}, hf_config)
     _same_rope(path, cfg, hf_config)
     state, ours = _read(path), model.state_dict()
@@ -191,7 +185,7 @@ def load_decoder(model: VLM, path: str | Path) -> None:
 def load_vision(model: VLM, path: str | Path) -> None:
     """Initialise the ViT from a local SigLIP (vision model or full SigLIP) checkpoint."""
     path, cfg = Path(path), model.cfg
-    _settings(path, {"layer_norm_eps": model.vision.layers[0].layer_norm1.eps}, _config(path))
+    _settings(path, {"layer_norm_eps": cfg.vision_norm_eps}, read_config(path))
     state = _strip(_read(path), ("vision_model.", "model.vision_model."))
     ours = model.state_dict()
     try:
@@ -302,7 +296,7 @@ def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = No
             "num_attention_heads": cfg.vision_heads,
             "image_size": cfg.image_size,
             "patch_size": cfg.patch_size,
-            "layer_norm_eps": model.vision.layers[0].layer_norm1.eps,
+            "layer_norm_eps": cfg.vision_norm_eps,
             "hidden_act": "gelu_pytorch_tanh",
             "vision_use_head": False,
         },

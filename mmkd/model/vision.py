@@ -28,9 +28,9 @@ class VisionAttention(nn.Module):
 class VisionBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(cfg.vision_width)
+        self.layer_norm1 = nn.LayerNorm(cfg.vision_width, cfg.vision_norm_eps)
         self.self_attn = VisionAttention(cfg.vision_width, cfg.vision_heads)
-        self.layer_norm2 = nn.LayerNorm(cfg.vision_width)
+        self.layer_norm2 = nn.LayerNorm(cfg.vision_width, cfg.vision_norm_eps)
         self.fc1 = nn.Linear(cfg.vision_width, cfg.vision_mlp)
         self.fc2 = nn.Linear(cfg.vision_mlp, cfg.vision_width)
 
@@ -46,7 +46,9 @@ class VisionEncoder(nn.Module):
         self.position_embedding = nn.Parameter(torch.empty(1, cfg.image_tokens, cfg.vision_width))
         self.reset_parameters()
         self.layers = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.vision_layers))
-        self.post_layernorm = nn.LayerNorm(cfg.vision_width) if cfg.vision_post_norm else nn.Identity()
+        self.post_layernorm = (
+            nn.LayerNorm(cfg.vision_width, cfg.vision_norm_eps) if cfg.vision_post_norm else nn.Identity()
+        )
 
     def reset_parameters(self) -> None:
         """The position embedding, drawn right after the patch convolution (materialisation replays it)."""
