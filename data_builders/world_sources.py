@@ -25,9 +25,9 @@ from mmkd.data_builders import scale_pool as pool
 from mmkd.schema import Sample, Turn
 from mmkd.shards import ShardWriter, write_json_atomic
 from mmkd.world import alttext as world_alttext
-from mmkd.world import encyclopedia, language
+from mmkd.world import language
 from mmkd.world.render import render
-from mmkd.world.scene import KINDS, THEMES, WorldConfig, sample_scene, scene_rng
+from mmkd.world.scene import KINDS, WorldConfig, sample_scene, scene_rng
 
 BUILDER_VERSION = 2
 
@@ -96,14 +96,7 @@ def vqa0(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
 
 def text(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
     for i in _progress(n, "text"):
-        rng = scene_rng(cfg, "text", i)
-        u = rng.random()
-        if u < 0.4:
-            body, genre = encyclopedia.passage(rng, rng.choice(KINDS)), "encyclopedia"
-        elif u < 0.8:
-            body, genre = language.scene_prose(sample_scene(cfg, "text", i, layout="objects"), rng), "story"
-        else:
-            body, genre = language.theme_prose(rng.choice(sorted(THEMES)), rng), "theme"
+        body, genre = language.text_document(cfg, "text", i)
         writer.write(
             Sample(id=f"text-{i:07d}", kind="text", source="text", text=body, metadata={"genre": genre})
         )

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.build_config import BuildConfig
 from mmkd.errors import ConfigError
+from mmkd.foundations.config import FoundationConfig
 from mmkd.mmgic_template import DOCUMENT_KINDS, text_to_image_prompt
 from mmkd.model.config import ModelConfig
 from mmkd.model.pretrained_shape import adopt_pretrained_shapes
@@ -389,15 +390,18 @@ class RunConfig:
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    foundations: FoundationConfig = field(default_factory=FoundationConfig)
 
     def tokenizer_dir(self) -> Path | None:
         """The Hugging Face tokenizer directory this run uses, or None for the world's tokenizer."""
+        if self.tokenizer == "auto" and self.model.init == "world":
+            return None  # the world foundations read the world tokenizer's ids
         if self.tokenizer == "auto":
             return Path(self.model.init_decoder) if self.model.init_decoder else None
         return None if self.tokenizer == "world" else Path(self.tokenizer)
 
     def validate(self) -> RunConfig:
-        if self.tokenizer == "world" and self.model.init_decoder:
+        if self.tokenizer == "world" and self.model.init_decoder and self.model.init != "world":
             raise ConfigError(
                 f"tokenizer=world with model.init_decoder={self.model.init_decoder!r}: the pretrained "
                 "decoder's token ids mean the words of its own tokenizer; use tokenizer=auto (its "
@@ -415,7 +419,21 @@ class RunConfig:
             adopt_pretrained_shapes(self.model)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        for part in (self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip):
+        if self.model.init == "world" and self.tokenizer not in ("auto", "world"):
+            raise ConfigError(
+                f"model.init=world with tokenizer={self.tokenizer!r}: the world foundations read the world "
+                "tokenizer's ids; use tokenizer=auto"
+            )
+        parts = (
+            self.recipe,
+            self.model,
+            self.data.world,
+            self.annotator,
+            self.build,
+            self.clip,
+            self.foundations,
+        )
+        for part in parts:
             try:
                 part.validate()
             except ValueError as e:

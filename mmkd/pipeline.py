@@ -30,6 +30,7 @@ from mmkd.data_builders.sources import (
 from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.foundations.store import foundation_paths, prepare_foundations
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
@@ -83,6 +84,11 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
                 "model.family=discrete on real data alone needs model.visual_tokenizer (a tokenizer "
                 "directory: docs/discrete.md); only the knowledge world can train one here"
             )
+    if cfg.model.init == "world" and (cfg.model.init_vision or cfg.model.init_decoder):
+        raise ConfigError(
+            "model.init=world starts from the world foundations; model.init_vision / model.init_decoder "
+            "name other checkpoints: use one or the other"
+        )
     if cfg.eval.lm_eval_tasks:  # a misspelt task must not surface after hours of training
         from mmkd.eval.lm_eval_suite import check_tasks
 
@@ -141,6 +147,11 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         for d in prepared.values():  # a corrupt shard is named now, not hours into training
             verify(open_dataset(d), Path(cfg.data.root) / "verified")
         check_sft_sources(cfg, prepared)
+        if cfg.model.init == "world":
+            world_tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+            prepare_foundations(
+                cfg.model, cfg.foundations, cfg.data.world, world_root, world_tokenizer, info.device
+            )
     wait_for_main(info)
     dirs = source_dirs(names, cfg, world_root)
     if cfg.model.family == "discrete":
@@ -151,6 +162,10 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
     else:
         tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+    if cfg.model.init == "world":  # the run starts from them, and its config.yaml records which
+        found = foundation_paths(cfg.model, cfg.foundations, cfg.data.world, world_root, tokenizer)
+        cfg.model.init_decoder = str(found["text"] / "model")
+        cfg.model.init_vision = str(found["vision"] / "model") if "vision" in found else ""
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
         write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -151,21 +152,29 @@ def train_clip(
         "clip": asdict(cfg),
         "loss_first": float(np.mean(losses[:10])),
         "loss_last": float(np.mean(losses[-10:])),
-        **evaluate_clip(model, cfg, tokenizer, world, cfg.eval_items, device),
+        **evaluate_contrastive(
+            _clip_embed(model, cfg, tokenizer, world.image_size, device), world, cfg.eval_items
+        ),
     }
     save(model, tokenizer, world.image_size, out / "model")
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 
-@torch.no_grad()
-def _embed(
-    model: Any, cfg: ClipConfig, tokenizer: Tokenizer, texts: list[str], images: list, size: int, device
-):
-    """Normalised text and image embeddings (one forward: the counts may differ)."""
-    text = text_batch(tokenizer, texts, cfg.max_text_tokens, device)
-    out = model(**text, pixel_values=pixel_batch(images, size, device))
-    return out.text_embeds, out.image_embeds
+Embed = Callable[[list[str], list], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _clip_embed(model: Any, cfg: ClipConfig, tokenizer: Tokenizer, size: int, device: torch.device) -> Embed:
+    """(texts, images) -> normalised text and image embeddings of a world CLIP (one forward: the
+    counts may differ)."""
+
+    @torch.no_grad()
+    def embed(texts: list[str], images: list) -> tuple[torch.Tensor, torch.Tensor]:
+        text = text_batch(tokenizer, texts, cfg.max_text_tokens, device)
+        out = model(**text, pixel_values=pixel_batch(images, size, device))
+        return out.text_embeds, out.image_embeds
+
+    return embed
 
 
 def _held_out(world: WorldConfig, split: str, n: int, single: bool) -> list:
@@ -184,19 +193,18 @@ def _recall(sims: torch.Tensor, k: int) -> float:
     return float((top == torch.arange(len(sims), device=sims.device)[:, None]).any(1).float().mean())
 
 
-def evaluate_clip(
-    model: Any, cfg: ClipConfig, tokenizer: Tokenizer, world: WorldConfig, n: int, device: torch.device
-) -> dict[str, float]:
-    """Zero-shot classification accuracy and retrieval recall@1/5, on held-out compositions."""
+def evaluate_contrastive(embed: Embed, world: WorldConfig, n: int) -> dict[str, float]:
+    """Zero-shot classification accuracy and retrieval recall@1/5 of an image-text model (a CLIP, or
+    the world's SigLIP: mmkd/foundations), on held-out compositions."""
     size = world.image_size
     single = _held_out(world, "bench-clip-classify", n, single=True)
     prompts = [f"a photo of a {k}." for k in KINDS]
-    t, i = _embed(model, cfg, tokenizer, prompts, [render(s, size) for s in single], size, device)
+    t, i = embed(prompts, [render(s, size) for s in single])
     predicted = (i @ t.T).argmax(1).tolist()
     accuracy = float(np.mean([KINDS[p] == s.objects[0].kind for p, s in zip(predicted, single, strict=True)]))
     scenes = _held_out(world, "bench-clip-retrieve", n, single=False)
     captions = [dense_caption(s, scene_rng(world, "bench-clip-caption", k)) for k, s in enumerate(scenes)]
-    t, i = _embed(model, cfg, tokenizer, captions, [render(s, size) for s in scenes], size, device)
+    t, i = embed(captions, [render(s, size) for s in scenes])
     sims = i @ t.T
     return {
         "zero_shot_accuracy": accuracy,

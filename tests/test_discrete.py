@@ -91,9 +91,9 @@ def test_visual_embeddings_start_as_codebook_times_projection(world, tokenizer, 
 def test_meta_built_model_matches_one_built_directly(world, tokenizer, tmp_path, visual_tokenizer):
     """Materialising replays every draw, LoRA's included, so every engine starts from the same weights."""
     llama = tmp_path / "llama"
+    hf_llama(model_config("discrete_micro"), tokenizer.vocab_size, tie=True, out=llama)
     cfg = discrete_config(world[0], tmp_path, visual_tokenizer, {"tune": "lora", "init_decoder": str(llama)})
     cfg.model.vocab_size = tokenizer.vocab_size
-    hf_llama(cfg.model, tokenizer.vocab_size, tie=True, out=llama)
     torch.manual_seed(cfg.seed)
     direct = DiscreteVLM(cfg.model, tokenizer.image_id)
     from mmkd.model.lora import apply_lora
@@ -111,9 +111,9 @@ def test_lora_trains_exactly_the_new_vocabulary_adapters_norms_and_head(
     world, tokenizer, tmp_path, visual_tokenizer
 ):
     llama = tmp_path / "llama"
+    hf = hf_llama(model_config("discrete_micro"), tokenizer.vocab_size, tie=True, out=llama)
     cfg = discrete_config(world[0], tmp_path, visual_tokenizer, {"tune": "lora", "init_decoder": str(llama)})
     cfg.model.vocab_size = tokenizer.vocab_size
-    hf = hf_llama(cfg.model, tokenizer.vocab_size, tie=True, out=llama)
     model = build_model(cfg, tokenizer)
     # The pretrained decoder sits under the adapters; the untied head starts from its tied embeddings.
     q = model.decoder.layers[0].self_attn.q_proj.base_layer.weight

@@ -46,6 +46,10 @@ class ModelConfig:
     # Attention over packed documents: sdpa (a mask), varlen (per document; flash's CPU twin),
     # flash (flash-attn 2 varlen, GPU), auto (flash when installed on a GPU, else sdpa).
     attention: str = "auto"
+    # scratch: random weights, or the init_* checkpoints below. world: the world foundation models, a
+    # SigLIP tower and a Llama decoder of this shape trained once per world and cached (mmkd/foundations;
+    # the run sets init_vision / init_decoder to them).
+    init: str = "scratch"
     # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
     # Their config.json sets the tower's shape keys above (mmkd/model/pretrained_shape.py).
     init_vision: str = ""  # a SigLIP vision tower
@@ -118,6 +122,7 @@ class ModelConfig:
         for key in ("vision_layers", "layers", "ffn", "vision_mlp"):
             need(getattr(self, key) > 0, key, "must be positive")
         need(self.family in ("dense", "discrete"), "family", "must be dense or discrete")
+        need(self.init in ("scratch", "world"), "init", "must be scratch or world")
         if self.family == "discrete":
             need(
                 not self.tie_embeddings,

@@ -204,7 +204,8 @@ def load_vision(model: VLM, path: str | Path) -> None:
             copy_full_(ours[key], value)
 
 
-def _llama_config(cfg: ModelConfig) -> dict:
+def llama_config(cfg: ModelConfig) -> dict:
+    """transformers' LlamaConfig keys of our decoder's shape (config.json of a LlamaForCausalLM)."""
     return {
         "model_type": "llama",
         "hidden_size": cfg.width,
@@ -229,12 +230,18 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer:
     tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
-    if tokenizer is not None:  # AutoTokenizer loads it: our tokenizers-library file as it is
-        (out / "tokenizer.json").write_text(tokenizer.export_str())
-        roles = tokenizer.special_tokens()
-        special = {"pad_token": roles["pad"], "bos_token": roles["bos"], "eos_token": roles["eos"]}
-        _write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **special})
+    if tokenizer is not None:
+        write_tokenizer(out, tokenizer)
     return out
+
+
+def write_tokenizer(out: Path, tokenizer: Tokenizer) -> None:
+    """tokenizer.json and tokenizer_config.json: our tokenizers-library file as it is, which
+    AutoTokenizer (and `Tokenizer.from_pretrained`) load with the same ids and special tokens."""
+    (out / "tokenizer.json").write_text(tokenizer.export_str())
+    roles = tokenizer.special_tokens()
+    special = {"pad_token": roles["pad"], "bos_token": roles["bos"], "eos_token": roles["eos"]}
+    _write_json(out / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **special})
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -246,7 +253,7 @@ def export_decoder(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None 
     and the tokenizer when given): what lm-eval and vLLM load for text tasks."""
     cfg, ours = model.cfg, model.state_dict()
     tensors = {hf: ours[key] for hf, key in decoder_map(cfg).items()}
-    config = {"architectures": ["LlamaForCausalLM"], **_llama_config(cfg)}
+    config = {"architectures": ["LlamaForCausalLM"], **llama_config(cfg)}
     return _write(Path(out_dir), tensors, config, tokenizer)
 
 
@@ -287,7 +294,7 @@ def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = No
     config = {
         "architectures": ["LlavaForConditionalGeneration"],
         "model_type": "llava",
-        "text_config": _llama_config(cfg),
+        "text_config": llama_config(cfg),
         "vision_config": {
             "model_type": "siglip_vision_model",
             "hidden_size": cfg.vision_width,
@@ -352,7 +359,7 @@ def export_discrete(model: DiscreteVLM, out_dir: str | Path, tokenizer: Tokenize
     )
     tensors = {hf: ours[key] for hf, key in decoder_map(cfg).items()}
     vocab = model.vocab
-    config = {"architectures": ["LlamaForCausalLM"], **_llama_config(cfg), "vocab_size": vocab.size}
+    config = {"architectures": ["LlamaForCausalLM"], **llama_config(cfg), "vocab_size": vocab.size}
     config["discrete_visual_vocabulary"] = {
         "img": vocab.img,
         "end_img": vocab.end_img,

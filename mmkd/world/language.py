@@ -11,8 +11,18 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mmkd.world import encyclopedia
 from mmkd.world.encyclopedia import plural
-from mmkd.world.scene import KINDS, RELATIONS, THEMES, Scene, SceneObject
+from mmkd.world.scene import (
+    KINDS,
+    RELATIONS,
+    THEMES,
+    Scene,
+    SceneObject,
+    WorldConfig,
+    sample_scene,
+    scene_rng,
+)
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -216,3 +226,16 @@ def theme_prose(theme: str, rng: random.Random) -> str:
     return f"A {theme} often has {join_phrases(pool)}. " + rng.choice(
         [f"Many people like to visit a {theme}.", f"Every {theme} looks a little different."]
     )
+
+
+def text_document(cfg: WorldConfig, split: str, index: int) -> tuple[str, str]:
+    """(text, genre) of the pure-text document at `index` of `split`: an encyclopedia passage (40%), a
+    story about a scene (40%) or prose about a theme (20%): the `text` source's documents, and the
+    world text LM's corpus on a split of its own."""
+    rng = scene_rng(cfg, split, index)
+    u = rng.random()
+    if u < 0.4:
+        return encyclopedia.passage(rng, rng.choice(KINDS)), "encyclopedia"
+    if u < 0.8:
+        return scene_prose(sample_scene(cfg, split, index, layout="objects"), rng), "story"
+    return theme_prose(rng.choice(sorted(THEMES)), rng), "theme"

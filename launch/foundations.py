@@ -1,0 +1,40 @@
+"""Build the world foundation models ahead of training (runs with `model.init=world` build them on
+first need): a SigLIP vision tower and a Llama decoder of the model's shape, trained once per world.
+
+    python launch/foundations.py                     # the default model's (tiny), about 8 minutes on 2 cores
+    python launch/foundations.py model=micro         # another shape gets foundations of its own
+    python launch/foundations.py foundations.text_steps=2000   # other settings: a new foundation beside
+
+A finished foundation is not trained again; its scores are printed (docs/foundations.md). Each lies
+in `<world>/foundations/<part>-<hash>/model/`, a Hugging Face directory that transformers loads as
+SiglipModel / LlamaForCausalLM.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from mmkd.config import to_run_config
+from mmkd.data_builders.sources import prepare_world
+from mmkd.distributed import local_device
+from mmkd.errors import reported
+from mmkd.foundations.store import prepare_foundations
+from mmkd.tokenizer import Tokenizer
+
+
+@hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
+def main(dcfg: DictConfig) -> None:
+    with reported():
+        cfg = to_run_config(dcfg)
+        root = prepare_world(cfg.data, cfg.model.patch_size)
+        tokenizer = Tokenizer.load(root / "tokenizer.json")
+        found = prepare_foundations(
+            cfg.model, cfg.foundations, cfg.data.world, root, tokenizer, local_device()
+        )
+    for part, path in found.items():
+        print(f"{part}: {path}")
+
+
+if __name__ == "__main__":
+    main()

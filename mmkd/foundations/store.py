@@ -1,0 +1,144 @@
+"""Where the world foundations live, and building them once.
+
+Each foundation is a directory `<world>/foundations/<part>-<hash>/`: `model/` (a Hugging Face
+directory with its tokenizer: what `model.init_vision` / `model.init_decoder` load) and
+`foundation.json` (what it was built from, its scores, how long it took). The hash covers everything
+that decides the weights: this module's version, the world config, the world tokenizer, the model
+shape the part takes and the `foundations.*` keys, so a change builds a new directory beside the old
+one and a run never starts from a foundation built with other settings. A build writes into a
+temporary directory and renames it when done: a crash leaves no half foundation to be reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.text import train_text
+from mmkd.foundations.vision import train_vision
+from mmkd.model.config import ModelConfig
+from mmkd.model.hf import write_tokenizer
+from mmkd.shards import write_json_atomic
+from mmkd.tokenizer import Tokenizer
+from mmkd.world.scene import WorldConfig
+
+FOUNDATIONS_VERSION = 1
+# The model config keys each part's weights depend on.
+SHAPES = {
+    "vision": (
+        "image_size",
+        "patch_size",
+        "vision_width",
+        "vision_layers",
+        "vision_heads",
+        "vision_mlp",
+        "vision_norm_eps",
+    ),
+    "text": (
+        "width",
+        "layers",
+        "heads",
+        "kv_heads",
+        "ffn",
+        "max_seq_len",
+        "rope_theta",
+        "rope_scaling",
+        "norm_eps",
+        "tie_embeddings",
+    ),
+}
+PREFIX = {"vision": "vision_", "text": "text_"}
+TRAINERS = {"vision": train_vision, "text": train_text}
+
+
+def parts(model: ModelConfig) -> list[str]:
+    """The foundations a model starts from: the discrete model has no vision tower (its images are
+    visual-token ids from its own tokenizer), so only the language model."""
+    return ["text"] if model.family == "discrete" else ["vision", "text"]
+
+
+def inputs(
+    part: str, model: ModelConfig, f: FoundationConfig, world: WorldConfig, tokenizer: Tokenizer
+) -> dict:
+    """Everything that decides a part's weights (its hash's input, recorded in foundation.json)."""
+    model_keys = asdict(model)
+    own = {
+        k.name: getattr(f, k.name)
+        for k in fields(f)
+        if k.name.startswith(PREFIX[part]) or k.name in ("seed", "warmup_fraction", "eval_items")
+    }
+    return {
+        "version": FOUNDATIONS_VERSION,
+        "part": part,
+        "world": asdict(world),
+        "tokenizer_sha256": hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),
+        "model": {k: model_keys[k] for k in SHAPES[part]},
+        "foundations": own,
+    }
+
+
+def foundation_dir(world_root: Path, part: str, stated: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(stated, sort_keys=True).encode()).hexdigest()[:12]
+    return world_root / "foundations" / f"{part}-{digest}"
+
+
+def built(directory: Path) -> dict[str, Any] | None:
+    """foundation.json of a finished foundation, or None."""
+    path = directory / "foundation.json"
+    return json.loads(path.read_text()) if path.is_file() and (directory / "model").is_dir() else None
+
+
+def foundation_paths(
+    model: ModelConfig, f: FoundationConfig, world: WorldConfig, world_root: Path, tokenizer: Tokenizer
+) -> dict[str, Path]:
+    """{part: the directory of its foundation for these settings} (built or not)."""
+    return {p: foundation_dir(world_root, p, inputs(p, model, f, world, tokenizer)) for p in parts(model)}
+
+
+def prepare_foundations(
+    model: ModelConfig,
+    f: FoundationConfig,
+    world: WorldConfig,
+    world_root: Path,
+    tokenizer: Tokenizer,
+    device: torch.device,
+) -> dict[str, Path]:
+    """{part: its Hugging Face directory}, building each that is missing (with a progress bar) and
+    printing each one's scores."""
+    out = {}
+    for part, directory in foundation_paths(model, f, world, world_root, tokenizer).items():
+        record = built(directory)
+        if record is None:
+            record = _build(part, model, f, world, tokenizer, device, directory)
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in record["scores"].items() if isinstance(v, float))
+        print(f"world {part} foundation {directory.name} ({record['seconds']:.0f} s to build): {scores}")
+        out[part] = directory / "model"
+    return out
+
+
+def _build(part, model, f, world, tokenizer, device, directory: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    stated = inputs(part, model, f, world, tokenizer)
+    trained, scores = TRAINERS[part](model, f, world, tokenizer, device)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a crashed build's leftovers
+    trained.save_pretrained(tmp / "model")
+    write_tokenizer(tmp / "model", tokenizer)
+    record = {
+        "inputs": stated,
+        "scores": scores,
+        "seconds": time.perf_counter() - start,
+        "device": str(device),
+    }
+    write_json_atomic(tmp / "foundation.json", record)
+    shutil.rmtree(directory, ignore_errors=True)  # an unfinished one (no foundation.json)
+    tmp.replace(directory)
+    return record

@@ -1,0 +1,128 @@
+"""World foundation models: real Hugging Face directories (transformers loads them as SiglipModel and
+LlamaForCausalLM, and our model loaded from them computes what they compute), built once per world
+and settings, reused, never rebuilt with other settings, and a run with `model.init=world` starts
+from them."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM, SiglipModel
+
+from mmkd.distributed import DistInfo
+from mmkd.foundations import store
+from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.store import foundation_paths, prepare_foundations
+from mmkd.model import VLM
+from mmkd.model.hf import load_decoder, load_vision
+from tests.conftest import micro_run_config, model_config
+
+SMALL = FoundationConfig(vision_steps=4, vision_batch=8, text_steps=4, text_batch=4, eval_items=8)
+
+
+@pytest.fixture(scope="module")
+def built(world, tokenizer):
+    """The micro model's foundations on the tests' small world, built once for this module."""
+    data, root = world
+    return prepare_foundations(model_config("micro"), SMALL, data.world, root, tokenizer, torch.device("cpu"))
+
+
+def test_foundations_load_in_transformers_and_our_model_computes_what_they_compute(built, tokenizer):
+    cfg = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size)
+    siglip = SiglipModel.from_pretrained(built["vision"]).eval()
+    llama = LlamaForCausalLM.from_pretrained(built["text"]).eval()
+    torch.manual_seed(0)
+    model = VLM(cfg, tokenizer.image_id).eval()
+    load_vision(model, built["vision"])
+    load_decoder(model, built["text"])
+    ids = torch.randint(4, tokenizer.vocab_size, (2, 30))
+    pixels = torch.rand(2, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), llama(ids).logits, atol=1e-5, rtol=1e-5)
+        want = siglip.vision_model(pixel_values=pixels).last_hidden_state
+        torch.testing.assert_close(model.vision(pixels), want, atol=1e-5, rtol=1e-4)
+    for part, keys in (("vision", {"zero_shot_accuracy", "image_to_text_r1"}), ("text", {"fact_recall"})):
+        record = json.loads((built[part].parent / "foundation.json").read_text())
+        assert keys <= set(record["scores"]) and record["seconds"] > 0
+        assert record["inputs"]["model"]["width" if part == "text" else "vision_width"] == 32
+        assert 0 <= min(v for k, v in record["scores"].items() if k.endswith(("accuracy", "recall"))) <= 1
+
+
+def test_a_foundation_is_reused_and_other_settings_build_one_beside_it(built, world, tokenizer, monkeypatch):
+    data, root = world
+    micro = model_config("micro")
+
+    def refuse(*args):
+        raise AssertionError("a finished foundation was trained again")
+
+    monkeypatch.setattr(store, "TRAINERS", {"vision": refuse, "text": refuse})
+    assert prepare_foundations(micro, SMALL, data.world, root, tokenizer, torch.device("cpu")) == built
+    # Another text setting or another decoder shape names another text foundation; the vision one stays.
+    longer = foundation_paths(micro, dataclasses.replace(SMALL, text_steps=5), data.world, root, tokenizer)
+    wider = foundation_paths(dataclasses.replace(micro, width=64), SMALL, data.world, root, tokenizer)
+    assert longer["vision"] / "model" == built["vision"] == wider["vision"] / "model"
+    assert len({longer["text"], wider["text"], built["text"].parent}) == 3
+    assert list(foundation_paths(model_config("discrete_micro"), SMALL, data.world, root, tokenizer)) == [
+        "text"
+    ]
+
+
+def test_a_build_killed_while_saving_leaves_nothing_that_is_reused(world, tokenizer, tmp_path, monkeypatch):
+    data, _ = world
+    root, micro, cpu = tmp_path / "world", model_config("micro"), torch.device("cpu")
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "write_tokenizer", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_foundations(micro, SMALL, data.world, root, tokenizer, cpu)
+    paths = foundation_paths(micro, SMALL, data.world, root, tokenizer)
+    assert not any(d.exists() for d in paths.values())  # only a .tmp directory, never read
+    assert [d.name.endswith(".tmp") for d in (root / "foundations").iterdir()] == [True]
+    monkeypatch.undo()
+    found = prepare_foundations(micro, SMALL, data.world, root, tokenizer, cpu)
+    assert all(store.built(d.parent) for d in found.values())
+    assert sorted(d.name for d in (root / "foundations").iterdir()) == sorted(d.name for d in paths.values())
+
+
+def test_a_run_with_model_init_world_starts_from_the_foundations(built, world, tokenizer, tmp_path):
+    from omegaconf import OmegaConf
+
+    from mmkd.config import to_run_config
+    from mmkd.pipeline import run
+    from mmkd.trainer import build_model
+
+    cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=32)
+    cfg.model.init, cfg.foundations, cfg.eval.after_train = "world", SMALL, False
+    run(cfg, DistInfo())
+    saved = to_run_config(OmegaConf.load(tmp_path / "run" / "config.yaml"))
+    assert saved.model.init == "world"
+    assert (saved.model.init_vision, saved.model.init_decoder) == (str(built["vision"]), str(built["text"]))
+    start = build_model(saved, tokenizer)
+    llama = LlamaForCausalLM.from_pretrained(built["text"])
+    siglip = SiglipModel.from_pretrained(built["vision"])
+    torch.testing.assert_close(
+        start.decoder.layers[0].mlp.up_proj.weight, llama.model.layers[0].mlp.up_proj.weight
+    )
+    torch.testing.assert_close(
+        start.vision.layers[0].fc1.weight, siglip.vision_model.encoder.layers[0].mlp.fc1.weight
+    )
+
+
+def test_init_world_with_other_checkpoints_or_another_tokenizer_is_refused(world, tokenizer, tmp_path):
+    from mmkd.config import ConfigError
+    from mmkd.model.hf import write_tokenizer
+    from mmkd.pipeline import check
+
+    cfg = micro_run_config(world[0], tmp_path / "run")
+    cfg.model.init, cfg.model.init_vision = "world", str(tmp_path)
+    with pytest.raises(ConfigError, match=r"model\.init=world starts from the world foundations"):
+        check(cfg, DistInfo())
+    write_tokenizer(tmp_path, tokenizer)
+    cfg.model.init_vision, cfg.tokenizer = "", str(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"model\.init=world with tokenizer='.*': the world foundations read"
+    ):
+        cfg.validate()
