@@ -27,7 +27,7 @@ pytestmark = pytest.mark.docs
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LAUNCHERS = ("python launch/", "torchrun ")
-HYDRA = ("train.py", "build.py", "clip.py")  # the other launchers take plain key=value arguments
+HYDRA = ("train.py", "build.py", "clip.py", "foundations.py")  # the others take plain key=value arguments
 
 BRANCH_TEST = "test_train.py::test_a_run_branches_from_another_where_their_curricula_part"
 # A command holding one of these needs something the tests cannot have; the test runs its path.
@@ -70,6 +70,9 @@ DATA = {
     **{f"data.sizes.{k}": v for k, v in SMALL_SIZES.items()},
 }
 SMOKE = {"model": "micro", "train": "smoke", "eval.max_items": 4}
+# The world foundations (model.init=world, launch/foundations.py): a few steps instead of minutes.
+SMOKE |= {"foundations.vision_steps": 3, "foundations.vision_batch": 8, "foundations.text_steps": 3}
+SMOKE |= {"foundations.text_batch": 4, "foundations.eval_items": 8}
 TOKENIZER_SMOKE = {"steps": 4, "batch": 4, "eval_images": 4}
 CLIP_SMOKE = {"clip.steps": 3, "clip.batch_size": 8, "clip.eval_items": 10}
 BUDGETS = {"train.budget_tokens": 32 * 160 * 4, "train.budget_samples": 512}  # 4 packed / 16 steps

@@ -114,7 +114,9 @@ def test_broken_checkpoints_are_named_by_eval_and_export(trained, tmp_path, dama
 def test_convert_names_a_missing_or_malformed_input(tmp_path, capsys):
     def convert_coco(annotations: Path) -> str | int:
         with pytest.raises(SystemExit) as exit:
-            convert.main(["coco", "--annotations", str(annotations), "--images", ".", "--out", "o"])
+            convert.main(
+                ["coco", "--annotations", str(annotations), "--images", ".", "--out", str(tmp_path / "o")]
+            )
         return exit.value.code
 
     bad = tmp_path / "captions.json"
