@@ -1,16 +1,19 @@
 """Build the world foundation models ahead of training (runs with `model.init=world` build them on
 first need): a SigLIP vision tower and a Llama decoder of the model's shape, trained once per world.
 
-    python launch/foundations.py                     # the default model's (tiny), about 8 minutes on 2 cores
+    python launch/foundations.py                     # the default model's (tiny): about 6 minutes on 2 cores
     python launch/foundations.py model=micro         # another shape gets foundations of its own
     python launch/foundations.py foundations.text_steps=2000   # other settings: a new foundation beside
 
-A finished foundation is not trained again; its scores are printed (docs/foundations.md). Each lies
+A finished foundation is not trained again; its scores are printed as a table (docs/foundations.md
+holds the default model's, from the records in docs/results/foundations/). Each lies
 in `<world>/foundations/<part>-<hash>/model/`, a Hugging Face directory that transformers loads as
 SiglipModel / LlamaForCausalLM.
 """
 
 from __future__ import annotations
+
+import json
 
 import hydra
 from omegaconf import DictConfig
@@ -19,6 +22,7 @@ from mmkd.config import to_run_config
 from mmkd.data_builders.sources import prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
+from mmkd.foundations.report import table
 from mmkd.foundations.store import prepare_foundations
 from mmkd.tokenizer import Tokenizer
 
@@ -32,6 +36,10 @@ def main(dcfg: DictConfig) -> None:
         found = prepare_foundations(
             cfg.model, cfg.foundations, cfg.data.world, root, tokenizer, local_device()
         )
+    records = {
+        part: json.loads((path.parent / "foundation.json").read_text()) for part, path in found.items()
+    }
+    print(table(records))
     for part, path in found.items():
         print(f"{part}: {path}")
 

@@ -126,3 +126,38 @@ def test_init_world_with_other_checkpoints_or_another_tokenizer_is_refused(world
         ConfigError, match=r"model\.init=world with tokenizer='.*': the world foundations read"
     ):
         cfg.validate()
+
+
+def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
+    world, tokenizer, tmp_path, monkeypatch
+):
+    """Every tensor on the configured device (tests/fake_device.py): both foundations train there;
+    planted, pixels that stay on the CPU fail the step."""
+    from mmkd.foundations import vision
+    from tests.fake_device import FakeDevice
+
+    data, _ = world
+    tiny = dataclasses.replace(SMALL, vision_steps=2, text_steps=2, eval_items=8)
+    with FakeDevice() as device:
+        found = prepare_foundations(model_config("micro"), tiny, data.world, tmp_path, tokenizer, device)
+        assert set(found) == {"vision", "text"}
+        pixels = vision._pixels
+        monkeypatch.setattr(
+            vision, "_pixels", lambda images, size, device: pixels(images, size, torch.device("cpu"))
+        )
+        with pytest.raises(RuntimeError, match="left behind on the wrong device"):
+            vision.train_vision(model_config("micro"), tiny, data.world, tokenizer, device)
+
+
+def test_the_docs_table_is_the_committed_records():
+    """docs/foundations.md's table is generated from docs/results/foundations/*.json, nothing typed."""
+    import re
+
+    from mmkd.foundations.report import table
+    from tests.conftest import REPO
+
+    results = REPO / "docs/results/foundations"
+    records = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    doc = (REPO / "docs/foundations.md").read_text()
+    section = re.search(r"<!-- generated from docs/results/foundations .*? -->\n(.*?)\n<!-- end", doc, re.S)
+    assert section and section.group(1) == table(records)

@@ -30,7 +30,8 @@ from mmkd.shards import write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.world.scene import WorldConfig
 
-FOUNDATIONS_VERSION = 1
+# Each part's trainer version: a change to how a part trains names new directories for that part only.
+VERSIONS = {"vision": 2, "text": 1}  # vision 2: the logit bias starts at -log(batch)
 # The model config keys each part's weights depend on.
 SHAPES = {
     "vision": (
@@ -76,7 +77,7 @@ def inputs(
         if k.name.startswith(PREFIX[part]) or k.name in ("seed", "warmup_fraction", "eval_items")
     }
     return {
-        "version": FOUNDATIONS_VERSION,
+        "version": VERSIONS[part],
         "part": part,
         "world": asdict(world),
         "tokenizer_sha256": hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),
@@ -130,7 +131,7 @@ def _build(part, model, f, world, tokenizer, device, directory: Path) -> dict[st
     trained, scores = TRAINERS[part](model, f, world, tokenizer, device)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a crashed build's leftovers
-    trained.save_pretrained(tmp / "model")
+    trained.cpu().save_pretrained(tmp / "model")  # safetensors from host memory, whatever the device
     write_tokenizer(tmp / "model", tokenizer)
     record = {
         "inputs": stated,
