@@ -17,6 +17,7 @@ from mmkd.foundations.store import foundation_paths, prepare_foundations
 from mmkd.model import VLM
 from mmkd.model.hf import load_decoder, load_vision
 from tests.conftest import micro_run_config, model_config
+from tests.fake_device import FakeDevice  # registered before any backward pass (autograd's device queues)
 
 SMALL = FoundationConfig(vision_steps=4, vision_batch=8, text_steps=4, text_batch=4, eval_items=8)
 
@@ -134,7 +135,6 @@ def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
     """Every tensor on the configured device (tests/fake_device.py): both foundations train there;
     planted, pixels that stay on the CPU fail the step."""
     from mmkd.foundations import vision
-    from tests.fake_device import FakeDevice
 
     data, _ = world
     tiny = dataclasses.replace(SMALL, vision_steps=2, text_steps=2, eval_items=8)
