@@ -294,6 +294,37 @@ def test_exported_vlm_loads_as_llava_and_its_processor_makes_our_inputs(tie, wor
         torch.testing.assert_close(hf(**inputs).logits, model(ids, pixels), atol=1e-5, rtol=1e-5)
 
 
+def test_an_exported_vlm_generates_until_eos_in_transformers(tokenizer, tmp_path):
+    """The export states the tokenizer's BOS / EOS / pad ids (config and generation_config.json), so
+    transformers' `generate` stops at our EOS, here forced at the third new token, not at the limit."""
+    from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList
+
+    cfg = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size, vision_post_norm=False)
+    torch.manual_seed(3)
+    export_vlm(VLM(cfg, tokenizer.image_id).eval(), tmp_path / "llava", tokenizer)
+    hf = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
+    assert (hf.generation_config.eos_token_id, hf.generation_config.pad_token_id) == (
+        tokenizer.eos_id,
+        tokenizer.pad_id,
+    )
+
+    class EosAtThird(LogitsProcessor):
+        def __call__(self, ids, scores):
+            if ids.shape[1] == prompt.shape[1] + 2:
+                scores[:, :] = -float("inf")
+                scores[:, tokenizer.eos_id] = 0
+            return scores
+
+    prompt = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(" a red ball")]])
+    out = hf.generate(
+        input_ids=prompt,
+        max_new_tokens=20,
+        do_sample=False,
+        logits_processor=LogitsProcessorList([EosAtThird()]),
+    )
+    assert out.shape[1] == prompt.shape[1] + 3 and out[0, -1] == tokenizer.eos_id
+
+
 def test_a_vlm_with_the_vit_post_norm_is_not_exported_as_llava(tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"needs model\.vision_post_norm=false"):
         export_vlm(_ours(), tmp_path / "llava")

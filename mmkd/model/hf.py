@@ -226,12 +226,24 @@ def llama_config(cfg: ModelConfig) -> dict:
 
 
 def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer: Tokenizer | None) -> Path:
+    """model.safetensors and config.json; with the tokenizer, also its files, its BOS / EOS / pad ids in
+    the config (the text config's too) and a generation_config.json, so transformers' `generate` stops
+    at EOS."""
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
     if tokenizer is not None:
+        ids = {
+            "bos_token_id": tokenizer.bos_id,
+            "eos_token_id": tokenizer.eos_id,
+            "pad_token_id": tokenizer.pad_id,
+        }
+        config = {**config, **ids}
+        if "text_config" in config:
+            config["text_config"] = {**config["text_config"], **ids}
         write_tokenizer(out, tokenizer)
+        _write_json(out / "generation_config.json", ids)
+    _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
     return out
 
 
