@@ -17,7 +17,6 @@ The checkpoint carries its config and tokenizer (meta.json); results go to <run>
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +27,7 @@ from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.launch.arguments import parse
 from mmkd.run_lock import RunLocked
 from mmkd.tokenizer import Tokenizer
 
@@ -63,10 +63,7 @@ FLAGS = ("overwrite", "out")
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-eval` calls main()."""
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"checkpoint", *EVAL_KEYS, *FLAGS}
-    if "checkpoint" not in args or unknown:
-        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    args = parse(argv, USAGE, __doc__, required=["checkpoint"], allowed=["checkpoint", *EVAL_KEYS, *FLAGS])
     with reported():
         evaluate(args)
 

@@ -13,15 +13,14 @@ on one CPU process.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
 from mmkd.config import ConfigError, to_run_config
 from mmkd.errors import reported
+from mmkd.launch.arguments import parse
 from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.build import model_on_meta
@@ -34,10 +33,9 @@ FORMATS = ("auto", "llava", "llama")
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-export` calls main()."""
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"checkpoint", "out", "format"}
-    if unknown or not {"checkpoint", "out"} <= set(args):
-        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    args = parse(
+        argv, USAGE, __doc__, required=["checkpoint", "out"], allowed=["checkpoint", "out", "format"]
+    )
     with reported():
         export(Path(args.checkpoint), Path(args.out), args.get("format", "auto"))
 

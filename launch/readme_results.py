@@ -11,19 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from mmkd.eval.readme_results import load, section, splice
+from mmkd.launch.arguments import parse
 from mmkd.shards import write_text_atomic
 
 USAGE = "usage: python launch/readme_results.py results=DIR readme=README.md [check=true]"
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"results", "readme", "check"}
-    if unknown or not {"results", "readme"} <= set(args):
-        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    args = parse(argv, USAGE, __doc__, required=["results", "readme"], allowed=["results", "readme", "check"])
     readme = Path(args.readme)
     try:
         report, paper = load(Path(args.results))

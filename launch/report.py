@@ -17,10 +17,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import ListConfig
 
 from mmkd.eval.compare import compare, find_runs, group_averages, markdown, sections, to_json, write_csv
 from mmkd.eval.html_report import FILES, write_html
+from mmkd.launch.arguments import parse
 from mmkd.shards import write_json_atomic
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"
@@ -28,10 +29,9 @@ USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=R
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-report` calls main()."""
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    unknown = set(args) - {"runs", "out", "baseline", "eval_dir"}
-    if unknown or not {"runs", "out"} <= set(args):
-        sys.exit(f"{USAGE}\n(unknown: {sorted(unknown)})" if unknown else USAGE)
+    args = parse(
+        argv, USAGE, __doc__, required=["runs", "out"], allowed=["runs", "out", "baseline", "eval_dir"]
+    )
     paths = [Path(p) for p in (args.runs if isinstance(args.runs, ListConfig) else [args.runs])]
     try:
         runs = find_runs(paths, args.get("eval_dir", "eval"))

@@ -11,7 +11,6 @@ still finds in reconstructions of held-out renders (mmkd/visual_tokenizer_traini
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.config import ConfigError
 from mmkd.errors import reported
+from mmkd.launch.arguments import parse
 from mmkd.visual_tokenizer_training import TokenizerTraining, train_tokenizer
 
 USAGE = (
@@ -28,9 +28,7 @@ USAGE = (
 
 def main(argv: list[str] | None = None) -> None:
     """`argv` defaults to the command line: the console script `mmkd-visual-tokenizer` calls main()."""
-    args = OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv)
-    if "out" not in args:
-        sys.exit(USAGE)
+    args = parse(argv, USAGE, __doc__, required=["out"])
     out = Path(args.pop("out"))
     with reported():
         try:

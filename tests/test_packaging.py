@@ -10,6 +10,7 @@ recipe that pyproject.toml does not ship fails here. `.ci/run` installs the whee
 from __future__ import annotations
 
 import configparser
+import importlib
 import importlib.resources
 import importlib.util
 import shutil
@@ -94,3 +95,16 @@ def test_recipes_are_found_as_package_data():
     recipes = importlib.resources.files("mmkd.recipes")
     assert (recipes / "config.yaml").is_file()
     assert (recipes / "recipe" / "baseline.yaml").is_file()
+
+
+@pytest.mark.parametrize("launcher", ["eval", "export", "report", "readme_results", "visual_tokenizer"])
+def test_help_prints_the_usage_and_exits_0_and_a_wrong_key_is_named(launcher, capsys):
+    main = importlib.import_module(f"mmkd.launch.{launcher}").main
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and f"usage: python launch/{launcher}.py" in out and len(out.splitlines()) > 3
+    if launcher != "visual_tokenizer":  # its keys are the typed schema's: checked on merge
+        with pytest.raises(SystemExit) as exit:
+            main(["checkpoint=x", "runs=x", "results=x", "out=x", "readme=x", "misspelt=1"])
+        assert "(unknown: " in str(exit.value.code) and "'misspelt'" in str(exit.value.code)
