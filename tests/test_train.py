@@ -256,6 +256,24 @@ def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(
 
     ref = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), tag="final")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+    # A payload planted in the checkpoint a resume reads is refused by name and never runs.
+    states = sorted((run / "checkpoints" / "step-00000004").glob("*model_states.pt"))[0]  # ZeRO-3: per rank
+    state = torch.load(states, weights_only=False)  # our own run's file, written above
+    torch.save({**state, "planted": _Payload(tmp_path / "pwned")}, states)
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()  # the rerun resumes from step 4
+    with pytest.raises(AssertionError, match=r"model_states\.pt: holds a pickled object DeepSpeed"):
+        _torchrun(world[0], run, *args)
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Payload:
+    """A pickle that writes a file when unpickled (what a hostile checkpoint would do)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "ran"))
 
 
 def test_evaluation_never_unpickles_a_checkpoint(world, tokenizer, tmp_path):
@@ -263,13 +281,9 @@ def test_evaluation_never_unpickles_a_checkpoint(world, tokenizer, tmp_path):
     export refuses, naming the folder, and the payload never runs."""
     from mmkd.trainer import build_model
 
-    class Payload:
-        def __reduce__(self):
-            return (Path.write_text, (tmp_path / "pwned", "ran"))
-
     crafted = tmp_path / "crafted"
     crafted.mkdir()
-    torch.save({"module": Payload()}, crafted / "mp_rank_00_model_states.pt")
+    torch.save({"module": _Payload(tmp_path / "pwned")}, crafted / "mp_rank_00_model_states.pt")
     (crafted / "meta.json").write_text(json.dumps({"step": 1}))
     (crafted / "COMMITTED").write_text("1\n")
     model = build_model(micro_run_config(world[0], tmp_path / "run"), tokenizer)

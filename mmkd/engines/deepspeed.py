@@ -19,6 +19,7 @@ set for it); its first start compiles a small communication op (~1 minute, cache
 from __future__ import annotations
 
 import os
+import pickle
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 from mmkd.config import TrainConfig
 from mmkd.engines.base import Engine
+from mmkd.errors import CheckpointError
 
 
 def import_deepspeed():
@@ -100,11 +102,42 @@ class DeepSpeedEngine(Engine):
         dcp.save(state, checkpoint_id=path)
 
     def load(self, path: Path) -> None:
-        """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective)."""
+        """Weights, ZeRO-partitioned optimiser state and RNG, for an exact resume (collective).
+
+        DeepSpeed unpickles its files with `weights_only=False`, which would run any code planted in
+        them; each file this rank reads is first read with torch's weights-only unpickler, allowing
+        only what DeepSpeed itself writes, and a file holding anything else is refused by name.
+        """
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        for f in [*sorted(path.glob("*model_states.pt")), *sorted(path.glob(f"*zero_pp_rank_{rank}_*.pt"))]:
+            check_pickle(f)
         _, client = self.module.load_checkpoint(
             str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=False
         )
         torch.set_rng_state(client["rng"])
+
+
+def _allowed_globals() -> list:
+    """The classes DeepSpeed pickles into its checkpoints besides tensors and plain containers."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def check_pickle(path: Path) -> None:
+    """Refuse a DeepSpeed checkpoint file that holds a pickled object outside `_allowed_globals`
+    (read with torch's weights-only unpickler, which runs no code)."""
+    with torch.serialization.safe_globals(_allowed_globals()):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{path}: holds a pickled object DeepSpeed does not write ({why}); refusing to resume from "
+                "it (its code would run while loading)"
+            ) from None
 
 
 def is_checkpoint(path: Path) -> bool:
