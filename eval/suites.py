@@ -30,6 +30,7 @@ from mmkd.eval.html_report import write_html
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import evaluate_world
+from mmkd.foundations.text import fact_recall
 from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.build import model_on_meta
@@ -166,6 +167,10 @@ def evaluate(
         )
         records += recs
         generation_table = image_generation.markdown(suites["generation"], title)
+    probes = None
+    if "knowledge" in e.abilities:  # what the model knows, beside how it answers the questions
+        device = next(model.parameters()).device
+        probes = {"fact_recall": fact_recall(lambda ids: model(ids), tokenizer, device)}
     tmp = out_dir / "predictions.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(out_dir / "predictions.jsonl")
@@ -176,6 +181,7 @@ def evaluate(
             "seed": cfg.seed,
             "model": cfg.model.name,
             "suites": suites,
+            "probes": probes,
             "mixture": mixture,
             "contamination": contamination,
             "concepts": concepts,
@@ -186,6 +192,12 @@ def evaluate(
     )
     tables = [markdown_table(r, f"{title}: {name}") for name, r in suites.items() if name != "generation"]
     tables += [seed_dimensions.markdown(dimensions)] if dimensions else []
+    if probes:
+        r = probes["fact_recall"]
+        tables.append(
+            f"Fact recall (the encyclopedia's {r['facts']} facts as cloze statements, no question format): "
+            f"{100 * r['fact_recall']:.1f}% (chance {100 * r['fact_recall_chance']:.1f}%)\n"
+        )
     tables += [generation_table] if generation_table else []
     tables += [decontamination.markdown(contamination)] if contamination else []
     tables += [concept_overlap.markdown(concepts)] if concepts else []

@@ -76,6 +76,11 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     saved = json.loads((run / "eval/results.json").read_text())
     assert saved["mixture"]["sources"].keys() == mixture["sources"].keys() and saved["code"]["version"]
     assert saved["config"]["train"]["budget_samples"] == 512
+    recall = saved["probes"]["fact_recall"]  # what the model knows, beside how it answers
+    assert (
+        recall["facts"] == 24 and 0 <= recall["fact_recall"] <= 1 and 0.1 < recall["fact_recall_chance"] < 0.3
+    )
+    assert "Fact recall (the encyclopedia's 24 facts" in (run / "eval/report.md").read_text()
     leaks = saved["contamination"]["benchmarks"]
     assert set(leaks) == {f"world/{a}" for a in ABILITIES}
     # Benchmark scenes have held-out compositions: no world item shares an image with training.

@@ -37,3 +37,38 @@ def table(records: dict[str, dict[str, Any]]) -> str:
         steps = record["inputs"]["foundations"][f"{part}_steps"]
         lines.append(f"| {part} | build: {steps} steps, seconds | {record['seconds']:.0f} | — |")
     return "\n".join(lines)
+
+
+def runs_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Markdown: each world benchmark's score ± its 95% CI in each run ({label: eval/results.json}),
+    with the first run's chance and blind scores; % for accuracy and exact match, CIDEr-D as is."""
+    first = next(iter(runs.values()))["suites"]["world"]
+    lines = [
+        "| benchmark | " + " | ".join(runs) + " | chance | blind |",
+        "| --- |" + " ---: |" * (len(runs) + 2),
+    ]
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        value = r.get(key)
+        if value is None:
+            return "—"
+        return f"{value:.3f}" if r["metric"] == "cider" else f"{100 * value:.1f}"
+
+    for bench in sorted(first):
+        row = []
+        for result in runs.values():
+            r = result["suites"]["world"][bench]
+            ci = f"{r['ci95']:.3f}" if r["metric"] == "cider" else f"{100 * r['ci95']:.1f}"
+            row.append(f"{cell(r, 'score')} ± {ci}")
+        lines.append(
+            f"| {bench} | "
+            + " | ".join(row)
+            + f" | {cell(first[bench], 'chance')} | {cell(first[bench], 'blind')} |"
+        )
+    if all(r.get("probes") for r in runs.values()):
+        recall = [r["probes"]["fact_recall"] for r in runs.values()]
+        cells = " | ".join(f"{100 * r['fact_recall']:.1f}" for r in recall)
+        lines.append(
+            f"| fact recall (cloze probe) | {cells} | {100 * recall[0]['fact_recall_chance']:.1f} | — |"
+        )
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ chance 1 / number of values.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -72,9 +72,12 @@ def _held_out_loss(
 
 
 @torch.no_grad()
-def fact_recall(llama: Any, tokenizer: Tokenizer, device: torch.device) -> dict[str, float]:
-    """Share of the encyclopedia's facts whose value the LM ranks first among the attribute's values,
-    by the summed log-probability of the value's tokens after the statement's first words."""
+def fact_recall(
+    logits: Callable[[torch.Tensor], torch.Tensor], tokenizer: Tokenizer, device: torch.device
+) -> dict[str, float]:
+    """Share of the encyclopedia's facts whose value a model ranks first among the attribute's values,
+    by the summed log-probability of the value's tokens after the statement's first words: what the
+    model knows, whatever question format it was taught. `logits`: [1, T] ids -> [1, T, V]."""
     right, total = 0, 0
     for attribute in encyclopedia.ATTRIBUTES:
         template = encyclopedia.STATEMENTS[attribute][0]
@@ -86,7 +89,7 @@ def fact_recall(llama: Any, tokenizer: Tokenizer, device: torch.device) -> dict[
             for value in options:
                 cont = tokenizer.encode(" " + value)
                 ids = torch.tensor([context + cont], device=device)
-                logp = llama(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+                logp = logits(ids)[0, :-1].float().log_softmax(-1)
                 targets = ids[0, len(context) :]
                 scores.append(float(logp[len(context) - 1 :].gather(1, targets[:, None]).sum()))
             right += (
@@ -134,6 +137,6 @@ def train_text(
         "loss_first": sum(losses[:window]) / window,
         "loss_last": sum(losses[-window:]) / window,
         "held_out_loss": _held_out_loss(llama, world, tokenizer, f.eval_items, device),
-        **fact_recall(llama, tokenizer, device),
+        **fact_recall(lambda ids: llama(input_ids=ids).logits, tokenizer, device),
     }
     return llama, scores
