@@ -27,7 +27,7 @@ from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.eval.suites import evaluate_checkpoint
-from mmkd.launch.arguments import parse
+from mmkd.launch._arguments import parse
 from mmkd.run_lock import RunLocked
 from mmkd.tokenizer import Tokenizer
 

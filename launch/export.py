@@ -20,7 +20,7 @@ import torch
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
 from mmkd.config import ConfigError, to_run_config
 from mmkd.errors import reported
-from mmkd.launch.arguments import parse
+from mmkd.launch._arguments import parse
 from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.build import model_on_meta

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from mmkd.eval.readme_results import load, section, splice
-from mmkd.launch.arguments import parse
+from mmkd.launch._arguments import parse
 from mmkd.shards import write_text_atomic
 
 USAGE = "usage: python launch/readme_results.py results=DIR readme=README.md [check=true]"

@@ -21,7 +21,7 @@ from omegaconf import ListConfig
 
 from mmkd.eval.compare import compare, find_runs, group_averages, markdown, sections, to_json, write_csv
 from mmkd.eval.html_report import FILES, write_html
-from mmkd.launch.arguments import parse
+from mmkd.launch._arguments import parse
 from mmkd.shards import write_json_atomic
 
 USAGE = "usage: python launch/report.py runs=PATH|[PATH,...] out=DIR [baseline=RECIPE] [eval_dir=NAME]"

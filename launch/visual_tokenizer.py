@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.config import ConfigError
 from mmkd.errors import reported
-from mmkd.launch.arguments import parse
+from mmkd.launch._arguments import parse
 from mmkd.visual_tokenizer_training import TokenizerTraining, train_tokenizer
 
 USAGE = (
