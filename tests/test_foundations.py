@@ -149,15 +149,22 @@ def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
             vision.train_vision(model_config("micro"), tiny, data.world, tokenizer, device)
 
 
-def test_the_docs_table_is_the_committed_records():
-    """docs/foundations.md's table is generated from docs/results/foundations/*.json, nothing typed."""
+def test_the_docs_tables_are_the_committed_records():
+    """docs/foundations.md's tables are generated from docs/results/foundations/, nothing typed: the
+    foundations' records and the runs' eval/results.json."""
     import re
 
-    from mmkd.foundations.report import table
+    from mmkd.foundations.report import runs_table, table
     from tests.conftest import REPO
 
     results = REPO / "docs/results/foundations"
-    records = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
     doc = (REPO / "docs/foundations.md").read_text()
-    section = re.search(r"<!-- generated from docs/results/foundations .*? -->\n(.*?)\n<!-- end", doc, re.S)
-    assert section and section.group(1) == table(records)
+
+    def section(folder: str) -> str | None:
+        found = re.search(rf"<!-- generated from {folder} by .*? -->\n(.*?)\n<!-- end", doc, re.S)
+        return found and found.group(1)
+
+    records = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert section("docs/results/foundations") == table(records)
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))}
+    assert len(runs) == 4 and section("docs/results/foundations/runs") == runs_table(runs)
