@@ -286,14 +286,29 @@ class Dataset:
 
 
 def open_dataset(root: str | Path) -> Dataset:
+    """The dataset at `root`. Its manifest may come from anyone: it must be JSON whose shards are
+    files inside `root` (a path that climbs out or is absolute is a `DataError`, never read)."""
     root = Path(root)
     path = root / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {root} is not a finished dataset (build it first)")
-    manifest = json.loads(path.read_text())
-    for s in manifest["shards"]:
-        if not (root / s["file"]).exists():
-            raise FileNotFoundError(f"{root / s['file']} is listed in {path} but missing")
+    try:
+        manifest = json.loads(path.read_text())
+        files = [s["file"] for s in manifest["shards"]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is not a dataset manifest ({type(e).__name__}: {e})") from None
+    inside = root.resolve()
+    for file in files:
+        if (
+            not isinstance(file, str)
+            or Path(file).is_absolute()
+            or not (root / file).resolve().is_relative_to(inside)
+        ):
+            raise DataError(
+                f"{path} lists shard {file!r}, which is not a file inside {root}: refusing to read it"
+            )
+        if not (root / file).exists():
+            raise FileNotFoundError(f"{root / file} is listed in {path} but missing")
     return Dataset(root, manifest)
 
 
@@ -337,6 +352,20 @@ def iter_indexed(
         raise DataError(f"{path} is not a readable tar ({e}): verify or rebuild the dataset") from None
 
 
+def _member_key(path: Path, member: tarfile.TarInfo) -> tuple[str, str]:
+    """(sample key, extension) of a webdataset member: a plain file `<key>.json` or `<key>.<i>.<ext>`
+    at the top of the tar (members are read into memory, never extracted; a name that climbs out or
+    has no extension is named here rather than failing later)."""
+    name = member.name
+    stem, dot, ext = name.partition(".")
+    plain = member.isfile() and "/" not in name and "\\" not in name and stem and dot
+    if not plain or (ext != "json" and not ext.split(".")[0].isdigit()):
+        raise DataError(
+            f"{path}: member {name!r} is not a webdataset sample file (<key>.json, <key>.<i>.<ext>)"
+        )
+    return stem, ext
+
+
 def _iter_tar(
     path: Path,
     images: bool,
@@ -349,13 +378,16 @@ def _iter_tar(
         # whether any of its samples is selected (else its images are skipped unread).
         key, record, pixels, first, count, need, bad = None, None, {}, 0, 0, True, False
         for member in tar:
-            stem, ext = member.name.split(".", 1)
+            stem, ext = _member_key(path, member)
             if stem != key:
                 if key is not None and not bad:
                     yield from _expand(path, record, pixels, images, first, select)
                 key, record, pixels, first, count, need, bad = stem, None, {}, first + count, 0, True, False
             if ext == "json":
-                record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                try:
+                    record = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise DataError(f"{path}: record {member.name} is not JSON ({e})") from None
                 count = len(record.get("group", [record]))
                 need = select is None or any(select(j) for j in range(first, first + count))
             elif not need:

@@ -225,3 +225,44 @@ def test_a_shard_that_breaks_mid_run_is_named_in_one_line(world, tokenizer, tmp_
     message = str(error.value)
     assert "\n" not in message, message
     assert re.search(r"text/shard-00000\d\.tar (is not a readable tar|ended after sample)", message), message
+
+
+def test_a_manifest_naming_shards_outside_its_dataset_is_refused(world, tmp_path):
+    """A dataset from elsewhere whose manifest points at `../outside/x.tar` or an absolute path: named,
+    never read; a manifest that is not one is named too."""
+    _, root = world
+    outside = tmp_path / "outside"
+    shutil.copytree(root / "vqa0", outside)  # real shards a hostile manifest could point at
+    for file in ("../outside/shard-000000.tar", str(outside / "shard-000000.tar")):
+        dataset = tmp_path / "dataset"
+        shutil.rmtree(dataset, ignore_errors=True)
+        shutil.copytree(root / "vqa0", dataset)
+        manifest = json.loads((dataset / MANIFEST).read_text())
+        manifest["shards"][0]["file"] = file
+        (dataset / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match=rf"lists shard '{re.escape(file)}', which is not a file inside"):
+            open_dataset(dataset)
+    (dataset / MANIFEST).write_bytes(b"\xff\xfe not json")
+    with pytest.raises(DataError, match=r"manifest\.json is not a dataset manifest \(UnicodeDecodeError"):
+        open_dataset(dataset)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("../evil.json", b"{}", r"member '\.\./evil\.json' is not a webdataset sample file"),
+        ("README", b"hello", r"member 'README' is not a webdataset sample file"),
+        ("k.x.png", b"", r"member 'k\.x\.png' is not a webdataset sample file"),
+        ("k.json", b"\xff\xfe{", r"record k\.json is not JSON"),
+    ],
+)
+def test_a_hostile_tar_member_is_named_in_one_line(tmp_path, name, data, message):
+    from mmkd.shards import iter_shard
+
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match=message):
+        list(iter_shard(shard))
