@@ -14,6 +14,8 @@ eval/results.json and eval/report.md.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -21,6 +23,7 @@ from mmkd.config import to_run_config
 from mmkd.distributed import init_distributed, shutdown
 from mmkd.errors import reported
 from mmkd.pipeline import run
+from mmkd.preemption import PREEMPTED_EXIT, Preempted
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
@@ -29,6 +32,9 @@ def main(dcfg: DictConfig) -> None:
         with reported():
             cfg = to_run_config(dcfg)
             run(cfg, init_distributed(cfg.train.dist_timeout_s, cfg.train.wait_timeout_s))
+    except Preempted as e:  # saved at a committed checkpoint: the scheduler requeues, the rerun resumes
+        print(e, file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
     finally:
         shutdown()
 

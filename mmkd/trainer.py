@@ -47,6 +47,7 @@ from mmkd.model.hf import load_decoder, load_vision
 from mmkd.model.lora import trainable_share
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.objective import DENSE, Objective, objective_for
+from mmkd.preemption import Preempted, PreemptionWatch
 from mmkd.resume import branch_checkpoint, check_resumable, run_identity
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import Templates
@@ -311,68 +312,91 @@ def train(
     tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg), start=step)
     window = Window(device_peak_flops(device), t.global_batch * cfg.model.max_seq_len if t.packing else 0)
 
-    while step < s.total_steps:
-        if step >= s.stages[stage][2]:  # the next stage of the curriculum begins
-            stage += 1
-            log(f"stage {s.stages[stage][0]!r} begins at step {step}", echo=False)
-            stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
-        lr = learning_rate(
-            step, s.total_steps, t.lr, t.warmup_frac, t.min_lr_ratio, t.schedule, t.decay_frac, t.decay_shape
-        )
-        for group in engine.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        micro = [to_device(next(stream), device) for _ in range(s.accum)]
-        _count_bad(micro, bad, cfg.data.max_bad_samples, info.rank, run_dir)
-        if t.trace_samples:
-            append_line(
-                run_dir / f"samples.rank{info.rank}.txt",
-                "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
+    with PreemptionWatch() as preempt:
+        while step < s.total_steps:
+            if step >= s.stages[stage][2]:  # the next stage of the curriculum begins
+                stage += 1
+                log(f"stage {s.stages[stage][0]!r} begins at step {step}", echo=False)
+                stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
+            lr = learning_rate(
+                step,
+                s.total_steps,
+                t.lr,
+                t.warmup_frac,
+                t.min_lr_ratio,
+                t.schedule,
+                t.decay_frac,
+                t.decay_shape,
             )
-        losses = accumulate_gradients(engine, micro, info.world_size, s.autocast, objective_for(cfg.model))
-        loss = losses["loss"]
-        _check_finite("loss", loss, step, run_dir)
-        grad_norm = engine.step(t.grad_clip)  # no update on a non-finite norm
-        _check_finite("grad norm", grad_norm, step, run_dir)
-        step += 1
-        samples, tokens, s.seen = _count_seen(micro, s.seen, names, tokenizer.pad_id, device)
-        window.add(losses, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
-        bar.update(1)
-
-        if step % t.log_every == 0 or step == s.total_steps:
-            record = window.record(step, s.stages[stage][0], s.seen, lr, grad_norm)
-            bar.set_postfix(window.shown(record))
-            tracker.log(record)
-            log(
-                f"step {step}/{s.total_steps} "
-                + " ".join(f"{k} {v}" for k, v in window.shown(record).items()),
-                echo=False,
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            micro = [to_device(next(stream), device) for _ in range(s.accum)]
+            _count_bad(micro, bad, cfg.data.max_bad_samples, info.rank, run_dir)
+            if t.trace_samples:
+                append_line(
+                    run_dir / f"samples.rank{info.rank}.txt",
+                    "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
+                )
+            losses = accumulate_gradients(
+                engine, micro, info.world_size, s.autocast, objective_for(cfg.model)
             )
-            window = window.next()
+            loss = losses["loss"]
+            _check_finite("loss", loss, step, run_dir)
+            grad_norm = engine.step(t.grad_clip)  # no update on a non-finite norm
+            _check_finite("grad norm", grad_norm, step, run_dir)
+            step += 1
+            samples, tokens, s.seen = _count_seen(micro, s.seen, names, tokenizer.pad_id, device)
+            window.add(losses, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
+            bar.update(1)
 
-        # A stage's last checkpoint stays (outside keep_checkpoints): other runs may branch there.
-        ends = t.stage_checkpoints and step == s.stages[stage][2]
-        periodic = t.checkpoint_every and step % t.checkpoint_every == 0
-        if (periodic or ends) and step < s.total_steps:
-            position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
-            loader = stream.state()
-            loader = None if loader is None else {**loader, "stage": s.stages[stage][0]}
-            keep = t.keep_checkpoints
-            saved = save_checkpoint(run_dir, step, engine, position, info, keep=keep, loader=loader, pin=ends)
-            log(f"checkpoint: {saved}", echo=False)
-            if cfg.eval.every and step % cfg.eval.every == 0:
-                if info.is_main:
-                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                        suites = evaluate(saved, run_dir / f"eval-{saved.name}", step)  # training's RNG stays
-                    tracker.log(
-                        {
-                            "step": step,
-                            **{
-                                f"eval/{k}/{b}": r["score"] for k, rs in suites.items() for b, r in rs.items()
-                            },
-                        }
-                    )
-                wait_for_main(info)  # the other ranks wait outside any collective of the default group
-                window = window.next()  # evaluation time is not training throughput
+            if step % t.log_every == 0 or step == s.total_steps:
+                record = window.record(step, s.stages[stage][0], s.seen, lr, grad_norm)
+                bar.set_postfix(window.shown(record))
+                tracker.log(record)
+                log(
+                    f"step {step}/{s.total_steps} "
+                    + " ".join(f"{k} {v}" for k, v in window.shown(record).items()),
+                    echo=False,
+                )
+                window = window.next()
+
+            # A stage's last checkpoint stays (outside keep_checkpoints): other runs may branch there.
+            ends = t.stage_checkpoints and step == s.stages[stage][2]
+            periodic = t.checkpoint_every and step % t.checkpoint_every == 0
+            stop = preempt.requested(info)  # a scheduler's signal on any rank: save this step, then exit
+            if (periodic or ends or stop) and step < s.total_steps:
+                position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
+                loader = stream.state()
+                loader = None if loader is None else {**loader, "stage": s.stages[stage][0]}
+                keep = t.keep_checkpoints
+                saved = save_checkpoint(
+                    run_dir, step, engine, position, info, keep=keep, loader=loader, pin=ends
+                )
+                log(f"checkpoint: {saved}", echo=False)
+                if stop:
+                    bar.close()
+                    tracker.close()
+                    stopped = Preempted(preempt.received or "another rank's signal", step, saved)
+                    log(str(stopped), echo=False)
+                    raise stopped
+                if cfg.eval.every and step % cfg.eval.every == 0:
+                    if info.is_main:
+                        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                            suites = evaluate(
+                                saved, run_dir / f"eval-{saved.name}", step
+                            )  # training's RNG stays
+                        tracker.log(
+                            {
+                                "step": step,
+                                **{
+                                    f"eval/{k}/{b}": r["score"]
+                                    for k, rs in suites.items()
+                                    for b, r in rs.items()
+                                },
+                            }
+                        )
+                    wait_for_main(info)  # the other ranks wait outside any collective of the default group
+                    window = window.next()  # evaluation time is not training throughput
 
     bar.close()
     tracker.close()

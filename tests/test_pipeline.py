@@ -178,7 +178,7 @@ def test_sweep_through_submitit_and_the_slurm_launcher_config(world, tmp_path):
     assert all(f.exists() for f in _sweep_seeds(world[0], tmp_path, "hydra/launcher=submitit_local"))
     slurm = _run([str(REPO / "launch/train.py"), "hydra/launcher=slurm", "--cfg", "hydra"], tmp_path)
     assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in slurm
-    assert "timeout_min: 720" in slurm
+    assert "timeout_min: 720" in slurm and "signal_delay_s: 120" in slurm and "max_num_timeout: 3" in slurm
 
 
 @pytest.mark.slow

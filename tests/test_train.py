@@ -138,11 +138,17 @@ def test_schedule_warms_up_then_decays_to_min_ratio():
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:])) and abs(lrs[-1] - 0.1) < 0.01
 
 
-def _torchrun(data, run_dir, *overrides, script="launch/train.py", env=None):
-    """launch/train.py on two gloo ranks with the small world; returns metrics.jsonl's records."""
+def _torchrun(data, run_dir, *overrides, script="launch/train.py", env=None, ranks=2):
+    """launch/train.py on two gloo ranks (one process with `ranks=1`) with the small world; returns
+    metrics.jsonl's records."""
+    run_python(_command(data, run_dir, overrides, script, ranks), cwd=run_dir.parent, env=env or {})
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _command(data, run_dir, overrides, script="launch/train.py", ranks=2) -> list[str]:
     sizes = [f"data.sizes.{k}={v}" for k, v in SMALL_SIZES.items()]
-    cmd = [
-        *torchrun(2),
+    return [
+        *(torchrun(ranks) if ranks > 1 else []),
         str(REPO / script),
         "model=micro",
         "train=smoke",
@@ -156,8 +162,73 @@ def _torchrun(data, run_dir, *overrides, script="launch/train.py", env=None):
         *sizes,
         *overrides,
     ]
-    run_python(cmd, cwd=run_dir.parent, env=env or {})
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_signal_mid_run_saves_that_step_and_the_rerun_continues_bit_identically(
+    world, tokenizer, tmp_path, monkeypatch
+):
+    """In process: SIGTERM arrives during step 3's backward pass; the step ends, a committed
+    checkpoint is saved there (no periodic ones), `Preempted` names it, and the rerun continues with
+    the uninterrupted run's losses, bit for bit (the launcher's exit status: the slow test below)."""
+    import os
+    import signal
+
+    from mmkd import trainer
+    from mmkd.preemption import Preempted
+
+    kw = {"budget_samples": 128, "checkpoint_every": 0, "log_every": 1}
+    reference = _train(world, tokenizer, tmp_path / "reference", **kw)
+    calls, accumulate = [], trainer.accumulate_gradients
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return accumulate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "accumulate_gradients", signalled)
+    with pytest.raises(Preempted, match=r"preempted by SIGTERM at step 3: saved .*step-00000003"):
+        _train(world, tokenizer, tmp_path / "run", **kw)
+    assert (tmp_path / "run/checkpoints/step-00000003/COMMITTED").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the watch handed it back
+    monkeypatch.undo()
+    resumed = _train(world, tokenizer, tmp_path / "run", **kw)
+    assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in reference]
+
+
+@pytest.mark.slow
+def test_a_preempted_run_saves_its_step_and_the_rerun_continues_bit_identically(world, tmp_path):
+    """SIGTERM mid-run (a scheduler's preemption): the step in progress ends, a committed checkpoint
+    is saved there (no periodic ones here), the job exits 143 for the scheduler to requeue, and the
+    rerun continues from it with the uninterrupted run's losses, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ("train.budget_samples=1024", "train.checkpoint_every=0", "train.log_every=1")
+    reference = _torchrun(world[0], tmp_path / "reference", *args, ranks=1)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, *_command(world[0], run, args, ranks=1)]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + 240
+    while (
+        not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    step = len(metrics.read_text().splitlines())
+    assert 3 <= step < len(reference)  # stopped mid-run, at the step it was in
+    assert "preempted by SIGTERM at step" in err and (run / f"checkpoints/step-{step:08d}/COMMITTED").exists()
+    assert f"preempted by SIGTERM at step {step}" in (run / "train.log").read_text()
+    resumed = _torchrun(world[0], run, *args, ranks=1)
+    assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in reference]
 
 
 def test_other_ranks_outwait_a_rank0_evaluation_longer_than_the_collective_timeout(world, tmp_path):
@@ -584,3 +655,24 @@ def test_a_run_branches_from_another_where_their_curricula_part(world, tokenizer
     shutil.rmtree(kept_at)
     with pytest.raises(ConfigError, match=r"no committed checkpoint at step 9, .* \(it keeps steps \[10\]\)"):
         run(tmp_path / "gone", "other", branch_from=donor)
+
+
+def test_a_handler_that_was_there_runs_after_the_save_not_before():
+    """submitit's handler requeues and exits: chained, it must run only once the run has saved (when
+    the watch closes), or the job would end before its checkpoint."""
+    import os
+    import signal
+
+    from mmkd.distributed import DistInfo
+    from mmkd.preemption import PreemptionWatch
+
+    calls = []
+    before = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    try:
+        with PreemptionWatch() as watch:
+            assert not watch.requested(DistInfo())
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert watch.received == "SIGUSR1" and watch.requested(DistInfo()) and calls == []
+        assert calls == [signal.SIGUSR1] and signal.getsignal(signal.SIGTERM) is not watch._note
+    finally:
+        signal.signal(signal.SIGUSR1, before)
