@@ -39,36 +39,66 @@ def table(records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(metric: str, value: float | None) -> str:
+    """A world score as the tables print it: % for accuracy and exact match, CIDEr-D as is."""
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if metric == "cider" else f"{100 * value:.1f}"
+
+
+def _floors(result: dict[str, Any]) -> str:
+    return f"{_fmt(result['metric'], result.get('chance'))} | {_fmt(result['metric'], result.get('blind'))}"
+
+
 def runs_table(runs: dict[str, dict[str, Any]]) -> str:
-    """Markdown: each world benchmark's score ± its 95% CI in each run ({label: eval/results.json}),
-    with the first run's chance and blind scores; % for accuracy and exact match, CIDEr-D as is."""
+    """Markdown: each world benchmark's score ± its 95% CI over items in each run ({label:
+    eval/results.json}), the fact-recall probe, and the first run's chance and blind scores."""
     first = next(iter(runs.values()))["suites"]["world"]
     lines = [
         "| benchmark | " + " | ".join(runs) + " | chance | blind |",
         "| --- |" + " ---: |" * (len(runs) + 2),
     ]
-
-    def cell(r: dict[str, Any], key: str) -> str:
-        value = r.get(key)
-        if value is None:
-            return "—"
-        return f"{value:.3f}" if r["metric"] == "cider" else f"{100 * value:.1f}"
-
     for bench in sorted(first):
-        row = []
+        cells = []
         for result in runs.values():
             r = result["suites"]["world"][bench]
-            ci = f"{r['ci95']:.3f}" if r["metric"] == "cider" else f"{100 * r['ci95']:.1f}"
-            row.append(f"{cell(r, 'score')} ± {ci}")
-        lines.append(
-            f"| {bench} | "
-            + " | ".join(row)
-            + f" | {cell(first[bench], 'chance')} | {cell(first[bench], 'blind')} |"
-        )
-    if all(r.get("probes") for r in runs.values()):
-        recall = [r["probes"]["fact_recall"] for r in runs.values()]
-        cells = " | ".join(f"{100 * r['fact_recall']:.1f}" for r in recall)
-        lines.append(
-            f"| fact recall (cloze probe) | {cells} | {100 * recall[0]['fact_recall_chance']:.1f} | — |"
-        )
-    return "\n".join(lines)
+            cells.append(f"{_fmt(r['metric'], r['score'])} ± {_fmt(r['metric'], r['ci95'])}")
+        lines.append(f"| {bench} | " + " | ".join(cells) + f" | {_floors(first[bench])} |")
+    return "\n".join(lines + _recall_row([[r] for r in runs.values()]))
+
+
+# Two-sided 95% Student t quantiles by degrees of freedom (seeds - 1).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+
+
+def seeds_table(arms: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown: each world benchmark's mean over seeds [95% t-interval over seeds] in each arm
+    ({label: its seeds' eval/results.json}, two or more each), the probe's mean, chance and blind."""
+    if min(len(runs) for runs in arms.values()) < 2:
+        raise ValueError("an interval over seeds needs two seeds or more in every arm")
+    first = next(iter(arms.values()))[0]["suites"]["world"]
+    lines = [
+        "| benchmark | "
+        + " | ".join(f"{a} ({len(r)} seeds)" for a, r in arms.items())
+        + " | chance | blind |",
+        "| --- |" + " ---: |" * (len(arms) + 2),
+    ]
+    for bench in sorted(first):
+        metric, cells = first[bench]["metric"], []
+        for runs in arms.values():
+            values = [r["suites"]["world"][bench]["score"] for r in runs]
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            half = T95[len(values) - 1] * sd / len(values) ** 0.5
+            cells.append(f"{_fmt(metric, mean)} [{_fmt(metric, mean - half)}, {_fmt(metric, mean + half)}]")
+        lines.append(f"| {bench} | " + " | ".join(cells) + f" | {_floors(first[bench])} |")
+    return "\n".join(lines + _recall_row(list(arms.values())))
+
+
+def _recall_row(arms: list[list[dict[str, Any]]]) -> list[str]:
+    """The fact-recall probe's mean per arm, where every run has it."""
+    if not all(r.get("probes") for runs in arms for r in runs):
+        return []
+    recall = [[r["probes"]["fact_recall"] for r in runs] for runs in arms]
+    cells = " | ".join(f"{100 * sum(x['fact_recall'] for x in v) / len(v):.1f}" for v in recall)
+    return [f"| fact recall (cloze probe) | {cells} | {100 * recall[0][0]['fact_recall_chance']:.1f} | — |"]
