@@ -498,8 +498,9 @@ class RunConfig:
         for key, ok, want in RANGES:
             section, name = key.split(".")
             value = getattr(getattr(self, section), name)
-            if not ok(value):
-                raise ConfigError(f"{key}={value}: must be {want}")
+            real = isinstance(value, float)
+            if not ok(value) or (real and not math.isfinite(value)):  # inf passes "> 0"
+                raise ConfigError(f"{key}={value}: must be {want}" + (" and finite" if real else ""))
         if self.build.group_max < self.build.group_min:
             raise ConfigError(
                 f"build.group_max={self.build.group_max}: must be >= build.group_min={self.build.group_min}"

@@ -232,6 +232,8 @@ def test_the_micro_batch_follows_the_world_size_and_a_bad_split_stops_before_any
     ("key", "value", "message"),
     [
         ("train.lr", -1, r"train\.lr=-1\.0: must be > 0"),
+        ("train.lr", float("inf"), r"train\.lr=inf: must be > 0 and finite"),
+        ("train.grad_clip", float("nan"), r"train\.grad_clip=nan: must be > 0"),
         ("train.beta1", 1.5, r"train\.beta1=1\.5: must be in \[0, 1\)"),
         ("train.eps", -1, r"train\.eps=-1\.0: must be > 0"),
         ("train.micro_batch", -2, r"train\.micro_batch=-2"),

@@ -154,7 +154,7 @@ def test_the_docs_tables_are_the_committed_records():
     foundations' records and the runs' eval/results.json."""
     import re
 
-    from mmkd.foundations.report import runs_table, table
+    from mmkd.foundations.report import runs_table, seeds_table, table
     from tests.conftest import REPO
 
     results = REPO / "docs/results/foundations"
@@ -168,3 +168,7 @@ def test_the_docs_tables_are_the_committed_records():
     assert section("docs/results/foundations") == table(records)
     runs = {p.stem: json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))}
     assert len(runs) == 4 and section("docs/results/foundations/runs") == runs_table(runs)
+    arms: dict[str, list] = {}
+    for p in sorted((results / "seeds").glob("*.json")):  # <arm>_seed<k>.json
+        arms.setdefault(p.stem.rsplit("_seed", 1)[0], []).append(json.loads(p.read_text()))
+    assert len(arms) == 2 and section("docs/results/foundations/seeds") == seeds_table(arms)
