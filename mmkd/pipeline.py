@@ -72,6 +72,10 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
     """Every check that needs no compute: sources, the batch split over the ranks, eval suites."""
     names = cfg.recipe.sources()
     check_sources(cfg.recipe.name, names, cfg)  # before any compute
+    if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        raise ConfigError(
+            f"run_dir={cfg.run_dir!r} is a file; a run needs a directory there (or give another)"
+        )
     micro_batch_for(cfg.train, info.world_size)  # the batch splits over these ranks
     if cfg.model.family == "discrete":
         tokenizer_for(cfg.model)  # the tokenizer shape the model states is one we can build

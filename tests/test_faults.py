@@ -266,3 +266,14 @@ def test_a_hostile_tar_member_is_named_in_one_line(tmp_path, name, data, message
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(DataError, match=message):
         list(iter_shard(shard))
+
+
+def test_a_run_dir_that_is_a_file_is_named_before_any_build(tmp_path):
+    from mmkd.config import ConfigError
+    from tests.conftest import small_data
+
+    cfg = micro_run_config(small_data(tmp_path / "data"), tmp_path / "run")
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"run_dir='.*run' is a file; a run needs a directory there"):
+        run(cfg, DistInfo())
+    assert not (tmp_path / "data").exists()
