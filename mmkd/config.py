@@ -424,16 +424,8 @@ class RunConfig:
                 f"model.init=world with tokenizer={self.tokenizer!r}: the world foundations read the world "
                 "tokenizer's ids; use tokenizer=auto"
             )
-        parts = (
-            self.recipe,
-            self.model,
-            self.data.world,
-            self.annotator,
-            self.build,
-            self.clip,
-            self.foundations,
-        )
-        for part in parts:
+        parts = [self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip]
+        for part in [*parts, self.foundations]:
             try:
                 part.validate()
             except ValueError as e:

@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.fit import fit
 from mmkd.model.config import ModelConfig
 from mmkd.model.hf import llama_config
-from mmkd.schedules import learning_rate
 from mmkd.tokenizer import Tokenizer
 from mmkd.world import encyclopedia
 from mmkd.world.language import text_document
@@ -112,30 +111,17 @@ def train_text(
 ) -> tuple[Any, dict[str, Any]]:
     """The trained Llama (eval mode) and its scores: training loss, held-out loss, fact recall."""
     torch.manual_seed(f.seed)
-    llama = build_llama(model, tokenizer).to(device).train()
-    decay = [p for p in llama.parameters() if p.ndim >= 2]
-    rest = [p for p in llama.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}])
+    llama = build_llama(model, tokenizer).to(device)
     rows = _rows(world, tokenizer, SPLIT, model.max_seq_len)
-    losses = []
-    bar = tqdm(range(f.text_steps), desc="world language foundation (Llama)", unit="step")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, f.text_steps, f.text_lr, f.warmup_fraction, 0.0)
+
+    def loss_at(step: int) -> torch.Tensor:
         ids = torch.tensor([next(rows) for _ in range(f.text_batch)], device=device)  # [B, T]
-        loss = llama(input_ids=ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    llama.eval()
-    window = max(1, len(losses) // 10)
-    scores = {
-        "loss_first": sum(losses[:window]) / window,
-        "loss_last": sum(losses[-window:]) / window,
+        return llama(input_ids=ids, labels=ids).loss
+
+    scores = fit(
+        llama, f.text_steps, f.text_lr, f.warmup_fraction, loss_at, "world language foundation (Llama)"
+    )
+    scores |= {
         "held_out_loss": _held_out_loss(llama, world, tokenizer, f.eval_items, device),
         **fact_recall(lambda ids: llama(input_ids=ids).logits, tokenizer, device),
     }

@@ -15,12 +15,11 @@ import math
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.fit import fit
 from mmkd.loader import image_tensor
 from mmkd.model.config import ModelConfig
-from mmkd.schedules import learning_rate
 from mmkd.tokenizer import Tokenizer
 from mmkd.world.language import dense_caption
 from mmkd.world.render import render
@@ -59,11 +58,11 @@ def build_siglip(model: ModelConfig, f: FoundationConfig, tokenizer: Tokenizer) 
 
 def _texts(tokenizer: Tokenizer, texts: list[str], device: torch.device) -> torch.Tensor:
     """[B, TEXT_TOKENS] ids: `<bos> text <eos>`, cut to fit, right-padded."""
-    ids = torch.full((len(texts), TEXT_TOKENS), tokenizer.pad_id, dtype=torch.long)
+    ids = torch.full((len(texts), TEXT_TOKENS), tokenizer.pad_id, dtype=torch.long, device=device)
     for i, t in enumerate(texts):
         row = [tokenizer.bos_id, *tokenizer.encode(t)[: TEXT_TOKENS - 2], tokenizer.eos_id]
-        ids[i, : len(row)] = torch.tensor(row)
-    return ids.to(device)
+        ids[i, : len(row)] = torch.tensor(row, device=device)
+    return ids
 
 
 def _pixels(images: list, size: int, device: torch.device) -> torch.Tensor:
@@ -87,34 +86,21 @@ def train_vision(
 ) -> tuple[Any, dict[str, Any]]:
     """The trained SigLIP (eval mode) and its scores: training loss, zero-shot and retrieval."""
     torch.manual_seed(f.seed)
-    siglip = build_siglip(model, f, tokenizer).to(device).train()
+    siglip = build_siglip(model, f, tokenizer).to(device)
     # SigLIP starts its logit bias at the log prior of a positive pair (Zhai et al. 2023, Sec. 3.3):
     # -10 for their 32k batches; for ours that is -log(batch). At -10, Adam's ~lr-sized steps need
     # thousands of steps to reach the prior, and 600 steps of 64 left the tower at chance.
     with torch.no_grad():
         siglip.logit_bias.fill_(-math.log(f.vision_batch))
-    decay = [p for p in siglip.parameters() if p.ndim >= 2]
-    rest = [p for p in siglip.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}])
-    losses = []
-    bar = tqdm(range(f.vision_steps), desc="world vision foundation (SigLIP)", unit="step")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, f.vision_steps, f.vision_lr, f.warmup_fraction, 0.0)
+
+    def loss_at(step: int) -> torch.Tensor:
         captions, images = _batch(world, step * f.vision_batch, f.vision_batch)
-        out = siglip(
-            input_ids=_texts(tokenizer, captions, device),
-            pixel_values=_pixels(images, model.image_size, device),
-            return_loss=True,
-        )
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(siglip.parameters(), 1.0)
-        opt.step()
-        losses.append(out.loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    siglip.eval()
+        texts, pixels = _texts(tokenizer, captions, device), _pixels(images, model.image_size, device)
+        return siglip(input_ids=texts, pixel_values=pixels, return_loss=True).loss
+
+    scores = fit(
+        siglip, f.vision_steps, f.vision_lr, f.warmup_fraction, loss_at, "world vision foundation (SigLIP)"
+    )
 
     @torch.no_grad()
     def embed(texts: list[str], images: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +109,5 @@ def train_vision(
         )
         return out.text_embeds, out.image_embeds
 
-    window = max(1, len(losses) // 10)
-    scores = {
-        "loss_first": sum(losses[:window]) / window,
-        "loss_last": sum(losses[-window:]) / window,
-        **evaluate_contrastive(embed, world, f.eval_items),
-    }
+    scores |= evaluate_contrastive(embed, world, f.eval_items)
     return siglip, scores
