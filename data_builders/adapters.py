@@ -138,7 +138,8 @@ def vqav2(
 def llava(
     json_path: str | Path, images_dir: str | Path, rejects: RejectLog, source: str = "llava"
 ) -> Iterator[Sample]:
-    """One `vqa` sample per single-image LLaVA conversation; human/gpt messages pair into turns.
+    """One `vqa` sample per LLaVA conversation of one image or none (LLaVA-665k's text-only
+    conversations); human/gpt messages pair into turns.
 
     The `<image>` placeholder is dropped from human messages: the schema places the one image itself.
     """
@@ -154,9 +155,6 @@ def llava(
             continue
         images = rec.get("image") or []
         images = [images] if isinstance(images, str) else images
-        if not images:
-            rejects.add(where, "no_image", "text-only conversations have no kind in the schema")
-            continue
         if len(images) > 1:
             rejects.add(where, "multi_image_unsupported", f"{len(images)} images")
             continue
@@ -167,17 +165,17 @@ def llava(
         if not all(t.question and t.answer for t in turns):
             rejects.add(where, "empty_text", "a message is empty (after removing <image>)")
             continue
-        image = load_image(images_dir / images[0], where, rejects)
-        if image is None:
+        image = load_image(images_dir / images[0], where, rejects) if images else None
+        if images and image is None:
             continue
         sample = Sample(
             id=sample_key(source, rec["id"]),
             kind="vqa",
             source=source,
-            images=[image],
+            images=[image] if image else [],
             turns=turns,
             provenance={"record": where},
-            metadata={"llava_id": rec["id"], "image": images[0]},
+            metadata={"llava_id": rec["id"], "image": images[0] if images else None},
         )
         if checked(sample, rejects):
             yield sample

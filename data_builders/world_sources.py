@@ -7,6 +7,9 @@ content hash). `python launch/build.py` builds all of them; training builds what
   vqa0       template Q/A turns on the scene graph (seed 000 "VQA0"); chart scenes included
   text       encyclopedia passages, text-only scene stories and theme prose
   other      OCR on signs and grounding (boxes in pixels) (seed 000 "Other": OCR, grounding)
+  instruct   the common instruction stage's data: every world benchmark's question format on images
+             of its own split, the dense captions captioning is scored against, and the knowledge
+             questions of the facts the benchmarks do not ask (built when a recipe reads it)
   detection  COCO-instances JSON with VG-style attributes and relations, COCO captions JSON and PNGs
              (the MMGIC builder's input, read through the real detection adapter)
 """
@@ -25,7 +28,7 @@ from mmkd.data_builders import scale_pool as pool
 from mmkd.schema import Sample, Turn
 from mmkd.shards import ShardWriter, write_json_atomic
 from mmkd.world import alttext as world_alttext
-from mmkd.world import language
+from mmkd.world import encyclopedia, language
 from mmkd.world.render import render
 from mmkd.world.scene import KINDS, WorldConfig, sample_scene, scene_rng
 
@@ -121,17 +124,75 @@ def other(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
 
 
 def _qa_sample(kind: str, source: str, i: int, scene, qas: list, image_size: int, prior: dict) -> Sample:
-    """A Q/A sample of one rendered scene; counts each answer into `prior` (qtype -> answer -> n)."""
+    """A Q/A sample of one rendered scene (or of none: a text-only conversation); counts each answer
+    into `prior` (qtype -> answer -> n)."""
     for qa in qas:
         prior.setdefault(qa.qtype, Counter())[qa.answer] += 1
     return Sample(
         id=f"{source}-{i:07d}",
         kind=kind,
         source=source,
-        images=[render(scene, image_size)],
+        images=[] if scene is None else [render(scene, image_size)],
         turns=[Turn(qa.question, qa.answer) for qa in qas],
-        metadata={"scene": scene.to_json(), "qtypes": [qa.qtype for qa in qas]},
+        metadata={"qtypes": [qa.qtype for qa in qas]} | ({} if scene is None else {"scene": scene.to_json()}),
     )
+
+
+# The instruction data's cycle of 20 samples, so every prefix of the source holds each part in proportion.
+INSTRUCT_CYCLE = (
+    ("objects",) * 7 + ("chart",) * 2 + ("sign",) * 2 + ("knowledge",) * 3 + ("knowledge_in_image",) * 2
+) + ("caption",) * 4
+INSTRUCTION_FACTS = tuple(
+    (kind, attribute)
+    for kind in KINDS
+    for attribute in encyclopedia.ATTRIBUTES
+    if not encyclopedia.benchmark_fact(kind, attribute)
+)
+
+
+def instruct(cfg: WorldConfig, n: int, writer: ShardWriter, turns: int) -> None:
+    """The common instruction stage's data (the instrument protocol, docs/protocol.md): the formats
+    the benchmarks ask in, on training compositions of its own split, never a benchmark item.
+    Object scenes hold 1..max_objects objects evenly, as the counting benchmark's answers are even;
+    knowledge is asked only for INSTRUCTION_FACTS, the half of the facts the benchmarks never ask."""
+    prior: dict[str, Counter] = {}
+    parts: Counter = Counter()
+    for i in _progress(n, "instruct"):
+        part = INSTRUCT_CYCLE[i % len(INSTRUCT_CYCLE)]
+        parts[part] += 1
+        rng = scene_rng(cfg, "instruct-qa", i)
+        if part == "knowledge":
+            facts = rng.sample(INSTRUCTION_FACTS, rng.randint(1, min(4, turns)))
+            qas = [_fact_qa(kind, attribute, image=False) for kind, attribute in facts]
+            writer.write(_qa_sample("vqa", "instruct", i, None, qas, cfg.image_size, prior))
+            continue
+        if part == "knowledge_in_image":  # every kind has two facts the benchmarks do not ask
+            scene = sample_scene(cfg, "instruct", i, layout="objects", n_objects=1)
+            kind = scene.objects[0].kind
+            attribute = rng.choice([a for k, a in INSTRUCTION_FACTS if k == kind])
+            qas = [_fact_qa(kind, attribute, image=True)]
+            writer.write(_qa_sample("vqa", "instruct", i, scene, qas, cfg.image_size, prior))
+            continue
+        layout = "objects" if part == "caption" else part
+        n_objects = 1 + i // len(INSTRUCT_CYCLE) % cfg.max_objects if layout == "objects" else None
+        scene = sample_scene(cfg, "instruct", i, layout=layout, n_objects=n_objects)
+        if part == "caption":
+            text = language.dense_caption(scene, rng)
+            writer.write(_caption_sample("instruct", "dense", i, scene, text, cfg.image_size))
+            continue
+        gens = {"objects": language.OBJECT_QUESTIONS, "chart": language.CHART_QUESTIONS}
+        qas = language.ask_many(scene, rng, gens.get(part, (language.q_ocr,)), turns)
+        writer.write(_qa_sample("vqa", "instruct", i, scene, qas, cfg.image_size, prior))
+    writer.extra["answer_prior"] = {q: dict(c) for q, c in sorted(prior.items())}
+    writer.extra["parts"] = dict(sorted(parts.items()))
+
+
+def _fact_qa(kind: str, attribute: str, image: bool) -> language.QA:
+    """A knowledge question as the benchmarks word it, about a named or a pictured object."""
+    value = encyclopedia.FACTS[kind][attribute]
+    if image:
+        return language.QA(f"kii_{attribute}", encyclopedia.IMAGE_QUESTIONS[attribute], value)
+    return language.QA(f"knowledge_{attribute}", encyclopedia.QUESTIONS[attribute].format(kind=kind), value)
 
 
 SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
@@ -144,6 +205,7 @@ SOURCES: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
 ON_REQUEST: dict[str, Callable[[WorldConfig, int, ShardWriter, int], None]] = {
     "alttext": alttext,
     "scale_pool": scale_pool,
+    "instruct": instruct,
 }
 
 

@@ -29,7 +29,7 @@ from mmkd.eval.few_shot import with_shots
 from mmkd.eval.html_report import write_html
 from mmkd.eval.image_generation import evaluate_generation
 from mmkd.eval.report import markdown_table
-from mmkd.eval.world_bench import evaluate_world
+from mmkd.eval.world_bench import PRIOR_SOURCES, evaluate_world
 from mmkd.foundations.text import fact_recall
 from mmkd.materialize import materialize
 from mmkd.model import VLM
@@ -122,8 +122,9 @@ def evaluate(
     world = {a: shots(items, a, full[a]) for a, items in world.items()}
     custom = {n: shots(items, n, full_custom[n]) for n, items in custom.items()}
     if world:
+        priors = PRIOR_SOURCES + (("instruct",) if "instruct" in cfg.recipe.sources() else ())
         suites["world"], records = evaluate_world(
-            model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed
+            model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed, priors
         )
         dimensions = seed_dimensions.breakdown(records)
     if e.lm_eval_tasks:

@@ -5,7 +5,8 @@ greedily and scored by exact match, captions by CIDEr-D (`mmkd.eval.inference` d
 
 Each ability is reported next to its chance level and a *blind* baseline: the answer picked from
 the question alone, i.e. the training answer most frequent for the question's type (answer priors
-recorded by the VQA0 and other builders); a caption's blind baseline is the most frequent Caption0.
+recorded by the VQA0 and other builders, and by the instruction data where a run trains on it); a
+caption's blind baseline is the most frequent Caption0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
 from mmkd.templates import Templates
 from mmkd.world.scene import Scene
+
+PRIOR_SOURCES = ("vqa0", "other")  # the world's Q/A sources every world build has
 
 
 def blind_answer(item: BenchItem, prior: dict[str, dict[str, int]], rng: random.Random) -> str:
@@ -133,10 +136,14 @@ def evaluate_ability(
     return result, records
 
 
-def answer_priors(world_root: Path) -> tuple[dict[str, dict[str, int]], str]:
+def answer_priors(world_root: Path, sources: tuple[str, ...] = PRIOR_SOURCES) -> tuple[dict, str]:
+    """(qtype -> answer -> count over the Q/A `sources`, the most frequent Caption0)."""
     prior: dict[str, dict[str, int]] = {}
-    for source in ("vqa0", "other"):
-        prior.update(json.loads((world_root / source / "manifest.json").read_text()).get("answer_prior", {}))
+    for source in sources:
+        built = json.loads((world_root / source / "manifest.json").read_text()).get("answer_prior", {})
+        for qtype, counts in built.items():
+            for answer, n in counts.items():
+                prior.setdefault(qtype, {})[answer] = prior.get(qtype, {}).get(answer, 0) + n
     caption = json.loads((world_root / "caption0" / "manifest.json").read_text())["most_common_caption"]
     return prior, caption
 
@@ -149,10 +156,12 @@ def evaluate_world(
     batch_size: int = 64,
     max_new_tokens: int = 40,
     seed: int = 0,
+    prior_sources: tuple[str, ...] = PRIOR_SOURCES,
 ) -> tuple[dict, list[dict]]:
-    """Every ability's result on its items, and one record per item (`predictions.jsonl` lines)."""
+    """Every ability's result on its items, and one record per item (`predictions.jsonl` lines); the
+    blind baseline answers from the answer priors of `prior_sources`."""
     model.eval()
-    prior, blind_caption = answer_priors(world_root)
+    prior, blind_caption = answer_priors(world_root, prior_sources)
     results, records = {}, []
     for ability, items in tqdm(benchmarks.items(), desc="eval world", unit="ability"):
         results[ability], recs = evaluate_ability(

@@ -35,7 +35,7 @@ from mmkd.world.scene import WorldConfig
 ENGINES = ("ddp", "fsdp2", "deepspeed")
 WEIGHT_UNITS = ("samples", "tokens")  # what a mixture weight is a fraction of (mmkd.loader.MixtureSampler)
 SFT_STAGE = "sft"  # the instruction stage recipe.sft_fraction adds at the end of a run
-SFT_KINDS = ("vqa", "other")  # sample kinds whose templates supervise the answers alone
+SFT_KINDS = ("vqa", "other", "caption")  # sample kinds whose templates supervise the answers alone
 
 
 @dataclass
@@ -84,7 +84,7 @@ class RecipeConfig:
     # fraction of the budget on Q/A data, whose templates supervise the answers alone; the stages
     # before it keep their proportions of the rest. 0: no SFT stage.
     sft_fraction: float = 0.0
-    sft_mixture: dict[str, float] = field(default_factory=lambda: {"vqa0": 0.6, "other": 0.4})
+    sft_mixture: dict[str, float] = field(default_factory=lambda: {"instruct": 1.0})
 
     def active(self) -> dict[str, float]:
         """Sources with a positive weight (a child recipe removes a parent's source with weight 0)."""
@@ -161,6 +161,7 @@ class DataConfig:
             "detection": 4000,
             "alttext": 4000,
             "scale_pool": 4000,
+            "instruct": 10000,
         }
     )
     vqa_turns: int = 8

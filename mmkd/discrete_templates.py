@@ -87,7 +87,8 @@ class DiscreteTemplates(Templates):
             for c in codes:
                 self._visual(enc, c, loss=True)
         elif sample.kind in ("vqa", "other"):
-            self._visual(enc, codes[0], loss=False)
+            for c in codes:  # none for a text-only conversation
+                self._visual(enc, c, loss=False)
             self._turns(enc, sample)
         elif sample.kind == "interleaved":
             for i, piece in enumerate(sample.text.split(IMAGE_MARKER)):

@@ -5,7 +5,8 @@ nowhere else. `Sample.validate()` raises `SampleError` naming the sample and the
 
 Kinds (see SPEC.md "Recipes"):
   caption      one image + a caption; `caption_tag` says which caption source (Caption0, Caption1, SSC...)
-  vqa          one image + one or more question/answer turns
+  vqa          one image, or none, + one or more question/answer turns (text-only instruction data:
+               the world's knowledge questions, LLaVA's text-only conversations)
   text         pure text, no image
   pair         two images + one caption that describes and relates them (seed 000, Sec. 4.2.1)
   interleaved  >= 3 images placed in a text by IMAGE_MARKER (seed 000, Sec. 4.2.2)
@@ -27,7 +28,7 @@ KINDS = ("caption", "vqa", "text", "pair", "interleaved", "mmgic", "other")
 # Number of images each kind takes: (min, max); None = unbounded.
 _IMAGE_COUNTS: dict[str, tuple[int, int | None]] = {
     "caption": (1, 1),
-    "vqa": (1, 1),
+    "vqa": (0, 1),
     "text": (0, 0),
     "pair": (2, 2),
     "interleaved": (3, None),

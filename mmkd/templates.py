@@ -6,6 +6,7 @@ captions, answers (and the separator/EOS that ends them) and pure text. Layouts:
 
   caption / pair   <bos> [img]... caption <eos>
   vqa / other      <bos> [img] "Question: q1\nAnswer:" " a1" "\n" ... "Question: qn\nAnswer:" " an" <eos>
+                   (no [img] in a text-only conversation)
   text             <bos> text <eos>
   interleaved      <bos> text [img] text [img] ... <eos>
   mmgic            <bos> an MMGIC document, image- or text-first, fitted (mmkd/mmgic_template.py) <eos>
@@ -86,7 +87,8 @@ class Templates:
                 self._image(enc, im)
             enc.add(self.tok.encode(sample.text), loss=True)
         elif sample.kind in ("vqa", "other"):
-            self._image(enc, sample.images[0])
+            for im in sample.images:  # none for a text-only conversation
+                self._image(enc, im)
             self._turns(enc, sample)
         elif sample.kind == "text":
             enc.add(self.tok.encode(sample.text), loss=True)

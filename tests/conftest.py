@@ -31,6 +31,7 @@ SMALL_SIZES = {
     "detection": 20,
     "alttext": 120,
     "scale_pool": 100,
+    "instruct": 200,
 }
 
 

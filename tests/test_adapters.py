@@ -243,18 +243,13 @@ def test_llava_conversations(tmp_path):
     path = _json(tmp_path / "llava_instruct_150k.json", records)
     rejects = RejectLog()
     samples = list(llava(path, images, rejects))
-    assert [s.id for s in samples] == ["llava-a1", "llava-000_b_v2"]
+    assert [s.id for s in samples] == ["llava-a1", "llava-000_b_v2", "llava-t"]
     assert samples[0].turns == [Turn("What is it?", "A block."), Turn("Colour?", "Red.")]
     assert samples[1].turns == [Turn("Describe it.", "Grey.")]
-    assert [s.images[0].size for s in samples] == [(16, 12), (10, 10)] and samples[0].kind == "vqa"
-    assert rejects.counts() == {
-        "image_missing": 1,
-        "malformed_conversation": 1,
-        "multi_image_unsupported": 1,
-        "no_image": 1,
-    }
+    assert [[im.size for im in s.images] for s in samples] == [[(16, 12)], [(10, 10)], []]
+    assert {s.kind for s in samples} == {"vqa"} and samples[2].turns == [Turn("Hi", "Hello")]
+    assert rejects.counts() == {"image_missing": 1, "malformed_conversation": 1, "multi_image_unsupported": 1}
     where = _where(rejects)
-    assert where["no_image"] == f"{path}: [2] (id=t)"
     assert where["malformed_conversation"] == f"{path}: [4] (id=h)"
     assert where["image_missing"] == f"{path}: [5] (id=gone)"
 

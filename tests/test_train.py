@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmkd.checkpoint import latest_checkpoint, load_checkpoint, read_meta
-from mmkd.data_builders.sources import source_dirs
+from mmkd.data_builders.sources import prepare_sources, source_dirs
 from mmkd.distributed import DistInfo
 from mmkd.errors import CheckpointError
 from mmkd.eval.suites import evaluate_checkpoint
@@ -499,19 +499,17 @@ def test_a_recipe_ends_with_an_sft_stage_on_answers_only(world, tokenizer, tmp_p
     data, root = world
     cfg = micro_run_config(data, tmp_path, budget_samples=128, trace_samples=True, log_every=1)
     cfg.recipe = recipe
-    dirs = source_dirs(recipe.sources(), cfg, root)
+    dirs = prepare_sources(recipe.sources(), cfg, root)  # the instruction data is built when read
     check_sft_sources(cfg, dirs)
     train(cfg, dirs, tokenizer, tmp_path, DistInfo())
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["stage"] for m in metrics] == ["all"] * 6 + ["sft"] * 2
     ids = (tmp_path / "samples.rank0.txt").read_text().split()
-    assert all(i.startswith(("vqa0-", "other-")) for i in ids[96:])
-    assert not any(i.startswith(("vqa0-", "other-")) for i in ids[:96])
-    cfg.recipe = RecipeConfig(
-        name="y", mixture={"text": 1.0}, sft_fraction=0.2, sft_mixture={"caption0": 1.0}
-    )
-    with pytest.raises(ConfigError, match=r"recipe\.sft_mixture\.caption0: .* holds \['caption'\] samples"):
-        check_sft_sources(cfg, source_dirs(["caption0", "text"], cfg, root))
+    assert all(i.startswith("instruct-") for i in ids[96:])
+    assert not any(i.startswith("instruct-") for i in ids[:96])
+    cfg.recipe = RecipeConfig(name="y", mixture={"text": 1.0}, sft_fraction=0.2, sft_mixture={"text": 1.0})
+    with pytest.raises(ConfigError, match=r"recipe\.sft_mixture\.text: .* holds \['text'\] samples"):
+        check_sft_sources(cfg, source_dirs(["text"], cfg, root))
     with pytest.raises(ValueError, match=r"recipe\.sft_fraction=1\.0: must be in \[0, 1\)"):
         RecipeConfig(name="z", mixture={"text": 1.0}, sft_fraction=1.0).validate()
 

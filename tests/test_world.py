@@ -201,3 +201,60 @@ def test_benchmarks_are_disjoint_from_training_and_well_formed(tmp_path):
     existence = load_benchmark(tmp_path / "existence.jsonl")
     assert sum(it.answer == "yes" for it in existence) == 15
     assert {it.metadata["pope"] for it in existence} == {"present", "random", "popular", "adversarial"}
+
+
+def test_instruction_data_teaches_every_format_and_never_a_benchmark_fact(tmp_path, tokenizer):
+    """The `instruct` source: each benchmark's question format on training compositions, dense
+    captions, and knowledge questions on the half of the facts the knowledge benchmarks never ask;
+    a text-only question supervises its answers and places no image."""
+    from mmkd.data_builders.world_sources import INSTRUCTION_FACTS, build_source
+    from mmkd.shards import open_dataset
+    from mmkd.templates import IGNORE, Templates
+
+    manifest = build_source(CFG, "instruct", 120, tmp_path / "instruct", 100, 8)
+    assert manifest["parts"] == {
+        "objects": 42, "chart": 12, "sign": 12, "knowledge": 18, "knowledge_in_image": 12, "caption": 24
+    }  # fmt: skip
+    assert len(INSTRUCTION_FACTS) == 12 and all(
+        sum(k == kind for k, _ in INSTRUCTION_FACTS) == 2 for kind in encyclopedia.FACTS
+    )
+    asked, text_only = set(), []
+    for s in open_dataset(tmp_path / "instruct").iter():
+        if not s.images:
+            text_only.append(s)
+            for t in s.turns:
+                kind = re.fullmatch(r".* an? (\w+) .*\?", t.question)[1]
+                attribute = next(
+                    a for a, q in encyclopedia.QUESTIONS.items() if q.format(kind=kind) == t.question
+                )
+                assert t.answer == encyclopedia.FACTS[kind][attribute]
+                asked.add((kind, attribute))
+            continue
+        scene = Scene.from_json(s.metadata["scene"])
+        assert not is_held_out(CFG, scene)
+        if s.kind == "caption":
+            check_caption(scene, s.text)
+            continue
+        for t, qtype in zip(s.turns, s.metadata["qtypes"], strict=True):
+            if qtype.startswith("kii_"):
+                asked.add((scene.objects[0].kind, qtype[4:]))
+                assert t.answer == encyclopedia.FACTS[scene.objects[0].kind][qtype[4:]]
+            else:
+                assert t.answer == expected_answer(scene, t.question)
+    assert asked <= set(INSTRUCTION_FACTS) and len(asked) >= 10
+
+    build_benchmarks(CFG, tmp_path / "bench", n_per_ability=48, stats_n=200)
+    benchmark = {
+        (it.metadata["kind"], it.qtype[10:]) for it in load_benchmark(tmp_path / "bench/knowledge.jsonl")
+    }
+    benchmark |= {
+        (Scene.from_json(it.metadata["scene"]).objects[0].kind, it.qtype[4:])
+        for it in load_benchmark(tmp_path / "bench/knowledge_in_image.jsonl")
+    }
+    assert not benchmark & set(INSTRUCTION_FACTS) and len(benchmark) == 12
+
+    templates = Templates(tokenizer, image_tokens=36, max_seq_len=256)
+    enc = templates.encode(text_only[0])
+    assert tokenizer.image_id not in enc.input_ids and not enc.images
+    supervised = tokenizer.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != IGNORE])
+    assert supervised.split() == " ".join(t.answer for t in text_only[0].turns).split()

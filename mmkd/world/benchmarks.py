@@ -5,6 +5,7 @@ Items are drawn from their own split ("bench-<ability>") whose scenes have held-
 object's jitter, is a training image.
 Multiple-choice items carry their options (scored by option likelihood); open items (OCR, chart value)
 are scored by exact match of a generated answer; captioning items carry reference captions (CIDEr).
+The knowledge benchmarks ask only the facts the instruction data does not (`encyclopedia.benchmark_fact`).
 
 Existence follows POPE (Li et al., 2023): half the questions ask about a present kind, the other half
 about an absent kind chosen at random, by popularity (the most frequent kinds in training images), or
@@ -48,7 +49,7 @@ ABILITIES = (
     "captioning",
 )
 NEGATIVE_TYPES = ("random", "popular", "adversarial")
-BENCH_VERSION = 3  # bump when item generation changes: stale benchmark files are then rebuilt
+BENCH_VERSION = 4  # bump when item generation changes: stale benchmark files are then rebuilt
 YES_NO = ["yes", "no"]
 
 
@@ -129,7 +130,7 @@ class _Builder:
             attribute = encyclopedia.ATTRIBUTES[len(self._made) % len(encyclopedia.ATTRIBUTES)]
             options = encyclopedia.options_for(attribute)
             if with_image:
-                scene = next(scenes)
+                scene = next(s for s in scenes if encyclopedia.benchmark_fact(s.objects[0].kind, attribute))
                 kind = scene.objects[0].kind
                 qa = QA(
                     f"kii_{attribute}",
@@ -138,7 +139,7 @@ class _Builder:
                 )
                 self._made.append(self.item(scene, ability, qa, options))
             else:
-                kind = rng.choice(KINDS)
+                kind = rng.choice([k for k in KINDS if encyclopedia.benchmark_fact(k, attribute)])
                 question = encyclopedia.QUESTIONS[attribute].format(kind=kind)
                 answer = encyclopedia.FACTS[kind][attribute]
                 self._made.append(

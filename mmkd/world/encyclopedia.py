@@ -2,7 +2,8 @@
 
 Knowledge here can only be learned from text: no image shows what a tent is made of. The knowledge
 benchmark asks these facts without an image; knowledge-in-image asks them about a pictured object,
-so the model must both recognise the kind and recall the fact.
+so the model must both recognise the kind and recall the fact. The encyclopedia states every fact;
+the benchmarks ask one half and the instruction data the other (`benchmark_fact`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ IMAGE_QUESTIONS: dict[str, str] = {
     "use": "What is the object in the image used for?",
     "material": "What is the object in the image made of?",
 }
+
+
+def benchmark_fact(kind: str, attribute: str) -> bool:
+    """Whether the knowledge benchmarks ask this fact. They ask half of the 24, the instruction data
+    (data_builders/world_instruct.py) asks the other half: each kind has two facts on each side and
+    each attribute three kinds, so instruction tuning teaches the question format and never the
+    answer to a benchmark question, and a score above chance is knowledge carried into that format
+    (the held-out design of knowledge-extraction studies)."""
+    return (KINDS.index(kind) + ATTRIBUTES.index(attribute)) % 2 == 1
 
 
 def plural(kind: str) -> str:
