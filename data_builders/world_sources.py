@@ -5,7 +5,7 @@ content hash). `python launch/build.py` builds all of them; training builds what
 
   caption0   short, partial AltText-like captions (seed 000 "Caption0")
   vqa0       template Q/A turns on the scene graph (seed 000 "VQA0"); chart scenes included
-  text       encyclopedia passages, text-only scene stories and theme prose
+  text       encyclopedia passages, quiz sheets, text-only scene stories and theme prose
   other      OCR on signs and grounding (boxes in pixels) (seed 000 "Other": OCR, grounding)
   instruct   the common instruction stage's data: every world benchmark's question format on images
              of its own split, the dense captions captioning is scored against, and the knowledge
@@ -32,7 +32,7 @@ from mmkd.world import encyclopedia, language
 from mmkd.world.render import render
 from mmkd.world.scene import KINDS, WorldConfig, sample_scene, scene_rng
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: quiz sheets among the text documents
 
 
 def _objects_or_chart(cfg: WorldConfig, split: str, i: int):

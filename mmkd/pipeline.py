@@ -35,7 +35,7 @@ from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.tracking import RunLog
-from mmkd.trainer import realised_shares, train
+from mmkd.trainer import realised_shares, train, use_threads
 from mmkd.visual_tokenizer_training import check_fits, prepare_world_tokenizer, tokenizer_for
 
 
@@ -131,6 +131,7 @@ def check_sft_sources(cfg: RunConfig, dirs: dict) -> None:
 
 
 def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
+    use_threads(cfg.train, info)  # the builds (foundations, visual tokenizer) share the cores too
     names = cfg.recipe.sources()
     run_dir = Path(cfg.run_dir)
     world_root = world_dir(cfg.data) if needs_world(cfg) else None  # real data alone: no world built

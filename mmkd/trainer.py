@@ -29,7 +29,7 @@ from mmkd.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from mmkd.config import ConfigError, RunConfig, micro_batch_for
+from mmkd.config import ConfigError, RunConfig, TrainConfig, micro_batch_for
 from mmkd.curriculum import Stage, stage_bounds, total_steps
 from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
@@ -165,6 +165,12 @@ class Setup:
     loader: dict | None = None  # this rank's data-stream state saved with the resumed checkpoint
 
 
+def use_threads(t: TrainConfig, info: DistInfo) -> None:
+    """torch's intra-op threads per rank (`train.threads`), for every step of a run that computes:
+    two jobs side by side with threads=1 each must not oversubscribe the cores while one builds."""
+    torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
+
+
 def setup(
     cfg: RunConfig,
     sources: dict[str, Path],
@@ -175,7 +181,7 @@ def setup(
 ) -> Setup:
     """Check the run, build the model on its device behind its engine, and resume if asked."""
     t, device = cfg.train, info.device
-    torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // info.world_size))
+    use_threads(t, info)
     resolve_attention(cfg.model.attention, device)  # model.attention=flash without CUDA fails here
     micro = micro_batch_for(t, info.world_size)
     accum = t.global_batch // (micro * info.world_size)

@@ -45,6 +45,8 @@ COVERED = {
     # is evaluated before SFT, and the report reads those runs (the report CLI is tested on its own).
     "train.branch_from": BRANCH_TEST,
     "scale_full/seed0/checkpoints": BRANCH_TEST,
+    # docs/protocol.md: a run read before its instruction stage, at its kept stage-end checkpoint.
+    "checkpoints/step-00002560": BRANCH_TEST,
     "runs/scale_clip10]": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).

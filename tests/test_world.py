@@ -258,3 +258,25 @@ def test_instruction_data_teaches_every_format_and_never_a_benchmark_fact(tmp_pa
     assert tokenizer.image_id not in enc.input_ids and not enc.images
     supervised = tokenizer.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != IGNORE])
     assert supervised.split() == " ".join(t.answer for t in text_only[0].turns).split()
+
+
+def test_quiz_sheets_ask_true_facts_in_other_words_than_the_benchmarks():
+    """Training text asks facts too (as the web does), never in a benchmark question's words."""
+    docs = [language.text_document(CFG, "text", i) for i in range(300)]
+    sheets = [text for text, genre in docs if genre == "quiz"]
+    assert 15 <= len(sheets) <= 50
+    benchmark = {q.format(kind=k).lower() for q in encyclopedia.QUESTIONS.values() for k in KINDS}
+    forms = {
+        a: re.escape(t).replace(r"\{kind\}", "(?P<kind>\\w+)").replace(r"\{value\}", "(?P<value>[a-z ]+)")
+        for a, t in encyclopedia.QUIZ.items()
+    }
+    asked = set()
+    for sheet in sheets:
+        items = re.findall(r"Quiz: .*?\? Answer: .*?\.", sheet)
+        assert 2 <= len(items) <= 4 and " ".join(items) == sheet
+        for item in items:
+            assert item.split("? ")[0][6:].lower() + "?" not in benchmark
+            attribute, m = next((a, m) for a, f in forms.items() if (m := re.fullmatch(f, item)))
+            assert m["value"] == encyclopedia.FACTS[m["kind"]][attribute]
+            asked.add((m["kind"], attribute))
+    assert len(asked) >= 20

@@ -35,6 +35,15 @@ QUESTIONS: dict[str, str] = {
     "use": "What is a {kind} used for?",
     "material": "What is a {kind} made of?",
 }
+# A quiz sheet's wording (training text): questions in other words than the benchmarks' (QUESTIONS),
+# as the web holds facts both stated and asked. A model that learned to answer these still has to
+# carry a fact into the benchmark's wording, which the instruction data teaches on other facts.
+QUIZ: dict[str, str] = {
+    "corners": "Quiz: how many corners has a {kind}? Answer: {value}.",
+    "family": "Quiz: which family is a {kind} in? Answer: {value}.",
+    "use": "Quiz: what do people use a {kind} for? Answer: {value}.",
+    "material": "Quiz: what material is a {kind}? Answer: {value}.",
+}
 IMAGE_QUESTIONS: dict[str, str] = {
     "corners": "How many corners does the object in the image have?",
     "family": "What family does the object in the image belong to?",
@@ -64,6 +73,12 @@ def options_for(attribute: str) -> list[str]:
 def statement(rng: random.Random, kind: str, attribute: str) -> str:
     template = rng.choice(STATEMENTS[attribute])
     return template.format(kind=kind, plural=plural(kind), value=FACTS[kind][attribute])
+
+
+def quiz(rng: random.Random) -> str:
+    """A quiz sheet: two to four facts about any kinds, asked and answered (QUIZ's wording)."""
+    facts = rng.sample([(k, a) for k in KINDS for a in ATTRIBUTES], rng.randint(2, 4))
+    return " ".join(QUIZ[a].format(kind=k, value=FACTS[k][a]) for k, a in facts)
 
 
 def passage(rng: random.Random, kind: str) -> str:

@@ -229,13 +229,15 @@ def theme_prose(theme: str, rng: random.Random) -> str:
 
 
 def text_document(cfg: WorldConfig, split: str, index: int) -> tuple[str, str]:
-    """(text, genre) of the pure-text document at `index` of `split`: an encyclopedia passage (40%), a
-    story about a scene (40%) or prose about a theme (20%): the `text` source's documents, and the
-    world text LM's corpus on a split of its own."""
+    """(text, genre) of the pure-text document at `index` of `split`: an encyclopedia passage (30%), a
+    quiz sheet (10%), a story about a scene (40%) or prose about a theme (20%): the `text` source's
+    documents, and the world text LM's corpus on a split of its own."""
     rng = scene_rng(cfg, split, index)
     u = rng.random()
-    if u < 0.4:
+    if u < 0.3:
         return encyclopedia.passage(rng, rng.choice(KINDS)), "encyclopedia"
+    if u < 0.4:
+        return encyclopedia.quiz(rng), "quiz"
     if u < 0.8:
         return scene_prose(sample_scene(cfg, split, index, layout="objects"), rng), "story"
     return theme_prose(rng.choice(sorted(THEMES)), rng), "theme"
