@@ -157,11 +157,19 @@ def needs_world(cfg: RunConfig, training: bool = True) -> bool:
     world_bench = evaluates and (cfg.eval.abilities or "mmkd_world_knowledge" in cfg.eval.lm_eval_tasks)
     if not training:
         return bool(world_bench)
-    from_world = any(
-        _origin(n, cfg) in WORLD_NAMES and _origin(n, cfg) not in cfg.data.sources
-        for n in cfg.recipe.sources()
-    )
-    return cfg.tokenizer_dir() is None or bool(world_bench) or from_world
+    return cfg.tokenizer_dir() is None or bool(world_bench) or _from_world(cfg, cfg.recipe.sources())
+
+
+def pretrains_on_world(cfg: RunConfig) -> bool:
+    """Whether a stage before the instruction stage draws world data (world sources, or sources
+    built from them): the runs the world protocol's foundations and instruction data are for."""
+    plan = cfg.recipe.plan()
+    stages = plan[:-1] if cfg.recipe.sft_fraction else plan
+    return _from_world(cfg, sorted({n for stage in stages for n in stage.mixture}))
+
+
+def _from_world(cfg: RunConfig, names: list[str]) -> bool:
+    return any(_origin(n, cfg) in WORLD_NAMES and _origin(n, cfg) not in cfg.data.sources for n in names)
 
 
 def _check_annotated(recipe_name: str, name: str, cfg: RunConfig) -> None:

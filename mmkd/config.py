@@ -21,8 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.build_config import BuildConfig
+from mmkd.config_ranges import RANGES
 from mmkd.errors import ConfigError
-from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.config import FoundationConfig, is_foundation
 from mmkd.mmgic_template import DOCUMENT_KINDS, text_to_image_prompt
 from mmkd.model.config import ModelConfig
 from mmkd.model.pretrained_shape import adopt_pretrained_shapes
@@ -81,8 +82,9 @@ class RecipeConfig:
     # "" for <bos> text [IMG] as caption samples read.
     image_prompt: str = ""
     # An instruction-tuning stage that ends the run (seed 002 Table 5 evaluates after SFT): this
-    # fraction of the budget on Q/A data, whose templates supervise the answers alone; the stages
-    # before it keep their proportions of the rest. 0: no SFT stage.
+    # fraction of the budget on data whose templates supervise the answers alone (Q/A, captions); the
+    # stages before it keep their proportions of the rest. 0: no SFT stage. protocol=instruct (the
+    # default) sets 0.2; `instruct` is the world's instruction data (docs/protocol.md).
     sft_fraction: float = 0.0
     sft_mixture: dict[str, float] = field(default_factory=lambda: {"instruct": 1.0})
 
@@ -238,45 +240,6 @@ class TrainConfig:
     trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
 
 
-# Numeric keys with a range, checked before any compute: (key, holds, what would be right).
-RANGES = [
-    ("train.lr", lambda v: v > 0, "> 0"),
-    ("train.beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("train.beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("train.eps", lambda v: v > 0, "> 0"),
-    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
-    ("train.min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("train.grad_clip", lambda v: v > 0, "> 0 (the maximum gradient norm)"),
-    ("train.global_batch", lambda v: v >= 1, ">= 1"),
-    ("train.budget_samples", lambda v: v >= 0, ">= 0"),
-    ("train.budget_tokens", lambda v: v >= 0, ">= 0"),
-    ("train.log_every", lambda v: v >= 1, ">= 1"),
-    ("train.checkpoint_every", lambda v: v >= 0, ">= 0 (0: only the final checkpoint)"),
-    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
-    ("train.threads", lambda v: v >= 0, ">= 0 (0: cores / world size)"),
-    ("train.dist_timeout_s", lambda v: v > 0, "> 0"),
-    ("train.wait_timeout_s", lambda v: v > 0, "> 0"),
-    ("eval.every", lambda v: v >= 0, ">= 0"),
-    ("eval.max_items", lambda v: v >= 0, ">= 0 (0: every item)"),
-    ("eval.shots", lambda v: v >= 0, ">= 0 (0: zero-shot; seed 002 reports 0, 4 and 8)"),
-    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
-    ("eval.max_new_tokens", lambda v: v >= 1, ">= 1"),
-    ("eval.generation_prompts", lambda v: v >= 0, ">= 0 (0: no generation eval)"),
-    ("eval.cfg_scale", lambda v: v >= 0, ">= 0 (1: no guidance)"),
-    ("eval.temperature", lambda v: v >= 0, ">= 0 (0: greedy)"),
-    ("eval.top_k", lambda v: v >= 0, ">= 0 (0: every code)"),
-    ("data.num_workers", lambda v: v >= 0, ">= 0"),
-    ("data.max_bad_samples", lambda v: v >= 0, ">= 0 (0: stop at the first undecodable sample)"),
-    ("data.samples_per_shard", lambda v: v >= 1, ">= 1"),
-    ("build.unit_size", lambda v: v >= 1, ">= 1"),
-    ("build.limit", lambda v: v >= 0, ">= 0 (0: every input record)"),
-    ("build.pairs_per_image", lambda v: v >= 1, ">= 1"),
-    ("build.max_reject_share", lambda v: 0 <= v <= 1, "in [0, 1] (the rejected share a unit may have)"),
-    ("build.wait_s", lambda v: v >= 0, ">= 0 (0: do not wait for other build.shard processes)"),
-    ("build.group_min", lambda v: v >= 3, ">= 3 (seed 000 Sec. 4.2.2: groups of three or more images)"),
-]
-
-
 def micro_batch_for(t: TrainConfig, world_size: int) -> int:
     """The micro-batch on `world_size` ranks; the global batch must split into whole micro-batches
     on every rank (checked before any data is built)."""
@@ -393,16 +356,20 @@ class RunConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     foundations: FoundationConfig = field(default_factory=FoundationConfig)
 
+    def named_decoder(self) -> str:
+        """model.init_decoder where it names a pretrained decoder of its own; "" where it is empty or
+        the world foundation a run with model.init=world filled in (which reads the world's ids)."""
+        decoder = self.model.init_decoder
+        return "" if self.model.init == "world" and is_foundation(decoder) else decoder
+
     def tokenizer_dir(self) -> Path | None:
         """The Hugging Face tokenizer directory this run uses, or None for the world's tokenizer."""
-        if self.tokenizer == "auto" and self.model.init == "world":
-            return None  # the world foundations read the world tokenizer's ids
         if self.tokenizer == "auto":
-            return Path(self.model.init_decoder) if self.model.init_decoder else None
+            return Path(self.named_decoder()) if self.named_decoder() else None
         return None if self.tokenizer == "world" else Path(self.tokenizer)
 
     def validate(self) -> RunConfig:
-        if self.tokenizer == "world" and self.model.init_decoder and self.model.init != "world":
+        if self.tokenizer == "world" and self.named_decoder():
             raise ConfigError(
                 f"tokenizer=world with model.init_decoder={self.model.init_decoder!r}: the pretrained "
                 "decoder's token ids mean the words of its own tokenizer; use tokenizer=auto (its "
@@ -420,10 +387,14 @@ class RunConfig:
             adopt_pretrained_shapes(self.model)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.model.init == "world" and self.tokenizer not in ("auto", "world"):
+        if (
+            self.model.init == "world"
+            and not self.named_decoder()
+            and self.tokenizer not in ("auto", "world")
+        ):
             raise ConfigError(
-                f"model.init=world with tokenizer={self.tokenizer!r}: the world foundations read the world "
-                "tokenizer's ids; use tokenizer=auto"
+                f"model.init=world with tokenizer={self.tokenizer!r}: the world foundation decoder reads the "
+                "world tokenizer's ids; use tokenizer=auto (or name model.init_decoder)"
             )
         parts = [self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip]
         for part in [*parts, self.foundations]:

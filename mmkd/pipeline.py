@@ -24,6 +24,7 @@ from mmkd.data_builders.sources import (
     needs_world,
     prepare_sources,
     prepare_world,
+    pretrains_on_world,
     source_dirs,
     world_dir,
 )
@@ -31,6 +32,7 @@ from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.foundations.store import foundation_paths, prepare_foundations
+from mmkd.foundations.store import parts as foundation_parts
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
@@ -42,7 +44,7 @@ from mmkd.visual_tokenizer_training import check_fits, prepare_world_tokenizer, 
 def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
     """The mixture as trained: weights, their unit, and each source's manifest identity."""
     out = {"recipe": cfg.recipe.name, "weight_unit": cfg.recipe.weight_unit, "sources": {}}
-    if cfg.recipe.stages:
+    if len(cfg.recipe.plan()) > 1:  # a curriculum, or a mixture and its instruction stage
         out["stages"] = [
             {"name": s.name, "fraction": s.fraction, "mixture": s.mixture} for s in cfg.recipe.plan()
         ]
@@ -88,11 +90,7 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
                 "model.family=discrete on real data alone needs model.visual_tokenizer (a tokenizer "
                 "directory: docs/discrete.md); only the knowledge world can train one here"
             )
-    if cfg.model.init == "world" and (cfg.model.init_vision or cfg.model.init_decoder):
-        raise ConfigError(
-            "model.init=world starts from the world foundations; model.init_vision / model.init_decoder "
-            "name other checkpoints: use one or the other"
-        )
+    check_protocol(cfg)
     if cfg.eval.lm_eval_tasks:  # a misspelt task must not surface after hours of training
         from mmkd.eval.lm_eval_suite import check_tasks
 
@@ -101,6 +99,27 @@ def check(cfg: RunConfig, info: DistInfo) -> None:
         from mmkd.eval.vlmeval_suite import check_datasets, judge_from
 
         check_datasets(cfg.eval.vlmeval_datasets, cfg.eval.vlmeval_data, judge_from(cfg.eval))
+
+
+def check_protocol(cfg: RunConfig) -> None:
+    """The world protocol's defaults (protocol=instruct) serve runs that pre-train on the world; a run
+    on data of its own is told which key to set rather than given the world's towers or its
+    instruction data behind its back."""
+    if pretrains_on_world(cfg):
+        return
+    towers = foundation_parts(cfg.model) if cfg.model.init == "world" else []
+    if towers:
+        keys = " / ".join(f"model.init_{'vision' if t == 'vision' else 'decoder'}" for t in towers)
+        raise ConfigError(
+            f"model.init=world starts the {' and '.join(towers)} tower from the world foundations, but this "
+            f"run pre-trains on no world data: name {keys}, or model.init=scratch (protocol=pretrain)"
+        )
+    if cfg.recipe.sft_fraction and "instruct" in cfg.recipe.plan()[-1].mixture:
+        raise ConfigError(
+            "recipe.sft_mixture.instruct: the world's instruction data would end a run that pre-trains on "
+            "no world data: set recipe.sft_mixture to your own Q/A data, or recipe.sft_fraction=0 "
+            "(protocol=pretrain)"
+        )
 
 
 def world_tokenizer_dir(cfg: RunConfig, world_root: Path) -> Path:
@@ -168,9 +187,11 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
     else:
         tokenizer = Tokenizer.load(world_root / "tokenizer.json")
     if cfg.model.init == "world":  # the run starts from them, and its config.yaml records which
-        found = foundation_paths(cfg.model, cfg.foundations, cfg.data.world, world_root, tokenizer)
-        cfg.model.init_decoder = str(found["text"] / "model")
-        cfg.model.init_vision = str(found["vision"] / "model") if "vision" in found else ""
+        world_tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+        found = foundation_paths(cfg.model, cfg.foundations, cfg.data.world, world_root, world_tokenizer)
+        for part, key in (("text", "init_decoder"), ("vision", "init_vision")):
+            if part in found:
+                setattr(cfg.model, key, str(found[part] / "model"))
     if info.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(asdict(cfg))))
         write_json_atomic(run_dir / "mixture.json", resolved_mixture(cfg, dirs))

@@ -52,6 +52,24 @@ def test_every_recipe_composes_and_sums_to_one(recipe):
     check_sources(cfg.recipe.name, cfg.recipe.sources(), cfg)  # every source is buildable
 
 
+def test_the_papers_protocol_is_the_default_and_pretrain_keeps_the_former_runs():
+    """protocol=instruct (default): world foundations, seed 000's rate, the common instruction stage on
+    the world's instruction data; a recipe's own SFT data and the smoke models' scratch start win;
+    protocol=pretrain is how the committed tables before docs/protocol.md were made."""
+
+    def settings(*overrides):
+        cfg = to_run_config(composed(*overrides))
+        return cfg.model.init, cfg.train.lr, cfg.recipe.sft_fraction, cfg.recipe.plan()[-1].mixture
+
+    assert settings("recipe=baseline") == ("world", 2e-4, 0.2, {"instruct": 1.0})
+    assert settings("recipe=pair_caption_v2", "model=discrete_tiny")[:3] == ("world", 2e-4, 0.2)
+    assert settings("recipe=scale_top10") == ("world", 2e-4, 0.2, {"scale": 1.0})
+    assert settings("recipe=baseline", "model=micro", "train=smoke")[0] == "scratch"
+    assert settings("recipe=baseline", "protocol=pretrain")[:3] == ("scratch", 1e-3, 0.0)
+    assert settings("recipe=scale_top10", "protocol=pretrain")[2:] == (0.2, {"scale": 1.0})
+    assert settings("recipe=baseline", "train.lr=5e-4", "recipe.sft_fraction=0.1")[1:3] == (5e-4, 0.1)
+
+
 def test_child_recipes_state_only_their_difference():
     base = to_run_config(composed("recipe=baseline")).recipe.active()
     v2 = to_run_config(composed("recipe=pair_caption_v2")).recipe.active()

@@ -112,21 +112,67 @@ def test_a_run_with_model_init_world_starts_from_the_foundations(built, world, t
     )
 
 
-def test_init_world_with_other_checkpoints_or_another_tokenizer_is_refused(world, tokenizer, tmp_path):
-    from mmkd.config import ConfigError
-    from mmkd.model.hf import write_tokenizer
-    from mmkd.pipeline import check
+def test_init_world_starts_only_the_towers_no_checkpoint_names(built, world, tokenizer, tmp_path):
+    """model.init=world with model.init_decoder=DIR: the vision tower from the world foundation, the
+    decoder (and the tokenizer, with tokenizer=auto) from the named checkpoint; the decoder's
+    foundation is neither built nor read. The world foundation decoder refuses another tokenizer."""
+    from omegaconf import OmegaConf
 
-    cfg = micro_run_config(world[0], tmp_path / "run")
-    cfg.model.init, cfg.model.init_vision = "world", str(tmp_path)
-    with pytest.raises(ConfigError, match=r"model\.init=world starts from the world foundations"):
-        check(cfg, DistInfo())
-    write_tokenizer(tmp_path, tokenizer)
-    cfg.model.init_vision, cfg.tokenizer = "", str(tmp_path)
+    from mmkd.config import ConfigError, to_run_config
+    from mmkd.model.hf import write_tokenizer
+    from mmkd.pipeline import run
+    from mmkd.trainer import build_model
+    from tests.conftest import hf_llama
+
+    assert store.parts(model_config("micro")) == ["vision", "text"]
+    llm = tmp_path / "llm"
+    hf = hf_llama(model_config("micro"), tokenizer.vocab_size, True, llm)
+    write_tokenizer(llm, tokenizer)
+    cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=32)
+    cfg.model.init, cfg.model.init_decoder, cfg.foundations, cfg.eval.after_train = (
+        "world",
+        str(llm),
+        SMALL,
+        False,
+    )
+    assert store.parts(cfg.model) == ["vision"] and cfg.tokenizer_dir() == llm
+    run(cfg, DistInfo())
+    saved = to_run_config(OmegaConf.load(tmp_path / "run" / "config.yaml"))
+    assert (saved.model.init_vision, saved.model.init_decoder) == (str(built["vision"]), str(llm))
+    start = build_model(saved, tokenizer)
+    torch.testing.assert_close(
+        start.decoder.layers[0].mlp.up_proj.weight, hf.model.layers[0].mlp.up_proj.weight
+    )
+    assert saved.tokenizer_dir() == llm
+
+    cfg = micro_run_config(world[0], tmp_path / "other")
+    cfg.model.init, cfg.tokenizer = "world", str(llm)
     with pytest.raises(
-        ConfigError, match=r"model\.init=world with tokenizer='.*': the world foundations read"
+        ConfigError, match=r"model\.init=world with tokenizer='.*': the world foundation decoder"
     ):
         cfg.validate()
+
+
+def test_the_world_protocol_on_a_run_of_ones_own_data_names_the_keys_to_set(world, tmp_path):
+    """protocol=instruct's world towers and world instruction data are for runs that pre-train on
+    the world: a run whose mixture is all its own data is told which key to set, before any compute."""
+    from mmkd.config import ConfigError
+    from mmkd.pipeline import check_protocol
+
+    cfg = micro_run_config(world[0], tmp_path / "run")
+    cfg.recipe.sft_fraction, cfg.model.init = 0.2, "world"
+    check_protocol(cfg)  # the world's own data: the protocol's case
+    own = {name: str(world[1] / name) for name in cfg.recipe.plan()[0].mixture}
+    cfg.data = dataclasses.replace(cfg.data, sources=own)  # the tests' shared world stays as it is
+    with pytest.raises(
+        ConfigError, match=r"vision and text tower .* name model\.init_vision / model\.init_decoder"
+    ):
+        check_protocol(cfg)
+    cfg.model.init_vision, cfg.model.init_decoder = "/ckpt/siglip", "/ckpt/llm"
+    with pytest.raises(ConfigError, match=r"recipe\.sft_mixture\.instruct: the world's instruction data"):
+        check_protocol(cfg)
+    cfg.recipe.sft_fraction = 0.0
+    check_protocol(cfg)
 
 
 def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
@@ -149,26 +195,14 @@ def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
             vision.train_vision(model_config("micro"), tiny, data.world, tokenizer, device)
 
 
-def test_the_docs_tables_are_the_committed_records():
-    """docs/foundations.md's tables are generated from docs/results/foundations/, nothing typed: the
-    foundations' records and the runs' eval/results.json."""
-    import re
-
-    from mmkd.foundations.report import runs_table, seeds_table, table
+@pytest.mark.parametrize("doc, sections", [("foundations.md", 3), ("protocol.md", 2)])
+def test_the_docs_tables_are_the_committed_records(doc, sections):
+    """The tables of docs/foundations.md and docs/protocol.md are generated from docs/results/ (the
+    foundations' records, each run's eval/results.json), nothing typed: rewriting them from their
+    folders (`python -m mmkd.foundations.report docs/<doc>`) changes nothing."""
+    from mmkd.foundations.report import _SECTION, regenerate
     from tests.conftest import REPO
 
-    results = REPO / "docs/results/foundations"
-    doc = (REPO / "docs/foundations.md").read_text()
-
-    def section(folder: str) -> str | None:
-        found = re.search(rf"<!-- generated from {folder} by .*? -->\n(.*?)\n<!-- end", doc, re.S)
-        return found and found.group(1)
-
-    records = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
-    assert section("docs/results/foundations") == table(records)
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))}
-    assert len(runs) == 4 and section("docs/results/foundations/runs") == runs_table(runs)
-    arms: dict[str, list] = {}
-    for p in sorted((results / "seeds").glob("*.json")):  # <arm>_seed<k>.json
-        arms.setdefault(p.stem.rsplit("_seed", 1)[0], []).append(json.loads(p.read_text()))
-    assert len(arms) == 2 and section("docs/results/foundations/seeds") == seeds_table(arms)
+    text = (REPO / "docs" / doc).read_text()
+    assert len(_SECTION.findall(text)) == sections
+    assert regenerate(text, REPO) == text

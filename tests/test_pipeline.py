@@ -51,7 +51,13 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         "vqa0": 0.17,
         "text": 0.40,
         "other": 0.15,
+        "instruct": None,  # the default protocol's instruction stage, the last 20% (docs/protocol.md)
     }
+    assert [(s["name"], s["fraction"], s["mixture"]) for s in mixture["stages"]][1] == (
+        "sft",
+        0.2,
+        {"instruct": 1},
+    )
     assert all(len(v["content_hash"]) == 64 for v in mixture["sources"].values())
     # The mixture as trained: 512 samples (16 steps of 32), each source's sample and token share.
     realised = mixture["realised"]
@@ -59,7 +65,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         realised.keys() == mixture["sources"].keys() and sum(r["samples"] for r in realised.values()) == 512
     )
     assert abs(sum(r["token_share"] for r in realised.values()) - 1) < 1e-9
-    assert abs(realised["text"]["sample_share"] - 0.40) < 0.1
+    assert abs(realised["text"]["sample_share"] - 0.8 * 0.40) < 0.1
     results = json.loads((run / "eval/results.json").read_text())["suites"]["world"]
     assert set(results) == set(ABILITIES)
     for r in results.values():
@@ -257,7 +263,7 @@ def test_pair_caption_v2_builds_its_pair_captions_and_trains_under_torchrun(worl
     )
     assert "| existence | accuracy | 4 |" in stdout
     mixture = json.loads((run / "mixture.json").read_text())["sources"]
-    assert set(mixture) == {"pair_caption", "vqa0", "text", "other"}
+    assert set(mixture) == {"pair_caption", "vqa0", "text", "other", "instruct"}
     built = mixture["pair_caption"]["path"]
     assert "/annotated/pair_caption-" in built and mixture["pair_caption"]["kinds"]["pair"] > 0
     trained = [t for r in (0, 1) for t in (run / f"samples.rank{r}.txt").read_text().split()]

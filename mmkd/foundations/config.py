@@ -4,6 +4,15 @@ changing a key builds a new foundation beside the old one; nothing is silently r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+RECORD = "foundation.json"  # beside a foundation's model/: what it was built from, its scores
+
+
+def is_foundation(directory: str) -> bool:
+    """Whether a checkpoint directory is a world foundation's `model/` (a run with model.init=world
+    records its foundations as model.init_vision / model.init_decoder)."""
+    return bool(directory) and (Path(directory).parent / RECORD).is_file()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mmkd.foundations.config import FoundationConfig
+from mmkd.foundations.config import RECORD, FoundationConfig
 from mmkd.foundations.text import train_text
 from mmkd.foundations.vision import train_vision
 from mmkd.model.config import ModelConfig
@@ -62,9 +62,18 @@ TRAINERS = {"vision": train_vision, "text": train_text}
 
 
 def parts(model: ModelConfig) -> list[str]:
-    """The foundations a model starts from: the discrete model has no vision tower (its images are
-    visual-token ids from its own tokenizer), so only the language model."""
-    return ["text"] if model.family == "discrete" else ["vision", "text"]
+    """The foundations a model starts from: each tower no checkpoint is named for
+    (`model.init_vision`, `model.init_decoder`); the discrete model has no vision tower (its images
+    are visual-token ids from its own tokenizer), so at most the language model."""
+    towers = (
+        {"text": model.init_decoder}
+        if model.family == "discrete"
+        else {
+            "vision": model.init_vision,
+            "text": model.init_decoder,
+        }
+    )
+    return [part for part, named in towers.items() if not named]
 
 
 def inputs(
@@ -94,7 +103,7 @@ def foundation_dir(world_root: Path, part: str, stated: dict) -> Path:
 
 def built(directory: Path) -> dict[str, Any] | None:
     """foundation.json of a finished foundation, or None."""
-    path = directory / "foundation.json"
+    path = directory / RECORD
     return json.loads(path.read_text()) if path.is_file() and (directory / "model").is_dir() else None
 
 
@@ -140,7 +149,7 @@ def _build(part, model, f, world, tokenizer, device, directory: Path) -> dict[st
         "seconds": time.perf_counter() - start,
         "device": str(device),
     }
-    write_json_atomic(tmp / "foundation.json", record)
+    write_json_atomic(tmp / RECORD, record)
     shutil.rmtree(directory, ignore_errors=True)  # an unfinished one (no foundation.json)
     tmp.replace(directory)
     return record

@@ -46,9 +46,10 @@ class ModelConfig:
     # Attention over packed documents: sdpa (a mask), varlen (per document; flash's CPU twin),
     # flash (flash-attn 2 varlen, GPU), auto (flash when installed on a GPU, else sdpa).
     attention: str = "auto"
-    # scratch: random weights, or the init_* checkpoints below. world: the world foundation models, a
-    # SigLIP tower and a Llama decoder of this shape trained once per world and cached (mmkd/foundations;
-    # the run sets init_vision / init_decoder to them).
+    # scratch: random weights, or the init_* checkpoints below. world: each tower no init_* checkpoint
+    # names starts from the world foundation models, a SigLIP tower and a Llama decoder of this shape
+    # trained once per world and cached (mmkd/foundations; the run sets init_vision / init_decoder to
+    # them). protocol=instruct (the default) sets it for the world-sized models (docs/protocol.md).
     init: str = "scratch"
     # Local Hugging Face checkpoints (safetensors) to start from; "" = random init (mmkd/model/hf.py).
     # Their config.json sets the tower's shape keys above (mmkd/model/pretrained_shape.py).
