@@ -17,7 +17,7 @@ from PIL import Image
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.errors import DataError
 from mmkd.schema import Sample, SampleError
-from mmkd.shards import KEPT_FORMATS
+from mmkd.shards import KEPT_FORMATS, UNDECODABLE
 
 
 def caption_annotations(
@@ -95,7 +95,7 @@ def decode_image(src: Path | bytes, where: str, rejects: RejectLog, label: str) 
         with Image.open(io.BytesIO(data)) as im:
             rgb = im.convert("RGB")
             kept = KEPT_FORMATS.get(im.format or "")
-    except OSError as e:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
+    except UNDECODABLE as e:  # unreadable, truncated, or a decompression bomb
         rejects.add(where, "image_decode", f"{label}: {e}")
         return None
     if kept is not None:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mmkd.errors import DataError, UserError
 from mmkd.packing import Row, pack
 from mmkd.schema import Sample
-from mmkd.shards import iter_indexed, open_dataset
+from mmkd.shards import UNDECODABLE, iter_indexed, open_dataset
 from mmkd.templates import IGNORE, Encoded, Templates
 
 
@@ -394,7 +394,7 @@ def decodes(enc: Encoded, meta: Any, bad: list[dict]) -> bool:
     try:
         for image in enc.images:
             image.load()
-    except OSError as e:  # PIL's undecodable and truncated images
+    except UNDECODABLE as e:  # undecodable, truncated, or over PIL's pixel limit
         where = meta if isinstance(meta, dict) else {"id": meta}
         bad.append({**{k: where[k] for k in ("source", "shard", "id") if k in where}, "error": str(e)})
         return False

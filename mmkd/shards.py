@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from mmkd.errors import DataError
@@ -396,13 +396,13 @@ def _iter_tar(
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
                     pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data))
-                except (UnidentifiedImageError, OSError) as e:
+                except UNDECODABLE as e:
                     pixels[int(ext.split(".")[0])] = Undecodable(f"{path}: image {member.name}: {e}")
             elif images:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
                     pixels[int(ext.split(".")[0])] = Image.open(io.BytesIO(data)).convert("RGB")
-                except (UnidentifiedImageError, OSError) as e:
+                except UNDECODABLE as e:
                     if on_bad is None:
                         raise ValueError(f"{path}: image {member.name} does not decode ({e})") from None
                     on_bad(stem, f"{member.name}: {e}")
@@ -427,6 +427,11 @@ def _expand(
     for j, entry in enumerate(record.get("group", [record])):
         if select is None or select(first + j):
             yield first + j, _assemble(path, entry, pixels, images)
+
+
+# What opening or decoding a stored image may raise: PIL's unreadable and truncated images (OSError,
+# UnidentifiedImageError among them) and images larger than PIL's pixel limit (a decompression bomb).
+UNDECODABLE = (OSError, Image.DecompressionBombError)
 
 
 class Undecodable:

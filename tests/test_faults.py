@@ -10,11 +10,14 @@ import json
 import pickle
 import re
 import shutil
+import struct
 import tarfile
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import DataConfig
@@ -168,7 +171,21 @@ def test_verification_is_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
     assert read == ["shard-000002.tar"]
 
 
-def _plant_bad_image(src: Path, out: Path, index: int) -> str:
+def _bomb_png() -> bytes:
+    """A well-formed PNG header declaring 20,000 x 20,000 pixels: PIL refuses to open it (a
+    decompression bomb, which PIL raises as its own error, not an OSError)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its CRC
+    return bytes(png)
+
+
+BAD_IMAGES = {"garbage": b"\x89PNG\r\n\x1a\n not an image", "bomb": _bomb_png()}
+
+
+def _plant_bad_image(src: Path, out: Path, index: int, payload: bytes = BAD_IMAGES["garbage"]) -> str:
     """A copy of dataset `src` whose sample `index` has PNG bytes that do not decode, with a manifest
     that agrees (the hashes match: the bytes were bad when it was built). Returns that sample's id."""
     shutil.copytree(src, out)
@@ -179,7 +196,7 @@ def _plant_bad_image(src: Path, out: Path, index: int) -> str:
     pngs = [m.name for m, _ in members if m.name.endswith(".0.png")]
     with tarfile.open(first, "w", format=tarfile.USTAR_FORMAT) as tar:
         for m, data in members:
-            data = b"\x89PNG\r\n\x1a\n not an image" if m.name == pngs[index] else data
+            data = payload if m.name == pngs[index] else data
             m.size = len(data)
             tar.addfile(m, io.BytesIO(data))
     manifest["shards"][0]["sha256"] = _sha256(first)
@@ -187,9 +204,10 @@ def _plant_bad_image(src: Path, out: Path, index: int) -> str:
     return pngs[index].split(".")[0]
 
 
-def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokenizer, tmp_path):
+@pytest.mark.parametrize("bad", BAD_IMAGES)
+def test_undecodable_images_are_skipped_and_named_up_to_the_limit(world, tokenizer, tmp_path, bad):
     data, root = world
-    bad_id = _plant_bad_image(root / "caption0", tmp_path / "bad", index=3)
+    bad_id = _plant_bad_image(root / "caption0", tmp_path / "bad", index=3, payload=BAD_IMAGES[bad])
     verify(open_dataset(tmp_path / "bad"))  # the manifest agrees: only decoding finds it
 
     def train_on_it(run_dir: Path, limit: int) -> None:
