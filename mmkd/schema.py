@@ -107,6 +107,14 @@ class Sample:
                 raise self._fail("text", "must be non-empty")
             if self.turns:
                 raise self._fail("turns", f"must be empty for kind {self.kind!r}")
+        texts = [("text", self.text)] + [
+            (f"turns[{i}]", t.question + t.answer) for i, t in enumerate(self.turns)
+        ]
+        for name, value in texts:
+            if not _is_unicode(value):
+                raise self._fail(
+                    name, "holds a lone surrogate, not Unicode text (the source's encoding is broken)"
+                )
         markers = self.text.count(IMAGE_MARKER)
         if self.kind in ("interleaved", "mmgic") and markers != n:
             raise self._fail("text", f"has {markers} {IMAGE_MARKER} markers for {n} images")
@@ -145,3 +153,13 @@ class Sample:
             provenance=d.get("provenance", {}),
             metadata=d.get("metadata", {}),
         )
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode: JSON's "\\ud800" decodes to a lone surrogate, which no
+    tokenizer or UTF-8 writer accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from mmkd.config import DataConfig, RunConfig, load_group, to_run_config
 from mmkd.data_builders.sources import prepare_world
@@ -182,3 +186,17 @@ def tiny_clip(tokenizer, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     save(build_model(shape, tokenizer, 32), tokenizer, 32, out)
     return out
+
+
+def bomb_png() -> bytes:
+    """A well-formed PNG header declaring 20,000 x 20,000 pixels: PIL refuses to open it (a
+    decompression bomb, which PIL raises as its own error, not an OSError)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its CRC
+    return bytes(png)
+
+
+BAD_IMAGES = {"garbage": b"\x89PNG\r\n\x1a\n not an image", "bomb": bomb_png()}

@@ -111,6 +111,30 @@ def test_coco_captions_one_sample_per_annotation_and_rejects(tmp_path):
     assert where["image_missing"] == f"{ann}: images[4] (id=5, file_name=e.png)"
 
 
+def test_a_caption_that_is_not_unicode_and_a_decompression_bomb_are_rejects(tmp_path):
+    """JSON's "\\ud800" (a lone surrogate no tokenizer takes) and an image over PIL's pixel limit are
+    rejected at their records, by name, like any other bad record; the good caption converts."""
+    from tests.conftest import BAD_IMAGES
+
+    images = tmp_path / "train2017"
+    _image(images / "a.png", (16, 16))
+    images.joinpath("b.png").write_bytes(BAD_IMAGES["bomb"])
+    anns = [(1, "Fine."), (1, "Broken \ud800 text."), (2, "A bomb.")]
+    data = {
+        "images": [
+            {"id": i + 1, "file_name": n, "width": 1, "height": 1} for i, n in enumerate(["a.png", "b.png"])
+        ],
+        "annotations": [{"id": k, "image_id": im, "caption": c} for k, (im, c) in enumerate(anns)],
+    }
+    ann = _json(tmp_path / "captions.json", data)
+    rejects = RejectLog()
+    assert [s.text for s in coco_captions(ann, images, rejects)] == ["Fine."]
+    assert rejects.counts() == {"image_decode": 1, "schema": 1}
+    where = _where(rejects)
+    assert where["image_decode"] == f"{ann}: images[1] (id=2, file_name=b.png)"
+    assert "lone surrogate" in next(r.detail for r in rejects.items if r.reason == "schema")
+
+
 def test_strict_raises_at_the_first_bad_record_and_writes_no_manifest(tmp_path):
     ann, images = _coco(tmp_path)
     with pytest.raises(RejectedRecord, match=r"captions_train2017\.json: annotations\[7\].*missing_field"):

@@ -10,14 +10,11 @@ import json
 import pickle
 import re
 import shutil
-import struct
 import tarfile
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from mmkd.checkpoint import load_checkpoint
 from mmkd.config import DataConfig
@@ -28,7 +25,7 @@ from mmkd.launch import eval as eval_cli
 from mmkd.pipeline import run
 from mmkd.shards import MANIFEST, _sha256, open_dataset, verify, write_json_atomic
 from mmkd.trainer import build_model, train
-from tests.conftest import micro_run_config
+from tests.conftest import BAD_IMAGES, micro_run_config
 
 
 @pytest.fixture(scope="module")
@@ -169,20 +166,6 @@ def test_verification_is_cached_by_size_and_mtime(world, tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"caption0/shard-000002\.tar: its sha256 differs"):
         verify(ds, cache)
     assert read == ["shard-000002.tar"]
-
-
-def _bomb_png() -> bytes:
-    """A well-formed PNG header declaring 20,000 x 20,000 pixels: PIL refuses to open it (a
-    decompression bomb, which PIL raises as its own error, not an OSError)."""
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, "PNG")
-    png = bytearray(buf.getvalue())
-    png[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width and height
-    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its CRC
-    return bytes(png)
-
-
-BAD_IMAGES = {"garbage": b"\x89PNG\r\n\x1a\n not an image", "bomb": _bomb_png()}
 
 
 def _plant_bad_image(src: Path, out: Path, index: int, payload: bytes = BAD_IMAGES["garbage"]) -> str:
