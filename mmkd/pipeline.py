@@ -30,6 +30,7 @@ from mmkd.data_builders.sources import (
 )
 from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
+from mmkd.errors import DataError
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.foundations.store import foundation_paths, prepare_foundations
 from mmkd.foundations.store import parts as foundation_parts
@@ -168,8 +169,14 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
                 prepare_world_tokenizer(cfg.model, cfg.data.world, out, str(info.device))
             tokenizer_dir = visual_tokenizer_dir(cfg, world_root)
             prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build, info.device)
-        for d in prepared.values():  # a corrupt shard is named now, not hours into training
-            verify(open_dataset(d), Path(cfg.data.root) / "verified")
+        for name, d in prepared.items():  # a corrupt shard or an empty source is named now
+            dataset = open_dataset(d)
+            verify(dataset, Path(cfg.data.root) / "verified")
+            if not len(dataset):
+                raise DataError(
+                    f"source {name!r}: {d} holds no samples (its manifest lists none); rebuild it or drop "
+                    "it from the recipe"
+                )
         check_sft_sources(cfg, prepared)
         if cfg.model.init == "world":
             world_tokenizer = Tokenizer.load(world_root / "tokenizer.json")

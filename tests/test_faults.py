@@ -278,3 +278,18 @@ def test_a_run_dir_that_is_a_file_is_named_before_any_build(tmp_path):
     with pytest.raises(ConfigError, match=r"run_dir='.*run' is a file; a run needs a directory there"):
         run(cfg, DistInfo())
     assert not (tmp_path / "data").exists()
+
+
+def test_a_source_with_no_samples_is_named_before_training(world, tmp_path):
+    """A dataset whose manifest lists no sample (an interrupted export, a filter that kept nothing)
+    is named, with what to do, before any step; not a ValueError from the sampler."""
+    from mmkd.shards import ShardWriter
+
+    with ShardWriter(tmp_path / "empty", "empty", {"builder": "test"}, samples_per_shard=10):
+        pass
+    cfg = micro_run_config(world[0], tmp_path / "run")
+    cfg.data = replace(cfg.data, sources={"empty": str(tmp_path / "empty")})
+    cfg.recipe.mixture = {"caption0": 0.5, "empty": 0.5}
+    with pytest.raises(DataError, match=r"source 'empty': .*empty holds no samples .*rebuild it or drop it"):
+        run(cfg, DistInfo())
+    assert not (tmp_path / "run" / "checkpoints").exists()
