@@ -28,7 +28,7 @@ from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.eval.suites import evaluate_checkpoint
 from mmkd.launch._arguments import parse
-from mmkd.run_lock import RunLocked
+from mmkd.run_lock import RunLocked, run_lock
 from mmkd.tokenizer import Tokenizer
 
 USAGE = (
@@ -79,11 +79,15 @@ def evaluate(args: DictConfig) -> None:
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     default = ckpt.parent.parent / f"eval-{ckpt.name}{f'-{cfg.eval.shots}shot' if cfg.eval.shots else ''}"
     out = Path(args.get("out") or default)
-    if (out / "results.json").exists() and not args.get("overwrite", False):
-        raise RunLocked(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
-    world_root = prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None
-    title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
-    evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())
+    # Two evaluations into one directory would interleave their files: the second waits for nothing.
+    with run_lock(out, remedy=f"give another out=DIR, or, if that job is gone, delete {out / 'LOCK'}"):
+        if (out / "results.json").exists() and not args.get("overwrite", False):
+            raise RunLocked(f"{out} already holds an evaluation of {ckpt}; add overwrite=true to replace it")
+        world_root = (
+            prepare_world(cfg.data, cfg.model.patch_size) if needs_world(cfg, training=False) else None
+        )
+        title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
+        evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())
     print((out / "report.md").read_text())
 
 

@@ -2,9 +2,10 @@
 
 Two jobs on one run directory would resume from each other's checkpoints and delete them in rotation.
 Rank 0 takes `<run_dir>/LOCK` (created exclusively) before it builds or trains, and removes it when
-the run ends. A lock whose process is gone (same host, PID not running) is stale and taken over; a
-lock held from another host cannot be checked from here, so it is taken over only when the user says
-the job there is gone (`train.break_lock=true`).
+the run ends; an eval-only job takes its output directory's the same way. A lock whose process is
+gone (same host, PID not running) is stale and taken over; a lock held from another host cannot be
+checked from here, so it is taken over only when the user says the job there is gone
+(`train.break_lock=true`).
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def _take(path: Path) -> bool:
 
 
 @contextmanager
-def run_lock(run_dir: Path, break_lock: bool = False) -> Iterator[None]:
-    """Hold `run_dir`'s lock for the block; raises RunLocked, naming the holder, if another job has it."""
+def run_lock(
+    run_dir: Path,
+    break_lock: bool = False,
+    remedy: str = "use another run_dir, or, if that job is gone, train.break_lock=true",
+) -> Iterator[None]:
+    """Hold `run_dir`'s lock for the block; raises RunLocked, naming the holder and `remedy`, if
+    another job has it."""
     path = Path(run_dir) / "LOCK"
     path.parent.mkdir(parents=True, exist_ok=True)
     while not _take(path):
@@ -62,7 +68,7 @@ def run_lock(run_dir: Path, break_lock: bool = False) -> Iterator[None]:
             where = "this host" if here else f"host {holder.get('host')}"
             raise RunLocked(
                 f"{run_dir} is in use by process {holder.get('pid')} on {where} ({path}); wait for it, "
-                "use another run_dir, or, if that job is gone, train.break_lock=true"
+                + remedy
             )
         print(f"run lock: taking over {path} from process {holder.get('pid')} on {holder.get('host')}")
         path.unlink(missing_ok=True)

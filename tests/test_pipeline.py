@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,21 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     )
     assert again.returncode != 0 and f"{run / 'eval-final'} already holds" in again.stderr
     assert "overwrite=true" in again.stderr
+    # Nor does one start into a directory another running evaluation holds (its LOCK, a live process).
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        held = run / "eval-held"
+        held.mkdir()
+        (held / "LOCK").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "since": 0}))
+        again = subprocess.run(
+            [sys.executable, str(REPO / "launch/eval.py"), f"checkpoint={run}", f"out={held}", "max_items=2"],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        holder.kill()
+    assert again.returncode != 0 and f"in use by process {holder.pid} on this host" in again.stderr
+    assert "give another out=DIR" in again.stderr and not (held / "results.json").exists()
 
 
 def test_build_writes_detection_annotations_in_coco_format(world, tmp_path):
