@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmkd.eval.report import UNBOUNDED_METRICS
+from mmkd.eval.decide import Decision, ScaleAgreement
+from mmkd.eval.noise import read_noise
+from mmkd.eval.report import CONTINUOUS_METRICS, UNBOUNDED_METRICS
 from mmkd.eval.report import format_score as _fmt
 from mmkd.mmgic_template import text_to_image_prompt
 
@@ -44,6 +46,10 @@ class Run:
     seed: int
     metrics: dict[tuple[str, str], str] = field(default_factory=dict)
     items: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    # (suite, benchmark, continuous metric) -> item id -> score (eval/continuous.py)
+    continuous: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
+    # (suite, benchmark, metric) -> the score at each of the run's last checkpoints (eval/noise.py)
+    noise: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
     concepts: dict[str, float] = field(default_factory=dict)  # benchmark -> share seen in training
     floors: dict[str, float] = field(default_factory=dict)  # generation measure -> random visual ids' score
     dimensions: dict[str, float] = field(default_factory=dict)  # SEED-Bench dimension -> score
@@ -51,6 +57,10 @@ class Run:
     results: dict = field(default_factory=dict)  # results.json as written (config, mixture, chance, blind)
     image_prompt: str | None = None  # the template its generation read (discrete runs), else None
     eval_dir: str = "eval"  # the folder under `path` that holds results.json and predictions.jsonl
+
+    def scored(self) -> dict[tuple[str, str, str], dict[str, float]]:
+        """(suite, benchmark, metric) -> item id -> score, for the primary metric and the continuous ones."""
+        return {(*k, self.metrics.get(k, "")): v for k, v in self.items.items()} | self.continuous
 
 
 # caption_quality fields of the world captioning result -> report columns (seed 002 Appendix B).
@@ -111,8 +121,11 @@ def load_run(run_dir: Path, eval_dir: str = "eval") -> Run:
             key = (record.get("suite", "world"), record.get("benchmark") or record["ability"])
             if record["score"] is not None:  # None: scored only as a whole (some VLMEvalKit sets)
                 run.items.setdefault(key, {})[record["id"]] = float(record["score"])
+            for metric, value in (record.get("continuous") or {}).items():
+                run.continuous.setdefault((*key, metric), {})[record["id"]] = float(value)
         except KeyError as e:
             raise ValueError(f"{predictions}:{n}: record without {e.args[0]!r}") from None
+    run.noise = read_noise(run_dir / eval_dir)
     return run
 
 
@@ -124,9 +137,10 @@ def find_runs(paths: list[Path], eval_dir: str = "eval") -> list[Run]:
     return [load_run(d, eval_dir) for d in found]
 
 
-def _matrix(runs: list[Run], key: tuple[str, str], ids: list[str]) -> np.ndarray:
-    """[seeds, items] scores of one recipe on one benchmark, items in the order of `ids`."""
-    return np.array([[r.items[key][i] for i in ids] for r in runs], dtype=float)
+def _matrix(per_run: list[dict[str, float]], ids: list[str]) -> np.ndarray:
+    """[seeds, items] scores of one recipe on one benchmark (one item -> score dict per seed), items in
+    the order of `ids`."""
+    return np.array([[scores[i] for i in ids] for scores in per_run], dtype=float)
 
 
 def _resample(rng: np.random.Generator, m: np.ndarray, items: np.ndarray) -> float:
@@ -168,7 +182,8 @@ def paired_p_value(base: np.ndarray, other: np.ndarray, seed: int = 0) -> float:
 
 
 def compare(runs: list[Run], baseline: str) -> list[Row]:
-    """Rows for every (suite, benchmark) x recipe, deltas and tests against `baseline`.
+    """Rows for every (suite, benchmark, metric) x recipe, deltas and tests against `baseline`: the
+    benchmark's own metric first, then its continuous scores.
 
     Only items that every run of the compared recipes scored count, so all rows of a benchmark
     stand on the same items.
@@ -178,20 +193,22 @@ def compare(runs: list[Run], baseline: str) -> list[Row]:
         by_recipe[r.recipe].append(r)
     if baseline not in by_recipe:
         raise ValueError(f"baseline recipe {baseline!r} has no runs; recipes found: {sorted(by_recipe)}")
+    tables = {id(r): r.scored() for r in runs}
     rows = []
-    for key in sorted({k for r in runs for k in r.items}):
-        having = {name: rs for name, rs in by_recipe.items() if all(key in r.items for r in rs)}
-        ids = sorted(set.intersection(*(set(r.items[key]) for rs in having.values() for r in rs)))
+    keys = {k for t in tables.values() for k in t}
+    for key in sorted(keys, key=lambda k: (k[0], k[1], k[2] in CONTINUOUS_METRICS, k[2])):
+        having = {name: rs for name, rs in by_recipe.items() if all(key in tables[id(r)] for r in rs)}
+        ids = sorted(set.intersection(*(set(tables[id(r)][key]) for rs in having.values() for r in rs)))
         if not ids:
             continue
-        base = _matrix(having[baseline], key, ids) if baseline in having else None
+        base = _matrix([tables[id(r)][key] for r in having[baseline]], ids) if baseline in having else None
         for name in sorted(having, key=lambda n: (n != baseline, n)):
             rs = sorted(having[name], key=lambda r: r.seed)
-            m = _matrix(rs, key, ids)
+            m = _matrix([tables[id(r)][key] for r in rs], ids)
             row = Row(
                 key[0],
                 key[1],
-                rs[0].metrics.get(key, ""),
+                key[2],
                 name,
                 [r.seed for r in rs],
                 len(ids),
@@ -207,12 +224,23 @@ def compare(runs: list[Run], baseline: str) -> list[Row]:
     return rows
 
 
+def noise_by_key(runs: list[Run]) -> dict[tuple[str, str, str], list[list[float]]]:
+    """(suite, benchmark, metric) -> the scores at each run's last checkpoints, one list per run that
+    recorded them (eval/noise.py), for `decide.decisions`."""
+    out: dict[tuple[str, str, str], list[list[float]]] = defaultdict(list)
+    for run in runs:
+        for key, scores in run.noise.items():
+            out[key].append(scores)
+    return out
+
+
 def averages(rows: list[Row]) -> dict[tuple[str, str], float]:
     """Per (suite, recipe): the mean over its benchmarks scored in [0, 1] (CIDEr is left out), for the
     categories the paper averages (not generation: its measures are facets of one image)."""
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        if r.metric not in UNBOUNDED_METRICS and group(r.suite, r.benchmark) in GROUPS:
+        primary = r.metric not in UNBOUNDED_METRICS and r.metric not in CONTINUOUS_METRICS
+        if primary and group(r.suite, r.benchmark) in GROUPS:
             acc[(r.suite, r.recipe)].append(r.mean)
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
@@ -266,7 +294,9 @@ def group_averages(runs: list[Run], baseline: str) -> list[GroupAverage]:
             continue
         total = sum(len(ids[k]) for k in mine)
         pooled = {
-            recipe: np.hstack([_matrix(rs, k, ids[k]) * total / (len(mine) * len(ids[k])) for k in mine])
+            recipe: np.hstack(
+                [_matrix([r.items[k] for r in rs], ids[k]) * total / (len(mine) * len(ids[k])) for k in mine]
+            )
             for recipe, rs in by_recipe.items()
         }
         for recipe in sorted(pooled, key=lambda n: (n != baseline, n)):
@@ -410,9 +440,17 @@ def write_csv(rows: list[Row], path: Path) -> None:
             w.writerow([*head, per_seed, r.delta, d_lo, d_hi, r.p_value, r.p_bootstrap])
 
 
-def to_json(runs: list[Run], rows: list[Row], group_rows: list[GroupAverage], baseline: str) -> dict:
+def to_json(
+    runs: list[Run],
+    rows: list[Row],
+    group_rows: list[GroupAverage],
+    baseline: str,
+    found: list[Decision] = (),
+    agreement: list[ScaleAgreement] = (),
+) -> dict:
     """The comparison as data (report.json): what a README section or another tool is generated from,
-    without the runs. Budgets come from each run's saved config."""
+    without the runs. Budgets come from each run's saved config; an infinite SNR (checkpoints that
+    agree exactly) is written as the string "inf"."""
     train = [r.results.get("config", {}).get("train", {}) for r in runs]
     return {
         "baseline": baseline,
@@ -425,6 +463,8 @@ def to_json(runs: list[Run], rows: list[Row], group_rows: list[GroupAverage], ba
         "levels": [
             {"suite": s, "benchmark": b, "chance": c, "blind": z} for (s, b), (c, z) in levels(runs).items()
         ],
+        "decisions": [asdict(d) | {"snr": "inf" if d.snr == math.inf else d.snr} for d in found],
+        "decision_accuracy": [asdict(a) for a in agreement],
     }
 
 
@@ -459,6 +499,7 @@ def plot(
     """One panel per suite: a bar per (benchmark, recipe) with its 95% CI; with `marks` (`levels()`),
     each benchmark's chance (dashed) and blind (dotted) scores across its bars."""
     plt = pyplot()
+    rows = [r for r in rows if r.metric not in CONTINUOUS_METRICS]  # a bar per benchmark: its own metric
     suites = sorted({r.suite for r in rows})
     fig, axes = plt.subplots(len(suites), 1, figsize=(12, 4 * len(suites)), squeeze=False)
     for ax, suite in zip(axes[:, 0], suites):

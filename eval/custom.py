@@ -36,6 +36,7 @@ from PIL import Image
 
 from mmkd.bench_item import BenchItem
 from mmkd.errors import UserError
+from mmkd.eval.continuous import continuous_summary, option_probability
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import anls, box_iou, exact_match, mean_ci95, parse_box
 from mmkd.model import VLM
@@ -155,10 +156,12 @@ def evaluate_suite(
     preds: dict[str, str] = {}
     scores: dict[str, float] = {}
     extra: dict[str, dict] = defaultdict(dict)
+    continuous: dict[str, dict[str, float]] = {}
     mc = [it for it in items if it.options]
     for it, s in zip(mc, option_loglik(model, templates, mc, batch_size) if mc else []):
         preds[it.id] = it.options[max(range(len(s)), key=s.__getitem__)]
         scores[it.id] = float(preds[it.id] == it.answer)
+        continuous[it.id] = {"p_correct": option_probability(s, it.options.index(it.answer))}
     open_items = [it for it in items if not it.options]
     for it, p in zip(open_items, generate(model, templates, open_items, batch_size, max_new_tokens, True)):
         preds[it.id] = p
@@ -182,6 +185,10 @@ def evaluate_suite(
         "chance": None,
         "blind": None,
     }
+    if len(mc) == len(items):  # a probability on the answer, where every item has options to normalise over
+        result["continuous"] = continuous_summary(
+            [continuous[it.id] for it in items], sum(1 / len(it.options) for it in items) / len(items)
+        )
     groups = defaultdict(list)
     for it in items:
         groups[it.qtype].append(scores[it.id])
@@ -201,6 +208,7 @@ def evaluate_suite(
             "score": scores[it.id],
             **extra[it.id],
         }
+        | ({"continuous": continuous[it.id]} if it.id in continuous else {})
         for it in items
     ]
     return result, records

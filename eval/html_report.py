@@ -21,6 +21,14 @@ from typing import Any
 
 from mmkd.data_builders.sources import world_dir
 from mmkd.eval.compare import CELL_NAMES, Row, Run, cells, levels, plot, pyplot
+from mmkd.eval.decide import (
+    AGREEMENT_NAMES,
+    DECISION_NAMES,
+    Decision,
+    ScaleAgreement,
+    agreement_cells,
+    decision_cells,
+)
 from mmkd.shards import write_text_atomic
 
 FILES = "report_files"
@@ -38,8 +46,17 @@ img.plot { max-width: 100%; }
 """
 
 
-def write_html(runs: list[Run], rows: list[Row], baseline: str, out: Path, title: str) -> Path:
-    """`out/report.html` and its pictures in `out/report_files/` (replaced as a whole)."""
+def write_html(
+    runs: list[Run],
+    rows: list[Row],
+    baseline: str,
+    out: Path,
+    title: str,
+    found: list[Decision] = (),
+    agreement: list[ScaleAgreement] = (),
+) -> Path:
+    """`out/report.html` and its pictures in `out/report_files/` (replaced as a whole); `found` and
+    `agreement` (eval/decide.py) add the signal-and-noise and decision-accuracy tables."""
     files = out / FILES
     shutil.rmtree(files, ignore_errors=True)
     files.mkdir(parents=True)
@@ -52,6 +69,7 @@ def write_html(runs: list[Run], rows: list[Row], baseline: str, out: Path, title
         "CIDEr as is; 95% CIs by bootstrap over seeds and items.</p>",
         _curves(by_recipe, files),
         _scores(runs, rows, files),
+        _decisions(found, agreement),
         _knowledge(runs, files),
         _gallery(by_recipe, files),
         _generation(by_recipe, files),
@@ -122,6 +140,24 @@ def _scores(runs: list[Run], rows: list[Row], files: Path) -> str:
         parts += [
             f"<h3>{escape(suite)}</h3>",
             _table(CELL_NAMES, [list(map(escape, cells(r))) for r in rows if r.suite == suite]),
+        ]
+    return "\n".join(parts)
+
+
+def _decisions(found: list[Decision], agreement: list[ScaleAgreement]) -> str:
+    parts = []
+    if found:
+        parts += [
+            "<h2>Signal, noise and the metric to read</h2>",
+            "<p>SNR: the largest distance between recipes' means over the spread across each run's last "
+            "checkpoints, both relative to the mean; MDE: the difference a 5% test finds with 80% power "
+            "(eval/decide.py).</p>",
+            _table(DECISION_NAMES, [list(map(escape, decision_cells(d))) for d in found]),
+        ]
+    if agreement:
+        parts += [
+            "<h2>Decision accuracy between scales</h2>",
+            _table(AGREEMENT_NAMES, [list(map(escape, agreement_cells(a))) for a in agreement]),
         ]
     return "\n".join(parts)
 

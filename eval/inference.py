@@ -31,35 +31,39 @@ def item_pixels(items: list[BenchItem], size: int, device: torch.device) -> torc
 
 
 @torch.no_grad()
-def option_loglik(
-    model: VLM, templates: Templates, items: list[BenchItem], batch_size: int
-) -> list[list[float]]:
-    """Mean per-token log-probability of every option of every item."""
+def answer_loglik(
+    model: VLM, templates: Templates, pairs: list[tuple[BenchItem, str]], batch_size: int
+) -> list[tuple[float, int]]:
+    """Teacher-forced (sum of log-probabilities, token count) of each answer after its item's prompt,
+    the answer tokenised as in training: what option scores and the continuous scores are made of."""
     device = model_device(model)
-    rows = [
-        (i, templates.item_prompt_ids(it), templates.answer_ids(opt), it)
-        for i, it in enumerate(items)
-        for opt in it.options or []
-    ]
-    scores: list[list[float]] = [[] for _ in items]
+    rows = [(templates.item_prompt_ids(it), templates.answer_ids(answer), it) for it, answer in pairs]
+    out: list[tuple[float, int]] = []
     pad = templates.tok.pad_id
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        length = max(len(p) + len(a) for _, p, a, _ in chunk)
+        length = max(len(p) + len(a) for p, a, _ in chunk)
         # Rows are filled on the host, then sent to the device in one copy each (not one per row).
         ids = torch.full((len(chunk), length), pad, dtype=torch.long)
         labels = torch.full((len(chunk), length), IGNORE, dtype=torch.long)
-        for b, (_, p, a, _) in enumerate(chunk):
+        for b, (p, a, _) in enumerate(chunk):
             ids[b, : len(p) + len(a)] = torch.tensor(p + a)
             labels[b, len(p) : len(p) + len(a)] = torch.tensor(a)
         pixels = item_pixels([it for *_, it in chunk], model.cfg.image_size, device)
         logp = model(ids.to(device), pixels).float().log_softmax(-1)[:, :-1]  # [B, T-1, V]
         target = labels[:, 1:].to(device)
         tok = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != IGNORE)
-        sums, counts = tok.sum(-1).tolist(), (target != IGNORE).sum(-1).tolist()
-        for b, (i, *_) in enumerate(chunk):
-            scores[i].append(sums[b] / counts[b])
-    return scores
+        out += zip(tok.sum(-1).tolist(), (target != IGNORE).sum(-1).tolist())
+    return out
+
+
+def option_loglik(
+    model: VLM, templates: Templates, items: list[BenchItem], batch_size: int
+) -> list[list[float]]:
+    """Mean per-token log-probability of every option of every item."""
+    pairs = [(it, opt) for it in items for opt in it.options or []]
+    flat = iter(answer_loglik(model, templates, pairs, batch_size))
+    return [[s / n for s, n in (next(flat) for _ in it.options or [])] for it in items]
 
 
 def left_padded(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmkd.eval.report import format_score
+from mmkd.eval.report import CONTINUOUS_METRICS, format_score
 
 ALPHA = 0.05
 BEGIN = "<!-- generated from {results} by launch/readme_results.py: rerun it, do not edit by hand -->"
@@ -67,7 +67,8 @@ def paper_deltas(paper: dict, group: str, baseline: str) -> dict[str, tuple[floa
 def section(report: dict, paper: dict | None, results: str) -> str:
     """The markdown between the markers (without them)."""
     baseline = report["baseline"]
-    recipes = list(dict.fromkeys(r["recipe"] for r in report["rows"]))
+    primary = [r for r in report["rows"] if r["metric"] not in CONTINUOUS_METRICS]  # each on its own metric
+    recipes = list(dict.fromkeys(r["recipe"] for r in primary))
     seeds = sorted({r["seed"] for r in report["runs"]})
     budget = _budget(report["runs"])
     out = [
@@ -80,8 +81,8 @@ def section(report: dict, paper: dict | None, results: str) -> str:
         "| --- |" + " ---: |" * (len(recipes) + 2),
     ]
     levels = {(x["suite"], x["benchmark"]): (x["chance"], x["blind"]) for x in report["levels"]}
-    rows = {(r["suite"], r["benchmark"], r["recipe"]): r for r in report["rows"]}
-    for suite, bench in dict.fromkeys((r["suite"], r["benchmark"]) for r in report["rows"]):
+    rows = {(r["suite"], r["benchmark"], r["recipe"]): r for r in primary}
+    for suite, bench in dict.fromkeys((r["suite"], r["benchmark"]) for r in primary):
         cells = []
         for recipe in recipes:
             r = rows.get((suite, bench, recipe))
@@ -128,7 +129,7 @@ def section(report: dict, paper: dict | None, results: str) -> str:
     for recipe in recipes[1:]:
         held = [
             r
-            for r in report["rows"]
+            for r in primary
             if r["recipe"] == recipe and r["p_bootstrap"] is not None and r["p_bootstrap"] < ALPHA
         ]
         said = "; ".join(f"{r['benchmark']} {_delta(r['delta'], r['delta_ci'], r['metric'])}" for r in held)

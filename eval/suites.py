@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 import mmkd
 from mmkd.bench_item import BenchItem, load_benchmark
-from mmkd.checkpoint import load_checkpoint
+from mmkd.checkpoint import last_checkpoints, load_checkpoint, read_meta
 from mmkd.config import RunConfig
 from mmkd.data_builders.noun_phrases import extractor
 from mmkd.eval import concept_overlap, decontamination, few_shot, image_generation, seed_dimensions
@@ -28,6 +28,7 @@ from mmkd.eval.custom import evaluate_suite, load_suite
 from mmkd.eval.few_shot import with_shots
 from mmkd.eval.html_report import write_html
 from mmkd.eval.image_generation import evaluate_generation
+from mmkd.eval.noise import NOISE_FILE, write_noise
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import PRIOR_SOURCES, evaluate_world
 from mmkd.foundations.text import fact_recall
@@ -227,3 +228,38 @@ def evaluate_checkpoint(
     if cfg.model.family == "discrete":  # prompts' pictures become visual ids through its tokenizer
         model.attach_visual_tokenizer(VisualTokenizer.from_pretrained(cfg.model.visual_tokenizer))
     return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)
+
+
+def evaluate_noise(
+    checkpoint: Path,
+    cfg: RunConfig,
+    tokenizer: Tokenizer,
+    world_root: Path | None,
+    out_dir: Path,
+    device: torch.device | None = None,
+) -> dict | None:
+    """`out_dir/noise.json` (eval/noise.py): `out_dir` holds the evaluation of `checkpoint`; the
+    `eval.noise_checkpoints` - 1 checkpoints before it are evaluated into `out_dir/noise/<name>/` with
+    the same benchmarks (the world's and custom suites: lm-eval, VLMEvalKit and image generation are
+    too slow to repeat), each reused when a rerun finds it. None, with a line saying so, when the run
+    kept fewer than two checkpoints."""
+    k = cfg.eval.noise_checkpoints
+    checkpoints = last_checkpoints(checkpoint, k)
+    if len(checkpoints) < 2:
+        print(f"noise: {checkpoint.parent} holds no checkpoint before {checkpoint.name}; no noise.json")
+        return None
+    if len(checkpoints) < k:
+        print(f"noise: {len(checkpoints)} checkpoints of the {k} asked (train.keep_checkpoints keeps fewer)")
+    light = replace(
+        cfg, eval=replace(cfg.eval, html=False, generation_prompts=0, lm_eval_tasks=[], vlmeval_datasets=[])
+    )
+    results = []
+    for ckpt in checkpoints[:-1]:
+        where = out_dir / "noise" / ckpt.name
+        if not (where / "results.json").exists():
+            title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
+            evaluate_checkpoint(ckpt, light, tokenizer, world_root, where, title, False, device)
+        results.append(json.loads((where / "results.json").read_text()))
+    results.append(json.loads((out_dir / "results.json").read_text()))
+    steps = [int(read_meta(c)["step"]) for c in checkpoints]
+    return write_noise(out_dir / NOISE_FILE, [c.name for c in checkpoints], steps, results)

@@ -1,7 +1,8 @@
 """Run the knowledge-world benchmarks on a model.
 
 Multiple choice is scored by option likelihood, open answers (OCR, chart values) are generated
-greedily and scored by exact match, captions by CIDEr-D (`mmkd.eval.inference` does the inference).
+greedily and scored by exact match, captions by CIDEr-D (`mmkd.eval.inference` does the inference);
+every item also gets its continuous scores (`mmkd.eval.continuous`).
 
 Each ability is reported next to its chance level and a *blind* baseline: the answer picked from
 the question alone, i.e. the training answer most frequent for the question's type (answer priors
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from mmkd.bench_item import BenchItem
 from mmkd.eval import caption_metrics
+from mmkd.eval.continuous import answer_nll, continuous_summary, option_probability, reference_nll
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import cider_d, coco_cider, exact_match, mean_ci95
 from mmkd.model import VLM
@@ -81,6 +83,9 @@ def evaluate_ability(
         loglik = option_loglik(model, templates, items, batch_size)
         preds = [it.options[max(range(len(s)), key=s.__getitem__)] for it, s in zip(items, loglik)]
         scores = [float(p == it.answer) for p, it in zip(preds, items)]
+        continuous = [
+            {"p_correct": option_probability(s, it.options.index(it.answer))} for it, s in zip(items, loglik)
+        ]
         blind = [float(blind_answer(it, prior, rng) == it.answer) for it in items]
         chance = sum(1 / len(it.options) for it in items) / len(items)
         metric = "accuracy"
@@ -90,6 +95,7 @@ def evaluate_ability(
         preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=at_newline)
         refs = [it.references for it in items]
         scores = cider_d(preds, refs)
+        continuous = reference_nll(model, templates, items, batch_size)
         blind = cider_d([blind_caption] * len(items), refs)
         coco = coco_cider(preds, refs)
         chance, metric = None, "cider"
@@ -99,6 +105,7 @@ def evaluate_ability(
     else:
         preds = generate(model, templates, items, batch_size, max_new_tokens, stop_at_newline=True)
         scores = [exact_match(p, it.answer) for p, it in zip(preds, items)]
+        continuous = answer_nll(model, templates, items, batch_size)
         blind = [exact_match(blind_answer(it, prior, rng), it.answer) for it in items]
         chance, metric = 0.0, "exact_match"
     score, ci = mean_ci95(scores)
@@ -110,6 +117,7 @@ def evaluate_ability(
         "ci95": ci,
         "chance": chance,
         "blind": sum(blind) / len(blind),
+        "continuous": continuous_summary(continuous, chance),
     }
     if ability == "existence":
         result["pope"] = pope(items, preds)
@@ -130,8 +138,9 @@ def evaluate_ability(
             "answer": it.answer,
             "prediction": p,
             "score": s,
+            "continuous": c,
         }
-        for it, p, s in zip(items, preds, scores)
+        for it, p, s, c in zip(items, preds, scores, continuous)
     ]
     return result, records
 

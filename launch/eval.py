@@ -7,6 +7,7 @@
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] vlmeval_datasets=[MME,POPE]
     python launch/eval.py checkpoint=runs/mmgic_c/seed0 caption_prompt=$'Image: <image>\nCaption:'
     python launch/eval.py checkpoint=runs/baseline/seed0 shots=4     # 4-shot, into eval-<checkpoint>-4shot/
+    python launch/eval.py checkpoint=runs/baseline/seed0 noise_checkpoints=3  # + noise.json
     python launch/eval.py checkpoint=runs/baseline/seed0 abilities=[] generation_prompts=1024 \
         cfg_scale=1 out=runs/baseline/seed0/eval-gen1024-cfg1    # a discrete model's generation alone
     python launch/eval.py checkpoint=runs/ic/seed0 image_prompt=ic    # draw after IC's own document prompt
@@ -26,7 +27,7 @@ from mmkd.config import to_run_config
 from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
-from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.eval.suites import evaluate_checkpoint, evaluate_noise
 from mmkd.launch._arguments import parse
 from mmkd.run_lock import RunLocked, run_lock
 from mmkd.tokenizer import Tokenizer
@@ -35,7 +36,8 @@ USAGE = (
     "usage: python launch/eval.py checkpoint=PATH [abilities=[...]] [max_items=N] [batch_size=N] "
     "[custom.NAME=FILE.jsonl|.tsv ...] [lm_eval_tasks=[TASK,...]] [lm_eval_include=DIR] "
     "[vlmeval_datasets=[NAME,...]] [vlmeval_data=DIR] [judge_url=URL judge_model=NAME] [shots=K] "
-    "[generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] [image_prompt=TEXT|mmgic|ic] [out=DIR]"
+    "[noise_checkpoints=K] [generation_prompts=N] [cfg_scale=S] [temperature=T] [top_k=K] "
+    "[image_prompt=TEXT|mmgic|ic] [out=DIR]"
 )
 EVAL_KEYS = (
     "abilities",
@@ -56,6 +58,7 @@ EVAL_KEYS = (
     "cfg_scale",
     "temperature",
     "top_k",
+    "noise_checkpoints",
 )
 # overwrite: replace a finished evaluation in the same place (never silently); out: that place
 FLAGS = ("overwrite", "out")
@@ -88,6 +91,8 @@ def evaluate(args: DictConfig) -> None:
         )
         title = f"{cfg.recipe.name} (seed {cfg.seed}, {ckpt.name})"
         evaluate_checkpoint(ckpt, cfg, tokenizer, world_root, out, title, device=local_device())
+        if cfg.eval.noise_checkpoints:
+            evaluate_noise(ckpt, cfg, tokenizer, world_root, out, local_device())
     print((out / "report.md").read_text())
 
 

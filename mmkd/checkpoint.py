@@ -173,3 +173,16 @@ def resume_checkpoint(path: str | Path, engine: Engine) -> dict:
     path = check_checkpoint(path)
     engine.load(path)
     return read_meta(path)
+
+
+def last_checkpoints(checkpoint: Path, k: int) -> list[Path]:
+    """`checkpoint` and the committed checkpoints of its run before it, the last `k` by step (oldest
+    first; one per step, `final` where it shares one); fewer when the run kept fewer
+    (train.keep_checkpoints)."""
+    by_step: dict[int, Path] = {}
+    for p in sorted(checkpoint.parent.iterdir(), key=lambda p: p.name == "final"):
+        if _committed(p):
+            by_step[int(read_meta(p)["step"])] = p
+    last = int(read_meta(checkpoint)["step"])
+    by_step[last] = checkpoint
+    return [by_step[s] for s in sorted(by_step) if s <= last][-k:]

@@ -256,6 +256,10 @@ def micro_batch_for(t: TrainConfig, world_size: int) -> int:
 @dataclass
 class EvalConfig:
     after_train: bool = True
+    # Noise within a run (eval/noise.py): also evaluate the k - 1 checkpoints before the evaluated one
+    # and record each score's spread in <eval dir>/noise.json, which launch/report.py turns into SNR.
+    # 0: off; else >= 2 and at most train.keep_checkpoints + 1 (the kept ones and the final).
+    noise_checkpoints: int = 0
     # Also evaluate every K steps, on that step's checkpoint (RUN/eval-step-N/); scores go to the
     # metrics as eval/<suite>/<benchmark>. K must be a multiple of train.checkpoint_every.
     every: int = 0
@@ -498,6 +502,13 @@ class RunConfig:
             raise ConfigError(
                 f"eval.every={every} must be a multiple of train.checkpoint_every={ckpt}: "
                 "evaluation reads the checkpoint of its step"
+            )
+        k = self.eval.noise_checkpoints
+        if k and not 2 <= k <= self.train.keep_checkpoints + 1:
+            raise ConfigError(
+                f"eval.noise_checkpoints={k}: must be 0 (off) or in 2..train.keep_checkpoints + 1 = "
+                f"{self.train.keep_checkpoints + 1} (the checkpoints a run keeps); raise "
+                "train.keep_checkpoints to measure over more"
             )
         for name, path in self.eval.custom.items():
             if Path(path).suffix not in (".jsonl", ".tsv") or not Path(path).is_file():

@@ -31,7 +31,7 @@ from mmkd.data_builders.sources import (
 from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.errors import DataError
-from mmkd.eval.suites import evaluate_checkpoint
+from mmkd.eval.suites import evaluate_checkpoint, evaluate_noise
 from mmkd.foundations.store import foundation_paths, prepare_foundations
 from mmkd.foundations.store import parts as foundation_parts
 from mmkd.run_lock import run_lock
@@ -223,5 +223,7 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
     )
     RunLog(run_dir, True)(f"eval: {final.name} -> {run_dir / 'eval' / 'report.md'}", echo=False)
+    if cfg.eval.noise_checkpoints:
+        evaluate_noise(final, cfg, tokenizer, world_root, run_dir / "eval", info.device)
     print("\n" + (run_dir / "eval" / "report.md").read_text())
     return results

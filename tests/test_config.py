@@ -105,6 +105,8 @@ def test_unknown_keys_and_bad_types_name_the_key(cfg, key):
         ({"train": {"engine": "deepspeed", "zero_stage": 4}}, r"train\.zero_stage=4"),
         ({"eval": {"judge_url": "http://127.0.0.1:8001/v1"}}, r"eval\.judge_model='': set both"),
         ({"data": {"world": {"holdout_fraction": 1.0}}}, r"world\.holdout_fraction=1\.0"),
+        ({"eval": {"noise_checkpoints": 1}}, r"eval\.noise_checkpoints=1: must be 0 \(off\) or in 2\.\."),
+        ({"eval": {"noise_checkpoints": 4}}, r"in 2\.\.train\.keep_checkpoints \+ 1 = 3"),
     ],
 )
 def test_bad_values_are_rejected_before_compute(cfg, message):

@@ -1,11 +1,13 @@
 """Scoring logic of the world benchmarks on hand-made cases."""
 
+import math
 import random
 
 import pytest
 import torch
 
 from mmkd.bench_item import BenchItem
+from mmkd.eval.continuous import answer_nll, option_probability, reference_nll
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.eval.report import markdown_table
 from mmkd.eval.world_bench import blind_answer
@@ -51,6 +53,29 @@ def test_option_likelihood_picks_the_option_the_model_prefers(tokenizer):
     assert [len(s) for s in scores] == [3, 2]
     assert max(range(3), key=scores[0].__getitem__) == 1  # "2" is the favourite token
     assert scores[0][1] > -0.01 and scores[0][0] < -10
+
+
+def test_continuous_scores_put_the_probability_where_the_model_does(tokenizer):
+    """p_correct is the softmax of the option scores (its argmax the prediction); an answer's NLL is
+    ~0 for the token the model always predicts and ~20 nats for any other, per token and per byte."""
+    from tests.conftest import model_config
+
+    cfg = model_config("micro")
+    t = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    model = _model(tokenizer, " 2", cfg)
+    item = BenchItem("a", "x", "q", "How many objects are there?", "2", ["1", "2", "3"])
+    (scores,) = option_loglik(model, t, [item], batch_size=2)
+    assert option_probability(scores, 1) > 0.999 and option_probability(scores, 0) < 1e-6
+    assert option_probability([-1.0, -1.0], 0) == 0.5
+    assert option_probability([-2000.0, -2001.0], 0) == pytest.approx(1 / (1 + math.exp(-1)))  # no underflow
+    right, wrong = (BenchItem(i, "ocr", "ocr", "What number is it?", a) for i, a in (("r", "2"), ("w", "7")))
+    nll = answer_nll(model, t, [right, wrong], batch_size=2)
+    assert nll[0]["nll_token"] < 0.01 and nll[1]["nll_token"] > 15
+    tokens = len(t.answer_ids("7"))
+    assert nll[1]["bits_per_byte"] == pytest.approx(nll[1]["nll_token"] * tokens / math.log(2) / len(b"7"))
+    caption = BenchItem("c", "captioning", "caption", "", "", references=["2", "7"])
+    (ref,) = reference_nll(model, t, [caption], batch_size=4)
+    assert ref["nll_token"] == pytest.approx((nll[0]["nll_token"] + nll[1]["nll_token"]) / 2, rel=1e-4)
 
 
 def test_generation_stops_at_newline(tokenizer):

@@ -29,6 +29,7 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
             "model=micro",
             "train=smoke",
             "eval.max_items=8",
+            "eval.noise_checkpoints=3",
             f"run_dir={run}",
             *data_overrides(data),
         ],
@@ -76,6 +77,22 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     quality = results["captioning"]["caption_quality"]  # what the model's captions claim, exactly
     assert quality["captions"] == 8 and {"chair_i", "chair_s", "recall", "ana", "capscore"} <= quality.keys()
     assert set(results["existence"]["pope"]) == {"random", "popular", "adversarial"}
+    # Continuous scores beside each metric (eval/continuous.py), summarised and per item.
+    assert set(results["existence"]["continuous"]) == {"p_correct"}
+    assert set(results["ocr"]["continuous"]) == {"nll_token", "bits_per_byte"}
+    assert set(results["captioning"]["continuous"]) == {"nll_token"}
+    assert 0 < results["counting"]["continuous"]["p_correct"]["score"] < 1
+    lines = [json.loads(x) for x in (run / "eval/predictions.jsonl").read_text().splitlines()]
+    assert all(0 <= r["continuous"]["p_correct"] <= 1 for r in lines if r["benchmark"] == "attribute")
+    assert "| &nbsp;&nbsp;existence | p_correct |" in stdout
+    # Noise within the run: the final checkpoint and the two kept before it, oldest first.
+    noise = json.loads((run / "eval/noise.json").read_text())
+    assert noise["checkpoints"][-1] == "final" and len(noise["checkpoints"]) == 3
+    assert noise["steps"] == sorted(noise["steps"]) and noise["steps"][-1] == 16
+    assert noise["scores"]["world"]["existence"]["accuracy"][-1] == results["existence"]["score"]
+    assert len(noise["scores"]["world"]["ocr"]["bits_per_byte"]) == 3
+    for name in noise["checkpoints"][:-1]:
+        assert (run / "eval/noise" / name / "results.json").exists()
     assert "POPE adversarial" in stdout
     assert "seed: 0" in (run / "config.yaml").read_text()
 
@@ -104,11 +121,25 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     lm_eval = "lm_eval_tasks=[mmkd_world_knowledge]"
     vlmeval = ["vlmeval_datasets=[vlm]", f"vlmeval_data={tmp_path}"]  # the TSV is in VLMEvalKit's layout
     stdout = _run(
-        [str(REPO / "launch/eval.py"), f"checkpoint={run}", "max_items=8", *custom, lm_eval, *vlmeval],
+        [
+            str(REPO / "launch/eval.py"),
+            f"checkpoint={run}",
+            "max_items=8",
+            *custom,
+            lm_eval,
+            *vlmeval,
+            "noise_checkpoints=2",
+        ],
         tmp_path,
     )
     again = json.loads((run / "eval-final/results.json").read_text())["suites"]
     assert again["world"] == results
+    # Eval-only measures noise as training did: the same scores at the checkpoint before the final.
+    noise_again = json.loads((run / "eval-final/noise.json").read_text())
+    assert noise_again["checkpoints"] == noise["checkpoints"][1:]
+    world_noise = noise_again["scores"]["world"]
+    assert world_noise["spatial"]["p_correct"] == noise["scores"]["world"]["spatial"]["p_correct"][1:]
+    assert "mine" in noise_again["scores"] and "lm_eval" not in noise_again["scores"]  # too slow to repeat
     assert again["mine"]["mine"]["n"] == 5 and again["vlm"]["vlm"]["n"] == 3
     assert again["lm_eval"]["mmkd_world_knowledge"]["n"] == 8  # eval.max_items limits lm-eval too
     # The custom suites' pictures were taken from the vqa0 training shards: decontamination says so.

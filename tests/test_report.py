@@ -210,6 +210,7 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "| 3 | 20 | 0.090 [" in gain and "| 0.030 [" in gain
     # Seed 003's per-dimension breakdown and concept overlap, means over the three seeds.
     assert headings[4:] == [
+        "## Signal, noise and the metric to read",  # no run recorded noise.json: SNR is a dash (test_decide)
         "## SEED-Bench dimensions on the world (%, mean over seeds)",
         "## Concept overlap: the captioning benchmark's concepts seen in training (%)",
         "## Generation floor: random visual ids through each run's tokenizer (%, mean over seeds)",
@@ -284,6 +285,7 @@ def test_report_html_holds_every_section_and_every_picture_it_names(planted, tmp
     assert page.headings == [
         "Training",
         "Scores",
+        "Signal, noise and the metric to read",
         "Knowledge density (seed 000 Fig. 4)",
         "What the models answered",
         "Mixtures as trained",
