@@ -44,6 +44,7 @@ from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
 from mmkd.world import descriptions
 from mmkd.world.benchmarks import BENCH_VERSION, build_benchmarks
+from mmkd.world.scene import world_identity
 
 WORLD_SOURCES = tuple(world_sources.SOURCES)
 # World sources built only when a recipe reads them, not with the others (nor into the tokenizer).
@@ -94,6 +95,7 @@ def world_dir(data: DataConfig | dict) -> Path:
     fields = data if isinstance(data, dict) else asdict(data)
     loading = ("root", "sources", "num_workers", "max_bad_samples")  # how data is read, not what it is
     settings = {k: v for k, v in fields.items() if k not in loading}
+    settings["world"] = world_identity(settings["world"])
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(fields["root"]) / f"world-{digest}"
 
@@ -462,7 +464,7 @@ def _prepare_world(root: Path, data: DataConfig, patch_size: int) -> None:
         )
         train_tokenizer(text, data.vocab_size, root / "tokenizer.json")
         write_json_atomic(root / "tokenizer.stamp.json", tok_stamp)
-    bench_stamp = {"world": asdict(data.world), "n": data.bench_per_ability, "version": BENCH_VERSION}
+    bench_stamp = {"world": data.world.identity(), "n": data.bench_per_ability, "version": BENCH_VERSION}
     if not _stamp_ok(root / "bench" / "stamp.json", bench_stamp):
         build_benchmarks(data.world, root / "bench", data.bench_per_ability)
         write_json_atomic(root / "bench" / "stamp.json", bench_stamp)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -217,7 +216,7 @@ def provenance(cfg: WorldConfig, source: str, n: int, turns: int) -> dict:
     return {
         "builder": f"world/{source}",
         "version": BUILDER_VERSION,
-        "world": asdict(cfg),
+        "world": cfg.identity(),
         "n": n,
         "vqa_turns": turns,
     }

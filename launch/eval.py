@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mmkd.checkpoint import check_checkpoint, read_meta
-from mmkd.config import to_run_config
+from mmkd.config import saved_run_config
 from mmkd.data_builders.sources import needs_world, prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
@@ -78,7 +78,7 @@ def evaluate(args: DictConfig) -> None:
     saved = dict(meta["config"])
     overrides = OmegaConf.to_container(args)  # plain lists and dicts, as the saved config holds
     saved["eval"] = {**saved["eval"], **{k: overrides[k] for k in EVAL_KEYS if k in overrides}}
-    cfg = to_run_config(saved)
+    cfg = saved_run_config(saved)
     tokenizer = Tokenizer.from_str(meta["tokenizer"], meta.get("special_tokens"))
     default = ckpt.parent.parent / f"eval-{ckpt.name}{f'-{cfg.eval.shots}shot' if cfg.eval.shots else ''}"
     out = Path(args.get("out") or default)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
-from mmkd.config import ConfigError, to_run_config
+from mmkd.config import ConfigError, saved_run_config
 from mmkd.errors import reported
 from mmkd.launch._arguments import parse
 from mmkd.materialize import materialize
@@ -46,7 +46,7 @@ def export(checkpoint: Path, out: Path, kind: str) -> None:
         raise ConfigError(f"format={kind!r}: must be one of {list(FORMATS)}")
     ckpt = check_checkpoint(checkpoint)
     meta = read_meta(ckpt)
-    cfg = to_run_config(meta["config"])
+    cfg = saved_run_config(meta["config"])
     if kind == "llava" and cfg.model.vision_post_norm:
         raise ConfigError(
             "format=llava needs a model trained with model.vision_post_norm=false (LLaVA reads the ViT's "

@@ -30,7 +30,7 @@ from mmkd.model.pretrained_shape import adopt_pretrained_shapes
 from mmkd.schedules import DECAY_SHAPES, SCHEDULES
 from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
 from mmkd.world.benchmarks import ABILITIES
-from mmkd.world.scene import WorldConfig
+from mmkd.world.scene import LEGACY_NEUTRAL, WorldConfig
 
 # ddp (replicas) | fsdp2 (sharded) | deepspeed (ZeRO): mmkd/engines/.
 ENGINES = ("ddp", "fsdp2", "deepspeed")
@@ -571,6 +571,14 @@ def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
             if isinstance(recipe.get(key), dict):
                 setattr(run.recipe, key, dict(recipe[key]))
     return run.validate()
+
+
+def saved_run_config(saved: dict[str, Any]) -> RunConfig:
+    """A config as an earlier run saved it (a checkpoint's meta.json): world settings added since then
+    read at the value that draws the world it trained on (`LEGACY_NEUTRAL`), not at today's default."""
+    data = dict(saved.get("data") or {})
+    data["world"] = {**LEGACY_NEUTRAL, **(data.get("world") or {})}
+    return to_run_config({**saved, "data": data})
 
 
 # The schema Hydra composes first (recipes/config.yaml's defaults list): the YAMLs only state changes.

@@ -7,10 +7,13 @@ generators in mmkd.world.language.
 import io
 import random
 import re
+from dataclasses import asdict
 
 import pytest
 
 from mmkd.bench_item import load_benchmark
+from mmkd.config import saved_run_config, to_run_config
+from mmkd.data_builders.sources import world_dir
 from mmkd.world import encyclopedia, language
 from mmkd.world.benchmarks import build_benchmarks
 from mmkd.world.render import render
@@ -23,6 +26,7 @@ from mmkd.world.scene import (
     WorldConfig,
     is_held_out,
     sample_scene,
+    sign_vocabulary,
 )
 
 CFG = WorldConfig(image_size=48)
@@ -170,6 +174,38 @@ def test_held_out_compositions_split_the_scene_space():
     assert 0.04 < share < 0.2  # another world seed holds out other compositions, about 10% of them
     with pytest.raises(ValueError, match=r"world\.holdout_fraction=0\.0"):
         WorldConfig(holdout_fraction=0.0).validate()
+
+
+def test_signs_hold_out_compositions_not_words():
+    """Every word a benchmark sign shows is one training signs show (on other placards or
+    backgrounds), while no benchmark sign's composition is ever a training one."""
+    vocabulary = set(sign_vocabulary(CFG.seed, CFG.sign_words))
+    assert len(vocabulary) == CFG.sign_words == 120
+    training = [sample_scene(CFG, "caption0", i, layout="sign") for i in range(2000)]
+    bench = [sample_scene(CFG, "bench-ocr", i, layout="sign") for i in range(200)]
+    assert {s.word for s in training} == vocabulary and {s.placard for s in training} == set(COLOURS)
+    assert {s.word for s in bench} <= vocabulary
+    assert not {s.composition() for s in bench} & {s.composition() for s in training}
+    # Mostly distinct images: 200 draws from ~288 held-out compositions (10% of 4 x 6 x 120).
+    assert len({s.composition() for s in bench}) > 130
+    other = WorldConfig(image_size=48, seed=1)
+    assert set(sign_vocabulary(other.seed, other.sign_words)) != vocabulary  # drawn per world seed
+    open_words = WorldConfig(image_size=48, sign_words=0)
+    assert len({sample_scene(open_words, "caption0", i, layout="sign").word for i in range(300)}) > 250
+    with pytest.raises(ValueError, match=r"world\.sign_words=4901: must be in 0\.\.4900"):
+        WorldConfig(sign_words=4901).validate()
+
+
+def test_a_config_saved_before_sign_vocabularies_reads_its_own_world():
+    """A checkpoint's config from before `world.sign_words` is evaluated on the world it trained on:
+    the same data directory as then (0 is left out of a world's identity), not today's default."""
+    today = to_run_config({"recipe": {"name": "t", "mixture": {"caption0": 1.0}}})
+    before = asdict(today)
+    del before["data"]["world"]["sign_words"]
+    saved = saved_run_config(before)
+    assert saved.data.world.sign_words == 0 and today.data.world.sign_words == 120
+    assert world_dir(saved.data) == world_dir(before["data"]) != world_dir(today.data)
+    assert sample_scene(saved.data.world, "caption0", 0, layout="sign").placard is None  # white, as then
 
 
 def test_benchmarks_are_disjoint_from_training_and_well_formed(tmp_path):

@@ -89,7 +89,7 @@ def inputs(
     return {
         "version": VERSIONS[part],
         "part": part,
-        "world": asdict(world),
+        "world": world.identity(),
         "tokenizer_sha256": hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),
         "model": {k: model_keys[k] for k in SHAPES[part]},
         "foundations": own,

@@ -11,9 +11,10 @@ Sec. 4.2.1) aligns on the first and contrasts on the second.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 KINDS = ("ball", "box", "tent", "star", "kite", "ring")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -39,11 +40,33 @@ POSITIONS = tuple(
 )  # index = 3 * row + col
 RELATIONS = ("left of", "right of", "above", "below")
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+WORDS = len(_SYLLABLES) ** 2  # pronounceable two-syllable words for signs (e.g. 'bako')
 
 
-def make_word(rng: random.Random) -> str:
-    """A pronounceable two-syllable word for signs (e.g. 'bako')."""
+@functools.cache
+def sign_vocabulary(seed: int, size: int) -> tuple[str, ...]:
+    """The `size` words a world's signs show, drawn once per world seed (sorted)."""
+    words = [a + b for a in _SYLLABLES for b in _SYLLABLES]
+    return tuple(sorted(random.Random(f"mmkd-world/{seed}/sign-words").sample(words, size)))
+
+
+def sign_word(cfg: WorldConfig, rng: random.Random) -> str:
+    """A sign's word: one of the world's vocabulary, or with `sign_words=0` any two-syllable word."""
+    if cfg.sign_words:
+        return rng.choice(sign_vocabulary(cfg.seed, cfg.sign_words))
     return rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES)
+
+
+# World settings added after worlds were first built, at the value that draws a world as it was before
+# them. A world's identity (its data directory, sources' provenance, benchmarks' and foundations'
+# stamps) leaves them out at that value, so data built before them is found again; a config saved
+# before them (a checkpoint's) reads as that value, so its model is evaluated on its own world.
+LEGACY_NEUTRAL = {"sign_words": 0}
+
+
+def world_identity(world: dict) -> dict:
+    """The world settings that tell two worlds apart (a WorldConfig as a dict)."""
+    return {k: v for k, v in world.items() if k not in LEGACY_NEUTRAL or LEGACY_NEUTRAL[k] != v}
 
 
 @dataclass
@@ -62,12 +85,21 @@ class WorldConfig:
     # Fraction of sign and chart scenes in a generic scene stream (the rest are object scenes).
     sign_fraction: float = 0.1
     chart_fraction: float = 0.1
+    # How many words signs show (drawn once per world seed), each on a placard of one of the six
+    # colours over a theme's background. Benchmarks hold out (theme, placard, word) compositions, not
+    # words: a benchmark sign's word is one that training signs show elsewhere. 0: any of the 4,900
+    # two-syllable words on a white placard, most of which a few thousand training signs never show
+    # (the worlds before this setting, and the OCR floor their protocol runs measured: docs/protocol.md).
+    sign_words: int = 120
     # Max shift of an object inside its cell, as a fraction of the cell, so no two images are equal.
     jitter: float = 0.08
     # Fraction of scene compositions (everything drawn but the jitter) kept for benchmarks: training
     # splits never draw them and benchmark splits draw only them, so no benchmark image, nor a
     # one-pixel shift of it, is ever trained on (docs/world.md).
     holdout_fraction: float = 0.1
+
+    def identity(self) -> dict:
+        return world_identity(asdict(self))
 
     def validate(self) -> WorldConfig:
         if self.image_size < 24:
@@ -83,6 +115,8 @@ class WorldConfig:
                 f"world.holdout_fraction={self.holdout_fraction}: must be in (0, 1); benchmarks and "
                 "training both need scenes"
             )
+        if not 0 <= self.sign_words <= WORDS:
+            raise ValueError(f"world.sign_words={self.sign_words}: must be in 0..{WORDS} (0: every word)")
         if self.sign_fraction + self.chart_fraction > 1.0:
             raise ValueError("world.sign_fraction + world.chart_fraction must be <= 1")
         return self
@@ -126,6 +160,7 @@ class Scene:
     layout: str
     objects: list[SceneObject] = field(default_factory=list)
     word: str | None = None
+    placard: str | None = None  # a sign's placard colour (a COLOURS name)
     bars: list[tuple[str, int]] = field(default_factory=list)  # (colour, value) left to right
 
     def kinds(self) -> set[str]:
@@ -166,7 +201,7 @@ class Scene:
     def composition(self) -> tuple:
         """What the scene shows, without its id or the objects' jitter inside their cells."""
         objects = tuple((o.kind, o.colour, o.size, o.cell) for o in self.objects)
-        return (self.theme, self.layout, objects, self.word, tuple(self.bars))
+        return (self.theme, self.layout, objects, self.word, self.placard, tuple(self.bars))
 
     def to_json(self) -> dict:
         return {
@@ -175,6 +210,7 @@ class Scene:
             "layout": self.layout,
             "objects": [vars(o) for o in self.objects],
             "word": self.word,
+            "placard": self.placard,
             "bars": [list(b) for b in self.bars],
         }
 
@@ -186,6 +222,7 @@ class Scene:
             layout=d["layout"],
             objects=[SceneObject(**o) for o in d["objects"]],
             word=d["word"],
+            placard=d.get("placard"),  # scenes of worlds before placards had colours
             bars=[(c, v) for c, v in d["bars"]],
         )
 
@@ -236,7 +273,9 @@ def _draw_scene(
         )
     scene = Scene(id=scene_id, theme=theme, layout=layout)
     if layout == "sign":
-        scene.word = make_word(rng)
+        scene.word = sign_word(cfg, rng)
+        if cfg.sign_words:  # 0 draws signs as worlds before vocabularies did: any word, a white placard
+            scene.placard = rng.choice(sorted(COLOURS))
     elif layout == "chart":
         colours = rng.sample(sorted(COLOURS), rng.randint(2, 4))
         scene.bars = [(c, rng.randint(1, 5)) for c in colours]
