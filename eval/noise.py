@@ -3,7 +3,8 @@
 Two recipes' scores differ by training noise as well as by their data; a benchmark whose score jumps
 between neighbouring checkpoints of one run cannot rank recipes that differ by less ("Signal and
 Noise", Heineman et al., 2025). `eval.noise_checkpoints=k` evaluates the k - 1 checkpoints before the
-evaluated one (their results under `<eval dir>/noise/<checkpoint>/`, reused on a rerun) and writes
+evaluated one in its curriculum stage (an instruction stage's scores are not pre-training's), their
+results under `<eval dir>/noise/<checkpoint>/` (reused on a rerun), and writes
 `<eval dir>/noise.json`: every (suite, benchmark, metric)'s score at each of the k checkpoints, the
 continuous scores included. `mmkd.eval.decide` turns it into a relative standard deviation and SNR.
 """

@@ -239,17 +239,20 @@ def evaluate_noise(
     device: torch.device | None = None,
 ) -> dict | None:
     """`out_dir/noise.json` (eval/noise.py): `out_dir` holds the evaluation of `checkpoint`; the
-    `eval.noise_checkpoints` - 1 checkpoints before it are evaluated into `out_dir/noise/<name>/` with
-    the same benchmarks (the world's and custom suites: lm-eval, VLMEvalKit and image generation are
-    too slow to repeat), each reused when a rerun finds it. None, with a line saying so, when the run
-    kept fewer than two checkpoints."""
+    `eval.noise_checkpoints` - 1 checkpoints before it in its stage are evaluated into
+    `out_dir/noise/<name>/` with the same benchmarks (the world's and custom suites: lm-eval, VLMEvalKit
+    and image generation are too slow to repeat), each reused when a rerun finds it. None, with a line
+    saying so, when the stage kept no checkpoint before it."""
     k = cfg.eval.noise_checkpoints
     checkpoints = last_checkpoints(checkpoint, k)
     if len(checkpoints) < 2:
-        print(f"noise: {checkpoint.parent} holds no checkpoint before {checkpoint.name}; no noise.json")
+        print(
+            f"noise: {checkpoint.parent} holds no checkpoint before {checkpoint.name} in its stage; no "
+            "noise.json (a smaller train.checkpoint_every keeps some)"
+        )
         return None
     if len(checkpoints) < k:
-        print(f"noise: {len(checkpoints)} checkpoints of the {k} asked (train.keep_checkpoints keeps fewer)")
+        print(f"noise: {len(checkpoints)} checkpoints of the {k} asked (fewer kept in the stage)")
     light = replace(
         cfg, eval=replace(cfg.eval, html=False, generation_prompts=0, lm_eval_tasks=[], vlmeval_datasets=[])
     )

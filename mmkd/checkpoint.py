@@ -176,13 +176,15 @@ def resume_checkpoint(path: str | Path, engine: Engine) -> dict:
 
 
 def last_checkpoints(checkpoint: Path, k: int) -> list[Path]:
-    """`checkpoint` and the committed checkpoints of its run before it, the last `k` by step (oldest
-    first; one per step, `final` where it shares one); fewer when the run kept fewer
-    (train.keep_checkpoints)."""
+    """`checkpoint` and the committed checkpoints of its run before it in the same curriculum stage, the
+    last `k` by step (oldest first; one per step, `final` where it shares one); fewer when the run kept
+    fewer (train.keep_checkpoints) or the stage holds fewer. A stage's end is pinned by the stage that
+    ended, so an instruction stage's scores are never mixed with pre-training's."""
+    stage = read_meta(checkpoint).get("stage")
     by_step: dict[int, Path] = {}
     for p in sorted(checkpoint.parent.iterdir(), key=lambda p: p.name == "final"):
-        if _committed(p):
-            by_step[int(read_meta(p)["step"])] = p
+        if _committed(p) and (meta := read_meta(p)).get("stage") == stage:
+            by_step[int(meta["step"])] = p
     last = int(read_meta(checkpoint)["step"])
     by_step[last] = checkpoint
     return [by_step[s] for s in sorted(by_step) if s <= last][-k:]

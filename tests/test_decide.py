@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from mmkd.checkpoint import last_checkpoints
 from mmkd.eval.compare import compare, find_runs, noise_by_key
 from mmkd.eval.decide import (
     decision_accuracy,
@@ -141,3 +142,29 @@ def test_decision_accuracy_sees_a_flipped_order(scales):
     agreement = {(a.benchmark, a.metric): a for a in scale_agreement(rows, flipped)}
     assert agreement[("noisy", "accuracy")].accuracy == pytest.approx(2 / 3)
     assert agreement[("steady", "accuracy")].accuracy == 1.0
+
+
+def test_noise_reads_the_last_checkpoints_of_the_evaluated_ones_stage(tmp_path):
+    """The checkpoints before the final one in its stage: the pre-training stage's end and its periodic
+    checkpoints are not instruction-stage noise; one per step, `final` where it shares one."""
+    for name, step, stage in [
+        ("step-00000008", 8, "all"),
+        ("step-00000013", 13, "all"),  # the pre-training stage's end (pinned)
+        ("step-00000014", 14, "sft"),
+        ("step-00000015", 15, "sft"),
+        ("step-00000016", 16, "sft"),
+        ("final", 16, "sft"),
+        ("step-00000017", 17, "sft"),  # uncommitted: a save that did not finish
+    ]:
+        (tmp_path / name).mkdir()
+        meta = {"step": step, "stage": stage, "config": {}, "tokenizer": ""}
+        (tmp_path / name / "meta.json").write_text(json.dumps(meta))
+        if step != 17:
+            (tmp_path / name / "COMMITTED").write_text(f"{step}\n")
+    names = [p.name for p in last_checkpoints(tmp_path / "final", 3)]
+    assert names == ["step-00000014", "step-00000015", "final"]
+    assert [p.name for p in last_checkpoints(tmp_path / "final", 9)] == names
+    assert [p.name for p in last_checkpoints(tmp_path / "step-00000013", 3)] == [
+        "step-00000008",
+        "step-00000013",
+    ]

@@ -29,7 +29,9 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
             "model=micro",
             "train=smoke",
             "eval.max_items=8",
-            "eval.noise_checkpoints=3",
+            "eval.noise_checkpoints=3",  # the default; kept checkpoints in the instruction stage:
+            "train.checkpoint_every=1",
+            "train.keep_checkpoints=3",
             f"run_dir={run}",
             *data_overrides(data),
         ],
@@ -85,10 +87,13 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     lines = [json.loads(x) for x in (run / "eval/predictions.jsonl").read_text().splitlines()]
     assert all(0 <= r["continuous"]["p_correct"] <= 1 for r in lines if r["benchmark"] == "attribute")
     assert "| &nbsp;&nbsp;existence | p_correct |" in stdout
-    # Noise within the run: the final checkpoint and the two kept before it, oldest first.
+    # Noise within the run: the final checkpoint and the two kept before it in the instruction stage.
     noise = json.loads((run / "eval/noise.json").read_text())
-    assert noise["checkpoints"][-1] == "final" and len(noise["checkpoints"]) == 3
-    assert noise["steps"] == sorted(noise["steps"]) and noise["steps"][-1] == 16
+    assert noise["checkpoints"] == ["step-00000014", "step-00000015", "final"] and noise["steps"] == [
+        14,
+        15,
+        16,
+    ]
     assert noise["scores"]["world"]["existence"]["accuracy"][-1] == results["existence"]["score"]
     assert len(noise["scores"]["world"]["ocr"]["bits_per_byte"]) == 3
     for name in noise["checkpoints"][:-1]:
