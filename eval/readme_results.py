@@ -1,11 +1,8 @@
-"""A README's results section, generated from a committed comparison so no number is copied by hand.
-
-    python launch/readme_results.py results=docs/results/seed000 readme=README.md
-    python launch/readme_results.py results=docs/results/seed000 readme=README.md check=true
+"""A README's results section from a committed recipe comparison, so no number is copied by hand
+(the `recipe_comparison` generator of mmkd.eval.doc_tables: `python launch/doc_tables.py`).
 
 Reads `<results>/report.json` (written by launch/report.py) and, where present, `<results>/paper.json`
-(the paper's Average rows for the same comparisons) and rewrites the README between the two markers
-that name `<results>`. What the section says:
+(the paper's Average rows for the same comparisons). What the section says:
 - every benchmark's score per recipe, the mean over seeds with its 95% CI, chance and blind beside;
 - each category's average (the paper's Average rows) as a delta to the baseline with its CI, the
   paper's delta beside it and the direction: "same" when the CI excludes 0 on the paper's side,
@@ -21,8 +18,6 @@ from pathlib import Path
 from mmkd.eval.report import CONTINUOUS_METRICS, format_score
 
 ALPHA = 0.05
-BEGIN = "<!-- generated from {results} by launch/readme_results.py: rerun it, do not edit by hand -->"
-END = "<!-- end of the section generated from {results} -->"
 
 
 def _signed(v: float, metric: str) -> str:
@@ -145,12 +140,3 @@ def load(results: Path) -> tuple[dict, dict | None]:
         raise FileNotFoundError(f"{report} does not exist: write it with launch/report.py out={results}")
     paper = results / "paper.json"
     return json.loads(report.read_text()), json.loads(paper.read_text()) if paper.exists() else None
-
-
-def splice(text: str, body: str, results: str) -> str:
-    """`text` with the part between `results`'s markers replaced by `body`."""
-    begin, end = BEGIN.format(results=results), END.format(results=results)
-    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ValueError(f"the README needs one line {begin!r} and, after it, one line {end!r}")
-    head, rest = text.split(begin)
-    return f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}"

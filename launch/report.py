@@ -10,7 +10,7 @@ launch/eval.py). Every benchmark is reported on its own metric and its continuou
 one's signal, noise (runs evaluated with eval.noise_checkpoints), SNR, minimum detectable effect and
 the metric to read; with `large`, runs of the same recipes at a larger budget or model, also the
 decision accuracy of `runs` against them. Writes report.md, report.csv, report.json (the same as
-data: launch/readme_results.py reads it), report.png and report.html (with its pictures in
+data: launch/doc_tables.py reads it), report.png and report.html (with its pictures in
 report_files/: curves, bars, KD histograms, a gallery of answers; it opens from disk) into `out`, and
 prints the markdown. Statistics: `mmkd/eval/compare.py` and `mmkd/eval/decide.py` (eval/ in the
 checkout).

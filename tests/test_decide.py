@@ -19,6 +19,7 @@ from mmkd.eval.decide import (
     signal,
     snr,
 )
+from mmkd.eval.doc_tables import regenerate
 from tests.conftest import REPO, run_python
 
 ITEMS = 300
@@ -130,6 +131,11 @@ def test_report_cli_prints_snr_and_decision_accuracy_between_two_scales(scales, 
     assert [b for b, _ in read] == ["noisy", "steady"] and ("noisy", "p_correct") in read  # one per benchmark
     assert all(a["accuracy"] == 1.0 and a["pairs"] == 3 for a in report["decision_accuracy"])
     assert "Signal, noise and the metric to read" in (out / "report.html").read_text()
+    # A README section from this report reads each benchmark on its own metric, once.
+    begin = "<!-- generated from report by recipe_comparison: -->"
+    section = regenerate(f"{begin}\n<!-- end of the section generated from report -->\n", tmp_path)
+    assert len([x for x in section.splitlines() if x.startswith("| noisy |")]) == 1
+    assert "p_correct" not in section
 
 
 def test_decision_accuracy_sees_a_flipped_order(scales):

@@ -53,7 +53,7 @@ COVERED = {
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).
     "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",
-    "readme_results.py": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
+    "doc_tables.py docs=[README.md]": "test_doc_tables.py::test_the_tool_rewrites_a_stale_section_and_check_names_the_doc",  # noqa: E501
     "annotator=openai": "test_builders.py::test_openai_build_rejects_bad_replies_counts_them_and_reruns_from_cache",  # noqa: E501
     "--nnodes": "test_parallelize.py",  # several machines; FSDP2 on two ranks is tested there
     "model=dense_3b": "test_model.py",  # 3B parameters; its shapes and FLOPs are tested without weights

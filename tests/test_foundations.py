@@ -193,16 +193,3 @@ def test_foundations_train_on_the_device_and_a_batch_left_on_the_cpu_fails(
         )
         with pytest.raises(RuntimeError, match="left behind on the wrong device"):
             vision.train_vision(model_config("micro"), tiny, data.world, tokenizer, device)
-
-
-@pytest.mark.parametrize("doc, sections", [("foundations.md", 3), ("protocol.md", 3)])
-def test_the_docs_tables_are_the_committed_records(doc, sections):
-    """The tables of docs/foundations.md and docs/protocol.md are generated from docs/results/ (the
-    foundations' records, each run's eval/results.json), nothing typed: rewriting them from their
-    folders (`python -m mmkd.foundations.report docs/<doc>`) changes nothing."""
-    from mmkd.foundations.report import _SECTION, regenerate
-    from tests.conftest import REPO
-
-    text = (REPO / "docs" / doc).read_text()
-    assert len(_SECTION.findall(text)) == sections
-    assert regenerate(text, REPO) == text

@@ -14,8 +14,8 @@ from PIL import Image
 
 from mmkd.data_builders.sources import world_dir
 from mmkd.eval.compare import compare, find_runs, group_averages, levels, paired_p_value
+from mmkd.eval.doc_tables import regenerate
 from mmkd.eval.readme_results import agreement
-from mmkd.launch.readme_results import main as readme_results
 from tests.conftest import REPO, run_python
 from tests.html_page import read_page
 
@@ -234,12 +234,12 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     # report.json -> a README section, with the paper's averages beside ours.
     paper = {"source": "Paper: Table 9.", "general multimodal": {"Table 9": {"baseline": 0.5, "better": 0.6}}}
     (out / "paper.json").write_text(json.dumps(paper))
-    mark = f"generated from {out} by launch/readme_results.py"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n<!-- {mark}: rerun it, do not edit by hand -->\nSTALE\n"
-                      f"<!-- end of the section generated from {out} -->\ntail\n")  # fmt: skip
-    readme_results([f"results={out}", f"readme={readme}"])
-    text = readme.read_text()
+    begin = (
+        f"<!-- generated from {out.name} by recipe_comparison: python launch/doc_tables.py rewrites it -->"
+    )
+    readme.write_text(f"# x\n{begin}\nSTALE\n<!-- end of the section generated from {out.name} -->\ntail\n")
+    text = regenerate(readme.read_text(), tmp_path)
     assert "STALE" not in text and text.startswith("# x\n") and text.endswith("-->\ntail\n")
     assert "| benchmark | baseline | better | same | chance | blind |" in text
     assert "3 recipes x seeds 0, 1, 2 (9 runs, 1,000 samples each)" in text
@@ -249,20 +249,6 @@ def test_report_cli_writes_markdown_csv_and_png(planted, tmp_path):
     assert "+10.00 (Table 9) | same |" in better and "Paper: Table 9." in text
     held = rows_of(text, "- better: ")[0]
     assert "counting +" in held and "prompt_gain +0.030 [" in held and "- same: none" in text
-    readme_results([f"results={out}", f"readme={readme}", "check=true"])
-    readme.write_text(text.replace("| better |", "| better (edited) |", 1))
-    with pytest.raises(SystemExit, match=r"section from .* is stale"):
-        readme_results([f"results={out}", f"readme={readme}", "check=true"])
-    readme.write_text("no markers\n")
-    with pytest.raises(SystemExit, match="the README needs one line '<!-- generated from"):
-        readme_results([f"results={out}", f"readme={readme}"])
-
-
-def test_the_readmes_results_are_generated_from_the_committed_seed000_report(monkeypatch, capsys):
-    """No hand-copied number: README.md's section is what docs/results/seed000/report.json gives."""
-    monkeypatch.chdir(REPO)
-    readme_results(["results=docs/results/seed000", "readme=README.md", "check=true"])
-    assert "README.md is up to date with docs/results/seed000" in capsys.readouterr().out
 
 
 def rows_of(text: str, start: str) -> list[str]:
