@@ -26,6 +26,7 @@ except ModuleNotFoundError as e:
     raise ModuleNotFoundError(f'eval.lm_eval_tasks needs lm-eval ({e}): pip install -e ".[eval]"') from e
 
 from mmkd.bench_item import BenchItem
+from mmkd.eval.continuous import continuous_summary, option_probability
 from mmkd.eval.inference import greedy, model_device
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
@@ -221,8 +222,31 @@ def evaluate_lm_eval(
             "chance": None,
             "blind": None,
         }
+        continuous = [_p_correct(s) for s in samples]
+        if samples and all(c is not None for c in continuous):  # a multiple-choice task
+            chance = sum(1 / len(s["filtered_resps"]) for s in samples) / len(samples)
+            suite[task]["continuous"] = continuous_summary([{"p_correct": c} for c in continuous], chance)
         records += [
             {"benchmark": task, "id": str(s["doc"].get("id", s["doc_id"])), "score": float(s[metric])}
-            for s in samples
+            | ({"continuous": {"p_correct": c}} if c is not None else {})
+            for s, c in zip(samples, continuous)
         ]
     return suite, records
+
+
+def _p_correct(sample: dict) -> float | None:
+    """The probability a multiple-choice sample's log-likelihoods put on its gold choice, normalised
+    over the choices (the summed log-likelihoods lm-eval's `acc` takes the argmax of); None for other
+    output types or a target that names no choice."""
+    resps = sample.get("filtered_resps") or []
+    if len(resps) < 2 or not all(isinstance(r, list | tuple) and len(r) == 2 for r in resps):
+        return None
+    target = sample.get("target")
+    if not isinstance(target, int):
+        choices = [str(args[1]).strip() for args in sample.get("arguments", [])]
+        if str(target).strip() not in choices:
+            return None
+        target = choices.index(str(target).strip())
+    if not 0 <= target < len(resps):
+        return None
+    return option_probability([float(r[0]) for r in resps], target)

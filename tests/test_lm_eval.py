@@ -102,6 +102,12 @@ def test_world_knowledge_and_user_tasks_run_offline(world, tokenizer, tmp_path, 
     assert suite[WORLD_TASK]["n"] == world[0].bench_per_ability and suite[WORLD_TASK]["metric"] == "acc"
     assert suite["colours_mc"]["n"] == 6 and suite["colours_gen"]["metric"] == "exact_match"
     assert all(0 <= r["score"] <= 1 for r in records)
+    # Multiple-choice tasks carry p_correct: the gold choice's share of the choices' likelihood,
+    # above one half exactly where acc (two choices) took the gold one.
+    mc = [r for r in records if r["benchmark"] == "colours_mc"]
+    assert all((r["continuous"]["p_correct"] > 0.5) == (r["score"] == 1.0) for r in mc)
+    assert suite["colours_mc"]["continuous"]["p_correct"]["chance"] == 0.5
+    assert "p_correct" in suite[WORLD_TASK]["continuous"] and "continuous" not in suite["colours_gen"]
     assert {r["id"] for r in records if r["benchmark"] == "colours_mc"} == {d["id"] for d in docs}
     # A misspelt name is caught before training, beside built-in, local and world tasks that resolve.
     with pytest.raises(ValueError, match=r"unknown tasks \['mmlu_prooo'\] \(not in lm-eval's registry or "):

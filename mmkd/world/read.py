@@ -17,11 +17,12 @@ from operator import attrgetter
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmkd.world.render import SUPERSAMPLE, draw_shape
+from mmkd.world.render import SUPERSAMPLE, draw_shape, placard_rgb
 from mmkd.world.scene import COLOURS, KINDS, THEMES, Scene
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 _BACKGROUNDS = np.array([bg for bg, _ in THEMES.values()], dtype=np.float32)
+_PLACARDS = np.array([placard_rgb(c) for c in (None, *COLOURS)], dtype=np.float32)
 _MARGIN = 3  # output pixels around a cell drawn with it: LANCZOS reaches 3 pixels at a 4x downsample
 _SHIFTS = (-1, 0, 1)  # pixel offsets tried around the estimated box
 
@@ -75,12 +76,13 @@ def _theme(pixels: np.ndarray) -> str:
 
 
 def _layout(pixels: np.ndarray, background: np.ndarray) -> str:
-    """A sign is a white panel across the middle; a chart has an axis line, darker than the background
-    all the way across, near the bottom (objects leave gaps between them)."""
+    """A sign is a placard across the middle, white or a pale tint (no background is within 30 of
+    one); a chart has an axis line, darker than the background all the way across, near the bottom
+    (objects leave gaps between them)."""
     size = pixels.shape[0]
     band = pixels[int(size * 0.4) : int(size * 0.6), int(size * 0.15) : int(size * 0.85)]
-    if (np.linalg.norm(band - 255, axis=-1) < 8).mean() > 0.5:  # pure white: no background is
-        return "sign"
+    if np.linalg.norm(_PLACARDS - np.median(band.reshape(-1, 3), axis=0), axis=-1).min() < 10:
+        return "sign"  # the band's most common colour is a placard's, around the word's strokes
     darker = pixels.mean(axis=-1) < background.mean() - 40
     rows = darker[int(size * 0.8) : int(size * 0.97), int(size * 0.12) : int(size * 0.88)].mean(axis=1)
     return "chart" if rows.size and rows.max() >= 0.98 else "objects"

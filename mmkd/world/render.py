@@ -45,11 +45,11 @@ def draw_shape(draw: ImageDraw.ImageDraw, kind: str, fill: tuple[int, int, int],
         raise ValueError(f"cannot draw object kind {kind!r}")
 
 
-def _placard(scene: Scene) -> tuple[int, int, int]:
-    """A pale tint of the sign's placard colour (white without one): black text stays legible."""
-    if scene.placard is None:
+def placard_rgb(colour: str | None) -> tuple[int, int, int]:
+    """A sign's placard: a pale tint of its colour (white without one), so black text stays legible."""
+    if colour is None:
         return (255, 255, 255)
-    return tuple(round(255 - 0.3 * (255 - c)) for c in COLOURS[scene.placard])
+    return tuple(round(255 - 0.3 * (255 - c)) for c in COLOURS[colour])
 
 
 def render(scene: Scene, size: int) -> Image.Image:
@@ -64,7 +64,7 @@ def render(scene: Scene, size: int) -> Image.Image:
         assert scene.word is not None
         m = big * 0.08
         draw.rectangle(
-            (m, big * 0.3, big - m, big * 0.7), fill=_placard(scene), outline=(60, 60, 60), width=4
+            (m, big * 0.3, big - m, big * 0.7), fill=placard_rgb(scene.placard), outline=(60, 60, 60), width=4
         )
         font = ImageFont.load_default(size=big * 0.22)
         draw.text((big / 2, big / 2), scene.word, fill=(0, 0, 0), font=font, anchor="mm")
