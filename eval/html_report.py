@@ -96,7 +96,7 @@ def _table(head: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
 
 
 def _curves(by_recipe: dict[str, list[Run]], files: Path) -> str:
-    """Loss, learning rate and throughput against the step: one colour per recipe, a line per seed."""
+    """Loss, learning rate and throughput against the step: one colour per recipe, a line style per seed."""
     logs = {}
     for recipe, runs in by_recipe.items():
         for run in runs:
@@ -108,15 +108,16 @@ def _curves(by_recipe: dict[str, list[Run]], files: Path) -> str:
         return ""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(15, 4))
-    colours = {recipe: f"C{k % 10}" for k, recipe in enumerate(by_recipe)}
+    styles = curve_styles(list(logs))
     for ax, (key, label) in zip(axes, CURVES):
         labelled: set[str] = set()
-        for (recipe, _), records in logs.items():
+        for (recipe, seed), records in logs.items():
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 steps, values = zip(*points)
                 name = None if recipe in labelled else recipe  # one legend entry per recipe
-                ax.plot(steps, values, color=colours[recipe], lw=1, label=name)
+                colour, style = styles[(recipe, seed)]
+                ax.plot(steps, values, color=colour, linestyle=style, lw=1, label=name)
                 labelled.add(recipe)
         ax.set_xlabel("step")
         ax.set_title(label)
@@ -125,6 +126,20 @@ def _curves(by_recipe: dict[str, list[Run]], files: Path) -> str:
     fig.savefig(files / "curves.png", dpi=90)
     plt.close(fig)
     return "<h2>Training</h2>\n" + _img("curves.png", "training curves")
+
+
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def curve_styles(runs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """(recipe, seed) -> (colour, line style): a colour per recipe, a style per seed within it, so
+    seeds of one recipe stay apart."""
+    recipes = list(dict.fromkeys(recipe for recipe, _ in runs))
+    out = {}
+    for recipe, seed in runs:
+        k = sorted(s for r, s in runs if r == recipe).index(seed)
+        out[(recipe, seed)] = (f"C{recipes.index(recipe) % 10}", SEED_STYLES[k % len(SEED_STYLES)])
+    return out
 
 
 def _scores(runs: list[Run], rows: list[Row], files: Path) -> str:
@@ -306,7 +321,7 @@ def _mixtures(by_recipe: dict[str, list[Run]]) -> str:
                 _share(realised.get(name, {}).get("sample_share")),
                 str(s.get("num_samples", "")),
                 f"<code>{escape(str(s.get('content_hash', ''))[:12])}</code>",
-                escape(str(s.get("path", ""))),
+                escape(shown_path(s.get("path", ""), (runs[0].results.get("config") or {}).get("data", {}))),
             ]
             for name, s in sorted(sources.items())
         ]
@@ -319,6 +334,18 @@ def _mixtures(by_recipe: dict[str, list[Run]]) -> str:
         if stages:
             parts.append(_table(["stage", "fraction of the budget", "mixture"], stages))
     return "<h2>Mixtures as trained</h2>\n" + "\n".join(parts) if parts else ""
+
+
+def shown_path(path: str, data: dict[str, Any]) -> str:
+    """A source's path as a committed report shows it: under the run's data root, from the root's own
+    name on (no machine's absolute path); elsewhere (the user's own dataset) as given."""
+    root = data.get("root")
+    if not path or not root:
+        return str(path)
+    try:
+        return str(Path(Path(root).name) / Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

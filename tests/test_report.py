@@ -15,6 +15,7 @@ from PIL import Image
 from mmkd.data_builders.sources import world_dir
 from mmkd.eval.compare import compare, find_runs, group_averages, levels, paired_p_value
 from mmkd.eval.doc_tables import regenerate
+from mmkd.eval.html_report import curve_styles
 from mmkd.eval.readme_results import agreement
 from tests.conftest import REPO, run_python
 from tests.html_page import read_page
@@ -109,7 +110,8 @@ def _plant(root, recipe, seed, probs, rng, data):
     results["config"]["recipe"]["image_prompt"] = "ic" if recipe == "better" else ""
     results["config"]["eval"] = {"image_prompt": "mmgic" if recipe == "same" else ""}
     results["config"]["train"] = {"budget_samples": 1000, "budget_tokens": 0}
-    source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": "/data/caption0"}
+    caption0 = f"{data['root']}/world-x/caption0"  # under the data root: shown from the root's name on
+    source = {"weight": weight, "num_samples": 10, "content_hash": "ab" * 32, "path": caption0}
     results["mixture"] = {"sources": {"caption0": source}, "realised": {"caption0": {"sample_share": weight}}}
     if recipe == "same":  # a curriculum: no weight per source, a mixture per stage
         source["weight"] = None
@@ -288,6 +290,11 @@ def test_report_html_holds_every_section_and_every_picture_it_names(planted, tmp
     assert "counting (accuracy)" in page.text and "p (seeds + items)" in page.text
     assert "abababababab" in page.text and "recipe.mixture.caption0" in page.text
     assert "caption0 by stage" in page.text and "mixed 0.500" in page.text  # the curriculum's stages
+    assert "data/world-x/caption0" in page.text and "pytest-of" not in page.text  # no machine's path
+    # Seeds of one recipe share its colour and differ in line style.
+    styles = curve_styles([("baseline", 2), ("better", 0), ("baseline", 0), ("baseline", 1)])
+    assert styles[("baseline", 0)] == ("C0", "-") and styles[("baseline", 2)] == ("C0", ":")
+    assert styles[("better", 0)] == ("C1", "-")
 
 
 @pytest.mark.slow
