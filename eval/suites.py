@@ -222,12 +222,21 @@ def evaluate_checkpoint(
 ) -> dict:
     """The suites on a committed checkpoint, loaded into a plain model on `device` (default: CPU) in
     this process alone."""
+    model = load_model(checkpoint, cfg, tokenizer, device)
+    return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)
+
+
+def load_model(
+    checkpoint: Path, cfg: RunConfig, tokenizer: Tokenizer, device: torch.device | None = None
+) -> VLM:
+    """A committed checkpoint's weights in a plain model on `device` (default: CPU), ready to answer."""
     model = model_on_meta(cfg.model, tokenizer.image_id)
     materialize(model, device or torch.device("cpu"), seed=None)  # the weights come from the checkpoint
     load_checkpoint(checkpoint, model)
     if cfg.model.family == "discrete":  # prompts' pictures become visual ids through its tokenizer
         model.attach_visual_tokenizer(VisualTokenizer.from_pretrained(cfg.model.visual_tokenizer))
-    return evaluate(model, cfg, tokenizer, world_root, out_dir, title, decontaminate)
+    model.eval()
+    return model
 
 
 def evaluate_noise(

@@ -1,5 +1,5 @@
 """The key=value arguments of the launchers that are not Hydra apps (eval, export, report,
-doc_tables, visual_tokenizer): one parser, so each answers `--help` and a wrong key alike."""
+doc_tables, ask, visual_tokenizer): one parser, so each answers `--help` and a wrong key alike."""
 
 from __future__ import annotations
 

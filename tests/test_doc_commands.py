@@ -48,6 +48,7 @@ COVERED = {
     # docs/protocol.md: a run read before its instruction stage, at its kept stage-end checkpoint.
     "checkpoints/step-00002560": BRANCH_TEST,
     "runs/scale_clip10]": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
+    "image=my_photo.png": "test_pipeline.py::test_train_then_eval_then_eval_only",  # your picture
     # Decision accuracy needs the same recipes run at two scales; planted there.
     "large=runs/full": "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales",
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README

@@ -97,7 +97,7 @@ def test_recipes_are_found_as_package_data():
     assert (recipes / "recipe" / "baseline.yaml").is_file()
 
 
-@pytest.mark.parametrize("launcher", ["eval", "export", "report", "doc_tables", "visual_tokenizer"])
+@pytest.mark.parametrize("launcher", ["eval", "export", "report", "doc_tables", "ask", "visual_tokenizer"])
 def test_help_prints_the_usage_and_exits_0_and_a_wrong_key_is_named(launcher, capsys):
     main = importlib.import_module(f"mmkd.launch.{launcher}").main
     with pytest.raises(SystemExit) as exit:

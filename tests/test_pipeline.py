@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mmkd.bench_item import load_benchmark
 from mmkd.world.benchmarks import ABILITIES
 from tests.conftest import REPO, SMALL_SIZES, data_overrides, run_python, torchrun
 from tests.html_page import read_page
@@ -158,6 +159,19 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
     assert mine["mc"]["prediction"] in ("ball", "box") and "iou" in mine["box"]
     assert "| mine | mixed | 5 |" in stdout and "| vlm | multiple_choice | 3 |" in stdout
+    # One image and a question, or none for a caption: the answer the benchmarks would read.
+    item = load_benchmark(world[1] / "bench" / "ocr.jsonl")[0]
+    item.image.save(tmp_path / "sign.png")
+    asked = [str(REPO / "launch/ask.py"), f"checkpoint={run}", f"image={tmp_path / 'sign.png'}"]
+    answer = _run([*asked, f"question={item.question}"], tmp_path).strip()
+    ocr = next(r for r in lines if r["benchmark"] == "ocr" and r["id"] == item.id)
+    assert answer == ocr["prediction"]  # the same greedy answer as its evaluation gave
+    assert _run(asked, tmp_path).strip()  # a caption
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = subprocess.run(
+        [sys.executable, *asked[:2], f"image={tmp_path / 'bad.png'}"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "not a readable image" in bad.stderr and "Traceback" not in bad.stderr
     # A second eval-only of the same checkpoint does not silently replace the first.
     again = subprocess.run(
         [sys.executable, str(REPO / "launch/eval.py"), f"checkpoint={run}"], capture_output=True, text=True
