@@ -62,6 +62,7 @@ def save_checkpoint(
     `pin`: a stage's end, kept outside the last `keep`."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     path = ckpt_dir / ("final" if final else f"step-{step:08d}")
+    check_free_space(ckpt_dir, engine)
     if info.is_main:
         if path.exists():
             shutil.rmtree(path)  # an uncommitted leftover of a killed save
@@ -84,6 +85,31 @@ def save_checkpoint(
                 shutil.rmtree(old)
     barrier()
     return path
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def check_free_space(ckpt_dir: Path, engine: Engine) -> None:
+    """Refuse to start a checkpoint the disk cannot hold, naming both sizes: a full disk mid-write
+    fails deep inside DCP without saying why, and the run's committed checkpoints stay as they are.
+    The need is the largest committed checkpoint so far, or before the first, the weights and
+    Adam's two moments (three times the parameters' bytes, this rank's share), plus 10%."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    done = [p for p in ckpt_dir.iterdir() if _committed(p)]
+    if done:
+        need = max(_size(p) for p in done)
+    else:
+        local = [getattr(p, "to_local", lambda p=p: p)() for p in engine.model.parameters()]  # FSDP2 shards
+        need = 3 * sum(p.numel() * p.element_size() for p in local)
+    need = int(need * 1.1)
+    free = shutil.disk_usage(ckpt_dir).free
+    if free < need:
+        raise CheckpointError(
+            f"{ckpt_dir}: {free / 2**20:,.0f} MiB free, a checkpoint needs about {need / 2**20:,.0f} MiB; "
+            "free space (or lower train.keep_checkpoints) and rerun: the run resumes from its last checkpoint"
+        )
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

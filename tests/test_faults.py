@@ -293,3 +293,42 @@ def test_a_source_with_no_samples_is_named_before_training(world, tmp_path):
     with pytest.raises(DataError, match=r"source 'empty': .*empty holds no samples .*rebuild it or drop it"):
         run(cfg, DistInfo())
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_disk_too_full_for_the_next_checkpoint_stops_before_writing_it(
+    world, tokenizer, tmp_path, monkeypatch
+):
+    """The first checkpoint needs the weights and Adam's moments, the next the largest committed one
+    (plus 10%); a disk without that room stops the run in one line naming both sizes, before any byte
+    of the new checkpoint is written, and the committed ones stay loadable."""
+    import mmkd.checkpoint as checkpoint
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = micro_run_config(world[0], run_dir, budget_samples=64, checkpoint_every=2)
+    sources = {n: world[1] / n for n in cfg.recipe.active()}
+    real = shutil.disk_usage
+    free = {"bytes": None}  # None: the real disk
+
+    def usage(path):
+        u = real(path)
+        return u if free["bytes"] is None else u._replace(free=free["bytes"])
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", usage)
+    saves = []
+    monkeypatch.setattr(checkpoint, "barrier", lambda: saves.append(1))  # counts the saves begun
+    free["bytes"] = 1000  # far below any checkpoint
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints: 0 MiB free, a checkpoint needs about [\d.,]+ MiB"
+    ):
+        train(cfg, sources, tokenizer, run_dir, DistInfo())
+    assert saves == [] and not [p for p in (run_dir / "checkpoints").iterdir()]
+    free["bytes"] = None
+    final = train(cfg, sources, tokenizer, run_dir, DistInfo())
+    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
+    free["bytes"] = int(size * 1.05)  # the room of one checkpoint, without the margin
+    with pytest.raises(CheckpointError, match=r"free space \(or lower train\.keep_checkpoints\)"):
+        checkpoint.check_free_space(run_dir / "checkpoints", None)
+    free["bytes"] = int(size * 1.2)
+    checkpoint.check_free_space(run_dir / "checkpoints", None)  # enough: no engine needed once one exists
+    load_checkpoint(final, build_model(cfg, tokenizer))
