@@ -11,6 +11,7 @@ Pictures are files in `report_files/` beside the page (matplotlib, Agg backend);
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 
 from mmkd.data_builders.sources import world_dir
 from mmkd.eval.compare import CELL_NAMES, Row, Run, cells, levels, plot, pyplot
+from mmkd.eval.custom import load_suite
 from mmkd.eval.decide import (
     AGREEMENT_NAMES,
     DECISION_NAMES,
@@ -231,6 +233,21 @@ def _bench_images(run: Run, benchmark: str, ids: set[str]) -> dict[str, bytes]:
     return out
 
 
+def _suite_images(run: Run, suite: str, ids: set[str]) -> dict[str, bytes]:
+    """The PNG bytes of these items of a custom suite (`eval.custom`), where its file is on this
+    machine; other suites show no pictures."""
+    path = (run.results.get("config", {}).get("eval", {}).get("custom") or {}).get(suite)
+    if not path or not Path(path).exists():
+        return {}
+    out = {}
+    for item in load_suite(path):
+        if item.id in ids and item.image is not None:
+            png = io.BytesIO()
+            item.image.save(png, format="PNG")
+            out[item.id] = png.getvalue()
+    return out
+
+
 def _natural(item_id: str) -> list:
     """existence-2 before existence-10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", item_id)]
@@ -259,7 +276,7 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
         binary = all(r.get("score") in (0.0, 1.0) for p in per_recipe.values() for r in p.values())
         chosen = (split + [i for i in ids if i not in split])[:GALLERY_ITEMS]
         some = next(iter(first.values()))
-        images = _bench_images(some, benchmark, set(chosen)) if suite == "world" else {}
+        images = (_bench_images if suite == "world" else _suite_images)(some, benchmark, set(chosen))
         items = []
         for i in chosen:
             record = next(iter(per_recipe.values()))[i]

@@ -159,6 +159,9 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
     assert {r["metric"] for r in mine.values()} == {"multiple_choice", "exact_match", "anls", "box_iou"}
     assert mine["mc"]["prediction"] in ("ball", "box") and "iou" in mine["box"]
     assert "| mine | mixed | 5 |" in stdout and "| vlm | multiple_choice | 3 |" in stdout
+    # The page shows a custom suite's items with their pictures, as the world's.
+    pictures = read_page(run / "eval-final/report.html").images
+    assert len([i for i in pictures if i.startswith("report_files/gallery/mine-mine-")]) == 4
     # One image and a question, or none for a caption: the answer the benchmarks would read.
     item = load_benchmark(world[1] / "bench" / "ocr.jsonl")[0]
     item.image.save(tmp_path / "sign.png")
