@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmkd.checkpoint import read_meta
+from mmkd.checkpoint import COMMITTED, read_meta
 from mmkd.config import SFT_KINDS, ConfigError, RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
@@ -136,6 +136,17 @@ def visual_tokenizer_dir(cfg: RunConfig, world_root: Path | None) -> Path:
     return world_tokenizer_dir(cfg, world_root) / "tokenizer"
 
 
+def evaluated(out_dir: Path, checkpoint: Path, cfg: RunConfig) -> bool:
+    """Whether `out_dir` holds an evaluation of `checkpoint` as committed now, with these eval
+    settings: a rerun of a finished run then does not evaluate it again (eval-only with
+    `overwrite=true` redoes it)."""
+    results = out_dir / "results.json"
+    if not results.exists() or results.stat().st_mtime < (checkpoint / COMMITTED).stat().st_mtime:
+        return False
+    saved = json.loads(results.read_text()).get("config", {}).get("eval")
+    return json.dumps(saved, sort_keys=True) == json.dumps(asdict(cfg.eval), sort_keys=True)
+
+
 def check_sft_sources(cfg: RunConfig, dirs: dict) -> None:
     """An SFT stage trains on answers only: each of its sources must hold Q/A samples alone."""
     if not cfg.recipe.sft_fraction:
@@ -219,10 +230,14 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         return None
     # The saved weights, whatever engine sharded them: eval-only on them gives the same scores.
     title = f"{cfg.recipe.name} (seed {cfg.seed})"
-    results = evaluate_checkpoint(
-        final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
-    )
-    RunLog(run_dir, True)(f"eval: {final.name} -> {run_dir / 'eval' / 'report.md'}", echo=False)
+    if evaluated(run_dir / "eval", final, cfg):
+        RunLog(run_dir, True)(f"eval: {run_dir / 'eval'} already holds this checkpoint's evaluation")
+        results = json.loads((run_dir / "eval" / "results.json").read_text())["suites"]
+    else:
+        results = evaluate_checkpoint(
+            final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
+        )
+        RunLog(run_dir, True)(f"eval: {final.name} -> {run_dir / 'eval' / 'report.md'}", echo=False)
     if cfg.eval.noise_checkpoints:
         evaluate_noise(final, cfg, tokenizer, world_root, run_dir / "eval", info.device)
     print("\n" + (run_dir / "eval" / "report.md").read_text())

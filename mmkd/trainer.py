@@ -293,6 +293,9 @@ def train(
     log = RunLog(run_dir, info.is_main)
     s = setup(cfg, sources, tokenizer, run_dir, info, log)
     engine, step = s.engine, s.step
+    if step >= s.total_steps and latest_checkpoint(run_dir) == Path(run_dir) / "checkpoints" / "final":
+        log(f"done already: {latest_checkpoint(run_dir)} holds step {step}; nothing to train")
+        return latest_checkpoint(run_dir)
     log(
         f"train: {cfg.recipe.name} seed {cfg.seed}, steps {step}..{s.total_steps}, {info.world_size} rank(s) "
         f"on {device}, engine {t.engine if info.grouped else 'local'}, micro-batch {s.micro} x {s.accum}",

@@ -23,21 +23,19 @@ def _run(args, cwd):
 def test_train_then_eval_then_eval_only(world, tmp_path):
     data, _ = world
     run = tmp_path / "run"
-    stdout = _run(
-        [
-            str(REPO / "launch/train.py"),
-            "recipe=baseline",
-            "model=micro",
-            "train=smoke",
-            "eval.max_items=8",
-            "eval.noise_checkpoints=3",  # the default; kept checkpoints in the instruction stage:
-            "train.checkpoint_every=1",
-            "train.keep_checkpoints=3",
-            f"run_dir={run}",
-            *data_overrides(data),
-        ],
-        tmp_path,
-    )
+    command = [
+        str(REPO / "launch/train.py"),
+        "recipe=baseline",
+        "model=micro",
+        "train=smoke",
+        "eval.max_items=8",
+        "eval.noise_checkpoints=3",  # the default; kept checkpoints in the instruction stage:
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=3",
+        f"run_dir={run}",
+        *data_overrides(data),
+    ]
+    stdout = _run(command, tmp_path)
     assert "| existence | accuracy | 8 |" in stdout and "| counting |" in stdout
     for name in (
         "config.yaml",
@@ -101,6 +99,14 @@ def test_train_then_eval_then_eval_only(world, tmp_path):
         assert (run / "eval/noise" / name / "results.json").exists()
     assert "POPE adversarial" in stdout
     assert "seed: 0" in (run / "config.yaml").read_text()
+    # Rerun as it was: nothing is trained or evaluated again, and the table is printed as it stands.
+    stamps = [(run / f).stat().st_mtime_ns for f in ("checkpoints/final/COMMITTED", "eval/results.json")]
+    again = _run(command, tmp_path)
+    assert "nothing to train" in again and "already holds this checkpoint's evaluation" in again
+    assert "| existence | accuracy | 8 |" in again
+    assert stamps == [
+        (run / f).stat().st_mtime_ns for f in ("checkpoints/final/COMMITTED", "eval/results.json")
+    ]
 
     assert results == json.loads((run / "eval/results.json").read_text())["suites"]["world"]
     saved = json.loads((run / "eval/results.json").read_text())
