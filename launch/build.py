@@ -18,6 +18,7 @@ machine. Finished parts are skipped, so rerunning after a kill resumes (docs/bui
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,7 @@ from mmkd.data_builders.knowledge import build_knowledge, report
 from mmkd.data_builders.sources import SCALE_MODES, Sources, check_sources, prepare_world, world_detection
 from mmkd.errors import reported
 from mmkd.eval import caption_report, selection_report, selection_truth
+from mmkd.launch._overrides import check_overrides
 from mmkd.shards import open_dataset, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 
@@ -36,7 +38,7 @@ FLAGS = ("detection", "knowledge", "captions", "selection")
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
-def main(dcfg: DictConfig) -> None:
+def _main(dcfg: DictConfig) -> None:
     flags = {f: bool(OmegaConf.select(dcfg, f, default=False)) for f in FLAGS}
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k not in FLAGS])
     with reported():
@@ -132,6 +134,14 @@ def write_selection_report(cfg: RunConfig, sources: Sources) -> list[str]:
     write_json_atomic(out, report)
     print(json.dumps(report, indent=2))
     return []
+
+
+def main() -> None:
+    """The command line's overrides checked in one line each, then Hydra composes and runs them (the
+    console script `mmkd-build` calls this)."""
+    with reported():
+        check_overrides(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ older version of mmkd/world_clip.py trained it (the scorers refuse such a CLIP).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -24,13 +25,14 @@ from mmkd.config import ConfigError, to_run_config
 from mmkd.data_builders.sources import Sources, check_sources, prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
+from mmkd.launch._overrides import check_overrides
 from mmkd.shards import open_dataset
 from mmkd.tokenizer import Tokenizer
 from mmkd.world_clip import train_clip, trained
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
-def main(dcfg: DictConfig) -> None:
+def _main(dcfg: DictConfig) -> None:
     out = OmegaConf.select(dcfg, "out", default=None)
     dcfg = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k != "out"])
     with reported():
@@ -67,6 +69,14 @@ def main(dcfg: DictConfig) -> None:
         )
     print(json.dumps(metrics, indent=2))
     print(f"CLIP: {out / 'model'}")
+
+
+def main() -> None:
+    """The command line's overrides checked in one line each, then Hydra composes and runs them (the
+    console script `mmkd-clip` calls this)."""
+    with reported():
+        check_overrides(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

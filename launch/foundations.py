@@ -14,6 +14,7 @@ SiglipModel / LlamaForCausalLM.
 from __future__ import annotations
 
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -24,11 +25,12 @@ from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.foundations.report import table
 from mmkd.foundations.store import prepare_foundations
+from mmkd.launch._overrides import check_overrides
 from mmkd.tokenizer import Tokenizer
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="tool", version_base=None)
-def main(dcfg: DictConfig) -> None:
+def _main(dcfg: DictConfig) -> None:
     with reported():
         cfg = to_run_config(dcfg)
         root = prepare_world(cfg.data, cfg.model.patch_size)
@@ -42,6 +44,14 @@ def main(dcfg: DictConfig) -> None:
     print(table(records))
     for part, path in found.items():
         print(f"{part}: {path}")
+
+
+def main() -> None:
+    """The command line's overrides checked in one line each, then Hydra composes and runs them (the
+    console script `mmkd-foundations` calls this)."""
+    with reported():
+        check_overrides(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ from omegaconf import DictConfig
 from mmkd.config import to_run_config
 from mmkd.distributed import init_distributed, shutdown
 from mmkd.errors import reported
+from mmkd.launch._overrides import check_overrides
 from mmkd.pipeline import run
 from mmkd.preemption import PREEMPTED_EXIT, Preempted
 
 
 @hydra.main(config_path="pkg://mmkd.recipes", config_name="config", version_base=None)
-def main(dcfg: DictConfig) -> None:
+def _main(dcfg: DictConfig) -> None:
     try:
         with reported():
             cfg = to_run_config(dcfg)
@@ -37,6 +38,14 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(PREEMPTED_EXIT)
     finally:
         shutdown()
+
+
+def main() -> None:
+    """The command line's overrides checked in one line each, then Hydra composes and runs them (the
+    console script `mmkd-train` calls this)."""
+    with reported():
+        check_overrides(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -183,8 +183,20 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
             cwd=tmp_path,
         )
 
+    # Hydra's own errors are six lines or a listing of every recipe: each is one line naming what is near.
     bad = cli("train.lrr=1")
-    assert bad.returncode != 0 and "train.lrr" in bad.stderr
+    assert bad.returncode == 1 and bad.stderr == (
+        "config error: train.lrr: no key 'lrr' in train (did you mean lr?); "
+        "+train.lrr=... adds a key the schema does not have\n"
+    )
+    group = cli("-m", "recipe=baseline,caption_onli", "seed=0,1")
+    assert group.returncode == 1 and group.stderr.splitlines() == [
+        "config error: recipe=caption_onli: no such recipe "
+        "(did you mean caption_only or caption_ssc or caption_dsc?)"
+    ]
+    assert cli("modle=tiny").stderr.startswith(
+        "config error: modle: no key 'modle' in the config (did you mean model?)"
+    )
     typo = cli("+train.lrr=1")
     assert typo.returncode != 0 and "config error: config key 'train.lrr'" in typo.stderr
     oracle_on_photos = cli("recipe=pair_caption_v2", f"+data.sources.caption0={tmp_path}/none")
