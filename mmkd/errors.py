@@ -8,6 +8,7 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,8 +43,12 @@ class DataError(UserError, ValueError):
 
 @contextmanager
 def reported() -> Iterator[None]:
-    """Around a launcher's body: a `UserError` becomes its one-line report and exit status 1."""
+    """Around a launcher's body: a `UserError` becomes its one-line report and exit status 1. Under
+    torchrun a config error is every rank's (each reads the same config): rank 0 alone says it, so a
+    job prints it once; any other error is said by the rank that met it."""
     try:
         yield
+    except ConfigError as e:
+        sys.exit(e.report() if int(os.environ.get("RANK", "0")) == 0 else 1)
     except UserError as e:
         sys.exit(e.report())

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from mmkd.config import ConfigError, RecipeConfig, to_run_config
 from mmkd.data_builders.sources import SourceError, check_sources
-from tests.conftest import REPO, composed, micro_run_config, small_data
+from tests.conftest import REPO, composed, micro_run_config, small_data, torchrun
 
 RECIPES = ["baseline", "caption_only", "synthetic_vqa", "pair_caption_v1", "pair_caption_v2", "interleaved"]
 RECIPES += sorted(
@@ -197,6 +197,14 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
     assert cli("modle=tiny").stderr.startswith(
         "config error: modle: no key 'modle' in the config (did you mean model?)"
     )
+    # Under torchrun every rank reads the same config: the job says it once.
+    ranks = subprocess.run(
+        [sys.executable, *torchrun(2), str(REPO / "launch/train.py"), "train.lrr=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert ranks.returncode != 0 and ranks.stderr.count("config error: train.lrr") == 1
     typo = cli("+train.lrr=1")
     assert typo.returncode != 0 and "config error: config key 'train.lrr'" in typo.stderr
     oracle_on_photos = cli("recipe=pair_caption_v2", f"+data.sources.caption0={tmp_path}/none")
