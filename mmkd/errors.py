@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tqdm import tqdm
+
 
 class UserError(Exception):
     label = "error"
@@ -49,6 +51,14 @@ def reported() -> Iterator[None]:
     try:
         yield
     except ConfigError as e:
-        sys.exit(e.report() if int(os.environ.get("RANK", "0")) == 0 else 1)
+        sys.exit(_own_line(e.report()) if int(os.environ.get("RANK", "0")) == 0 else 1)
     except UserError as e:
-        sys.exit(e.report())
+        sys.exit(_own_line(e.report()))
+
+
+def _own_line(report: str) -> str:
+    """The report on a line of its own: a progress bar left open (redrawn with carriage returns, no
+    newline, as it is in a log file) would otherwise run into it."""
+    if getattr(tqdm, "_instances", None):
+        sys.stderr.write("\n")
+    return report

@@ -286,3 +286,16 @@ def test_out_of_range_values_are_named_before_any_compute(key, value, message):
     section, name = key.split(".")
     with pytest.raises(ConfigError, match=message):
         to_run_config({"recipe": {"mixture": {"vqa0": 1.0}}, section: {name: value}})
+
+
+def test_an_error_after_an_open_progress_bar_starts_its_own_line(tmp_path):
+    """In a log file a progress bar is redrawn with carriage returns and no newline: the one-line
+    report must not run into it."""
+    script = (
+        "import sys\nfrom tqdm import tqdm\nfrom mmkd.errors import ConfigError, reported\n"
+        "with reported():\n    tqdm(total=10, file=sys.stderr).update(3)\n"
+        "    raise ConfigError('train.lr=5: too high')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "config error: train.lr=5: too high" in out.stderr.split("\n")  # a line of its own
