@@ -97,15 +97,19 @@ def decisions(rows: list, noise: dict[tuple[str, str, str], list[list[float]]]) 
         n = relative_noise(noise.get(key, []))
         errors = [(r.ci[1] - r.ci[0]) / (2 * Z_TEST) for r in mine]
         out.append(Decision(*key, s, n, snr(s, n), minimum_detectable_effect(errors)))
+    return mark_read(out)
+
+
+def mark_read(found: list[Decision]) -> list[Decision]:
+    """`found` with, per (suite, benchmark), the metric of the highest SNR marked as the one to read."""
     best: dict[tuple[str, str], Decision] = {}
-    for d in out:
-        if d.snr is not None and (
-            (d.suite, d.benchmark) not in best or d.snr > best[(d.suite, d.benchmark)].snr
-        ):
-            best[(d.suite, d.benchmark)] = d
+    for d in found:
+        key = (d.suite, d.benchmark)
+        if d.snr is not None and (key not in best or d.snr > best[key].snr):
+            best[key] = d
     for d in best.values():
         d.read = True
-    return out
+    return found
 
 
 @dataclass
@@ -141,7 +145,7 @@ DECISION_NAMES = ("benchmark", "metric", "signal", "noise", "SNR", "MDE", "read 
 AGREEMENT_NAMES = ("benchmark", "metric", "recipe pairs", "decision accuracy")
 
 
-def _ratio(v: float | None, digits: int) -> str:
+def format_ratio(v: float | None, digits: int) -> str:
     return "—" if v is None else "∞" if math.isinf(v) else f"{v:.{digits}f}"
 
 
@@ -151,9 +155,9 @@ def decision_cells(d: Decision) -> list[str]:
     return [
         f"{d.suite}/{d.benchmark}",
         d.metric,
-        _ratio(d.signal, 3),
-        _ratio(d.noise, 3),
-        _ratio(d.snr, 1),
+        format_ratio(d.signal, 3),
+        format_ratio(d.noise, 3),
+        format_ratio(d.snr, 1),
         format_score(d.mde, d.metric),
         "yes" if d.read else "",
     ]

@@ -5,10 +5,9 @@ the mean and a t-interval over seeds.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from mmkd.eval.decide import relative_noise, signal, snr
+from mmkd.eval.decide import Decision, format_ratio, mark_read, relative_noise, signal, snr
 from mmkd.eval.report import format_score as _fmt
 
 
@@ -97,21 +96,16 @@ def snr_table(arms: dict[str, list[dict[str, Any]]]) -> str:
     for bench in sorted(first):
         for metric in first[bench]:
             lists = [[r["scores"]["world"][bench][metric] for r in runs] for runs in arms.values()]
-            noises = [relative_noise(x) for x in lists]
             s = signal([sum(x[-1] for x in arm) / len(arm) for arm in lists])
-            rows.append((bench, metric, noises, s, snr(s, relative_noise([x for arm in lists for x in arm]))))
-    best = {}
-    for bench, metric, *_, ratio in rows:
-        if ratio is not None and (bench not in best or ratio > best[bench][1]):
-            best[bench] = (metric, ratio)
-    for bench, metric, noises, s, ratio in rows:
-        cells = ["—" if n is None else f"{n:.3f}" for n in noises]
-        cells += [
-            "—" if s is None else f"{s:.3f}",
-            "—" if ratio is None else "∞" if ratio == math.inf else f"{ratio:.1f}",
-        ]
-        cells.append("yes" if best.get(bench, (None,))[0] == metric else "")
-        lines.append(f"| {bench} ({metric}) | " + " | ".join(cells) + " |")
+            pooled = relative_noise([x for arm in lists for x in arm])
+            decision = Decision("world", bench, metric, s, pooled, snr(s, pooled), None)
+            rows.append(([relative_noise(x) for x in lists], decision))
+    mark_read([d for _, d in rows])
+    for noises, d in rows:
+        cells = [format_ratio(n, 3) for n in noises] + [format_ratio(d.signal, 3), format_ratio(d.snr, 1)]
+        lines.append(
+            f"| {d.benchmark} ({d.metric}) | " + " | ".join([*cells, "yes" if d.read else ""]) + " |"
+        )
     return "\n".join(lines)
 
 
