@@ -50,9 +50,11 @@ from PIL import Image
 
 from mmkd.bench_item import BenchItem
 from mmkd.errors import UserError
+from mmkd.eval.continuous import continuous_summary, option_probability
 from mmkd.eval.inference import generate, option_loglik
 from mmkd.metrics import mean_ci95
 from mmkd.model import VLM
+from mmkd.shards import write_json_atomic
 from mmkd.templates import Templates
 
 MODEL_NAME = "mmkd"
@@ -191,6 +193,7 @@ def _wrapper(vlmeval: types.ModuleType, model: VLM, templates: Templates, max_ne
         def __init__(self) -> None:
             super().__init__()
             self.types: dict[str, str] = {}  # dataset name -> the kit's type (MCQ, Y/N, VQA, ...)
+            self.option_probs: dict[str, dict[str, float]] = {}  # item index -> option -> probability
 
         def use_custom_prompt(self, dataset: str) -> bool:
             return self.types.get(dataset) in ("MCQ", "Y/N")
@@ -210,7 +213,7 @@ def _wrapper(vlmeval: types.ModuleType, model: VLM, templates: Templates, max_ne
                 options = {"Yes": "Yes", "No": "No"}
             return [
                 *({"type": "image", "value": p} for p in paths),
-                {"type": "text", "value": question, "options": options},
+                {"type": "text", "value": question, "options": options, "index": str(line["index"])},
             ]
 
         def generate_inner(self, message: list[dict], dataset: str | None = None) -> str:
@@ -230,6 +233,8 @@ def _wrapper(vlmeval: types.ModuleType, model: VLM, templates: Templates, max_ne
             model.eval()
             if options:
                 scores = option_loglik(model, templates, [item], len(options))[0]
+                index = next(m["index"] for m in texts if "options" in m)
+                self.option_probs[index] = {o: option_probability(scores, k) for k, o in enumerate(options)}
                 return list(options)[max(range(len(scores)), key=scores.__getitem__)]
             return generate(model, templates, [item], 1, max_new_tokens, stop_at_newline=False)[0]
 
@@ -424,6 +429,12 @@ def evaluate_vlmeval(
             stamp.write_text(json.dumps({"fingerprint": fingerprint}))
         with _one_process():
             vlmeval.inference.infer_data_job(wrapper, str(work), MODEL_NAME, dataset)
+        # Each option's probability, kept beside the kit's predictions so a resumed evaluation has them.
+        probs_file = work / "option_probs.json"
+        probs = json.loads(probs_file.read_text()) if probs_file.exists() else {}
+        probs |= wrapper.option_probs
+        write_json_atomic(probs_file, probs)
+        wrapper.option_probs = {}
         result_file = work / f"{MODEL_NAME}_{name}.xlsx"
         # Our multiple-choice and yes/no answers are exact (a letter, Yes or No): no judge needed.
         kwargs: dict[str, Any] = {"model": "exact_matching", "nproc": 4}
@@ -440,8 +451,12 @@ def evaluate_vlmeval(
         if hits:
             result["score"], result["ci95"] = mean_ci95(list(hits.values()))
         results[name] = result
+        continuous = {}
         for _, row in predictions.iterrows():
             i = str(row["index"])
+            gold = probs.get(i, {}).get(str(row.get("answer", "")))
+            if gold is not None:  # multiple choice and yes/no: the probability on the right option
+                continuous[i] = {"p_correct": gold}
             records.append(
                 {
                     "suite": "vlmeval",
@@ -453,5 +468,9 @@ def evaluate_vlmeval(
                     "prediction": str(row["prediction"]),
                     "score": hits.get(i),  # None: the kit scores this dataset only as a whole
                 }
+                | ({"continuous": continuous[i]} if i in continuous else {})
             )
+        if continuous and len(continuous) == len(predictions):
+            chance = sum(1 / len(probs[i]) for i in continuous) / len(continuous)
+            result["continuous"] = continuous_summary(list(continuous.values()), chance)
     return results, records

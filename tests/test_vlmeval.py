@@ -126,6 +126,10 @@ def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path, monkeyp
         scores = option_loglik(model, templates, [item], 4)[0]
         assert rec["prediction"] == "ABCD"[max(range(4), key=scores.__getitem__)]
         assert rec["score"] == float(rec["prediction"] == rec["answer"])
+        # p_correct: the right option's share of the likelihood, the largest where the answer is right.
+        p = rec["continuous"]["p_correct"]
+        assert (p >= 0.25) if rec["score"] == 1.0 else (p < 0.5)
+    assert r["continuous"]["p_correct"]["chance"] == 0.25
     # The kit resumes from saved predictions of the same model, and never from another model's.
     calls = []
     monkeypatch.setattr(vlmeval_suite, "option_loglik", lambda *a: calls.append(1) or option_loglik(*a))
