@@ -174,6 +174,19 @@ def _markdown_table(head: tuple[str, ...], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def decisions_table(found: list[Decision]) -> str:
+    """The decisions as one markdown table (DECISION_NAMES' columns)."""
+    return "\n".join(_markdown_table(DECISION_NAMES, [decision_cells(d) for d in found]))
+
+
+def from_report(report: dict) -> list[Decision]:
+    """The decisions a report.json holds (launch/report.py; an infinite SNR is written "inf")."""
+    return [
+        Decision(**(d | {"snr": math.inf if d["snr"] == "inf" else d["snr"]}))
+        for d in report.get("decisions", [])
+    ]
+
+
 def decisions_markdown(found: list[Decision]) -> str:
     """The comparison's signal, noise, SNR, MDE and metric to read, one row per benchmark and metric."""
     out = [
@@ -185,7 +198,7 @@ def decisions_markdown(found: list[Decision]) -> str:
         "two-sided 5% test finds with 80% power at these seeds and items. Read each benchmark on the "
         "metric with the highest SNR.",
         "",
-        *_markdown_table(DECISION_NAMES, [decision_cells(d) for d in found]),
+        decisions_table(found),
     ]
     return "\n".join(out) + "\n"
 

@@ -13,7 +13,8 @@ commit). The generators:
 - `runs`, `seeds`, `continuous_seeds`, `snr`: world runs' scores from their results.json and
   noise.json records (eval/run_tables.py);
 - `recipe_comparison`: a recipe comparison from launch/report.py's report.json, with the paper's
-  averages beside it where the folder holds paper.json (eval/readme_results.py).
+  averages beside it where the folder holds paper.json (eval/readme_results.py);
+- `decisions`: the same report's signal, noise, SNR, MDE and metric to read (eval/decide.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmkd.eval import readme_results, run_tables
+from mmkd.eval import decide, readme_results, run_tables
 from mmkd.foundations.report import table as foundations_table
 
 BEGIN = (
@@ -60,6 +61,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "continuous_seeds": lambda folder, _: run_tables.continuous_seeds_table(_arms(folder)),
     "snr": lambda folder, _: run_tables.snr_table(_arms(folder)),
     "recipe_comparison": lambda folder, name: readme_results.section(*readme_results.load(folder), name),
+    "decisions": lambda folder, _: decide.decisions_table(decide.from_report(readme_results.load(folder)[0])),
 }
 
 

@@ -136,6 +136,14 @@ def test_report_cli_prints_snr_and_decision_accuracy_between_two_scales(scales, 
     section = regenerate(f"{begin}\n<!-- end of the section generated from report -->\n", tmp_path)
     assert len([x for x in section.splitlines() if x.startswith("| noisy |")]) == 1
     assert "p_correct" not in section
+    # ... and a doc's decisions table from it is the report's own, row for row.
+    table = regenerate(
+        "<!-- generated from report by decisions: -->\n<!-- end of the section generated from report -->\n",
+        tmp_path,
+    )
+    snr_section = text.split("## Signal, noise and the metric to read")[1].split("## Decision accuracy")[0]
+    rows = [x for x in snr_section.splitlines() if x.startswith("| world/")]
+    assert rows and all(row in table for row in rows)
 
 
 def test_decision_accuracy_sees_a_flipped_order(scales):
