@@ -54,8 +54,10 @@ def snr(signal_value: float | None, noise_value: float | None) -> float | None:
 
 
 def minimum_detectable_effect(standard_errors: list[float]) -> float | None:
-    """(z_0.975 + z_0.8) x sqrt(2) x the median standard error of the recipes' means."""
-    if not standard_errors:
+    """(z_0.975 + z_0.8) x sqrt(2) x the median standard error of the recipes' means; None where the
+    recipes' scores did not vary at all (a benchmark at its floor: every item 0), which estimates no
+    error rather than a zero one."""
+    if not standard_errors or median(standard_errors) == 0:
         return None
     return (Z_TEST + Z_POWER) * math.sqrt(2) * median(standard_errors)
 

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     found = decisions(rows, noise_by_key(runs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, baseline) + decisions_markdown(found)
+    parts = [markdown(rows, baseline), decisions_markdown(found)]
     if agreement:
-        text += agreement_markdown(agreement, f"runs={args.runs}", f"large={args.large}")
-    text += sections(runs)
+        parts.append(agreement_markdown(agreement, f"runs={args.runs}", f"large={args.large}"))
+    text = "\n".join([*parts, sections(runs)])
     (out / "report.md").write_text(text)
     write_csv(rows, out / "report.csv")
     summary = to_json(runs, rows, group_averages(runs, baseline), baseline, found, agreement)

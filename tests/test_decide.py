@@ -43,6 +43,7 @@ def test_minimum_detectable_effect_and_decision_accuracy_by_hand():
         2.80158 * math.sqrt(2) * 0.02, rel=1e-5
     )
     assert minimum_detectable_effect([]) is None
+    assert minimum_detectable_effect([0.0, 0.0, 0.01]) is None  # most recipes at a floor: not estimable
     small, large = {"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 1.0, "b": 3.0, "c": 2.0}
     assert decision_accuracy(small, large) == (pytest.approx(2 / 3), 3)  # a<b, a<c agree; b<c flips
     assert decision_accuracy({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 2.0}) == (0.5, 1)  # a tie: one half
