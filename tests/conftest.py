@@ -27,16 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never reach the Hugging Face Hub (lm-eval, transformers): everything they load is local.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-SMALL_SIZES = {
-    "caption0": 400,
-    "vqa0": 300,
-    "text": 300,
-    "other": 200,
-    "detection": 20,
-    "alttext": 120,
-    "scale_pool": 100,
-    "instruct": 200,
-}
+# The small world of `train=smoke` (recipes/train/smoke.yaml): the tests build it once per session.
+SMOKE_DATA = OmegaConf.load(REPO / "recipes/train/smoke.yaml").data
+SMALL_SIZES = dict(SMOKE_DATA.sizes)
 
 
 def data_overrides(data: DataConfig) -> list[str]:
@@ -56,9 +49,9 @@ def small_data(root: Path) -> DataConfig:
         root=str(root),
         world=WorldConfig(image_size=48),
         sizes=dict(SMALL_SIZES),
-        bench_per_ability=12,
-        vocab_size=512,
-        samples_per_shard=100,
+        bench_per_ability=SMOKE_DATA.bench_per_ability,
+        vocab_size=SMOKE_DATA.vocab_size,
+        samples_per_shard=SMOKE_DATA.samples_per_shard,
         num_workers=0,
     )
 

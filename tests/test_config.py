@@ -70,6 +70,23 @@ def test_the_papers_protocol_is_the_default_and_pretrain_keeps_the_former_runs()
     assert settings("recipe=baseline", "train.lr=5e-4", "recipe.sft_fraction=0.1")[1:3] == (5e-4, 0.1)
 
 
+def test_the_smoke_config_brings_a_small_world_of_its_own_and_the_command_line_still_wins():
+    """train=smoke runs in seconds after install because it does not build the full world: its data
+    settings give a world directory of their own (a full world beside it is never rebuilt small), the
+    training keys stay quickstart's but for the budget, and an explicit data key still wins."""
+    from mmkd.data_builders.sources import world_dir
+
+    smoke = to_run_config(composed("recipe=baseline", "model=micro", "train=smoke"))
+    full = to_run_config(composed("recipe=baseline", "model=micro"))
+    assert sum(smoke.data.sizes.values()) * 20 < sum(full.data.sizes.values())
+    assert smoke.data.bench_per_ability < full.data.bench_per_ability
+    assert world_dir(smoke.data) != world_dir(full.data)
+    assert smoke.train.budget_samples == 512 and smoke.train.lr == full.train.lr
+    assert smoke.data.world == full.data.world  # the same world, fewer samples of it
+    explicit = to_run_config(composed("train=smoke", "data.bench_per_ability=20", "data.sizes.text=50"))
+    assert (explicit.data.bench_per_ability, explicit.data.sizes["text"]) == (20, 50)
+
+
 def test_child_recipes_state_only_their_difference():
     base = to_run_config(composed("recipe=baseline")).recipe.active()
     v2 = to_run_config(composed("recipe=pair_caption_v2")).recipe.active()
