@@ -6,7 +6,8 @@
 format=llava: the whole model as `LlavaForConditionalGeneration` with its processor (VLMEvalKit,
 vLLM); it needs a model trained with `model.vision_post_norm=false` (dense_3b is). format=llama: the
 decoder alone as `LlamaForCausalLM` (lm-eval, text tasks). format=auto (default): llava when the
-model allows it, else llama. A discrete model (model.family=discrete) exports as one
+model allows it, else llama. A checkpoint of the instruction stage also gets chat_template.jinja (the
+training layout, for `apply_chat_template`). A discrete model (model.family=discrete) exports as one
 `LlamaForCausalLM` over text and visual ids (`export_discrete`). Works for every engine's checkpoints,
 on one CPU process.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
-from mmkd.config import ConfigError, saved_run_config
+from mmkd.config import SFT_STAGE, ConfigError, saved_run_config
 from mmkd.errors import reported
 from mmkd.launch._arguments import parse
 from mmkd.materialize import materialize
@@ -66,9 +67,12 @@ def export(checkpoint: Path, out: Path, kind: str) -> None:
         return
     model = VLM(cfg.model, tokenizer.image_id)
     load_checkpoint(ckpt, model)
-    out = (export_vlm if kind == "llava" else export_decoder)(model, out, tokenizer)
+    # A checkpoint of the instruction stage (recipe.sft_fraction) answers a conversation.
+    chat = meta.get("stage") == SFT_STAGE
+    out = (export_vlm if kind == "llava" else export_decoder)(model, out, tokenizer, chat)
     what = "LlavaForConditionalGeneration" if kind == "llava" else "LlamaForCausalLM (the decoder)"
-    print(f"exported {ckpt} (step {meta['step']}) as {what} to {out}")
+    template = "with its chat template" if chat else "no chat template (not instruction-tuned)"
+    print(f"exported {ckpt} (step {meta['step']}) as {what}, {template}, to {out}")
 
 
 if __name__ == "__main__":

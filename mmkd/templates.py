@@ -37,6 +37,38 @@ def answer_text(answer: str) -> str:
     return f" {answer}"
 
 
+def chat_template(image_token: str) -> str:
+    """The training layout as a transformers chat template, for an export's chat_template.jinja, so
+    `apply_chat_template` gives exactly the ids `Templates.prompt_ids` gives. A user turn is its images
+    (written `image_token`), then "Question: ...\\nAnswer:" (nothing for an image alone: a caption
+    prompt); an assistant turn is " answer" (a caption, after an image alone, has no space); turns
+    are separated by "\\n" and a conversation that ends on an answer ends with EOS. System turns are
+    refused: the model was trained on none."""
+    image = image_token.replace("\\", "\\\\").replace("'", "\\'")
+    return _CHAT_TEMPLATE.replace("IMAGE", image)
+
+
+_CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- set ns = namespace(asked=false) -%}"
+    "{%- for message in messages -%}"
+    "{%- set parts = [{'type': 'text', 'text': message['content']}] if message['content'] is string "
+    "else message['content'] -%}"
+    "{%- set text = parts | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{%- if not loop.first -%}{{ '\\n' }}{%- endif -%}"
+    "{%- for part in parts if part['type'] == 'image' -%}{{ 'IMAGE' }}{%- endfor -%}"
+    "{%- if text -%}{{ 'Question: ' + text + '\\nAnswer:' }}{%- endif -%}"
+    "{%- set ns.asked = text != '' -%}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ (' ' if ns.asked else '') + text }}{%- if loop.last -%}{{ eos_token }}{%- endif -%}"
+    "{%- else -%}"
+    "{{ raise_exception('the model was trained on user and assistant turns only, not ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
 @dataclass
 class Encoded:
     input_ids: list[int] = field(default_factory=list)

@@ -325,6 +325,52 @@ def test_an_exported_vlm_generates_until_eos_in_transformers(tokenizer, tmp_path
     assert out.shape[1] == prompt.shape[1] + 3 and out[0, -1] == tokenizer.eos_id
 
 
+def test_an_instruction_tuned_export_prompts_through_its_chat_template_as_trained(world, tokenizer, tmp_path):
+    """chat_template.jinja writes a conversation in the training layout: the processor's
+    `apply_chat_template` gives the ids of `Templates` for a question on an image, a whole
+    conversation (answers, separators, EOS) and a caption prompt; the decoder export's tokenizer does
+    the same for text; a system turn, which the model never saw, is refused."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from mmkd.schema import Sample, Turn
+    from mmkd.shards import open_dataset
+    from mmkd.templates import Templates
+
+    cfg = dataclasses.replace(model_config("micro"), vocab_size=tokenizer.vocab_size, vision_post_norm=False)
+    model = VLM(cfg, tokenizer.image_id).eval()
+    export_vlm(model, tmp_path / "llava", tokenizer, chat=True)
+    export_decoder(model, tmp_path / "llama", tokenizer, chat=True)
+    templates = Templates(tokenizer, cfg.image_tokens, max_seq_len=10_000)
+    processor = AutoProcessor.from_pretrained(tmp_path / "llava")
+    image = next(iter(open_dataset(world[1] / "vqa0"))).images[0]
+
+    def chat(messages):
+        return processor.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"][0]
+
+    picture = {"type": "image", "image": image}
+    ask = {"role": "user", "content": [picture, {"type": "text", "text": "what colour is the cube?"}]}
+    assert chat([ask]) == templates.prompt_ids("what colour is the cube?", images=1)
+    conversation = [
+        ask,
+        {"role": "assistant", "content": "red"},
+        {"role": "user", "content": "how many objects are there?"},
+        {"role": "assistant", "content": "3"},
+    ]
+    turns = [Turn("what colour is the cube?", "red"), Turn("how many objects are there?", "3")]
+    sample = Sample(id="x", kind="vqa", source="vqa0", images=[image], turns=turns)
+    assert chat(conversation) == templates.encode(sample).input_ids
+    describe = [{"role": "user", "content": [picture]}, {"role": "assistant", "content": "a red cube"}]
+    caption = Sample(id="c", kind="caption", source="caption0", images=[image], text="a red cube")
+    assert chat(describe) == templates.encode(caption).input_ids
+    text = AutoTokenizer.from_pretrained(tmp_path / "llama")
+    question = [{"role": "user", "content": "what is the capital of the river kingdom?"}]
+    assert text.apply_chat_template(question, tokenize=True, return_dict=True)["input_ids"] == (
+        templates.prompt_ids("what is the capital of the river kingdom?", images=0)
+    )
+    with pytest.raises(Exception, match="user and assistant turns only, not system"):
+        text.apply_chat_template([{"role": "system", "content": "be brief"}, *question], tokenize=False)
+
+
 def test_a_vlm_with_the_vit_post_norm_is_not_exported_as_llava(tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"needs model\.vision_post_norm=false"):
         export_vlm(_ours(), tmp_path / "llava")
@@ -348,7 +394,9 @@ def test_export_cli_turns_a_trained_checkpoint_into_llava_and_llama(world, token
     model = build_model(cfg, tokenizer).eval()
     load_checkpoint(final, model)
     export = [str(REPO / "launch/export.py"), f"checkpoint={tmp_path / 'run'}"]
-    assert "as LlavaForConditionalGeneration" in run_python([*export, f"out={tmp_path / 'llava'}"])
+    said = run_python([*export, f"out={tmp_path / 'llava'}"])
+    assert "as LlavaForConditionalGeneration, no chat template (not instruction-tuned)" in said
+    assert not (tmp_path / "llava/chat_template.jinja").exists()  # this run had no instruction stage
     assert "as LlamaForCausalLM" in run_python([*export, f"out={tmp_path / 'llama'}", "format=llama"])
     ids = torch.tensor([[tokenizer.bos_id] + [tokenizer.image_id] * cfg.model.image_tokens + [7, 8, 9]])
     pixels = torch.rand(1, 3, cfg.model.image_size, cfg.model.image_size) * 2 - 1

@@ -26,7 +26,10 @@ from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import merged_state
 from mmkd.model.pretrained_shape import read_config
 from mmkd.model.vlm import VLM
+from mmkd.templates import chat_template
 from mmkd.tokenizer import Tokenizer
+
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers 5's tokenizers and processors find it
 
 
 class CheckpointMismatch(CheckpointError):
@@ -225,10 +228,12 @@ def llama_config(cfg: ModelConfig) -> dict:
     }
 
 
-def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer: Tokenizer | None) -> Path:
+def _write(
+    out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer: Tokenizer | None, chat: bool = False
+) -> Path:
     """model.safetensors and config.json; with the tokenizer, also its files, its BOS / EOS / pad ids in
     the config (the text config's too) and a generation_config.json, so transformers' `generate` stops
-    at EOS."""
+    at EOS; with `chat` (an instruction-tuned model), the training layout as chat_template.jinja."""
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
@@ -243,6 +248,8 @@ def _write(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer:
             config["text_config"] = {**config["text_config"], **ids}
         write_tokenizer(out, tokenizer)
         _write_json(out / "generation_config.json", ids)
+        if chat:
+            (out / CHAT_TEMPLATE_FILE).write_text(chat_template(tokenizer.special.image))
     _write_json(out / "config.json", {**config, "torch_dtype": "float32"})
     return out
 
@@ -260,20 +267,25 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def export_decoder(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+def export_decoder(
+    model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None, chat: bool = False
+) -> Path:
     """The decoder as a transformers `LlamaForCausalLM` directory (config.json + model.safetensors,
-    and the tokenizer when given): what lm-eval and vLLM load for text tasks."""
+    and the tokenizer when given; `chat`: its chat template): what lm-eval and vLLM load for text tasks."""
     cfg, ours = model.cfg, model.state_dict()
     tensors = {hf: ours[key] for hf, key in decoder_map(cfg).items()}
     config = {"architectures": ["LlamaForCausalLM"], **llama_config(cfg)}
-    return _write(Path(out_dir), tensors, config, tokenizer)
+    return _write(Path(out_dir), tensors, config, tokenizer, chat)
 
 
-def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+def export_vlm(
+    model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = None, chat: bool = False
+) -> Path:
     """The whole model as a transformers `LlavaForConditionalGeneration` directory: SigLIP vision
     tower, LLaVA's two-layer projector, Llama decoder; `<image>` keeps its token id. With the
     tokenizer, also the processor files: `AutoProcessor` then turns "<image> text" and a picture into
-    exactly our inputs (one `<image>` expands to the image's tokens; pixels scaled to [-1, 1]).
+    exactly our inputs (one `<image>` expands to the image's tokens; pixels scaled to [-1, 1]); with
+    `chat`, the chat template that writes a conversation that way (`apply_chat_template`).
 
     LLaVA feeds the projector the ViT's last hidden state without SigLIP's post-layernorm, so only a
     model trained with `model.vision_post_norm=false` exports exactly; others are refused.
@@ -327,7 +339,7 @@ def export_vlm(model: VLM, out_dir: str | Path, tokenizer: Tokenizer | None = No
         "vision_feature_select_strategy": "full",
         "tie_word_embeddings": cfg.tie_embeddings,
     }
-    out = _write(Path(out_dir), tensors, config, tokenizer)
+    out = _write(Path(out_dir), tensors, config, tokenizer, chat)
     if tokenizer is not None:
         size = {"height": cfg.image_size, "width": cfg.image_size}
         _write_json(
