@@ -14,18 +14,39 @@ import dataclasses
 import difflib
 import importlib.resources
 import typing
+from pathlib import Path
 
 from mmkd.config import ConfigError, RunConfig
 
 
-def _groups() -> dict[str, list[str]]:
-    """Config group -> its options, from the package's recipes (what Hydra reads)."""
-    root = importlib.resources.files("mmkd.recipes")
-    return {
-        g.name: sorted(f.name.removesuffix(".yaml") for f in g.iterdir() if f.name.endswith(".yaml"))
-        for g in root.iterdir()
-        if g.is_dir() and not g.name.startswith(("_", "hydra"))
-    }
+def _groups(argv: list[str]) -> dict[str, list[str]]:
+    """Config group -> its options, from the package's recipes and the folders `hydra.searchpath`
+    adds (a user's own recipes: `hydra.searchpath=[file:///my/recipes]`), as Hydra reads them."""
+    roots = [importlib.resources.files("mmkd.recipes"), *_search_path(argv)]
+    groups: dict[str, set[str]] = {}
+    for root in roots:
+        for g in root.iterdir():
+            if g.is_dir() and not g.name.startswith(("_", "hydra")):
+                options = {f.name.removesuffix(".yaml") for f in g.iterdir() if f.name.endswith(".yaml")}
+                groups.setdefault(g.name, set()).update(options)
+    return {name: sorted(options) for name, options in groups.items()}
+
+
+def _search_path(argv: list[str]) -> list[Path]:
+    """The local folders of a `hydra.searchpath=[...]` override; a folder that is not there is an error
+    naming it (Hydra would only say later that an option is missing)."""
+    folders = []
+    for arg in argv:
+        if arg.startswith(("hydra.searchpath=", "+hydra.searchpath=", "++hydra.searchpath=")):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("pkg://") or not entry:
+                    continue
+                folder = Path(entry.removeprefix("file://"))
+                if not folder.is_dir():
+                    raise ConfigError(f"hydra.searchpath: {entry} is not a folder (give file:///absolute/path)")
+                folders.append(folder)
+    return folders
 
 
 def _near(word: str, choices: list[str]) -> str:
@@ -50,7 +71,7 @@ def _check_key(path: list[str]) -> None:
 
 def check_overrides(argv: list[str]) -> None:
     """Raise a `ConfigError` for the first override naming a group option or a key that does not exist."""
-    groups = _groups()
+    groups = _groups(argv)
     for arg in argv:
         if arg.startswith(("-", "+", "~", "hydra")) or "=" not in arg:
             continue

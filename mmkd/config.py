@@ -54,7 +54,12 @@ def _check_mixture(mixture: dict[str, float], key: str, recipe: str) -> dict[str
             raise ConfigError(f"{key}.{k}={v}: weights must be >= 0")
     active = {k: v for k, v in mixture.items() if v > 0}
     total = sum(active.values())
-    if not active or not math.isclose(total, 1.0, abs_tol=1e-6):
+    if not active:
+        raise ConfigError(
+            f"recipe {recipe!r}: {key} has no source with a weight; give each dataset one: "
+            f"+{key}.NAME=WEIGHT (+data.sources.NAME=DIR for a dataset of your own)"
+        )
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(f"recipe {recipe!r}: {key} weights sum to {total:.4f}; they must sum to 1")
     return active
 

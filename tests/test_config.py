@@ -229,6 +229,38 @@ def test_cli_rejects_a_misspelt_key_and_an_annotated_recipe_without_compute(tmp_
     assert not (tmp_path / "data").exists()  # failed before building anything
 
 
+def test_own_data_replaces_the_world_mixture_and_a_users_recipe_folder_is_found(tmp_path):
+    """recipe=own_data starts from no source and no world instruction stage, so a user's datasets are
+    the whole mixture; without one the error says how to add it. A recipe folder of the user's own
+    (hydra.searchpath, the way a wheel install adds recipes) is read, checked and named in errors."""
+    own = to_run_config(
+        composed("recipe=own_data", "+recipe.mixture.mine=1", f"+data.sources.mine={tmp_path}")
+    )
+    assert own.recipe.active() == {"mine": 1.0} and [s.name for s in own.recipe.plan()] == ["all"]
+    empty = r"recipe\.mixture has no source with a weight; .*\+recipe\.mixture\.NAME=WEIGHT"
+    with pytest.raises(ConfigError, match=empty):
+        to_run_config(composed("recipe=own_data"))
+
+    (tmp_path / "mine/recipe").mkdir(parents=True)
+    (tmp_path / "mine/recipe/half_text.yaml").write_text(
+        "name: half_text\nmixture:\n  vqa0: 0.5\n  text: 0.5\n"
+    )
+
+    def cli(*args):
+        command = [sys.executable, str(REPO / "launch/train.py"), *args, "--cfg", "job"]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    search = f"hydra.searchpath=[file://{tmp_path / 'mine'}]"
+    found = cli(search, "recipe=half_text")
+    assert found.returncode == 0, found.stderr
+    assert OmegaConf.create(found.stdout).recipe.mixture == {"vqa0": 0.5, "text": 0.5}  # nothing inherited
+    assert cli(search, "recipe=half_txt").stderr == (
+        "config error: recipe=half_txt: no such recipe (did you mean half_text?)\n"
+    )
+    missing = cli("hydra.searchpath=[file:///no/such/folder]", "recipe=half_text")
+    assert missing.stderr.startswith("config error: hydra.searchpath: file:///no/such/folder is not a folder")
+
+
 def test_recipe_validate_directly():
     with pytest.raises(
         ConfigError, match=r"recipe.weight_unit='bytes': must be one of \['samples', 'tokens'\]"
