@@ -212,7 +212,9 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)
     grad_clip: float = 1.0
     log_every: int = 10
-    wandb: bool = False  # also log to wandb (offline unless WANDB_MODE is set); metrics.jsonl always
+    # Also log to wandb (offline unless WANDB_MODE is set): one wandb run per run directory, resumes
+    # included, whose summary holds the final evaluation's scores. metrics.jsonl is written always.
+    wandb: bool = False
     wandb_project: str = "mmkd"
     checkpoint_every: int = 200  # steps; 0 disables periodic checkpoints (the final one is always written)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the final one is kept too)

@@ -37,7 +37,7 @@ from mmkd.foundations.store import parts as foundation_parts
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
-from mmkd.tracking import RunLog
+from mmkd.tracking import RunLog, log_eval
 from mmkd.trainer import realised_shares, train, use_threads
 from mmkd.visual_tokenizer_training import check_fits, prepare_world_tokenizer, tokenizer_for
 
@@ -238,6 +238,8 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
             final, cfg, tokenizer, world_root, run_dir / "eval", title, device=info.device
         )
         RunLog(run_dir, True)(f"eval: {final.name} -> {run_dir / 'eval' / 'report.md'}", echo=False)
+        if cfg.train.wandb:
+            log_eval(run_dir, cfg.train.wandb_project, results)
     if cfg.eval.noise_checkpoints:
         evaluate_noise(final, cfg, tokenizer, world_root, run_dir / "eval", info.device)
     print("\n" + (run_dir / "eval" / "report.md").read_text())

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from mmkd.shards import write_text_atomic
 
 # Dense bf16 peak TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
@@ -52,6 +55,48 @@ def device_peak_flops(device: torch.device) -> float | None:
     return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
 
 
+def wandb_run(run_dir: Path, project: str, config: dict[str, Any] | None = None) -> Any:
+    """The run's wandb run (offline unless WANDB_MODE says otherwise): one across resumes and the final
+    evaluation, its id kept in <run_dir>/wandb_id, so a resumed run continues its curves."""
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("train.wandb=true needs wandb: pip install -e '.[tracking]'") from e
+    id_file = Path(run_dir) / "wandb_id"
+    if not id_file.exists():
+        write_text_atomic(id_file, secrets.token_hex(6))
+    mode = os.environ.get("WANDB_MODE", "offline")
+    return wandb.init(
+        project=project,
+        dir=str(run_dir),
+        id=id_file.read_text().strip(),
+        resume="allow",
+        config=config,
+        mode=mode,
+    )
+
+
+def eval_summary(suites: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """results.json's scores as flat wandb summary keys: eval/<suite>/<benchmark>/<metric>, the
+    continuous scores beside accuracy."""
+    out = {}
+    for suite, benchmarks in suites.items():
+        for name, r in benchmarks.items():
+            if not (isinstance(r, dict) and isinstance(r.get("score"), int | float)):
+                continue
+            out[f"eval/{suite}/{name}/{r['metric']}"] = float(r["score"])
+            for metric, c in (r.get("continuous") or {}).items():
+                out[f"eval/{suite}/{name}/{metric}"] = float(c["score"])
+    return out
+
+
+def log_eval(run_dir: Path, project: str, suites: dict[str, dict[str, Any]]) -> None:
+    """The final evaluation's scores into the run's wandb summary (the columns of its runs table)."""
+    run = wandb_run(run_dir, project)
+    run.summary.update(eval_summary(suites))
+    run.finish()
+
+
 class Tracker:
     """Writes one record per logging step to <run_dir>/metrics.jsonl and, if asked, to wandb.
 
@@ -76,12 +121,7 @@ class Tracker:
             tmp.write_text("".join(line + "\n" for line in kept))
             tmp.replace(self.path)
         if enabled and use_wandb:
-            try:
-                import wandb
-            except ImportError as e:
-                raise ImportError("train.wandb=true needs wandb: pip install -e '.[tracking]'") from e
-            mode = os.environ.get("WANDB_MODE", "offline")  # offline unless configured
-            self.run = wandb.init(project=project, dir=str(run_dir), config=config, mode=mode)
+            self.run = wandb_run(run_dir, project, config)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -3,6 +3,7 @@
 import itertools
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -454,6 +455,41 @@ def test_metrics_carry_flops_and_go_to_wandb_offline(world, tokenizer, tmp_path,
     assert all("mfu" not in m for m in metrics)  # no peak to divide by on a CPU
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_a_run_its_resume_and_its_final_scores_are_one_wandb_run(world, tmp_path, monkeypatch):
+    """Training, a resume of it and the final evaluation write to the same wandb run (its id kept in
+    the run directory), and the evaluation's scores, continuous ones beside accuracy, become the run's
+    summary: what a wandb runs table compares recipes on."""
+    import types
+
+    from mmkd.pipeline import run
+    from mmkd.tracking import Tracker
+
+    inits, summary = [], {}
+
+    class Run:
+        def __init__(self, **kw):
+            inits.append(kw)
+            self.summary = summary
+
+        def log(self, record, step):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: Run(**kw)))
+    cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=32, wandb=True)
+    cfg.eval.abilities, cfg.eval.noise_checkpoints = ["attribute", "captioning"], 0
+    results = run(cfg, DistInfo())
+    Tracker(tmp_path / "run", True, True, "mmkd", {}).close()  # as a resumed training opens it
+    run_id = (tmp_path / "run/wandb_id").read_text()
+    assert [(kw["id"], kw["resume"]) for kw in inits] == [(run_id, "allow")] * 3
+    attribute, captioning = results["world"]["attribute"], results["world"]["captioning"]
+    assert summary["eval/world/attribute/accuracy"] == attribute["score"]
+    assert summary["eval/world/attribute/p_correct"] == attribute["continuous"]["p_correct"]["score"]
+    assert summary["eval/world/captioning/cider"] == captioning["score"]
 
 
 def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(world, tokenizer, tmp_path):
