@@ -198,10 +198,13 @@ def test_a_signal_mid_run_saves_that_step_and_the_rerun_continues_bit_identicall
 
 
 @pytest.mark.slow
-def test_a_preempted_run_saves_its_step_and_the_rerun_continues_bit_identically(world, tmp_path):
-    """SIGTERM mid-run (a scheduler's preemption): the step in progress ends, a committed checkpoint
-    is saved there (no periodic ones here), the job exits 143 for the scheduler to requeue, and the
-    rerun continues from it with the uninterrupted run's losses, bit for bit."""
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_preempted_run_saves_its_step_and_the_rerun_continues_bit_identically(ranks, world, tmp_path):
+    """SIGTERM mid-run (a scheduler's preemption): the step in progress ends on every rank, a
+    committed checkpoint is saved there (no periodic ones here), and the rerun continues from it with
+    the uninterrupted run's losses, bit for bit. One process exits 143 for the scheduler to requeue;
+    under torchrun (two ranks) torchrun passes the signal on, gives the workers its 30 s to save, and
+    exits 1 itself with its own SignalException, whatever its workers did."""
     import os
     import signal
     import subprocess
@@ -209,10 +212,10 @@ def test_a_preempted_run_saves_its_step_and_the_rerun_continues_bit_identically(
     import time
 
     args = ("train.budget_samples=1024", "train.checkpoint_every=0", "train.log_every=1")
-    reference = _torchrun(world[0], tmp_path / "reference", *args, ranks=1)
+    reference = _torchrun(world[0], tmp_path / "reference", *args, ranks=ranks)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, *_command(world[0], run, args, ranks=1)]
+    cmd = [sys.executable, *_command(world[0], run, args, ranks=ranks)]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -223,12 +226,12 @@ def test_a_preempted_run_saves_its_step_and_the_rerun_continues_bit_identically(
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == (143 if ranks == 1 else 1), err[-2000:]
     step = len(metrics.read_text().splitlines())
     assert 3 <= step < len(reference)  # stopped mid-run, at the step it was in
     assert "preempted by SIGTERM at step" in err and (run / f"checkpoints/step-{step:08d}/COMMITTED").exists()
     assert f"preempted by SIGTERM at step {step}" in (run / "train.log").read_text()
-    resumed = _torchrun(world[0], run, *args, ranks=1)
+    resumed = _torchrun(world[0], run, *args, ranks=ranks)
     assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in reference]
 
 
