@@ -32,6 +32,7 @@ from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.errors import DataError
 from mmkd.eval.suites import evaluate_checkpoint, evaluate_noise
+from mmkd.foundations.config import VISUAL_TOKENIZER_STEPS
 from mmkd.foundations.store import foundation_paths, prepare_foundations
 from mmkd.foundations.store import parts as foundation_parts
 from mmkd.run_lock import run_lock
@@ -124,8 +125,12 @@ def check_protocol(cfg: RunConfig) -> None:
 
 
 def world_tokenizer_dir(cfg: RunConfig, world_root: Path) -> Path:
-    """Where the world's visual tokenizer for this model shape is trained (one per shape)."""
-    shape = json.dumps(asdict(tokenizer_for(cfg.model)), sort_keys=True)
+    """Where the world's visual tokenizer for this model shape and training length is trained (the
+    default length is left out of the key: directories made before it was a setting are found)."""
+    key = asdict(tokenizer_for(cfg.model))
+    if cfg.foundations.visual_tokenizer_steps != VISUAL_TOKENIZER_STEPS:
+        key["steps"] = cfg.foundations.visual_tokenizer_steps
+    shape = json.dumps(key, sort_keys=True)
     return world_root / f"visual_tokenizer-{hashlib.sha256(shape.encode()).hexdigest()[:10]}"
 
 
@@ -177,7 +182,8 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
         if cfg.model.family == "discrete":  # images become visual ids once, before training
             if not cfg.model.visual_tokenizer:
                 out = world_tokenizer_dir(cfg, world_root)
-                prepare_world_tokenizer(cfg.model, cfg.data.world, out, str(info.device))
+                steps = cfg.foundations.visual_tokenizer_steps
+                prepare_world_tokenizer(cfg.model, cfg.data.world, out, str(info.device), steps)
             tokenizer_dir = visual_tokenizer_dir(cfg, world_root)
             prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build, info.device)
         for name, d in prepared.items():  # a corrupt shard or an empty source is named now

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mmkd.config import ConfigError
 from mmkd.engines.base import Engine
+from mmkd.foundations.config import VISUAL_TOKENIZER_STEPS
 from mmkd.loader import image_tensor
 from mmkd.model.config import ModelConfig
 from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
@@ -42,7 +43,7 @@ from mmkd.world.scene import WorldConfig, sample_scene
 class TokenizerTraining:
     model: VQConfig = field(default_factory=VQConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
-    steps: int = 1500  # ~4 minutes on 2 CPU cores at the defaults
+    steps: int = VISUAL_TOKENIZER_STEPS
     batch: int = 32
     lr: float = 1e-3
     seed: int = 0
@@ -180,13 +181,21 @@ def check_fits(model: ModelConfig, tokenizer_dir: Path) -> None:
         )
 
 
-def prepare_world_tokenizer(model: ModelConfig, world: WorldConfig, out: Path, device: str = "auto") -> Path:
-    """The world's visual tokenizer for this model shape, trained once under `out` on `device`
-    (resumably; build processes started together take turns on a file lock); returns its directory."""
+def prepare_world_tokenizer(
+    model: ModelConfig,
+    world: WorldConfig,
+    out: Path,
+    device: str = "auto",
+    steps: int = VISUAL_TOKENIZER_STEPS,
+) -> Path:
+    """The world's visual tokenizer for this model shape, trained once under `out` on `device` for
+    `steps` (resumably; build processes started together take turns on a file lock); returns its
+    directory."""
     done = out / "tokenizer"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (done / "model.safetensors").exists():
-            train_tokenizer(TokenizerTraining(model=tokenizer_for(model), world=world, device=device), out)
+            training = TokenizerTraining(model=tokenizer_for(model), world=world, steps=steps, device=device)
+            train_tokenizer(training, out)
     return done

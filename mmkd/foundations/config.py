@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORD = "foundation.json"  # beside a foundation's model/: what it was built from, its scores
+VISUAL_TOKENIZER_STEPS = 1500  # ~4 minutes on 2 CPU cores at the default shape
 
 
 def is_foundation(directory: str) -> bool:
@@ -28,10 +29,14 @@ class FoundationConfig:
     text_batch: int = 16
     text_lr: float = 2e-3
     warmup_fraction: float = 0.1  # both: linear warmup, then cosine to zero
+    # The discrete model's world visual tokenizer (mmkd/visual_tokenizer_training.py), trained once per
+    # world and shape; train=smoke takes a few steps, enough to check that a config runs.
+    visual_tokenizer_steps: int = VISUAL_TOKENIZER_STEPS
     eval_items: int = 300  # held-out scenes and documents each foundation is scored on
 
     def validate(self) -> FoundationConfig:
-        for key in ("vision_steps", "vision_batch", "vision_text_layers", "text_steps", "text_batch"):
+        positive = ("vision_steps", "vision_batch", "vision_text_layers", "text_steps", "text_batch")
+        for key in (*positive, "visual_tokenizer_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"foundations.{key}={getattr(self, key)}: must be >= 1")
         for key in ("vision_lr", "text_lr"):
