@@ -235,16 +235,33 @@ def _bench_images(run: Run, benchmark: str, ids: set[str]) -> dict[str, bytes]:
 
 def _suite_images(run: Run, suite: str, ids: set[str]) -> dict[str, bytes]:
     """The PNG bytes of these items of a custom suite (`eval.custom`), where its file is on this
-    machine; other suites show no pictures."""
+    machine."""
     path = (run.results.get("config", {}).get("eval", {}).get("custom") or {}).get(suite)
     if not path or not Path(path).exists():
         return {}
+    return _png({item.id: item.image for item in load_suite(path) if item.id in ids})
+
+
+def _vlmeval_images(run: Run, dataset: str, ids: set[str]) -> dict[str, bytes]:
+    """The PNG bytes of these items of a VLMEvalKit dataset, where its TSV is on this machine (the run's
+    eval.vlmeval_data, else $LMUData) and the kit imports; otherwise none."""
+    from mmkd.eval.vlmeval_suite import VlmevalError, data_folder, dataset_items, tsv_path
+
+    folder = run.results.get("config", {}).get("eval", {}).get("vlmeval_data", "")
+    try:
+        path = tsv_path(dataset, data_folder(folder))
+    except (VlmevalError, ImportError):
+        return {}
+    return _png({i.id: i.image for i in dataset_items(path) if i.id in ids} if path.exists() else {})
+
+
+def _png(images: dict) -> dict[str, bytes]:
     out = {}
-    for item in load_suite(path):
-        if item.id in ids and item.image is not None:
+    for item_id, image in images.items():
+        if image is not None:
             png = io.BytesIO()
-            item.image.save(png, format="PNG")
-            out[item.id] = png.getvalue()
+            image.save(png, format="PNG")
+            out[item_id] = png.getvalue()
     return out
 
 
@@ -262,6 +279,10 @@ def _mark(score: Any, binary: bool) -> str:
     return f"{score:.2f}"
 
 
+# suite -> where its items' pictures are read; any other suite is a custom one (lm-eval tasks find none).
+IMAGES = {"world": _bench_images, "vlmeval": _vlmeval_images}
+
+
 def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
     """Per benchmark: items with the image, question, answer and each recipe's prediction (its first
     seed), those where the recipes disagree first."""
@@ -276,7 +297,7 @@ def _gallery(by_recipe: dict[str, list[Run]], files: Path) -> str:
         binary = all(r.get("score") in (0.0, 1.0) for p in per_recipe.values() for r in p.values())
         chosen = (split + [i for i in ids if i not in split])[:GALLERY_ITEMS]
         some = next(iter(first.values()))
-        images = (_bench_images if suite == "world" else _suite_images)(some, benchmark, set(chosen))
+        images = IMAGES.get(suite, _suite_images)(some, benchmark, set(chosen))
         items = []
         for i in chosen:
             record = next(iter(per_recipe.values()))[i]

@@ -130,6 +130,17 @@ def test_multiple_choice_tsv_through_the_kit(world, tokenizer, tmp_path, monkeyp
         p = rec["continuous"]["p_correct"]
         assert (p >= 0.25) if rec["score"] == 1.0 else (p < 0.5)
     assert r["continuous"]["p_correct"]["chance"] == 0.25
+    # The report page's gallery shows each item's picture, read back from the dataset's TSV.
+    from mmkd.eval.compare import Run
+    from mmkd.eval.html_report import _gallery
+
+    run = Run(tmp_path / "run", "r", 0, results={"config": {"eval": {"vlmeval_data": str(lmu)}}})
+    (run.path / "eval").mkdir(parents=True)
+    (run.path / "eval/predictions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records))
+    (tmp_path / "page").mkdir()
+    assert 'alt="mmkd_kinds item 0"' in _gallery({"r": [run]}, tmp_path / "page")
+    shown = Image.open(tmp_path / "page/gallery/vlmeval-mmkd_kinds-0.png")
+    assert shown.tobytes() == _samples(world, 1)[0].images[0].convert("RGB").tobytes()
     # The kit resumes from saved predictions of the same model, and never from another model's.
     calls = []
     monkeypatch.setattr(vlmeval_suite, "option_loglik", lambda *a: calls.append(1) or option_loglik(*a))
