@@ -26,13 +26,12 @@ from mmkd.config import RunConfig, load_group, micro_batch_for
 from mmkd.data_builders.sources import prepare_world
 from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.engines.base import Engine
+from mmkd.foundations.store import VISUAL_TOKENIZER, prepare_foundations
 from mmkd.loader import MixtureDataset
 from mmkd.model.config import ModelConfig
 from mmkd.objective import objective_for
-from mmkd.pipeline import world_tokenizer_dir
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import accumulate_gradients, build_model, templates_for
-from mmkd.visual_tokenizer_training import prepare_world_tokenizer
 
 
 class Trainee:
@@ -100,9 +99,16 @@ def main() -> None:
     root = prepare_world(dense.data, dense.model.patch_size)
     tok = Tokenizer.load(root / "tokenizer.json")
     dirs = {k: root / k for k in dense.recipe.active()}
-    tokenizer_dir = prepare_world_tokenizer(
-        discrete.model, dense.data.world, world_tokenizer_dir(discrete, root)
+    found = prepare_foundations(
+        discrete.model,
+        discrete.foundations,
+        dense.data.world,
+        root,
+        tok,
+        torch.device("cpu"),
+        [VISUAL_TOKENIZER],
     )
+    tokenizer_dir = found[VISUAL_TOKENIZER]
     discrete.model.visual_tokenizer = str(tokenizer_dir)
     ids = discrete_sources(dirs, tokenizer_dir, Path(dense.data.root), discrete.build)
     steps = 2 + args.rounds * args.block

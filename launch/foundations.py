@@ -1,8 +1,10 @@
 """Build the world foundation models ahead of training (runs with `model.init=world` build them on
-first need): a SigLIP vision tower and a Llama decoder of the model's shape, trained once per world.
+first need): a SigLIP vision tower and a Llama decoder of the model's shape, trained once per world;
+for a discrete model, its Llama and the world visual tokenizer of its shape.
 
     python launch/foundations.py                     # the default model's (tiny): about 6 minutes on 2 cores
     python launch/foundations.py model=micro         # another shape gets foundations of its own
+    python launch/foundations.py model=discrete_tiny # the visual tokenizer too (~4 minutes more)
     python launch/foundations.py foundations.text_steps=2000   # other settings: a new foundation beside
 
 A finished foundation is not trained again; its scores are printed as a table (docs/foundations.md
@@ -24,7 +26,7 @@ from mmkd.data_builders.sources import prepare_world
 from mmkd.distributed import local_device
 from mmkd.errors import reported
 from mmkd.foundations.report import table
-from mmkd.foundations.store import prepare_foundations
+from mmkd.foundations.store import VISUAL_TOKENIZER, parts, prepare_foundations
 from mmkd.launch._overrides import check_overrides
 from mmkd.tokenizer import Tokenizer
 
@@ -35,8 +37,11 @@ def _main(dcfg: DictConfig) -> None:
         cfg = to_run_config(dcfg)
         root = prepare_world(cfg.data, cfg.model.patch_size)
         tokenizer = Tokenizer.load(root / "tokenizer.json")
+        wanted = parts(cfg.model)
+        if cfg.model.family == "discrete" and not cfg.model.visual_tokenizer:
+            wanted.insert(0, VISUAL_TOKENIZER)
         found = prepare_foundations(
-            cfg.model, cfg.foundations, cfg.data.world, root, tokenizer, local_device()
+            cfg.model, cfg.foundations, cfg.data.world, root, tokenizer, local_device(), wanted
         )
     records = {
         part: json.loads((path.parent / "foundation.json").read_text()) for part, path in found.items()

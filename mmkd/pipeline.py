@@ -8,7 +8,6 @@ group (`wait_for_main`), so a build longer than a collective's timeout does not 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from contextlib import nullcontext
@@ -32,15 +31,14 @@ from mmkd.data_builders.visual_ids import discrete_sources
 from mmkd.distributed import DistInfo, wait_for_main
 from mmkd.errors import DataError
 from mmkd.eval.suites import evaluate_checkpoint, evaluate_noise
-from mmkd.foundations.config import VISUAL_TOKENIZER_STEPS
-from mmkd.foundations.store import foundation_paths, prepare_foundations
+from mmkd.foundations.store import VISUAL_TOKENIZER, foundation_paths, prepare_foundations
 from mmkd.foundations.store import parts as foundation_parts
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer
 from mmkd.tracking import RunLog, log_eval
 from mmkd.trainer import realised_shares, train, use_threads
-from mmkd.visual_tokenizer_training import check_fits, prepare_world_tokenizer, tokenizer_for
+from mmkd.visual_tokenizer_training import check_fits, tokenizer_for
 
 
 def resolved_mixture(cfg: RunConfig, dirs: dict[str, Path]) -> dict:
@@ -124,21 +122,16 @@ def check_protocol(cfg: RunConfig) -> None:
         )
 
 
-def world_tokenizer_dir(cfg: RunConfig, world_root: Path) -> Path:
-    """Where the world's visual tokenizer for this model shape and training length is trained (the
-    default length is left out of the key: directories made before it was a setting are found)."""
-    key = asdict(tokenizer_for(cfg.model))
-    if cfg.foundations.visual_tokenizer_steps != VISUAL_TOKENIZER_STEPS:
-        key["steps"] = cfg.foundations.visual_tokenizer_steps
-    shape = json.dumps(key, sort_keys=True)
-    return world_root / f"visual_tokenizer-{hashlib.sha256(shape.encode()).hexdigest()[:10]}"
-
-
 def visual_tokenizer_dir(cfg: RunConfig, world_root: Path | None) -> Path:
-    """The discrete model's tokenizer: `model.visual_tokenizer`, or the world's."""
+    """The discrete model's tokenizer: `model.visual_tokenizer`, or the world's foundation of this
+    shape (built or not)."""
     if cfg.model.visual_tokenizer:
         return Path(cfg.model.visual_tokenizer)
-    return world_tokenizer_dir(cfg, world_root) / "tokenizer"
+    world_tokenizer = Tokenizer.load(world_root / "tokenizer.json")  # not read by the visual tokenizer
+    path = foundation_paths(
+        cfg.model, cfg.foundations, cfg.data.world, world_root, world_tokenizer, [VISUAL_TOKENIZER]
+    )
+    return path[VISUAL_TOKENIZER] / "model"
 
 
 def evaluated(out_dir: Path, checkpoint: Path, cfg: RunConfig) -> bool:
@@ -181,9 +174,16 @@ def _run(cfg: RunConfig, info: DistInfo) -> dict | None:
             raise RuntimeError(f"sources {pending} are still being built by other build.shard processes")
         if cfg.model.family == "discrete":  # images become visual ids once, before training
             if not cfg.model.visual_tokenizer:
-                out = world_tokenizer_dir(cfg, world_root)
-                steps = cfg.foundations.visual_tokenizer_steps
-                prepare_world_tokenizer(cfg.model, cfg.data.world, out, str(info.device), steps)
+                world_tokenizer = Tokenizer.load(world_root / "tokenizer.json")
+                prepare_foundations(
+                    cfg.model,
+                    cfg.foundations,
+                    cfg.data.world,
+                    world_root,
+                    world_tokenizer,
+                    info.device,
+                    [VISUAL_TOKENIZER],
+                )
             tokenizer_dir = visual_tokenizer_dir(cfg, world_root)
             prepared = discrete_sources(prepared, tokenizer_dir, Path(cfg.data.root), cfg.build, info.device)
         for name, d in prepared.items():  # a corrupt shard or an empty source is named now

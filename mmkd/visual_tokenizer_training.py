@@ -4,7 +4,7 @@ Training images are drawn on the fly from the world's training split (never a he
 scene `step * batch + j` for the j-th image of a step, so a resumed run sees exactly the images the
 uninterrupted one would. Every `save_every` steps the weights, the optimizer and the RNG are saved
 (DCP, read back without unpickling, committed last); the finished tokenizer goes to `<out>/tokenizer`
-with `metrics.json`:
+with `metrics.json` (the world's own is a foundation: mmkd/foundations/store.py):
 
     reconstruction_mse   mean squared error in [-1, 1] pixel units on held-out renders
     codebook_usage       fraction of the codes used on them; perplexity of their use
@@ -15,7 +15,6 @@ with `metrics.json`:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import shutil
@@ -179,23 +178,3 @@ def check_fits(model: ModelConfig, tokenizer_dir: Path) -> None:
             f"model.visual_tokenizer={str(tokenizer_dir)!r} does not fit the model: {', '.join(wrong)}; "
             "set model.image_size, model.visual_grid, model.code_dim and model.codebook_size to match"
         )
-
-
-def prepare_world_tokenizer(
-    model: ModelConfig,
-    world: WorldConfig,
-    out: Path,
-    device: str = "auto",
-    steps: int = VISUAL_TOKENIZER_STEPS,
-) -> Path:
-    """The world's visual tokenizer for this model shape, trained once under `out` on `device` for
-    `steps` (resumably; build processes started together take turns on a file lock); returns its
-    directory."""
-    done = out / "tokenizer"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (done / "model.safetensors").exists():
-            training = TokenizerTraining(model=tokenizer_for(model), world=world, steps=steps, device=device)
-            train_tokenizer(training, out)
-    return done

@@ -57,7 +57,7 @@ def test_a_foundation_is_reused_and_other_settings_build_one_beside_it(built, wo
     def refuse(*args):
         raise AssertionError("a finished foundation was trained again")
 
-    monkeypatch.setattr(store, "TRAINERS", {"vision": refuse, "text": refuse})
+    monkeypatch.setattr(store, "BUILDERS", {"vision": refuse, "text": refuse})
     assert prepare_foundations(micro, SMALL, data.world, root, tokenizer, torch.device("cpu")) == built
     # Another text setting or another decoder shape names another text foundation; the vision one stays.
     longer = foundation_paths(micro, dataclasses.replace(SMALL, text_steps=5), data.world, root, tokenizer)
@@ -81,11 +81,47 @@ def test_a_build_killed_while_saving_leaves_nothing_that_is_reused(world, tokeni
         prepare_foundations(micro, SMALL, data.world, root, tokenizer, cpu)
     paths = foundation_paths(micro, SMALL, data.world, root, tokenizer)
     assert not any(d.exists() for d in paths.values())  # only a .tmp directory, never read
-    assert [d.name.endswith(".tmp") for d in (root / "foundations").iterdir()] == [True]
+    left = [d.name for d in (root / "foundations").iterdir() if not d.name.startswith(".")]  # not the locks
+    assert [name.endswith(".tmp") for name in left] == [True]
     monkeypatch.undo()
     found = prepare_foundations(micro, SMALL, data.world, root, tokenizer, cpu)
     assert all(store.built(d.parent) for d in found.values())
-    assert sorted(d.name for d in (root / "foundations").iterdir()) == sorted(d.name for d in paths.values())
+    kept = sorted(d.name for d in (root / "foundations").iterdir() if not d.name.startswith("."))
+    assert kept == sorted(d.name for d in paths.values())
+
+
+def test_the_discrete_models_visual_tokenizer_is_a_foundation_too(world, tokenizer, tmp_path, monkeypatch):
+    """The world visual tokenizer is built once per world, shape and length like the towers, with its
+    scores and build time in foundation.json; a discrete model loads it as model.visual_tokenizer;
+    another length names another one; the text tokenizer plays no part in its identity."""
+    from mmkd.model.visual_tokenizer import VisualTokenizer
+    from mmkd.visual_tokenizer_training import check_fits
+
+    data, _ = world
+    root, shape, cpu = tmp_path / "world", model_config("discrete_micro"), torch.device("cpu")
+    short = dataclasses.replace(SMALL, visual_tokenizer_steps=3)
+    found = prepare_foundations(shape, short, data.world, root, tokenizer, cpu, [store.VISUAL_TOKENIZER])
+    directory = found[store.VISUAL_TOKENIZER]
+    check_fits(shape, directory)  # the ids the model config expects
+    assert VisualTokenizer.from_pretrained(directory).cfg.codebook_size == shape.codebook_size
+    record = store.built(directory.parent)
+    assert {"reconstruction_mse", "codebook_usage", "scene_kept"} <= set(record["scores"])
+    assert record["seconds"] > 0 and record["inputs"]["foundations"]["visual_tokenizer_steps"] == 3
+    assert not (directory.parent / "checkpoint").exists()  # the resume state goes once it is built
+
+    def refuse(*args):
+        raise AssertionError("a finished foundation was trained again")
+
+    monkeypatch.setattr(store, "BUILDERS", {store.VISUAL_TOKENIZER: refuse})
+    again = prepare_foundations(shape, short, data.world, root, tokenizer, cpu, [store.VISUAL_TOKENIZER])
+    assert again == found
+    other_text = tokenizer.with_added(["<extra>"])
+    wanted = [store.VISUAL_TOKENIZER]
+    assert foundation_paths(shape, short, data.world, root, other_text, wanted) == {
+        store.VISUAL_TOKENIZER: directory.parent
+    }
+    longer = dataclasses.replace(short, visual_tokenizer_steps=4)
+    assert foundation_paths(shape, longer, data.world, root, tokenizer, wanted)[wanted[0]] != directory.parent
 
 
 def test_a_run_with_model_init_world_starts_from_the_foundations(built, world, tokenizer, tmp_path):

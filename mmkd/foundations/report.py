@@ -16,11 +16,14 @@ ROWS = (
     ("vision", "text_to_image_r5", "text -> image R@5 (%)", None),
     ("text", "fact_recall", "fact recall, 24 facts (%)", "fact_recall_chance"),
     ("text", "held_out_loss", "held-out loss per token (nats)", None),
+    ("visual_tokenizer", "reconstruction_mse", "reconstruction MSE ([-1, 1] pixels)", None),
+    ("visual_tokenizer", "codebook_usage", "codebook usage (%)", None),
+    ("visual_tokenizer", "scene_kept", "objects the reader finds in reconstructions (%)", None),
 )
 
 
 def _value(key: str, value: float) -> str:
-    return f"{value:.3f}" if key.endswith("loss") else f"{100 * value:.1f}"
+    return f"{value:.3f}" if key.endswith(("loss", "mse")) else f"{100 * value:.1f}"
 
 
 def table(records: dict[str, dict[str, Any]]) -> str:
@@ -32,7 +35,7 @@ def table(records: dict[str, dict[str, Any]]) -> str:
             scores = records[part]["scores"]
             floor = _value(key, scores[chance]) if chance else "—"
             lines.append(f"| {part} | {name} | {_value(key, scores[key])} | {floor} |")
-    for part in ("vision", "text"):
+    for part in ("vision", "text", "visual_tokenizer"):
         if part not in records:
             continue
         record = records[part]

@@ -1,16 +1,19 @@
 """Where the world foundations live, and building them once.
 
 Each foundation is a directory `<world>/foundations/<part>-<hash>/`: `model/` (a Hugging Face
-directory with its tokenizer: what `model.init_vision` / `model.init_decoder` load) and
-`foundation.json` (what it was built from, its scores, how long it took). The hash covers everything
-that decides the weights: this module's version, the world config, the world tokenizer, the model
+directory with its tokenizer: what `model.init_vision` / `model.init_decoder` load; for the discrete
+models' visual tokenizer, what `model.visual_tokenizer` names) and `foundation.json` (what it was
+built from, its scores, how long it took). The hash covers everything that decides the weights: this
+module's version, the world config, the world tokenizer (for the parts that read text), the model
 shape the part takes and the `foundations.*` keys, so a change builds a new directory beside the old
 one and a run never starts from a foundation built with other settings. A build writes into a
-temporary directory and renames it when done: a crash leaves no half foundation to be reused.
+temporary directory and renames it when done: a crash leaves no half foundation to be reused (the
+visual tokenizer resumes from its checkpoint there). Processes building one foundation take turns.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -28,11 +31,13 @@ from mmkd.model.config import ModelConfig
 from mmkd.model.hf import write_tokenizer
 from mmkd.shards import write_json_atomic
 from mmkd.tokenizer import Tokenizer
+from mmkd.visual_tokenizer_training import TokenizerTraining, tokenizer_for, train_tokenizer
 from mmkd.world.scene import WorldConfig
 
 # Each part's trainer version: a change to how a part trains names new directories for that part only.
 # vision 2: the logit bias starts at -log(batch); text 2: its corpus holds quiz sheets.
-VERSIONS = {"vision": 2, "text": 2}
+VERSIONS = {"vision": 2, "text": 2, "visual_tokenizer": 1}
+VISUAL_TOKENIZER = "visual_tokenizer"  # the discrete models' image tokenizer: images only, no text
 # The model config keys each part's weights depend on.
 SHAPES = {
     "vision": (
@@ -57,8 +62,42 @@ SHAPES = {
         "tie_embeddings",
     ),
 }
-PREFIX = {"vision": "vision_", "text": "text_"}
-TRAINERS = {"vision": train_vision, "text": train_text}
+PREFIX = {"vision": "vision_", "text": "text_", VISUAL_TOKENIZER: "visual_tokenizer_"}
+
+
+def _hf_part(trainer):
+    """A tower's trainer as a build step: the trained transformers model saved with the world
+    tokenizer into `<out>/model`; returns its scores."""
+
+    def build(model, f, world, tokenizer, device, out: Path) -> dict[str, Any]:
+        shutil.rmtree(out, ignore_errors=True)  # a crashed build's leftovers
+        trained, scores = trainer(model, f, world, tokenizer, device)
+        trained.cpu().save_pretrained(out / "model")  # safetensors from host memory, whatever the device
+        write_tokenizer(out / "model", tokenizer)
+        return scores
+
+    return build
+
+
+def _visual_tokenizer(model, f, world, tokenizer, device, out: Path) -> dict[str, Any]:
+    """The visual tokenizer into `<out>/model`, resuming from `<out>/checkpoint` after a crash."""
+    training = TokenizerTraining(
+        model=tokenizer_for(model),
+        world=world,
+        steps=f.visual_tokenizer_steps,
+        seed=f.seed,
+        device=str(device),
+    )
+    scores = train_tokenizer(training, out)
+    (out / "tokenizer").replace(out / "model")
+    return scores
+
+
+BUILDERS = {
+    "vision": _hf_part(train_vision),
+    "text": _hf_part(train_text),
+    VISUAL_TOKENIZER: _visual_tokenizer,
+}
 
 
 def parts(model: ModelConfig) -> list[str]:
@@ -80,6 +119,14 @@ def inputs(
     part: str, model: ModelConfig, f: FoundationConfig, world: WorldConfig, tokenizer: Tokenizer
 ) -> dict:
     """Everything that decides a part's weights (its hash's input, recorded in foundation.json)."""
+    if part == VISUAL_TOKENIZER:  # images only: the text tokenizer and the towers' keys play no part
+        return {
+            "version": VERSIONS[part],
+            "part": part,
+            "world": world.identity(),
+            "model": asdict(tokenizer_for(model)),
+            "foundations": {"seed": f.seed, "visual_tokenizer_steps": f.visual_tokenizer_steps},
+        }
     model_keys = asdict(model)
     own = {
         k.name: getattr(f, k.name)
@@ -108,10 +155,19 @@ def built(directory: Path) -> dict[str, Any] | None:
 
 
 def foundation_paths(
-    model: ModelConfig, f: FoundationConfig, world: WorldConfig, world_root: Path, tokenizer: Tokenizer
+    model: ModelConfig,
+    f: FoundationConfig,
+    world: WorldConfig,
+    world_root: Path,
+    tokenizer: Tokenizer,
+    wanted: list[str] | None = None,
 ) -> dict[str, Path]:
-    """{part: the directory of its foundation for these settings} (built or not)."""
-    return {p: foundation_dir(world_root, p, inputs(p, model, f, world, tokenizer)) for p in parts(model)}
+    """{part: the directory of its foundation for these settings} (built or not), for the parts
+    `wanted` (default: the towers the model starts from, `parts(model)`)."""
+    return {
+        p: foundation_dir(world_root, p, inputs(p, model, f, world, tokenizer))
+        for p in (parts(model) if wanted is None else wanted)
+    }
 
 
 def prepare_foundations(
@@ -121,14 +177,16 @@ def prepare_foundations(
     world_root: Path,
     tokenizer: Tokenizer,
     device: torch.device,
+    wanted: list[str] | None = None,
 ) -> dict[str, Path]:
-    """{part: its Hugging Face directory}, building each that is missing (with a progress bar) and
-    printing each one's scores."""
+    """{part: the directory a run loads it from}, building each that is missing (with a progress bar)
+    and printing each one's scores; `wanted` as in `foundation_paths`."""
     out = {}
-    for part, directory in foundation_paths(model, f, world, world_root, tokenizer).items():
-        record = built(directory)
-        if record is None:
-            record = _build(part, model, f, world, tokenizer, device, directory)
+    for part, directory in foundation_paths(model, f, world, world_root, tokenizer, wanted).items():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with open(directory.with_name(f".{directory.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first process builds; the others then find it built
+            record = built(directory) or _build(part, model, f, world, tokenizer, device, directory)
         scores = ", ".join(f"{k} {v:.3f}" for k, v in record["scores"].items() if isinstance(v, float))
         print(f"world {part} foundation {directory.name} ({record['seconds']:.0f} s to build): {scores}")
         out[part] = directory / "model"
@@ -137,14 +195,10 @@ def prepare_foundations(
 
 def _build(part, model, f, world, tokenizer, device, directory: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    stated = inputs(part, model, f, world, tokenizer)
-    trained, scores = TRAINERS[part](model, f, world, tokenizer, device)
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # a crashed build's leftovers
-    trained.cpu().save_pretrained(tmp / "model")  # safetensors from host memory, whatever the device
-    write_tokenizer(tmp / "model", tokenizer)
+    scores = BUILDERS[part](model, f, world, tokenizer, device, tmp)
     record = {
-        "inputs": stated,
+        "inputs": inputs(part, model, f, world, tokenizer),
         "scores": scores,
         "seconds": time.perf_counter() - start,
         "device": str(device),
