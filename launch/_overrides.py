@@ -44,7 +44,9 @@ def _search_path(argv: list[str]) -> list[Path]:
                     continue
                 folder = Path(entry.removeprefix("file://"))
                 if not folder.is_dir():
-                    raise ConfigError(f"hydra.searchpath: {entry} is not a folder (give file:///absolute/path)")
+                    raise ConfigError(
+                        f"hydra.searchpath: {entry} is not a folder (give file:///absolute/path)"
+                    )
                 folders.append(folder)
     return folders
 
