@@ -4,7 +4,8 @@ Definitions ("Signal and Noise", Heineman et al., 2025; DataDecide, Magnusson et
 - signal: the largest distance between two recipes' mean scores, over the mean of those scores;
 - noise: a run's standard deviation over its last checkpoints (eval/noise.py; sample standard
   deviation), averaged over the runs that measured it, over the mean of those checkpoint scores;
-- SNR = signal / noise; per benchmark, the metric to read is the one with the highest SNR;
+- SNR = signal / noise; per benchmark, the metric to read is the one with the highest SNR among those
+  with an estimable MDE (below);
 - minimum detectable effect (MDE): the difference between two recipes that a two-sided test at 5%
   finds with 80% power, (z_0.975 + z_0.8) x sqrt(2) x the typical standard error of a recipe's mean
   (from its bootstrap CI over seeds and items), so a doc can say "not resolved" with a number;
@@ -83,7 +84,7 @@ class Decision:
     noise: float | None
     snr: float | None
     mde: float | None
-    read: bool = False  # the benchmark's metric with the highest SNR
+    read: bool = False  # the benchmark's metric to read (`mark_read`)
 
 
 def decisions(rows: list, noise: dict[tuple[str, str, str], list[list[float]]]) -> list[Decision]:
@@ -99,15 +100,18 @@ def decisions(rows: list, noise: dict[tuple[str, str, str], list[list[float]]]) 
         n = relative_noise(noise.get(key, []))
         errors = [(r.ci[1] - r.ci[0]) / (2 * Z_TEST) for r in mine]
         out.append(Decision(*key, s, n, snr(s, n), minimum_detectable_effect(errors)))
-    return mark_read(out)
+    return mark_read(out, require_mde=True)
 
 
-def mark_read(found: list[Decision]) -> list[Decision]:
-    """`found` with, per (suite, benchmark), the metric of the highest SNR marked as the one to read."""
+def mark_read(found: list[Decision], require_mde: bool = False) -> list[Decision]:
+    """`found` with, per (suite, benchmark), the metric of the highest SNR marked as the one to read;
+    with `require_mde`, among those whose MDE is estimable: a metric at its floor (one right answer
+    in 3,600 reads as a large relative signal) cannot resolve a difference, whatever its SNR."""
     best: dict[tuple[str, str], Decision] = {}
     for d in found:
         key = (d.suite, d.benchmark)
-        if d.snr is not None and (key not in best or d.snr > best[key].snr):
+        eligible = d.snr is not None and (d.mde is not None or not require_mde)
+        if eligible and (key not in best or d.snr > best[key].snr):
             best[key] = d
     for d in best.values():
         d.read = True

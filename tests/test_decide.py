@@ -11,8 +11,10 @@ import pytest
 from mmkd.checkpoint import last_checkpoints
 from mmkd.eval.compare import compare, find_runs, noise_by_key
 from mmkd.eval.decide import (
+    Decision,
     decision_accuracy,
     decisions,
+    mark_read,
     minimum_detectable_effect,
     relative_noise,
     scale_agreement,
@@ -49,6 +51,18 @@ def test_minimum_detectable_effect_and_decision_accuracy_by_hand():
     assert decision_accuracy({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 2.0}) == (0.5, 1)  # a tie: one half
     assert decision_accuracy(small | {"d": 9.0}, large) == (pytest.approx(2 / 3), 3)  # pairs in both only
     assert decision_accuracy({"a": 1.0}, {"a": 2.0}) == (None, 0)
+
+
+def test_a_metric_at_its_floor_is_not_read_whatever_its_snr():
+    """One right answer among thousands reads as a large relative signal over a tiny mean; its MDE is
+    not estimable (every other run scored 0 on every item), so the benchmark is read on the metric
+    that can resolve a difference, and on none where no metric can."""
+    floor = Decision("world", "ocr", "exact_match", 6.0, 1.7, 3.5, None)
+    steady = Decision("world", "ocr", "bits_per_byte", 0.01, 0.013, 0.9, 0.04)
+    alone = Decision("world", "kii", "exact_match", 6.0, 1.7, 3.5, None)
+    mark_read([floor, steady, alone], require_mde=True)
+    assert (floor.read, steady.read, alone.read) == (False, True, False)
+    assert mark_read([floor, steady])[0].read  # tables without per-item errors (no MDE) read on SNR
 
 
 def _plant(root, recipe, seed, rng, jitter):
