@@ -51,6 +51,7 @@ COVERED = {
     "image=my_photo.png": "test_pipeline.py::test_train_then_eval_then_eval_only",  # your picture
     # Decision accuracy needs the same recipes run at two scales; planted there.
     "large=runs/full": "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales",
+    "runs=runs/seed000/": "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales",
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).
     "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",
