@@ -33,8 +33,8 @@ from torch import nn
 
 from mmkd.dcp_reader import SafeReader, check_files, read_index
 from mmkd.distributed import DistInfo, barrier
-from mmkd.engines import deepspeed
 from mmkd.engines.base import Engine, quiet_single_process
+from mmkd.engines.registry import ENGINES, engine_class
 from mmkd.errors import CheckpointError
 from mmkd.shards import write_json_atomic
 
@@ -161,11 +161,9 @@ def check_checkpoint(path: str | Path) -> Path:
     """The checkpoint directory, checked before anything loads it: committed, a readable meta.json,
     and a DCP index whose data files are all there and complete (each problem names its file)."""
     path = resolve(path)
-    if not (path / ".metadata").exists() and deepspeed.is_checkpoint(path):
-        raise CheckpointError(
-            f"{path} holds only DeepSpeed's pickled files (no .metadata): evaluation and export read DCP "
-            "weights only and never unpickle; a DeepSpeed run of this version writes them beside its own"
-        )
+    for name in ENGINES:  # an engine's own layout without the DCP weights beside it
+        if why := engine_class(name).foreign_checkpoint(path):
+            raise CheckpointError(why)
     read_meta(path)
     check_files(path, read_index(path))
     return path

@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mmkd.annotators.base import AnnotatorConfig
 from mmkd.build_config import BuildConfig
 from mmkd.config_ranges import RANGES
+from mmkd.engines.registry import ENGINES, engine_class
 from mmkd.errors import ConfigError
 from mmkd.foundations.config import FoundationConfig, is_foundation
 from mmkd.mmgic_template import DOCUMENT_KINDS, text_to_image_prompt
@@ -32,8 +33,6 @@ from mmkd.schema import CAPTION_MARKER, IMAGE_MARKER
 from mmkd.world.benchmarks import ABILITIES
 from mmkd.world.scene import LEGACY_NEUTRAL, WorldConfig
 
-# ddp (replicas) | fsdp2 (sharded) | deepspeed (ZeRO): mmkd/engines/.
-ENGINES = ("ddp", "fsdp2", "deepspeed")
 WEIGHT_UNITS = ("samples", "tokens")  # what a mixture weight is a fraction of (mmkd.loader.MixtureSampler)
 SFT_STAGE = "sft"  # the instruction stage recipe.sft_fraction adds at the end of a run
 SFT_KINDS = ("vqa", "other", "caption")  # sample kinds whose templates supervise the answers alone
@@ -463,10 +462,11 @@ class RunConfig:
         t.resume = str(t.resume).lower()  # `train.resume=false` arrives from the command line as a bool
         if t.resume not in ("true", "false", "force"):
             raise ConfigError(f"train.resume={t.resume!r}: must be true, false or force")
-        if t.branch_from and t.engine == "deepspeed":
+        if t.engine in ENGINES and t.branch_from and not engine_class(t.engine).branchable:
             raise ConfigError(
-                f"train.branch_from={t.branch_from!r} with train.engine=deepspeed: branching would unpickle "
-                "another run's DeepSpeed files; branch under ddp or fsdp2, which load checkpoints as DCP"
+                f"train.branch_from={t.branch_from!r} with train.engine={t.engine}: branching would read "
+                f"another run's {t.engine} files; branch under an engine whose checkpoints load as DCP "
+                f"({', '.join(e for e in ENGINES if engine_class(e).branchable)})"
             )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
@@ -484,7 +484,7 @@ class RunConfig:
             "optimizer": ("adam", "adamw"),
             "schedule": SCHEDULES,
             "decay_shape": DECAY_SHAPES,
-            "engine": ENGINES,
+            "engine": tuple(ENGINES),
         }
         for key, allowed in choices.items():
             if getattr(t, key) not in allowed:

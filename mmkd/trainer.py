@@ -34,6 +34,7 @@ from mmkd.curriculum import Stage, stage_bounds, total_steps
 from mmkd.discrete_templates import DiscreteTemplates
 from mmkd.distributed import DistInfo, all_reduce_sum, wait_for_main
 from mmkd.engines import Engine, parallelize
+from mmkd.engines.registry import engine_class
 from mmkd.errors import DataError, UserError
 from mmkd.loader import MixtureDataset, Resumable, make_loader, to_device
 from mmkd.materialize import materialize
@@ -201,15 +202,16 @@ def setup(
         # the fused CUDA kernel where the parameters are on a GPU.
         groups = param_groups(model, t.lr_multipliers, t.freeze, t.weight_decay)
         optimizer = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        fused = device.type == "cuda" and t.engine != "deepspeed"
+        fused = device.type == "cuda" and engine_class(t.engine).fused_optimizer
         return optimizer(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused or None)
 
     model = meta_model(cfg, tokenizer)
     engine = parallelize(model, info, t, lambda m: init_model(m, cfg, device), make_optimizer, micro, accum)
     # bf16 without a sharded engine's own mixed precision (one process, DDP): autocast the forward.
-    own_precision = info.grouped and t.engine != "ddp"
     autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if t.bf16 and not own_precision else nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if t.bf16 and not engine.own_precision
+        else nullcontext()
     )
     step, seen, loader = 0, {"samples": 0, "tokens": 0}, None
     if found is not None:

@@ -30,6 +30,7 @@ LAUNCHERS = ("python launch/", "torchrun ")
 HYDRA = ("train.py", "build.py", "clip.py", "foundations.py")  # the others take plain key=value arguments
 
 BRANCH_TEST = "test_train.py::test_a_run_branches_from_another_where_their_curricula_part"
+DECISION_TEST = "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales"
 # A command holding one of these needs something the tests cannot have; the test runs its path.
 COVERED = {
     "/llm/dir": "test_hf.py::test_a_run_starts_from_the_configured_checkpoints",
@@ -50,8 +51,8 @@ COVERED = {
     "runs/scale_clip10]": "test_report.py::test_report_cli_writes_markdown_csv_and_png",
     "image=my_photo.png": "test_pipeline.py::test_train_then_eval_then_eval_only",  # your picture
     # Decision accuracy needs the same recipes run at two scales; planted there.
-    "large=runs/full": "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales",
-    "runs=runs/seed000/": "test_decide.py::test_report_cli_prints_snr_and_decision_accuracy_between_two_scales",
+    "large=runs/full": DECISION_TEST,
+    "runs=runs/seed000/": DECISION_TEST,  # docs/decisions.md's report of its committed runs
     # The seed-000 table: 18 runs side by side (the same launcher runs two there), and the README
     # section written from its committed report (here: from a planted one).
     "caption_only,synthetic_vqa": "test_pipeline.py::test_a_local_sweep_runs_its_jobs_side_by_side",

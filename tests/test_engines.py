@@ -49,3 +49,35 @@ def test_bf16_parameters_stay_close_to_fp32(engine, single, world, tmp_path):
     for (loss_1, _), (loss_2, _) in zip(single, bf16):
         assert loss_2 == pytest.approx(loss_1, rel=2e-2)
         assert loss_2 != loss_1  # it did compute in bf16
+
+
+def test_engines_state_their_traits_and_no_code_outside_them_asks_for_a_name():
+    """Each registered engine is an Engine subclass whose class says what the loop needs to know
+    (sharding the meta model, its own mixed precision, the fused optimiser, branching from DCP); the
+    source outside mmkd/engines/ compares no `train.engine` value, so a new engine is one file there
+    and a line in the registry."""
+    import re
+
+    from mmkd.engines.base import Engine
+    from mmkd.engines.registry import ENGINES, engine_class
+
+    traits = {
+        name: (c.shards_meta_model, c.own_precision, c.fused_optimizer, c.branchable)
+        for name in ENGINES
+        if issubclass(c := engine_class(name), Engine)
+    }
+    assert traits == {
+        "ddp": (False, False, True, True),
+        "fsdp2": (True, True, True, True),
+        "deepspeed": (False, True, False, False),
+    }
+    asks = re.compile(r"""engine\s*(==|!=|in)\s*[("'\[]|["'](ddp|fsdp2|deepspeed)["']\s*(==|!=|in)""")
+    found = [
+        f"{path.relative_to(REPO)}:{n}"
+        for folder in ("mmkd", "eval", "launch", "data_builders")
+        for path in (REPO / folder).rglob("*.py")
+        if "engines" not in path.relative_to(REPO).parts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if asks.search(line)
+    ]
+    assert not found, f"an engine asked for by name outside mmkd/engines/: {found}"

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mmkd.config import TrainConfig
-from mmkd.distributed import DistInfo
 from mmkd.engines.base import Engine
+from mmkd.engines.registry import engine_class
+
+if TYPE_CHECKING:
+    from mmkd.config import TrainConfig
+    from mmkd.distributed import DistInfo
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -57,20 +61,8 @@ def parallelize(
     """The engine `t.engine` over the meta-built `model`, with its weights materialised by
     `materialize` on this rank's device and its optimiser from `make_optimizer`."""
     wrap_blocks(model, t.activation_checkpointing, t.compile)
-    engine = t.engine if info.grouped else "local"  # no process group: one process, no engine
-    if engine == "fsdp2":
-        from mmkd.engines.fsdp2 import FSDP2Engine, shard
-
-        shard(model, blocks(model), t.bf16)
-        materialize(model)
-        return FSDP2Engine(model, make_optimizer(model))
+    cls = engine_class(t.engine) if info.grouped else Engine  # no process group: one process, no engine
+    if cls.shards_meta_model:
+        cls.shard(model, blocks(model), t.bf16)
     materialize(model)
-    if engine == "deepspeed":
-        from mmkd.engines.deepspeed import DeepSpeedEngine
-
-        return DeepSpeedEngine(model, make_optimizer(model), t, micro_batch, accumulation)
-    if engine == "ddp" and info.world_size > 1:
-        from mmkd.engines.ddp import DDPEngine
-
-        return DDPEngine(model, make_optimizer(model), info.device)
-    return Engine(model, make_optimizer(model))
+    return cls.create(model, make_optimizer, t, info, micro_batch, accumulation)

@@ -44,8 +44,30 @@ class Engine:
     `module` is what the forward pass runs through (a wrapper where the engine needs one).
     """
 
+    # What the loop and the checks ask of an engine, instead of its name:
+    shards_meta_model = False  # shards the model on the meta device; each rank then materialises its shards
+    own_precision = False  # runs bf16 by its own mixed precision (else the loop autocasts the forward)
+    fused_optimizer = True  # may step with the fused CUDA Adam kernel (an engine that wraps it may not)
+    branchable = True  # its checkpoints load as DCP alone, so a run may branch from another one's
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.model, self.module, self.optimizer = model, model, optimizer
+
+    @classmethod
+    def create(cls, model, make_optimizer, t, info, micro_batch: int, accumulation: int) -> Engine:
+        """The engine over `model` (materialised, or sharded where `shards_meta_model`), with the
+        optimiser `make_optimizer` builds over its parameters as the engine leaves them."""
+        return cls(model, make_optimizer(model))
+
+    @classmethod
+    def shard(cls, model: nn.Module, blocks: list[nn.Module], bf16: bool) -> None:
+        """Shard the meta model in place (engines with `shards_meta_model` only)."""
+
+    @staticmethod
+    def foreign_checkpoint(path: Path) -> str | None:
+        """Why evaluation could not read `path`, a checkpoint this engine wrote in a layout of its own
+        without the DCP weights beside it; None where it reads as any checkpoint."""
+        return None
 
     def sync(self, last: bool) -> AbstractContextManager:
         """Context for one micro-batch's backward: gradients are reduced across ranks on the last."""

@@ -11,6 +11,12 @@ from mmkd.engines.base import Engine
 
 
 class DDPEngine(Engine):
+    @classmethod
+    def create(cls, model, make_optimizer, t, info, micro_batch: int, accumulation: int) -> Engine:
+        if info.world_size == 1:  # one rank in a process group: nothing to reduce
+            return Engine(model, make_optimizer(model))
+        return cls(model, make_optimizer(model), info.device)
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device):
         super().__init__(model, optimizer)
         # Every parameter takes part in every forward (a batch without images still runs the vision

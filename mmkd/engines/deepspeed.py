@@ -22,15 +22,17 @@ import os
 import pickle
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
-from mmkd.config import TrainConfig
 from mmkd.engines.base import Engine
 from mmkd.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from mmkd.config import TrainConfig
 
 
 def import_deepspeed():
@@ -62,6 +64,23 @@ def deepspeed_config(t: TrainConfig, micro_batch: int, accumulation: int) -> dic
 
 class DeepSpeedEngine(Engine):
     """DeepSpeed's engine over the model, stepping our optimiser (partitioned by ZeRO)."""
+
+    own_precision = True
+    fused_optimizer = False
+    branchable = False  # resuming reads DeepSpeed's pickled files: only this run's own (checked)
+
+    @classmethod
+    def create(cls, model, make_optimizer, t, info, micro_batch: int, accumulation: int) -> Engine:
+        return cls(model, make_optimizer(model), t, micro_batch, accumulation)
+
+    @staticmethod
+    def foreign_checkpoint(path: Path) -> str | None:
+        if (path / ".metadata").exists() or not is_checkpoint(path):
+            return None
+        return (
+            f"{path} holds only DeepSpeed's pickled files (no .metadata): evaluation and export read DCP "
+            "weights only and never unpickle; a DeepSpeed run of this version writes them beside its own"
+        )
 
     def __init__(
         self,
