@@ -298,28 +298,13 @@ def train(
     if step >= s.total_steps and latest_checkpoint(run_dir) == Path(run_dir) / "checkpoints" / "final":
         log(f"done already: {latest_checkpoint(run_dir)} holds step {step}; nothing to train")
         return latest_checkpoint(run_dir)
-    log(
-        f"train: {cfg.recipe.name} seed {cfg.seed}, steps {step}..{s.total_steps}, {info.world_size} rank(s) "
-        f"on {device}, engine {t.engine if info.grouped else 'local'}, micro-batch {s.micro} x {s.accum}",
-        echo=False,
-    )
-    share = trainable_share(engine.module)
-    log(
-        f"model: {cfg.model.name} ({cfg.model.family}), {share['total']:,} parameters, "
-        f"{share['trainable']:,} trainable ({share['fraction']:.1%})",
-        echo=False,
-    )
+    _log_start(cfg, s, info, log)
     stage = next((k for k, (_, _, end, _) in enumerate(s.stages) if step < end), len(s.stages) - 1)
     stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
     bad: list[dict] = []  # samples this rank left out because an image did not decode
     names = cfg.recipe.sources()  # counted per source: the mixture as trained
-    bar = tqdm(
-        total=s.total_steps,
-        initial=step,
-        desc=f"train {cfg.recipe.name}",
-        unit="step",
-        disable=not info.is_main,
-    )
+    desc, main = f"train {cfg.recipe.name}", info.is_main
+    bar = tqdm(total=s.total_steps, initial=step, desc=desc, unit="step", disable=not main)
     tracker = Tracker(run_dir, info.is_main, t.wandb, t.wandb_project, asdict(cfg), start=step)
     window = Window(device_peak_flops(device), t.global_batch * cfg.model.max_seq_len if t.packing else 0)
 
@@ -329,46 +314,19 @@ def train(
                 stage += 1
                 log(f"stage {s.stages[stage][0]!r} begins at step {step}", echo=False)
                 stream = batches(cfg, s, stage, step, sources, tokenizer, info, log)
-            lr = learning_rate(
-                step,
-                s.total_steps,
-                t.lr,
-                t.warmup_frac,
-                t.min_lr_ratio,
-                t.schedule,
-                t.decay_frac,
-                t.decay_shape,
-            )
-            for group in engine.optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
+            lr = _set_learning_rate(engine, t, step, s.total_steps)
             micro = [to_device(next(stream), device) for _ in range(s.accum)]
-            _count_bad(micro, bad, cfg.data.max_bad_samples, info.rank, run_dir)
-            if t.trace_samples:
-                append_line(
-                    run_dir / f"samples.rank{info.rank}.txt",
-                    "".join(m["id"] + "\n" for b in micro for m in b["meta"]),
-                )
-            losses = accumulate_gradients(
-                engine, micro, info.world_size, s.autocast, objective_for(cfg.model)
-            )
-            loss = losses["loss"]
-            _check_finite("loss", loss, step, run_dir)
-            grad_norm = engine.step(t.grad_clip)  # no update on a non-finite norm
-            _check_finite("grad norm", grad_norm, step, run_dir)
+            losses, grad_norm = _step(cfg, s, micro, step, bad, info, run_dir)
             step += 1
             samples, tokens, s.seen = _count_seen(micro, s.seen, names, tokenizer.pad_id, device)
             window.add(losses, samples, tokens, sum(_batch_flops(cfg, b, tokenizer.pad_id) for b in micro))
             bar.update(1)
-
             if step % t.log_every == 0 or step == s.total_steps:
                 record = window.record(step, s.stages[stage][0], s.seen, lr, grad_norm)
                 bar.set_postfix(window.shown(record))
                 tracker.log(record)
-                log(
-                    f"step {step}/{s.total_steps} "
-                    + " ".join(f"{k} {v}" for k, v in window.shown(record).items()),
-                    echo=False,
-                )
+                shown = " ".join(f"{k} {v}" for k, v in window.shown(record).items())
+                log(f"step {step}/{s.total_steps} {shown}", echo=False)
                 window = window.next()
 
             # A stage's last checkpoint stays (outside keep_checkpoints): other runs may branch there.
@@ -376,14 +334,7 @@ def train(
             periodic = t.checkpoint_every and step % t.checkpoint_every == 0
             stop = preempt.requested(info)  # a scheduler's signal on any rank: save this step, then exit
             if (periodic or ends or stop) and step < s.total_steps:
-                position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
-                loader = stream.state()
-                loader = None if loader is None else {**loader, "stage": s.stages[stage][0]}
-                keep = t.keep_checkpoints
-                saved = save_checkpoint(
-                    run_dir, step, engine, position, info, keep=keep, loader=loader, pin=ends
-                )
-                log(f"checkpoint: {saved}", echo=False)
+                saved = _save_during(s, step, stage, stream, info, run_dir, ends, t.keep_checkpoints, log)
                 if stop:
                     bar.close()
                     tracker.close()
@@ -391,28 +342,94 @@ def train(
                     log(str(stopped), echo=False)
                     raise stopped
                 if cfg.eval.every and step % cfg.eval.every == 0:
-                    if info.is_main:
-                        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                            suites = evaluate(
-                                saved, run_dir / f"eval-{saved.name}", step
-                            )  # training's RNG stays
-                        tracker.log(
-                            {
-                                "step": step,
-                                **{
-                                    f"eval/{k}/{b}": r["score"]
-                                    for k, rs in suites.items()
-                                    for b, r in rs.items()
-                                },
-                            }
-                        )
-                    wait_for_main(info)  # the other ranks wait outside any collective of the default group
+                    _evaluate_during(evaluate, saved, step, run_dir, tracker, info)
                     window = window.next()  # evaluation time is not training throughput
 
     bar.close()
     tracker.close()
+    return _finish(s, step, stage, info, run_dir, log)
+
+
+def _log_start(cfg: RunConfig, s: Setup, info: DistInfo, log: RunLog) -> None:
+    engine = cfg.train.engine if info.grouped else "local"
+    log(
+        f"train: {cfg.recipe.name} seed {cfg.seed}, steps {s.step}..{s.total_steps}, {info.world_size} "
+        f"rank(s) on {info.device}, engine {engine}, micro-batch {s.micro} x {s.accum}",
+        echo=False,
+    )
+    share = trainable_share(s.engine.module)
+    log(
+        f"model: {cfg.model.name} ({cfg.model.family}), {share['total']:,} parameters, "
+        f"{share['trainable']:,} trainable ({share['fraction']:.1%})",
+        echo=False,
+    )
+
+
+def _set_learning_rate(engine: Engine, t: TrainConfig, step: int, total: int) -> float:
+    """This step's rate from the schedule, into every parameter group (times its `lr_scale`)."""
+    lr = learning_rate(
+        step, total, t.lr, t.warmup_frac, t.min_lr_ratio, t.schedule, t.decay_frac, t.decay_shape
+    )
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    return lr
+
+
+def _step(
+    cfg: RunConfig, s: Setup, micro: list[dict], step: int, bad: list[dict], info: DistInfo, run_dir: Path
+) -> tuple[dict, float]:
+    """One optimiser step over this rank's micro-batches: (the losses, the gradient norm), each checked
+    finite before the weights change."""
+    _count_bad(micro, bad, cfg.data.max_bad_samples, info.rank, run_dir)
+    if cfg.train.trace_samples:
+        ids = "".join(m["id"] + "\n" for b in micro for m in b["meta"])
+        append_line(run_dir / f"samples.rank{info.rank}.txt", ids)
+    losses = accumulate_gradients(s.engine, micro, info.world_size, s.autocast, objective_for(cfg.model))
+    _check_finite("loss", losses["loss"], step, run_dir)
+    grad_norm = s.engine.step(cfg.train.grad_clip)  # no update on a non-finite norm
+    _check_finite("grad norm", grad_norm, step, run_dir)
+    return losses, grad_norm
+
+
+def _save_during(
+    s: Setup,
+    step: int,
+    stage: int,
+    stream: Resumable,
+    info: DistInfo,
+    run_dir: Path,
+    ends: bool,
+    keep: int,
+    log: RunLog,
+) -> Path:
+    """A checkpoint inside the run, with this rank's data-stream state; a stage's last one is pinned
+    (`ends`), the periodic ones beyond the last `keep` removed."""
+    name = s.stages[stage][0]
+    position = {**s.meta, "stage": name, "seen": s.seen}
+    loader = stream.state()
+    loader = None if loader is None else {**loader, "stage": name}
+    saved = save_checkpoint(run_dir, step, s.engine, position, info, keep=keep, loader=loader, pin=ends)
+    log(f"checkpoint: {saved}", echo=False)
+    return saved
+
+
+def _evaluate_during(
+    evaluate: Evaluate, saved: Path, step: int, run_dir: Path, tracker: Tracker, info: DistInfo
+) -> None:
+    """Rank 0 evaluates `saved` (training's RNG untouched) and logs its scores; the others wait."""
+    if info.is_main:
+        devices = [info.device] if info.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            suites = evaluate(saved, run_dir / f"eval-{saved.name}", step)
+        scores = {f"eval/{k}/{b}": r["score"] for k, rs in suites.items() for b, r in rs.items()}
+        tracker.log({"step": step, **scores})
+    wait_for_main(info)  # the other ranks wait outside any collective of the default group
+
+
+def _finish(s: Setup, step: int, stage: int, info: DistInfo, run_dir: Path, log: RunLog) -> Path:
+    """The final checkpoint, and what was trained on."""
     position = {**s.meta, "stage": s.stages[stage][0], "seen": s.seen}
-    final = save_checkpoint(run_dir, step, engine, position, info, final=True)
+    final = save_checkpoint(run_dir, step, s.engine, position, info, final=True)
     log(f"done: {step} steps, {s.seen['samples']} samples, {s.seen['tokens']} tokens; {final}", echo=False)
     shares = realised_shares(s.seen)
     log(
