@@ -379,6 +379,31 @@ class RunConfig:
         return None if self.tokenizer == "world" else Path(self.tokenizer)
 
     def validate(self) -> RunConfig:
+        """Every group's keys, before any compute; the first wrong one is a ConfigError naming it."""
+        self._validate_tokenizer()
+        parts = [self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip]
+        for part in [*parts, self.foundations]:
+            try:
+                part.validate()
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        self._validate_model()
+        for key, ok, want in RANGES:  # the numeric keys of every group (mmkd/config_ranges.py)
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            real = isinstance(value, float)
+            if not ok(value) or (real and not math.isfinite(value)):  # inf passes "> 0"
+                raise ConfigError(f"{key}={value}: must be {want}" + (" and finite" if real else ""))
+        self._validate_train()
+        if self.build.group_max < self.build.group_min:
+            raise ConfigError(
+                f"build.group_max={self.build.group_max}: must be >= build.group_min={self.build.group_min}"
+            )
+        self._validate_eval()
+        return self
+
+    def _validate_tokenizer(self) -> None:
+        """The tokenizer against the pretrained decoder (whose shapes are read here) and the foundations."""
         if self.tokenizer == "world" and self.named_decoder():
             raise ConfigError(
                 f"tokenizer=world with model.init_decoder={self.model.init_decoder!r}: the pretrained "
@@ -406,12 +431,9 @@ class RunConfig:
                 f"model.init=world with tokenizer={self.tokenizer!r}: the world foundation decoder reads the "
                 "world tokenizer's ids; use tokenizer=auto (or name model.init_decoder)"
             )
-        parts = [self.recipe, self.model, self.data.world, self.annotator, self.build, self.clip]
-        for part in [*parts, self.foundations]:
-            try:
-                part.validate()
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+
+    def _validate_model(self) -> None:
+        """What a model family needs of the model keys (the discrete family's decoder and tokenizer)."""
         m = self.model
         if m.family == "discrete" and m.tune == "lora" and not m.init_decoder:
             raise ConfigError(
@@ -433,6 +455,9 @@ class RunConfig:
                 "config.json); train one with launch/visual_tokenizer.py, or leave it empty to train one "
                 "on the world"
             )
+
+    def _validate_train(self) -> None:
+        """Batches, budgets, resume and branching, choices and module prefixes."""
         t = self.train
         if t.micro_batch < 0 or (t.micro_batch and t.global_batch % t.micro_batch):
             raise ConfigError(
@@ -470,16 +495,6 @@ class RunConfig:
             )
         if not 0 <= t.warmup_frac < 1:
             raise ConfigError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
-        for key, ok, want in RANGES:
-            section, name = key.split(".")
-            value = getattr(getattr(self, section), name)
-            real = isinstance(value, float)
-            if not ok(value) or (real and not math.isfinite(value)):  # inf passes "> 0"
-                raise ConfigError(f"{key}={value}: must be {want}" + (" and finite" if real else ""))
-        if self.build.group_max < self.build.group_min:
-            raise ConfigError(
-                f"build.group_max={self.build.group_max}: must be >= build.group_min={self.build.group_min}"
-            )
         choices = {
             "optimizer": ("adam", "adamw"),
             "schedule": SCHEDULES,
@@ -504,6 +519,9 @@ class RunConfig:
         for prefix in [*t.lr_multipliers, *t.freeze]:
             if prefix.split(".")[0] not in modules:
                 raise ConfigError(f"train: unknown module prefix {prefix!r}; modules are {list(modules)}")
+
+    def _validate_eval(self) -> None:
+        """Evaluation's schedule, noise checkpoints, suites, judge, abilities and prompts."""
         every, ckpt = self.eval.every, self.train.checkpoint_every
         if every and (not ckpt or every % ckpt):
             raise ConfigError(
@@ -547,7 +565,6 @@ class RunConfig:
                     f"{IMAGE_MARKER} (where the image is drawn), e.g. 'Caption: {CAPTION_MARKER}\\nImage: "
                     f"{IMAGE_MARKER}', or name a document kind {list(DOCUMENT_KINDS)}, or be empty"
                 )
-        return self
 
     def image_prompt(self) -> str:
         """The discrete model's text-to-image prompt template: eval.image_prompt, else the recipe's,
