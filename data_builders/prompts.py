@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.annotators import ParseError, Prompt, check_text, extract_json
+from mmkd.errors import ConfigError
 from mmkd.schema import IMAGE_MARKER, SEMANTIC_FIELDS
 
 _DIR = Path(__file__).parent / "prompts"
@@ -68,6 +69,13 @@ PROMPTS: dict[str, Prompt] = {
         ),
     )
 }
+
+
+def check_routes(routes: dict[str, str]) -> None:
+    """Every `annotator.routes` key names one of the builders' prompts (before any request)."""
+    for name in routes:
+        if name not in PROMPTS:
+            raise ConfigError(f"annotator.routes.{name}: no prompt of that name; prompts: {sorted(PROMPTS)}")
 
 
 def parse_caption(text: str) -> str:

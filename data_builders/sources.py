@@ -38,7 +38,7 @@ from mmkd.data_builders.annotated import (
     build_vqa_from_caption,
 )
 from mmkd.data_builders.engine import BuildFailed
-from mmkd.data_builders.prompts import PROMPTS
+from mmkd.data_builders.prompts import PROMPTS, check_routes
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.shards import is_complete, open_dataset, write_json_atomic
 from mmkd.tokenizer import train_tokenizer
@@ -104,6 +104,7 @@ def check_sources(recipe_name: str, names: list[str], cfg: RunConfig) -> None:
     """Fail before any compute if a source can be neither found nor built, or if a dataset given in
     `data.sources` is used by no weight of the recipe (nor read by a builder it needs): a typo in a
     mixture would otherwise train without it."""
+    check_routes(cfg.annotator.routes)
     used = {n for name in names for n in _chain(name, cfg)}
     unused = sorted(set(cfg.data.sources) - used)
     if unused:

@@ -13,9 +13,19 @@ import pytest
 from PIL import Image
 
 from mmkd.annotators import AnnotatorConfig, ParseError, Prompt, Request, extract_json, make_annotator
-from mmkd.data_builders.prompts import PROMPTS, parse_interleaved, parse_knowledge, parse_semantic, parse_vqa
+from mmkd.config import ConfigError, to_run_config
+from mmkd.data_builders.prompts import (
+    PROMPTS,
+    check_routes,
+    parse_interleaved,
+    parse_knowledge,
+    parse_semantic,
+    parse_vqa,
+)
+from mmkd.data_builders.sources import check_sources
 from mmkd.world import claims, descriptions
 from mmkd.world.scene import WorldConfig, sample_scene
+from tests.conftest import composed
 from tests.fake_openai import FakeOpenAI, prompt_text
 
 SECRET = "sk-test-0123456789-secret"
@@ -327,8 +337,11 @@ def test_routes_send_a_prompt_to_its_own_model_and_name_a_bad_one():
     assert "routes" not in served.identity(["caption"])
     elsewhere = replace(cfg, routes={"caption": "vlm@http://10.0.0.2:8000/v1"}).validate()
     assert elsewhere.route("caption") == ("vlm", "http://10.0.0.2:8000/v1")
-    with pytest.raises(ValueError, match=r"annotator\.routes\.captoin: no prompt of that name; prompts: \["):
-        replace(cfg, routes={"captoin": "vlm"}).validate()
+    with pytest.raises(ConfigError, match=r"annotator\.routes\.captoin: no prompt of that name; prompts: \["):
+        check_routes(replace(cfg, routes={"captoin": "vlm"}).validate().routes)  # the builders' check
+    run = to_run_config(composed("annotator=openai", "+annotator.routes.captoin=vlm"))
+    with pytest.raises(ConfigError, match=r"annotator\.routes\.captoin: no prompt"):
+        check_sources(run.recipe.name, run.recipe.sources(), run)  # before any compute
     with pytest.raises(
         ValueError, match=r"annotator\.routes\.caption='vlm@host': must be MODEL or MODEL@http"
     ):

@@ -21,7 +21,7 @@ from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import trainable_share, trains
 from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
 from mmkd.objective import objective_for
-from mmkd.pipeline import run
+from mmkd.launch.pipeline import run
 from mmkd.schema import Sample
 from mmkd.templates import IGNORE
 from mmkd.trainer import accumulate_gradients, build_model

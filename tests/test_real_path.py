@@ -20,7 +20,7 @@ from mmkd.data_builders.rejects import RejectLog
 from mmkd.distributed import DistInfo
 from mmkd.model import VLM
 from mmkd.model.hf import export_decoder
-from mmkd.pipeline import run
+from mmkd.launch.pipeline import run
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import build_model
 from tests.conftest import hf_llama, model_config
