@@ -6,7 +6,7 @@
 
 Run from the checkout's root. A section is the text between `<!-- generated from FOLDER by GENERATOR ...
 -->` and `<!-- end of the section generated from FOLDER -->`; the generators and what each reads:
-`mmkd/eval/doc_tables.py` (eval/ in the checkout).
+`eval/doc_tables.py` (eval/ in the checkout).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ the metric to read; with `large`, runs of the same recipes at a larger budget or
 decision accuracy of `runs` against them. Writes report.md, report.csv, report.json (the same as
 data: launch/doc_tables.py reads it), report.png and report.html (with its pictures in
 report_files/: curves, bars, KD histograms, a gallery of answers; it opens from disk) into `out`, and
-prints the markdown. Statistics: `mmkd/eval/compare.py` and `mmkd/eval/decide.py` (eval/ in the
+prints the markdown. Statistics: `eval/compare.py` and `eval/decide.py` (eval/ in the
 checkout).
 """
 

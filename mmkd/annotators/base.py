@@ -86,7 +86,7 @@ class AnnotatorConfig:
 
     def _check_routes(self) -> None:
         """Each route's form; that it names a builder prompt is the builders' check (`check_routes`
-        in mmkd/data_builders/prompts.py), since the prompts belong to them."""
+        in data_builders/prompts.py), since the prompts belong to them."""
         if self.backend != "openai":
             raise ValueError(f"annotator.routes: served models only (annotator=openai), not {self.backend!r}")
         for name, target in self.routes.items():
