@@ -14,7 +14,9 @@ commit). The generators:
   noise.json records (eval/run_tables.py);
 - `recipe_comparison`: a recipe comparison from launch/report.py's report.json, with the paper's
   averages beside it where the folder holds paper.json (eval/readme_results.py);
-- `decisions`: the same report's signal, noise, SNR, MDE and metric to read (eval/decide.py).
+- `decisions`: the same report's signal, noise, SNR, MDE and metric to read (eval/decide.py);
+- `selection_truth`: seed 004's selections against the world pool's planted defects, from the
+  truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmkd.eval import decide, readme_results, run_tables
+from mmkd.eval import decide, readme_results, run_tables, selection_truth
 from mmkd.foundations.report import table as foundations_table
 
 BEGIN = (
@@ -62,6 +64,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "snr": lambda folder, _: run_tables.snr_table(_arms(folder)),
     "recipe_comparison": lambda folder, name: readme_results.section(*readme_results.load(folder), name),
     "decisions": lambda folder, _: decide.decisions_table(decide.from_report(readme_results.load(folder)[0])),
+    "selection_truth": lambda folder, _: selection_truth.table(_records(folder)["truth"]),
 }
 
 

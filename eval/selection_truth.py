@@ -86,3 +86,44 @@ def agreement(pool: Path, stages: dict[str, Path], selections: dict[str, Path]) 
         total = sum(kept.values())
         out["selections"][name] = {k: kept.get(k, 0) / total for k in sorted(pool_share)}
     return out
+
+
+# Columns of the truth table: the pool, then each selection as the doc names it.
+COLUMNS = {
+    "pool": "pool",
+    "scale": "SCALE",
+    "scale_random": "random",
+    "scale_iqa": "IQA",
+    "scale_tqa": "TQA",
+    "scale_it": "I+T",
+}
+ROWS = {
+    "none": "clean samples kept",
+    "wrong_answer": "wrong answers kept",
+    "mismatch": "mismatched images kept",
+    "incomplete": "incomplete questions kept",
+    "blur": "blurred images kept",
+    "noise": "noisy images kept",
+    "dark": "dark images kept",
+}
+
+
+def table(truth: dict[str, Any]) -> str:
+    """Markdown: each defect's share in the pool and in every selection of `truth` (`agreement`'s
+    record), then the stages' agreement with the planted truth."""
+    shown = [c for c in COLUMNS if c in truth["selections"]]
+    lines = ["| | " + " | ".join(COLUMNS[c] for c in shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    for key, name in ROWS.items():
+        cells = [f"{100 * truth['selections'][c].get(key, 0.0):.1f}%" for c in shown]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text, mm, image = truth["text"], truth["multimodal"], truth["image"]
+    lines += [
+        "",
+        f"Image quality against the planted levels: Spearman {image['blur']:+.2f} (sharpness, blur) and "
+        f"{image['noise']:+.2f} (noise estimate, noise). Incomplete questions flagged by completeness <= 2: "
+        f"recall {text['recall']:.2f}, precision {text['precision']:.2f} ({text['planted']} planted). "
+        f"Mismatched images and wrong answers flagged by relevance <= 2: recall {mm['recall']:.2f}, "
+        f"precision {mm['precision']:.2f} ({mm['planted']} planted). Task prediction accuracy "
+        f"{truth['tasks']['accuracy']:.2f}.",
+    ]
+    return "\n".join(lines)
