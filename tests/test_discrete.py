@@ -16,12 +16,12 @@ from mmkd.distributed import DistInfo
 from mmkd.engines.base import Engine
 from mmkd.errors import DataError
 from mmkd.eval.image_generation import generate_codes, markdown, prompt_gain, score_image, visual_losses
+from mmkd.launch.pipeline import run
 from mmkd.model.build import model_on_meta
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import trainable_share, trains
 from mmkd.model.visual_tokenizer import VisualTokenizer, VQConfig
 from mmkd.objective import objective_for
-from mmkd.launch.pipeline import run
 from mmkd.schema import Sample
 from mmkd.templates import IGNORE
 from mmkd.trainer import accumulate_gradients, build_model

@@ -155,8 +155,8 @@ def test_init_world_starts_only_the_towers_no_checkpoint_names(built, world, tok
     from omegaconf import OmegaConf
 
     from mmkd.config import ConfigError, to_run_config
-    from mmkd.model.hf import write_tokenizer
     from mmkd.launch.pipeline import run
+    from mmkd.model.hf import write_tokenizer
     from mmkd.trainer import build_model
     from tests.conftest import hf_llama
 
