@@ -4,7 +4,8 @@ suites, written as `results.json` (scores with provenance), `predictions.jsonl` 
 
 Called after training (`mmkd.launch.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
 by eval-only (`launch/eval.py`); all of them evaluate a checkpoint loaded into a plain model, so the
-same checkpoint always gives the same scores.
+same checkpoint always gives the same scores. Each kind of suite is one `Suite` in `SUITES`: when a
+run asks for it, what decontamination scans for it, how it is scored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ from mmkd.model import VLM
 from mmkd.model.build import model_on_meta
 from mmkd.model.visual_tokenizer import VisualTokenizer
 from mmkd.shards import write_json_atomic
+from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
 from mmkd.trainer import templates_for
 
@@ -61,6 +64,132 @@ def code_version() -> dict:
 code_version()
 
 
+@dataclass
+class Context:
+    """What every suite reads: the model, its prompts' templates, the run config, where the world and
+    the output are, and the world and custom items as evaluated (cut to eval.max_items, with their
+    few-shot examples from the whole benchmark)."""
+
+    model: VLM
+    templates: Templates
+    cfg: RunConfig
+    world_root: Path | None
+    out_dir: Path
+    world: dict[str, list[BenchItem]]
+    custom: dict[str, list[BenchItem]]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One kind of eval suite: whether a run asks for it, the items decontamination scans for it
+    ({(suite, benchmark): items}), and how it is scored ({suite name: {benchmark: result}}, and one
+    record per item for predictions.jsonl)."""
+
+    enabled: Callable[[RunConfig], bool]
+    items: Callable[[Context], dict[tuple[str, str], list[BenchItem]]]
+    run: Callable[[Context], tuple[dict[str, dict], list[dict]]]
+
+
+def _world_run(c: Context) -> tuple[dict[str, dict], list[dict]]:
+    e = c.cfg.eval
+    priors = PRIOR_SOURCES + (("instruct",) if "instruct" in c.cfg.recipe.sources() else ())
+    results, records = evaluate_world(
+        c.model, c.templates, c.world_root, c.world, e.batch_size, e.max_new_tokens, c.cfg.seed, priors
+    )
+    return {"world": results}, records
+
+
+def _lm_eval_items(c: Context) -> dict[tuple[str, str], list[BenchItem]]:
+    from mmkd.eval.lm_eval_suite import task_items  # optional: the [eval] extra
+
+    e = c.cfg.eval
+    found = task_items(e.lm_eval_tasks, e.lm_eval_include, c.world_root, c.out_dir, e.max_items)
+    return {("lm_eval", task): items for task, items in found.items()}
+
+
+def _lm_eval_run(c: Context) -> tuple[dict[str, dict], list[dict]]:
+    from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra
+
+    e = c.cfg.eval
+    results, records = evaluate_lm_eval(
+        c.model,
+        c.templates,
+        e.lm_eval_tasks,
+        e.lm_eval_include,
+        c.world_root,
+        c.out_dir,
+        e.batch_size,
+        e.max_items,
+    )
+    return {"lm_eval": results}, [{"suite": "lm_eval", **r} for r in records]
+
+
+def _vlmeval_items(c: Context) -> dict[tuple[str, str], list[BenchItem]]:
+    from mmkd.eval.vlmeval_suite import data_folder, dataset_items, tsv_path  # optional: [vlmeval]
+
+    folder = data_folder(c.cfg.eval.vlmeval_data)
+    tsvs = {name: tsv_path(name, folder) for name in c.cfg.eval.vlmeval_datasets}
+    return {("vlmeval", name): dataset_items(path) for name, path in tsvs.items() if path.exists()}
+
+
+def _vlmeval_run(c: Context) -> tuple[dict[str, dict], list[dict]]:
+    from mmkd.eval.vlmeval_suite import evaluate_vlmeval, judge_from  # optional: [vlmeval]
+
+    e = c.cfg.eval
+    results, records = evaluate_vlmeval(
+        c.model, c.templates, e.vlmeval_datasets, e.vlmeval_data, c.out_dir, judge_from(e), e.max_new_tokens
+    )
+    return {"vlmeval": results}, records
+
+
+def _custom_run(c: Context) -> tuple[dict[str, dict], list[dict]]:
+    e, suites, records = c.cfg.eval, {}, []
+    for name, items in c.custom.items():
+        result, recs = evaluate_suite(c.model, c.templates, items, e.batch_size, e.max_new_tokens)
+        suites[name] = {name: result}
+        records += [{"suite": name, "benchmark": name, **r} for r in recs]
+    return suites, records
+
+
+def _generation_run(c: Context) -> tuple[dict[str, dict], list[dict]]:
+    e = c.cfg.eval
+    results, records = evaluate_generation(
+        c.model,
+        c.templates,
+        c.model.visual_tokenizer,
+        c.cfg.data.world,
+        c.out_dir,
+        e.generation_prompts,
+        e.cfg_scale,
+        e.temperature,
+        e.top_k,
+        c.cfg.seed,
+    )
+    return {"generation": results}, records
+
+
+# The suites in the order they run and are reported; a new suite is one entry (and its module).
+SUITES = {
+    "world": Suite(
+        lambda cfg: bool(cfg.eval.abilities),
+        lambda c: {("world", a): items for a, items in c.world.items()},
+        _world_run,
+    ),
+    "lm_eval": Suite(lambda cfg: bool(cfg.eval.lm_eval_tasks), _lm_eval_items, _lm_eval_run),
+    "vlmeval": Suite(lambda cfg: bool(cfg.eval.vlmeval_datasets), _vlmeval_items, _vlmeval_run),
+    "custom": Suite(
+        lambda cfg: bool(cfg.eval.custom),
+        lambda c: {(name, name): items for name, items in c.custom.items()},
+        _custom_run,
+    ),
+    "generation": Suite(
+        lambda cfg: cfg.model.family == "discrete" and bool(cfg.eval.generation_prompts),
+        lambda c: {},  # prompts, not items: nothing a training shard could hold
+        _generation_run,
+    ),
+}
+
+
 def evaluate(
     model: VLM,
     cfg: RunConfig,
@@ -82,93 +211,49 @@ def evaluate(
 
     full = {a: load_benchmark(world_root / "bench" / f"{a}.jsonl") for a in e.abilities}
     full_custom = {name: load_suite(path) for name, path in e.custom.items()}
-    world = {a: limit(items) for a, items in full.items()}
-    custom = {name: limit(items) for name, items in full_custom.items()}
+    ctx = Context(
+        model,
+        templates,
+        cfg,
+        world_root,
+        out_dir,
+        {a: limit(items) for a, items in full.items()},
+        {name: limit(items) for name, items in full_custom.items()},
+    )
+    running = [suite for suite in SUITES.values() if suite.enabled(cfg)]
     out_dir.mkdir(parents=True, exist_ok=True)
     mixture_path = Path(cfg.run_dir) / "mixture.json"
     mixture = json.loads(mixture_path.read_text()) if mixture_path.exists() else None
     contamination = None
     if decontaminate and e.decontamination and mixture:
-        benchmarks = {("world", a): items for a, items in world.items()}
-        benchmarks |= {(name, name): items for name, items in custom.items()}
-        if e.vlmeval_datasets:
-            from mmkd.eval.vlmeval_suite import data_folder, dataset_items, tsv_path
-
-            folder = data_folder(e.vlmeval_data)
-            tsvs = {name: tsv_path(name, folder) for name in e.vlmeval_datasets}
-            benchmarks |= {("vlmeval", n): dataset_items(p) for n, p in tsvs.items() if p.exists()}
-        if e.lm_eval_tasks:
-            from mmkd.eval.lm_eval_suite import task_items
-
-            lm_items = task_items(e.lm_eval_tasks, e.lm_eval_include, world_root, out_dir, e.max_items)
-            benchmarks |= {("lm_eval", task): items for task, items in lm_items.items()}
+        benchmarks = {key: items for suite in running for key, items in suite.items(ctx).items()}
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         contamination = decontamination.check(sources, benchmarks)
         write_json_atomic(out_dir / "contamination.json", contamination)
     concepts = None
     if decontaminate and e.concept_overlap and mixture:
-        captioning = {f"world/{a}": items for a, items in world.items() if a == "captioning"}
-        captioning |= {n: items for n, items in custom.items() if any(it.references for it in items)}
+        captioning = {f"world/{a}": items for a, items in ctx.world.items() if a == "captioning"}
+        captioning |= {n: items for n, items in ctx.custom.items() if any(it.references for it in items)}
         sources = {name: Path(s["path"]) for name, s in mixture["sources"].items()}
         concepts = concept_overlap.overlap(sources, captioning, extractor(cfg.build.noun_phrases))
         write_json_atomic(out_dir / "concepts.json", concepts)
-    suites, records = {}, []
-    dimensions = None
 
     # Few-shot examples come from the whole benchmark, however few of its items are evaluated.
     def shots(items: list[BenchItem], name: str, pool: list[BenchItem]) -> list[BenchItem]:
         drawn = with_shots(items, e.shots, cfg.seed, name, pool)
         return few_shot.fit(drawn, templates, cfg.model.max_seq_len, e.max_new_tokens) if e.shots else drawn
 
-    world = {a: shots(items, a, full[a]) for a, items in world.items()}
-    custom = {n: shots(items, n, full_custom[n]) for n, items in custom.items()}
-    if world:
-        priors = PRIOR_SOURCES + (("instruct",) if "instruct" in cfg.recipe.sources() else ())
-        suites["world"], records = evaluate_world(
-            model, templates, world_root, world, e.batch_size, e.max_new_tokens, cfg.seed, priors
-        )
-        dimensions = seed_dimensions.breakdown(records)
-    if e.lm_eval_tasks:
-        from mmkd.eval.lm_eval_suite import evaluate_lm_eval  # optional: the [eval] extra
-
-        suites["lm_eval"], recs = evaluate_lm_eval(
-            model,
-            templates,
-            e.lm_eval_tasks,
-            e.lm_eval_include,
-            world_root,
-            out_dir,
-            e.batch_size,
-            e.max_items,
-        )
-        records += [{"suite": "lm_eval", **r} for r in recs]
-    if e.vlmeval_datasets:
-        from mmkd.eval.vlmeval_suite import evaluate_vlmeval, judge_from  # optional: [vlmeval]
-
-        suites["vlmeval"], recs = evaluate_vlmeval(
-            model, templates, e.vlmeval_datasets, e.vlmeval_data, out_dir, judge_from(e), e.max_new_tokens
-        )
+    ctx.world = {a: shots(items, a, full[a]) for a, items in ctx.world.items()}
+    ctx.custom = {n: shots(items, n, full_custom[n]) for n, items in ctx.custom.items()}
+    suites, records = {}, []
+    for suite in running:
+        results, recs = suite.run(ctx)
+        suites |= results
         records += recs
-    for name, items in custom.items():
-        result, recs = evaluate_suite(model, templates, items, e.batch_size, e.max_new_tokens)
-        suites[name] = {name: result}
-        records += [{"suite": name, "benchmark": name, **r} for r in recs]
-    generation_table = ""
-    if cfg.model.family == "discrete" and e.generation_prompts:
-        suites["generation"], recs = evaluate_generation(
-            model,
-            templates,
-            model.visual_tokenizer,
-            cfg.data.world,
-            out_dir,
-            e.generation_prompts,
-            e.cfg_scale,
-            e.temperature,
-            e.top_k,
-            cfg.seed,
-        )
-        records += recs
-        generation_table = image_generation.markdown(suites["generation"], title)
+    dimensions = seed_dimensions.breakdown(records) if "world" in suites else None
+    generation_table = (
+        image_generation.markdown(suites["generation"], title) if "generation" in suites else ""
+    )
     probes = None
     if "knowledge" in e.abilities:  # what the model knows, beside how it answers the questions
         device = next(model.parameters()).device
