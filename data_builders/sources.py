@@ -258,24 +258,23 @@ class Sources:
         source = self.dir(self.cfg.build.inputs[name], build)
         if source is None:
             return None
+        common = {"limit": self.cfg.build.limit, "unit_size": self.cfg.build.unit_size}
+        return BUILDERS[name](self, name, source, common, build)
+
+    def _from_caption(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
+        """Caption1 (a captioning annotator over the VQA images) or VQA1 (Q/A from those captions)."""
+        prompt = "caption" if name == "caption1" else "vqa_from_caption"
+        out = self._out(name, source, [prompt], common)
+        if build and not is_complete(out):
+            job = Job(self.annotator, self.cfg.build, open_dataset(source))
+            builder = build_caption if name == "caption1" else build_vqa_from_caption
+            self._finish(out, lambda: builder(job, out, name))
+        return out if is_complete(out) or not build else None
+
+    def _from_semantic(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
+        """Pair captions or interleaved groups: the images' semantic records first, then the pairs or
+        groups built over them (data_builders/annotated.py)."""
         b = self.cfg.build
-        common = {"limit": b.limit, "unit_size": b.unit_size}
-        if name == "mmgic":
-            return self._mmgic(source, common, build)
-        if name in ("ic", "ic_part"):
-            return self._ic(name, source, common, build)
-        if name in caption_formats.FORMATS or name in caption_formats.CONCATS:
-            return self._caption_format(name, source, common, build)
-        if name in SCALE_MODES:
-            return self._scale(name, source, common, build)
-        if name in ("caption1", "vqa1"):
-            prompt = "caption" if name == "caption1" else "vqa_from_caption"
-            out = self._out(name, source, [prompt], common)
-            if build and not is_complete(out):
-                job = Job(self.annotator, b, open_dataset(source))
-                builder = build_caption if name == "caption1" else build_vqa_from_caption
-                self._finish(out, lambda: builder(job, out, name))
-            return out if is_complete(out) or not build else None
         semantic = self._out("semantic", source, ["semantic"], common)
         if name == "pair_caption":
             prompts, settings = ["pair_filter", "pair_caption", "caption"], {"pairs": b.pairs_per_image}
@@ -294,7 +293,7 @@ class Sources:
             self._finish(out, lambda: builder(job, semantic, out, name))
         return out if is_complete(out) else None
 
-    def _mmgic(self, source: Path, common: dict, build: bool) -> Path | None:
+    def _mmgic(self, name: str, source: Path, common: dict, build: bool) -> Path | None:
         """Label descriptions, then documents (data_builders/mmgic.py)."""
         b, prompts = self.cfg.build, list(mmgic.LABEL_PROMPTS.values())
         counts = {k: getattr(b, k) for k in ("min_object_count", "min_attribute_count", "min_relation_count")}
@@ -414,6 +413,21 @@ class Sources:
                 return False
             time.sleep(min(WAIT_POLL_S, left))
         return True
+
+
+# Annotated source -> the Sources method that builds it from its input (`build.inputs`): a new source
+# is its builder module, its ANNOTATED_SOURCES line and its entry here.
+BUILDERS: dict[str, Callable[..., Path | None]] = {
+    "caption1": Sources._from_caption,
+    "vqa1": Sources._from_caption,
+    "pair_caption": Sources._from_semantic,
+    "interleaved": Sources._from_semantic,
+    "mmgic": Sources._mmgic,
+    "ic": Sources._ic,
+    "ic_part": Sources._ic,
+    **{name: Sources._caption_format for name in (*caption_formats.FORMATS, *caption_formats.CONCATS)},
+    **{name: Sources._scale for name in SCALE_MODES},
+}
 
 
 def _stamp_ok(path: Path, stamp: dict) -> bool:

@@ -310,3 +310,11 @@ def test_a_build_whose_every_parse_fails_is_not_finished(built, tmp_path):
         assert server.calls == 30 and not (tmp_path / "semantic" / "manifest.json").exists()
     finally:
         server.close()
+
+
+def test_every_annotated_source_has_its_builder_and_every_builder_its_description():
+    """The registry of builders (data_builders/sources.py, BUILDERS) and the sources a recipe may name
+    (ANNOTATED_SOURCES, whose descriptions the unknown-source error lists) are the same set."""
+    from mmkd.data_builders.sources import ANNOTATED_SOURCES, BUILDERS
+
+    assert set(BUILDERS) == set(ANNOTATED_SOURCES)
