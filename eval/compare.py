@@ -12,7 +12,7 @@ sure it is:
   given; the bootstrap p-value, from the same resampling as the delta's CI, also counts seed
   variance. With few seeds and seed-sensitive benchmarks they disagree, and the second is the one
   that speaks for the recipe rather than for these particular runs.
-Each run directory holds `eval/results.json` and `eval/predictions.jsonl` (`mmkd.launch.pipeline.evaluate`).
+Each run directory holds `eval/results.json` and `eval/predictions.jsonl` (`mmkd.launch._pipeline.evaluate`).
 `launch/report.py` is the command line.
 """
 

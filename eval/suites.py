@@ -2,7 +2,7 @@
 suites, written as `results.json` (scores with provenance), `predictions.jsonl` (one line per item),
 `report.md` and `report.html` (eval/html_report.py: curves, bars, the answers beside their images).
 
-Called after training (`mmkd.launch.pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
+Called after training (`mmkd.launch._pipeline`), at periodic checkpoints (`eval.every`, `mmkd.trainer`) and
 by eval-only (`launch/eval.py`); all of them evaluate a checkpoint loaded into a plain model, so the
 same checkpoint always gives the same scores. Each kind of suite is one `Suite` in `SUITES`: when a
 run asks for it, what decontamination scans for it, how it is scored.

@@ -23,7 +23,7 @@ from mmkd.config import to_run_config
 from mmkd.distributed import init_distributed, shutdown
 from mmkd.errors import reported
 from mmkd.launch._overrides import check_overrides
-from mmkd.launch.pipeline import run
+from mmkd.launch._pipeline import run
 from mmkd.preemption import PREEMPTED_EXIT, Preempted
 
 

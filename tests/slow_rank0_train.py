@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import mmkd.launch.pipeline
+import mmkd.launch._pipeline
 
-evaluate_checkpoint = mmkd.launch.pipeline.evaluate_checkpoint
+evaluate_checkpoint = mmkd.launch._pipeline.evaluate_checkpoint
 
 
 def slow_evaluate_checkpoint(*args, **kwargs):
@@ -20,7 +20,7 @@ def slow_evaluate_checkpoint(*args, **kwargs):
     return evaluate_checkpoint(*args, **kwargs)
 
 
-mmkd.launch.pipeline.evaluate_checkpoint = slow_evaluate_checkpoint
+mmkd.launch._pipeline.evaluate_checkpoint = slow_evaluate_checkpoint
 script = Path(__file__).resolve().parents[1] / "launch" / "train.py"
 sys.argv = [str(script), *sys.argv[1:]]
 runpy.run_path(str(script), run_name="__main__")

@@ -312,7 +312,7 @@ def test_the_micro_batch_follows_the_world_size_and_a_bad_split_stops_before_any
     commands run as written; a split that cannot work is refused before any data is built."""
     from mmkd.config import TrainConfig, micro_batch_for
     from mmkd.distributed import DistInfo
-    from mmkd.launch.pipeline import run
+    from mmkd.launch._pipeline import run
 
     assert [micro_batch_for(TrainConfig(global_batch=32), n) for n in (1, 2, 4)] == [32, 16, 8]
     assert micro_batch_for(TrainConfig(global_batch=32, micro_batch=8), 2) == 8

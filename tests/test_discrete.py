@@ -16,7 +16,7 @@ from mmkd.distributed import DistInfo
 from mmkd.engines.base import Engine
 from mmkd.errors import DataError
 from mmkd.eval.image_generation import generate_codes, markdown, prompt_gain, score_image, visual_losses
-from mmkd.launch.pipeline import run
+from mmkd.launch._pipeline import run
 from mmkd.model.build import model_on_meta
 from mmkd.model.discrete import DiscreteVLM
 from mmkd.model.lora import trainable_share, trains

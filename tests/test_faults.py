@@ -22,7 +22,7 @@ from mmkd.distributed import DistInfo
 from mmkd.errors import CheckpointError, DataError
 from mmkd.launch import convert, export
 from mmkd.launch import eval as eval_cli
-from mmkd.launch.pipeline import run
+from mmkd.launch._pipeline import run
 from mmkd.shards import MANIFEST, _sha256, open_dataset, verify, write_json_atomic
 from mmkd.trainer import build_model, train
 from tests.conftest import BAD_IMAGES, micro_run_config

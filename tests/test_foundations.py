@@ -128,7 +128,7 @@ def test_a_run_with_model_init_world_starts_from_the_foundations(built, world, t
     from omegaconf import OmegaConf
 
     from mmkd.config import to_run_config
-    from mmkd.launch.pipeline import run
+    from mmkd.launch._pipeline import run
     from mmkd.trainer import build_model
 
     cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=32)
@@ -155,7 +155,7 @@ def test_init_world_starts_only_the_towers_no_checkpoint_names(built, world, tok
     from omegaconf import OmegaConf
 
     from mmkd.config import ConfigError, to_run_config
-    from mmkd.launch.pipeline import run
+    from mmkd.launch._pipeline import run
     from mmkd.model.hf import write_tokenizer
     from mmkd.trainer import build_model
     from tests.conftest import hf_llama
@@ -193,7 +193,7 @@ def test_the_world_protocol_on_a_run_of_ones_own_data_names_the_keys_to_set(worl
     """protocol=instruct's world towers and world instruction data are for runs that pre-train on
     the world: a run whose mixture is all its own data is told which key to set, before any compute."""
     from mmkd.config import ConfigError
-    from mmkd.launch.pipeline import check_protocol
+    from mmkd.launch._pipeline import check_protocol
 
     cfg = micro_run_config(world[0], tmp_path / "run")
     cfg.recipe.sft_fraction, cfg.model.init = 0.2, "world"

@@ -436,7 +436,7 @@ def test_a_coco_detection_fixture_builds_through_a_served_model(world, tmp_path,
 
 def test_an_mmgic_recipe_trains_the_dense_model(world, tmp_path):
     from mmkd.distributed import DistInfo
-    from mmkd.launch.pipeline import run
+    from mmkd.launch._pipeline import run
     from tests.conftest import micro_run_config
 
     cfg = micro_run_config(world[0], tmp_path / "run", budget_samples=64)

@@ -18,7 +18,7 @@ from mmkd.config import ConfigError, to_run_config
 from mmkd.data_builders.adapters import coco_captions, convert
 from mmkd.data_builders.rejects import RejectLog
 from mmkd.distributed import DistInfo
-from mmkd.launch.pipeline import run
+from mmkd.launch._pipeline import run
 from mmkd.model import VLM
 from mmkd.model.hf import export_decoder
 from mmkd.tokenizer import Tokenizer

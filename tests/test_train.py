@@ -466,7 +466,7 @@ def test_a_run_its_resume_and_its_final_scores_are_one_wandb_run(world, tmp_path
     summary: what a wandb runs table compares recipes on."""
     import types
 
-    from mmkd.launch.pipeline import run
+    from mmkd.launch._pipeline import run
     from mmkd.tracking import Tracker
 
     inits, summary = [], {}
@@ -531,7 +531,7 @@ def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(worl
 def test_a_recipe_ends_with_an_sft_stage_on_answers_only(world, tokenizer, tmp_path):
     """recipe.sft_fraction: pre-train on the mixture, then instruction-tune on Q/A data, in one run."""
     from mmkd.config import ConfigError, RecipeConfig
-    from mmkd.launch.pipeline import check_sft_sources
+    from mmkd.launch._pipeline import check_sft_sources
 
     recipe = RecipeConfig(name="x_sft", mixture={"caption0": 0.5, "text": 0.5}, sft_fraction=0.25).validate()
     assert [(s.name, s.fraction) for s in recipe.plan()] == [("all", 0.75), ("sft", 0.25)]

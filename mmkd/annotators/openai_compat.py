@@ -1,8 +1,9 @@
 """Annotator backend for any OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, hosted APIs).
 
-Images travel as base64 PNG data URLs. Timeouts, dropped or reset connections, truncated replies,
-429 and 5xx are retried with exponential backoff (a server's `Retry-After` wins); other 4xx fail the
-request at once. Every successful response is
+Requests go through the openai SDK's client (pooled connections; its own retries off). Images travel
+as base64 PNG data URLs. Timeouts, dropped or reset connections, truncated replies, 429 and 5xx are
+retried here, each counted by its reason, with exponential backoff (a server's `Retry-After` wins);
+other 4xx fail the request at once. Every successful response is
 stored in a SQLite cache keyed by (model, prompt version, messages with image hashes, sampling
 parameters), so rerunning a build, or resuming one after a kill, sends no request twice. The API key
 is read from the environment variable named by `annotator.api_key_env` and appears in no log,
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -24,8 +24,6 @@ import random
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,18 @@ def _png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error is a refusal (nobody listens there), whichever HTTP library the
+    openai SDK wraps: found by the cause chain, not by a library's class."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConnectionRefusedError) or "connection refused" in str(error).lower():
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class ResponseCache:
@@ -77,6 +87,8 @@ class OpenAICompatible(Annotator):
     def __init__(self, cfg: AnnotatorConfig):
         super().__init__(cfg)
         self.cache = ResponseCache(Path(cfg.cache_dir) / "responses.sqlite") if cfg.cache_dir else None
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     def _payload(self, request: Request, messages: list[dict[str, Any]]) -> tuple[dict, str]:
         """The request body, and its cache key (images enter the key by hash, not by bytes)."""
@@ -111,7 +123,7 @@ class OpenAICompatible(Annotator):
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.count(cache_hits=1)
             return hit[0], Usage(hit[1].get("prompt_tokens", 0), hit[1].get("completion_tokens", 0), True)
-        data = self._post(body, key, self.cfg.route(request.prompt.name)[1].rstrip("/") + "/chat/completions")
+        data = self._post(body, key, self.cfg.route(request.prompt.name)[1])
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
@@ -121,41 +133,53 @@ class OpenAICompatible(Annotator):
             self.cache.put(key, text, usage)
         return text, Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
 
-    def _post(self, body: dict, key: str, url: str) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if api_key := os.environ.get(self.cfg.api_key_env):
-            headers["Authorization"] = f"Bearer {api_key}"
-        payload = json.dumps(body).encode()
+    def _client(self, base_url: str) -> Any:
+        """The openai SDK's client for one server (a route may name another), kept for its pooled
+        connections; the SDK's own retries are off, this class's loop counts each by its reason."""
+        with self._clients_lock:
+            if base_url not in self._clients:
+                import openai  # here, not at the top: a second of import for runs that never ask a server
+
+                self._clients[base_url] = openai.OpenAI(
+                    base_url=base_url,
+                    api_key=os.environ.get(self.cfg.api_key_env) or "none",  # a local server needs none
+                    timeout=self.cfg.timeout_s,
+                    max_retries=0,
+                )
+            return self._clients[base_url]
+
+    def _post(self, body: dict, key: str, base_url: str) -> dict:
+        import openai
+
+        url = base_url.rstrip("/") + "/chat/completions"
+        completions = self._client(base_url.rstrip("/")).chat.completions.with_raw_response
+        if not os.environ.get(self.cfg.api_key_env):  # no key: no Authorization header at all
+            body = {**body, "extra_headers": {"Authorization": openai.Omit()}}
         jitter = random.Random(key)  # deterministic per request, different across requests
         for attempt in range(self.cfg.max_retries + 1):
             wait: float | None = None
             try:
                 self.count(http_calls=1)
-                req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
-                    raw = resp.read()
+                raw = completions.create(**body).http_response.read()
                 try:
                     return json.loads(raw)
                 except json.JSONDecodeError:
                     reason, detail = "bad_response", f"reply is not JSON: {raw[:80]!r}"
-            except urllib.error.HTTPError as e:
-                reason, detail = f"http_{e.code}", e.read()[:200].decode(errors="replace")
-                if e.code in FATAL_STATUS:
-                    raise AnnotatorUnreachable(reason, f"{url} answered {e.code}: {detail}") from None
-                if e.code not in RETRY_STATUS:
+            except openai.APIStatusError as e:
+                code = e.status_code
+                reason, detail = f"http_{code}", e.response.text[:200]
+                if code in FATAL_STATUS:
+                    raise AnnotatorUnreachable(reason, f"{url} answered {code}: {detail}") from None
+                if code not in RETRY_STATUS:
                     raise TransportError(reason, detail) from None
-                if (after := e.headers.get("Retry-After")) and after.replace(".", "", 1).isdigit():
+                if (after := e.response.headers.get("Retry-After")) and after.replace(".", "", 1).isdigit():
                     wait = float(after)
-            except TimeoutError:
+            except openai.APITimeoutError:
                 reason, detail = "timeout", f"no reply within {self.cfg.timeout_s} s"
-            except urllib.error.URLError as e:
-                if not isinstance(e.reason, TimeoutError | ConnectionError):
-                    raise AnnotatorUnreachable("connection", f"{url}: {e.reason}") from None
-                reason, detail = "connection", f"{url}: {e.reason}"
-                if isinstance(e.reason, ConnectionRefusedError):
-                    reason = "refused"
-            except (ConnectionError, http.client.HTTPException) as e:  # reset, closed, cut short mid-reply
-                reason, detail = "connection", f"{url}: {type(e).__name__}: {e}"
+            except openai.APIConnectionError as e:  # refused, reset, closed or cut short mid-reply
+                cause = e.__cause__ or e
+                reason = "refused" if _refused(e) else "connection"
+                detail = f"{url}: {type(cause).__name__}: {cause}"
             if attempt == self.cfg.max_retries:
                 break
             self.count(**{f"retries.{reason}": 1})
