@@ -309,8 +309,8 @@ def test_two_ranks_with_packing_workers_and_a_curriculum_resume_exactly_from_the
 def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(
     zero_stage, world, tokenizer, tmp_path
 ):
-    """ZeRO on two ranks: a run resumed from its step-4 checkpoint (the final one killed before its
-    commit marker) repeats the uninterrupted losses bit for bit; eval loads the weights (DCP, gathered
+    """ZeRO on two ranks: a run resumed from its last checkpoint before the final one (killed before
+    its commit marker) repeats the uninterrupted losses bit for bit; eval loads the weights (DCP, gathered
     from ZeRO-3's pieces) on one process without DeepSpeed and without unpickling."""
     from mmkd.trainer import build_model
 
@@ -332,10 +332,11 @@ def test_deepspeed_resume_is_exact_and_its_checkpoint_loads_without_it(
     ref = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), tag="final")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
     # A payload planted in the checkpoint a resume reads is refused by name and never runs.
-    states = sorted((run / "checkpoints" / "step-00000004").glob("*model_states.pt"))[0]  # ZeRO-3: per rank
+    (run / "checkpoints" / "final" / "COMMITTED").unlink()  # the rerun resumes from the one before
+    resumes_from = latest_checkpoint(run)  # the instruction stage's first step, kept as a stage's end
+    states = sorted(resumes_from.glob("*model_states.pt"))[0]  # ZeRO-3: per rank
     state = torch.load(states, weights_only=False)  # our own run's file, written above
     torch.save({**state, "planted": _Payload(tmp_path / "pwned")}, states)
-    (run / "checkpoints" / "final" / "COMMITTED").unlink()  # the rerun resumes from step 4
     with pytest.raises(AssertionError, match=r"model_states\.pt: holds a pickled object DeepSpeed"):
         _torchrun(world[0], run, *args)
     assert not (tmp_path / "pwned").exists()
