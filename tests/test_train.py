@@ -282,7 +282,7 @@ def test_two_ranks_with_packing_workers_and_a_curriculum_resume_exactly_from_the
         "train.checkpoint_every=3",
         "train.log_every=1",
     )
-    args += ("data.num_workers=2", f"recipe.stages={stages}")
+    args += ("data.num_workers=2", f"recipe.stages={stages}", "recipe.sft_fraction=0")  # these two only
     args += tuple(f"recipe.mixture.{k}=0" for k in ("caption0", "vqa0", "text", "other"))  # stages instead
     first = _torchrun(world[0], run, *args)
     assert [r["stage"] for r in first] == ["captions"] * 4 + ["mixed"] * 4
