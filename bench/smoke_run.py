@@ -3,6 +3,7 @@ on a fresh data root, the way a new install meets it: the first run builds the s
 small), trains 16 steps and evaluates; the second finds the world built.
 
     python bench/smoke_run.py [--runs 2] [--json PATH]
+    python bench/smoke_run.py --json bench/results/smoke_run.json   # the record bench/RESULTS.md shows
 
 Each run is a subprocess with its own interpreter start, as a user's command is; nothing is cached
 between invocations of this script (a temporary data root each time).
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = ["launch/train.py", "recipe=baseline", "model=micro", "train=smoke"]
@@ -51,7 +55,15 @@ def main() -> None:
     for i, s in enumerate(seconds):
         print(f"run {i + 1} ({'builds the smoke world' if i == 0 else 'world built'}): {s:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps({"command": COMMAND, "seconds": seconds}, indent=2) + "\n")
+        record = {
+            "command": "python " + " ".join(COMMAND),
+            "seconds": seconds,
+            "date": time.strftime("%Y-%m-%d"),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ commit). The generators:
   averages beside it where the folder holds paper.json (eval/readme_results.py);
 - `decisions`: the same report's signal, noise, SNR, MDE and metric to read (eval/decide.py);
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
-  truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py).
+  truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
+- `smoke_run`: the seconds of the README's smoke command, from bench/smoke_run.py's JSON record.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def _arms(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return arms
 
 
+def _smoke_run(record: dict[str, Any]) -> str:
+    """bench/smoke_run.py's record: each run's seconds, and where they were measured."""
+    rows = ["| run | seconds |", "| --- | ---: |"]
+    for i, seconds in enumerate(record["seconds"]):
+        what = "first: builds the smoke world" if i == 0 else "again: the world built"
+        rows.append(f"| {i + 1} ({what}) | {seconds:.1f} |")
+    where = f"`{record['command']}`, {record['date']}, {record['cpus']} CPU cores, torch {record['torch']}"
+    return "\n".join([*rows, "", where])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -65,6 +76,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "recipe_comparison": lambda folder, name: readme_results.section(*readme_results.load(folder), name),
     "decisions": lambda folder, _: decide.decisions_table(decide.from_report(readme_results.load(folder)[0])),
     "selection_truth": lambda folder, _: selection_truth.table(_records(folder)["truth"]),
+    "smoke_run": lambda folder, _: _smoke_run(_records(folder)["smoke_run"]),
 }
 
 
