@@ -148,6 +148,11 @@ def test_a_server_that_refuses_everyone_stops_the_build_at_once(tmp_path):
     annotator = make_annotator(_config(nobody.url, tmp_path, concurrency=1))
     with pytest.raises(AnnotatorUnreachable, match=r"refused: .*after 2 retries"):
         annotator.annotate(requests)
+    # A host name that does not resolve: at once, without retries (`.invalid` never resolves).
+    nowhere = make_annotator(_config("http://no-such-host.invalid:8000/v1", tmp_path, concurrency=1))
+    with pytest.raises(AnnotatorUnreachable, match=r"connection: http://no-such-host\.invalid"):
+        nowhere.annotate(requests)
+    assert "retries.connection" not in nowhere.report()
 
 
 def test_openai_backend_retries_repairs_rejects_and_caches(server, tmp_path, monkeypatch):

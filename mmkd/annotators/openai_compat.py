@@ -21,6 +21,7 @@ import io
 import json
 import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -48,16 +49,16 @@ def _png(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _refused(error: BaseException) -> bool:
-    """Whether a connection error is a refusal (nobody listens there), whichever HTTP library the
-    openai SDK wraps: found by the cause chain, not by a library's class."""
+def _root(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` behind `error` (its cause chain): the socket error under whichever
+    HTTP library the openai SDK wraps, found without naming that library's classes."""
     seen = set()
     while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
         seen.add(id(error))
-        if isinstance(error, ConnectionRefusedError) or "connection refused" in str(error).lower():
-            return True
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 class ResponseCache:
@@ -178,7 +179,9 @@ class OpenAICompatible(Annotator):
                 reason, detail = "timeout", f"no reply within {self.cfg.timeout_s} s"
             except openai.APIConnectionError as e:  # refused, reset, closed or cut short mid-reply
                 cause = e.__cause__ or e
-                reason = "refused" if _refused(e) else "connection"
+                if unresolved := _root(e, socket.gaierror):  # no such host: every request would fail
+                    raise AnnotatorUnreachable("connection", f"{url}: {unresolved}") from None
+                reason = "refused" if _root(e, ConnectionRefusedError) else "connection"
                 detail = f"{url}: {type(cause).__name__}: {cause}"
             if attempt == self.cfg.max_retries:
                 break
