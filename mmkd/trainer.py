@@ -53,7 +53,7 @@ from mmkd.resume import branch_checkpoint, check_resumable, run_identity
 from mmkd.schedules import learning_rate, param_groups
 from mmkd.templates import Templates
 from mmkd.tokenizer import Tokenizer
-from mmkd.tracking import RunLog, Tracker, append_line, device_peak_flops
+from mmkd.tracking import RunLog, Tracker, append_line, device_peak_flops, eval_summary
 
 # Periodic evaluation, passed in by the pipeline (the core never imports eval/): (checkpoint, output
 # directory, step) -> {suite: {benchmark: result}}.
@@ -421,8 +421,7 @@ def _evaluate_during(
         devices = [info.device] if info.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             suites = evaluate(saved, run_dir / f"eval-{saved.name}", step)
-        scores = {f"eval/{k}/{b}": r["score"] for k, rs in suites.items() for b, r in rs.items()}
-        tracker.log({"step": step, **scores})
+        tracker.log({"step": step, **eval_summary(suites)})  # the keys the final scores have in wandb
     wait_for_main(info)  # the other ranks wait outside any collective of the default group
 
 

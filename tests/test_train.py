@@ -244,7 +244,7 @@ def test_other_ranks_outwait_a_rank0_evaluation_longer_than_the_collective_timeo
     records = _torchrun(
         world[0], run, *overrides, script="tests/slow_rank0_train.py", env={"SLOW_EVAL_S": "6"}
     )
-    assert [r["step"] for r in records if "eval/world/existence" in r] == [4]
+    assert [r["step"] for r in records if "eval/world/existence/accuracy" in r] == [4]
     assert read_meta(run)["step"] == 8
 
 
