@@ -100,6 +100,11 @@ def test_the_discrete_models_visual_tokenizer_is_a_foundation_too(world, tokeniz
     data, _ = world
     root, shape, cpu = tmp_path / "world", model_config("discrete_micro"), torch.device("cpu")
     short = dataclasses.replace(SMALL, visual_tokenizer_steps=3)
+    # A build killed after it renamed its tokenizer into place but before its record: built again.
+    path = foundation_paths(shape, short, data.world, root, tokenizer, [store.VISUAL_TOKENIZER])
+    stale = path[store.VISUAL_TOKENIZER].with_name(path[store.VISUAL_TOKENIZER].name + ".tmp") / "model"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_text("half")
     found = prepare_foundations(shape, short, data.world, root, tokenizer, cpu, [store.VISUAL_TOKENIZER])
     directory = found[store.VISUAL_TOKENIZER]
     check_fits(shape, directory)  # the ids the model config expects

@@ -36,8 +36,8 @@ from mmkd.world.scene import WorldConfig
 
 # Each part's trainer version: a change to how a part trains names new directories for that part only.
 # vision 2: the logit bias starts at -log(batch); text 2: its corpus holds quiz sheets.
-VERSIONS = {"vision": 2, "text": 2, "visual_tokenizer": 1}
 VISUAL_TOKENIZER = "visual_tokenizer"  # the discrete models' image tokenizer: images only, no text
+VERSIONS = {"vision": 2, "text": 2, VISUAL_TOKENIZER: 1}
 # The model config keys each part's weights depend on.
 SHAPES = {
     "vision": (
@@ -89,6 +89,7 @@ def _visual_tokenizer(model, f, world, tokenizer, device, out: Path) -> dict[str
         device=str(device),
     )
     scores = train_tokenizer(training, out)
+    shutil.rmtree(out / "model", ignore_errors=True)  # a crash after a rename left one without its record
     (out / "tokenizer").replace(out / "model")
     return scores
 
