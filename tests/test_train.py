@@ -604,8 +604,8 @@ def test_eval_every_k_steps_scores_checkpoints_without_changing_training(world, 
         train(cfg, dirs, tokenizer, run, DistInfo(), evaluate)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses[every] = [r["loss"] for r in records if "loss" in r]
-    evals = [r for r in records if "eval/world/existence" in r]
-    assert [r["step"] for r in evals] == [4] and 0 <= evals[0]["eval/world/counting"] <= 1
+    evals = [r for r in records if "eval/world/existence/accuracy" in r]
+    assert [r["step"] for r in evals] == [4] and 0 <= evals[0]["eval/world/counting/accuracy"] <= 1
     results = json.loads((tmp_path / "every4" / "eval-step-00000004" / "results.json").read_text())
     assert results["suites"]["world"]["existence"]["n"] == 4
     assert losses[4] == losses[0]
