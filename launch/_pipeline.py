@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mmkd.checkpoint import COMMITTED, read_meta
-from mmkd.config import SFT_KINDS, ConfigError, RunConfig, micro_batch_for
+from mmkd.config import ConfigError, RunConfig, micro_batch_for
 from mmkd.data_builders.sources import (
     check_sources,
     needs_world,
@@ -33,6 +33,7 @@ from mmkd.errors import DataError
 from mmkd.eval.suites import evaluate_checkpoint, evaluate_noise
 from mmkd.foundations.store import VISUAL_TOKENIZER, foundation_paths, prepare_foundations
 from mmkd.foundations.store import parts as foundation_parts
+from mmkd.recipe_config import SFT_KINDS
 from mmkd.run_lock import run_lock
 from mmkd.shards import open_dataset, verify, write_json_atomic
 from mmkd.tokenizer import Tokenizer

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 from mmkd.checkpoint import check_checkpoint, load_checkpoint, read_meta
-from mmkd.config import SFT_STAGE, ConfigError, saved_run_config
+from mmkd.config import ConfigError, saved_run_config
 from mmkd.errors import reported
 from mmkd.launch._arguments import parse
 from mmkd.materialize import materialize
 from mmkd.model import VLM
 from mmkd.model.build import model_on_meta
 from mmkd.model.hf import export_decoder, export_discrete, export_vlm
+from mmkd.recipe_config import SFT_STAGE
 from mmkd.tokenizer import Tokenizer
 
 USAGE = "usage: python launch/export.py checkpoint=PATH out=DIR [format=auto|llava|llama]"

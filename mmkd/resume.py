@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mmkd.checkpoint import COMMITTED, latest_checkpoint, read_meta
-from mmkd.config import ConfigError, RecipeConfig, RunConfig, StageConfig, micro_batch_for
+from mmkd.config import ConfigError, RecipeConfig, RunConfig, micro_batch_for
 from mmkd.curriculum import Stage, stage_bounds
+from mmkd.recipe_config import StageConfig
 
 # Settings that change neither the data stream nor the optimisation: a resume may change them.
 RESUME_FREE = {

@@ -497,7 +497,8 @@ def test_a_run_its_resume_and_its_final_scores_are_one_wandb_run(world, tmp_path
 
 
 def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_a_stage(world, tokenizer, tmp_path):
-    from mmkd.config import RecipeConfig, StageConfig
+    from mmkd.config import RecipeConfig
+    from mmkd.recipe_config import StageConfig
 
     stages = [StageConfig("captions", 0.5, {"caption0": 1.0}), StageConfig("text", 0.5, {"text": 1.0})]
     recipe = RecipeConfig(name="curriculum", stages=stages).validate()
