@@ -2,6 +2,7 @@
 
     python bench/generation.py                       # tiny model, world captioning + OCR prompts
     python bench/generation.py --model dense_3b --layers 2 --device cuda   # on a GPU (bench/gpu_check.sh)
+    python bench/generation.py --world smoke --data-root DIR   # train=smoke's small world, as built in DIR
 
 The baseline is what mmkd did before the cache: each new token re-runs the whole left-padded sequence
 and the vision tower. Prints tokens/s of both, their ratio, and whether both generated the same
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from mmkd.bench_item import load_benchmark
 from mmkd.config import DataConfig, load_group
@@ -62,11 +64,18 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    worlds = "bench: 200 samples per source, 64 items per benchmark; smoke: train=smoke's small world"
+    parser.add_argument("--world", default="bench", choices=["bench", "smoke"], help=worlds)
+    parser.add_argument("--data-root", default=str(REPO / "data" / "bench"))
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     data = load_group(DataConfig, REPO / "recipes" / "data" / "world.yaml")
-    data.sizes, data.bench_per_ability = {k: 200 for k in data.sizes}, 64
-    data.root = str(REPO / "data" / "bench")
+    if args.world == "smoke":  # the world a train=smoke run builds: found built under the same root
+        smoke = OmegaConf.load(REPO / "recipes" / "train" / "smoke.yaml").data
+        data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(data), smoke))
+    else:
+        data.sizes, data.bench_per_ability = {k: 200 for k in data.sizes}, 64
+    data.root = args.data_root
     root = prepare_world(data)
     tok = Tokenizer.load(root / "tokenizer.json")
     cfg = load_group(ModelConfig, REPO / "recipes" / "model" / f"{args.model}.yaml")

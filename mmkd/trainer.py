@@ -524,6 +524,7 @@ class Window:
             "tokens_per_s": self.tokens / dt,
             "samples_per_s": self.samples / dt,
             "flops_per_s_per_device": self.flops / dt,
+            "window_s": dt,  # the seconds these rates cover: averages over windows weight by it
         }
         if self.row_tokens:  # real tokens / row capacity: the packer's efficiency as trained
             record["nonpad_fraction"] = self.tokens / (self.steps * self.row_tokens)

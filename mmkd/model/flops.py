@@ -1,12 +1,14 @@
 """Analytic parameter and training-FLOP counts, for MFU and for planning runs of the named sizes.
 
-Convention (PaLM, Chowdhery et al. 2022, app. B): one training token of a decoder costs
-6N + 12·L·H·d·T FLOPs (forward + backward), where N counts the matmul parameters (every Linear,
-including the LM head; not the input embedding, a lookup), L layers, H query heads of dimension d,
-and T the length of the sequence the token attends within. Packed documents are counted by their own
-lengths: a token of a 300-token document pays for 300, not for the 4096 of the pack. The vision tower
-is counted the same way per patch (bidirectional attention over the image's P patches) and the
-projector per image token; both are reported apart from the decoder.
+Convention (PaLM, Chowdhery et al. 2022, app. B, with causal attention at half): one training token
+of a decoder costs 6N + 6·L·H·d·T FLOPs (forward + backward), where N counts the matmul parameters
+(every Linear, including the LM head; not the input embedding, a lookup), L layers, H query heads of
+dimension d, and T the length of the sequence the token attends within. PaLM charges 12·L·H·d·T, the
+cost of full attention; a causal token attends to T/2 keys on average and the kernels (flash-attn,
+SDPA's causal path) skip the masked half, so charging it would overstate MFU. Packed documents are
+counted by their own lengths: a token of a 300-token document pays for 300, not for the 4096 of the
+pack. The vision tower is counted per patch with bidirectional (full) attention over the image's P
+patches, and the projector per image token; both are reported apart from the decoder.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ def decoder_matmul_params(cfg: ModelConfig, vocab_size: int) -> int:
 
 
 def decoder_flops_per_token(cfg: ModelConfig, vocab_size: int, context: int) -> float:
-    """Training FLOPs of one decoder token attending within `context` tokens."""
-    attention = 12 * cfg.layers * cfg.heads * (cfg.width // cfg.heads) * context
+    """Training FLOPs of one decoder token in a causal `context` (it attends to half of it on average)."""
+    attention = 6 * cfg.layers * cfg.heads * (cfg.width // cfg.heads) * context
     return 6 * decoder_matmul_params(cfg, vocab_size) + attention
 
 
