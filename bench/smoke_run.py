@@ -12,15 +12,13 @@ between invocations of this script (a temporary data root each time).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from _record import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = ["launch/train.py", "recipe=baseline", "model=micro", "train=smoke"]
@@ -55,15 +53,7 @@ def main() -> None:
     for i, s in enumerate(seconds):
         print(f"run {i + 1} ({'builds the smoke world' if i == 0 else 'world built'}): {s:.1f} s")
     if args.json:
-        record = {
-            "command": "python " + " ".join(COMMAND),
-            "seconds": seconds,
-            "date": time.strftime("%Y-%m-%d"),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args.json, {"command": "python " + " ".join(COMMAND), "seconds": seconds})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ batches is a pure function of the config; a run resumed at step s has the loader
 already trained on (`skip`: drawn in the workers, not collated) and continues exactly as the
 uninterrupted run would.
 
+Hand-off: a loader worker sends each batch's tensors in one buffer (`flatten`), so the trainer maps one
+shared-memory file per batch (and pins one block on a GPU) instead of one per tensor.
+
 Bad images: images decode when a batch is collated. A sample whose image does not decode is left out
 of its batch and listed in the batch's `bad` (source, shard, id, error); the trainer logs each one and
 stops once a rank has met more than `data.max_bad_samples` of them.
@@ -317,7 +320,7 @@ class MixtureDataset(IterableDataset):
         for i, (batch, resume) in enumerate(pools(stream, rng, saved)):
             if i >= mine:
                 out = self._collate_rows(batch) if self.pack_len else self.collate(batch)
-                yield {**out, "resume": resume}
+                yield {**(flatten(out) if info else out), "resume": resume}
 
     def _bucketed(
         self, stream: MixtureStream, rng: random.Random, saved: dict | None
@@ -467,6 +470,36 @@ def collate_rows(rows: list[Row], max_len: int, pad_id: int, image_size: int) ->
     }
 
 
+FLAT = "flat"  # a flattened batch's (buffer, layout)
+ALIGN = 64  # bytes: each tensor starts aligned for any dtype's view
+
+
+def flatten(batch: dict) -> dict:
+    """The batch with its tensors copied into one uint8 buffer, beside their layout (name, dtype,
+    shape, byte offset); other values as they are. `unflatten` gives the tensors back as views."""
+    tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    layout, end = [], 0
+    for k, v in tensors.items():
+        at = -(-end // ALIGN) * ALIGN
+        layout.append((k, v.dtype, tuple(v.shape), at))
+        end = at + v.numel() * v.element_size()
+    buffer = torch.empty(end, dtype=torch.uint8)
+    for (_, _, _, at), v in zip(layout, tensors.values(), strict=True):
+        buffer[at : at + v.numel() * v.element_size()] = v.contiguous().view(-1).view(torch.uint8)
+    return {k: v for k, v in batch.items() if k not in tensors} | {FLAT: (buffer, layout)}
+
+
+def unflatten(batch: dict) -> dict:
+    """A flattened batch's tensors again, as views of its buffer (no copy); others pass unchanged."""
+    if FLAT not in batch:
+        return batch
+    buffer, layout = batch.pop(FLAT)
+    for k, dtype, shape, at in layout:
+        size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        batch[k] = buffer[at : at + size].view(dtype).view(shape)
+    return batch
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     """A batch's tensors on the training device (asynchronously from pinned memory on a GPU)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -507,7 +540,7 @@ class Resumable:
         w = self.taken % self.workers
         self.prev[w], self.last[w] = self.last[w], batch.pop("resume")
         self.taken += 1
-        return batch
+        return unflatten(batch)
 
     def __iter__(self) -> Resumable:
         return self

@@ -5,7 +5,15 @@ from itertools import islice
 import pytest
 import torch
 
-from mmkd.loader import MixtureDataset, MixtureSampler, SourceStream, make_loader
+from mmkd.loader import (
+    FLAT,
+    MixtureDataset,
+    MixtureSampler,
+    SourceStream,
+    flatten,
+    make_loader,
+    unflatten,
+)
 from mmkd.schema import Sample, Turn
 from mmkd.templates import IGNORE, Templates
 from mmkd.world.render import render
@@ -215,3 +223,38 @@ def test_readers_and_restores_see_each_sample_of_grouped_records_once(tmp_path):
     again = stream.read([pos for pos, _ in drawn])
     for pos, sample in drawn:
         assert again[pos].id == sample.id and again[pos].images[0].tobytes() == sample.images[0].tobytes()
+
+
+@pytest.mark.parametrize("pack_len", [0, 160])
+def test_a_worker_hands_each_batch_over_in_one_buffer(pack_len, world, tokenizer):
+    """Batches from a loader worker arrive as one shared buffer and read back exactly as made inline:
+    same tensors (values, dtypes, shapes), views of one storage, and the other fields unchanged."""
+    _, root = world
+    weights = {"caption0": 0.5, "text": 0.5}
+    t = Templates(tokenizer, 9, 160)
+
+    def batches(workers):
+        ds = MixtureDataset({k: root / k for k in weights}, weights, t, 0, 4, 48, pack_len=pack_len)
+        return list(islice(make_loader(ds, workers), 6))
+
+    images = 0
+    for inline, handed in zip(batches(0), batches(1), strict=True):
+        assert inline.keys() == handed.keys()
+        tensors = [k for k, v in inline.items() if torch.is_tensor(v)]
+        assert {"input_ids", "labels"} <= set(tensors)
+        images += "pixels" in tensors
+        assert ("segments" in tensors) == bool(pack_len)
+        for k in tensors:
+            assert handed[k].dtype == inline[k].dtype and torch.equal(handed[k], inline[k]), k
+        assert len({handed[k].untyped_storage().data_ptr() for k in tensors}) == 1  # one buffer
+        assert all(handed[k] == inline[k] for k in inline if k not in tensors)
+    assert images  # some batches carried pictures (a text-only batch's pixels are None)
+
+
+def test_a_flattened_batch_without_images_reads_back():
+    batch = {"input_ids": torch.arange(6).view(2, 3), "pixels": None, "meta": [{"id": "a"}], "bad": []}
+    flat = flatten(dict(batch))
+    assert sum(torch.is_tensor(v) for v in flat.values()) == 0 and torch.is_tensor(flat[FLAT][0])
+    back = unflatten(flat)
+    assert torch.equal(back["input_ids"], batch["input_ids"]) and back["pixels"] is None
+    assert back["meta"] == [{"id": "a"}]
