@@ -50,3 +50,27 @@ def test_an_unknown_compile_backend_names_the_key(world, tmp_path):
     data, _ = world
     with pytest.raises(ConfigError, match=r"train\.compile='inductr'"):
         micro_run_config(data, tmp_path, compile="inductr")
+
+
+def test_a_one_image_batch_does_not_compile_the_blocks_again(world, tokenizer):
+    """Compiled blocks take any number of images (and rows), one included, in the graph compiled
+    first: dynamic shapes would otherwise specialise a size of 1 and compile each block kind anew."""
+    import torch._dynamo
+
+    _, root = world
+    cfg = model_config("micro")
+    cfg.vocab_size = tokenizer.vocab_size
+    templates = Templates(tokenizer, cfg.image_tokens, cfg.max_seq_len)
+    collate = Collator(tokenizer.pad_id, cfg.image_size)
+    images = [(templates.encode(s), {}) for s in islice(open_dataset(root / "vqa0"), 3)]
+    texts = [(templates.encode(s), {}) for s in islice(open_dataset(root / "text"), 2)]
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = VLM(cfg, tokenizer.image_id)
+    wrap_blocks(model, compile_backend="aot_eager")
+    graphs = []
+    for batch in (collate(images + texts), collate(images[:1] + texts), collate(images[:1])):
+        loss, n = model(batch["input_ids"], batch["pixels"], labels=batch["labels"])
+        (loss / n).backward()
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0 and graphs[1:] == graphs[:1] * 2  # 1 image, then 1 image in 1 row: no new graph

@@ -45,8 +45,21 @@ def wrap_blocks(model: nn.Module, activation_checkpointing: bool = False, compil
             # Keep only each block's input; recompute its activations in the backward pass.
             forward = functools.partial(checkpoint, forward, use_reentrant=False)
         if compile_backend:
-            forward = torch.compile(forward, backend=compile_backend, dynamic=True)
+            forward = _batch_unbacked(torch.compile(forward, backend=compile_backend, dynamic=True))
         block.forward = forward
+
+
+def _batch_unbacked(compiled: Callable) -> Callable:
+    """`compiled` with its input's first dimension (images or rows) marked unbacked, so a batch of
+    one is the same graph: dynamic shapes otherwise specialise sizes 0 and 1, and a one-image batch
+    would compile the block again (seconds to minutes, once per block kind)."""
+
+    @functools.wraps(compiled)
+    def forward(x: torch.Tensor, *args, **kwargs):
+        torch._dynamo.decorators.mark_unbacked(x, 0)
+        return compiled(x, *args, **kwargs)
+
+    return forward
 
 
 def parallelize(
