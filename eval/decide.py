@@ -185,6 +185,16 @@ def decisions_table(found: list[Decision]) -> str:
     return "\n".join(_markdown_table(DECISION_NAMES, [decision_cells(d) for d in found]))
 
 
+def agreement_table(found: list[ScaleAgreement]) -> str:
+    """The decision accuracies as one markdown table (AGREEMENT_NAMES' columns)."""
+    return "\n".join(_markdown_table(AGREEMENT_NAMES, [agreement_cells(a) for a in found]))
+
+
+def agreement_from_report(report: dict) -> list[ScaleAgreement]:
+    """The decision accuracies a report.json of two scales holds (launch/report.py large=...)."""
+    return [ScaleAgreement(**a) for a in report.get("decision_accuracy", [])]
+
+
 def from_report(report: dict) -> list[Decision]:
     """The decisions a report.json holds (launch/report.py; an infinite SNR is written "inf")."""
     return [
@@ -216,6 +226,6 @@ def agreement_markdown(found: list[ScaleAgreement], small: str, large: str) -> s
         "",
         "The share of recipe pairs that both scales order alike (a tie at either counts one half).",
         "",
-        *_markdown_table(AGREEMENT_NAMES, [agreement_cells(a) for a in found]),
+        agreement_table(found),
     ]
     return "\n".join(out) + "\n"

@@ -15,9 +15,11 @@ commit). The generators:
 - `recipe_comparison`: a recipe comparison from launch/report.py's report.json, with the paper's
   averages beside it where the folder holds paper.json (eval/readme_results.py);
 - `decisions`: the same report's signal, noise, SNR, MDE and metric to read (eval/decide.py);
+- `decision_accuracy`: a two-scale report's share of recipe pairs both scales order alike;
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
-- `smoke_run`: the seconds of the README's smoke command, from bench/smoke_run.py's JSON record.
+- `smoke_run`, `trainer_overhead`, `compile_speed`: the benches' figures, from the JSON records
+  they write with `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -56,14 +58,48 @@ def _arms(folder: Path) -> dict[str, list[dict[str, Any]]]:
     return arms
 
 
+def _where(record: dict[str, Any]) -> str:
+    return f"`{record['command']}`, {record['date']}, {record['cpus']} CPU cores, torch {record['torch']}"
+
+
 def _smoke_run(record: dict[str, Any]) -> str:
     """bench/smoke_run.py's record: each run's seconds, and where they were measured."""
     rows = ["| run | seconds |", "| --- | ---: |"]
     for i, seconds in enumerate(record["seconds"]):
         what = "first: builds the smoke world" if i == 0 else "again: the world built"
         rows.append(f"| {i + 1} ({what}) | {seconds:.1f} |")
-    where = f"`{record['command']}`, {record['date']}, {record['cpus']} CPU cores, torch {record['torch']}"
-    return "\n".join([*rows, "", where])
+    return "\n".join([*rows, "", _where(record)])
+
+
+def _trainer_overhead(record: dict[str, Any]) -> str:
+    """bench/trainer_overhead.py's record: each round's samples/s of both loops and their ratio."""
+    rows = [
+        "| round | bare loop samples/s | trainer samples/s | trainer / bare |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for i, r in enumerate(record["rounds"], 1):
+        rows.append(f"| {i} | {r['bare']:.0f} | {r['trainer']:.0f} | {r['ratio']:.3f} |")
+    steps = f"{record['steps']} steps per loop per round, the first {record['warmup']} untimed"
+    return "\n".join([*rows, "", f"Median ratio: **{record['ratio']:.3f}** ({steps}).", "", _where(record)])
+
+
+def _compile_speed(record: dict[str, Any]) -> str:
+    """bench/compile_speed.py's record: eager against compiled, first steps, per step, one image."""
+    first, one, per = record["first_two_steps_s"], record["one_image_batch_s"], record["per_step_s"]
+    median = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in per.items()}
+    rows = [
+        "| | eager | compiled (inductor) |",
+        "| --- | ---: | ---: |",
+        f"| first two steps (s) | {first['eager']:.1f} | {first['compiled']:.1f} |",
+        f"| per step, median of {record['rounds']} rounds of {record['steps']} (ms) | "
+        f"{median['eager']:.0f} | {median['compiled']:.0f} |",
+        f"| a batch with one image (s) | {one['eager']:.2f} | {one['compiled']:.2f} |",
+    ]
+    graphs = record["graphs_compiled_for_one_image"]
+    tail = (
+        f"Speed-up per step: **{record['speedup']:.2f}x**; graphs compiled for the one-image batch: {graphs}."
+    )
+    return "\n".join([*rows, "", tail, "", _where(record)])
 
 
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
@@ -75,8 +111,13 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "snr": lambda folder, _: run_tables.snr_table(_arms(folder)),
     "recipe_comparison": lambda folder, name: readme_results.section(*readme_results.load(folder), name),
     "decisions": lambda folder, _: decide.decisions_table(decide.from_report(readme_results.load(folder)[0])),
+    "decision_accuracy": lambda folder, _: decide.agreement_table(
+        decide.agreement_from_report(readme_results.load(folder)[0])
+    ),
     "selection_truth": lambda folder, _: selection_truth.table(_records(folder)["truth"]),
     "smoke_run": lambda folder, _: _smoke_run(_records(folder)["smoke_run"]),
+    "trainer_overhead": lambda folder, _: _trainer_overhead(_records(folder)["trainer_overhead"]),
+    "compile_speed": lambda folder, _: _compile_speed(_records(folder)["compile_speed"]),
 }
 
 
