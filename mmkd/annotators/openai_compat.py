@@ -153,15 +153,17 @@ class OpenAICompatible(Annotator):
         import openai
 
         url = base_url.rstrip("/") + "/chat/completions"
-        completions = self._client(base_url.rstrip("/")).chat.completions.with_raw_response
-        if not os.environ.get(self.cfg.api_key_env):  # no key: no Authorization header at all
-            body = {**body, "extra_headers": {"Authorization": openai.Omit()}}
+        client = self._client(base_url.rstrip("/"))
+        # The client's plain `post`, not `chat.completions.create`: the body is built here already,
+        # and the SDK's per-request walk of it against its typed schema took 40% of the client's time.
+        no_key = not os.environ.get(self.cfg.api_key_env)  # then no Authorization header at all
+        headers = {"Authorization": openai.Omit()} if no_key else {}
         jitter = random.Random(key)  # deterministic per request, different across requests
         for attempt in range(self.cfg.max_retries + 1):
             wait: float | None = None
             try:
                 self.count(http_calls=1)
-                raw = completions.create(**body).http_response.read()
+                raw = client.post("/chat/completions", cast_to=bytes, body=body, options={"headers": headers})
                 try:
                     return json.loads(raw)
                 except json.JSONDecodeError:
