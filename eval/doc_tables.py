@@ -18,7 +18,7 @@ commit). The generators:
 - `decision_accuracy`: a two-scale report's share of recipe pairs both scales order alike;
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
-- `smoke_run`, `trainer_overhead`, `compile_speed`: the benches' figures, from the JSON records
+- `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`: the benches' figures, from the JSON records
   they write with `--json bench/results/<bench>.json`.
 """
 
@@ -102,6 +102,27 @@ def _compile_speed(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", tail, "", _where(record)])
 
 
+def _packing(record: dict[str, Any]) -> str:
+    """bench/packing.py's record: the packer against both baselines, then as the trainer packs."""
+    rows = [
+        "| image tokens | row length | rows | packed non-pad | bucketed, padded to the longest "
+        "| packed / bucketed | one sample per row |",
+        "| ---: " * 7 + "|",
+    ]
+    for r in record["table"]:
+        shape = f"| {r['image_tokens']} | {r['row_length']} | {r['rows']} "
+        rows.append(
+            shape + f"| {r['packed']:.4f} | {r['bucketed']:.4f} | {r['packed'] / r['bucketed']:.2f}x "
+            f"| {r['one_per_row']:.4f} |"
+        )
+    rows += ["", "As the trainer packs:", "", "| image tokens | row length | rows | non-pad | longest wait "
+             "(micro-batches) |", "| ---: " * 5 + "|"]  # fmt: skip
+    for r in record["trainer"]:
+        shape = f"| {r['image_tokens']} | {r['row_length']} | {r['rows']} "
+        rows.append(shape + f"| {r['nonpad']:.4f} | {r['longest_wait']:.1f} |")
+    return "\n".join([*rows, "", f"{record['samples']:,} samples; " + _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -118,6 +139,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "smoke_run": lambda folder, _: _smoke_run(_records(folder)["smoke_run"]),
     "trainer_overhead": lambda folder, _: _trainer_overhead(_records(folder)["trainer_overhead"]),
     "compile_speed": lambda folder, _: _compile_speed(_records(folder)["compile_speed"]),
+    "packing": lambda folder, _: _packing(_records(folder)["packing"]),
 }
 
 
