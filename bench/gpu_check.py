@@ -157,20 +157,24 @@ class MetricsTail:
         ]
 
 
+def dense_overrides(s: Scale) -> list[str]:
+    """The dense part's training command, from random weights (protocol=pretrain: no world
+    foundations to build at this size) on the smoke world's data."""
+    return [
+        "recipe=baseline", "protocol=pretrain", *s.model, "train=smoke", "train.engine=fsdp2",
+        "train.bf16=true", "train.activation_checkpointing=true", "train.packing=true",
+        f"train.global_batch={s.global_batch}", "train.micro_batch=1",
+        f"train.budget_tokens={(s.warmup + s.timed) * s.global_batch * s.row_tokens}", "train.log_every=1",
+        "train.checkpoint_every=0", "eval.after_train=false",
+    ]  # fmt: skip
+
+
 def dense(ctx: Context) -> Iterator[str]:
     s = ctx.scale
     ranks = [1, 2] if ctx.device.type == "cuda" and torch.cuda.device_count() >= 2 else [1]
     for n in ranks:
         run = ctx.work / f"dense_{n}rank"
-        steps = s.warmup + s.timed
-        overrides = [
-            "recipe=baseline", *s.model, "train=smoke", "recipe.sft_fraction=0", "train.engine=fsdp2",
-            "train.bf16=true", "train.activation_checkpointing=true", "train.packing=true",
-            f"train.global_batch={s.global_batch}", "train.micro_batch=1",
-            f"train.budget_tokens={steps * s.global_batch * s.row_tokens}", "train.log_every=1",
-            "train.checkpoint_every=0", "eval.after_train=false", f"run_dir={run}",
-            f"data.root={ctx.data_root}",
-        ]  # fmt: skip
+        overrides = [*dense_overrides(s), f"run_dir={run}", f"data.root={ctx.data_root}"]
         setup = f"FSDP2 on {n} rank(s), bf16, activation checkpointing, packed {s.row_tokens}"
         yield f"### {' '.join(s.model)}: {setup}"
         yield ""

@@ -88,3 +88,34 @@ def test_discrete_part_reports_on_cpu(tmp_path):
     proc, report = _check(tmp_path, "discrete")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| object_p: generated / random ids / reconstruction |" in report
+
+
+def test_the_full_scale_trains_the_whole_dense_3b_from_random_weights():
+    """What the GPU runs, checked here: the full scale's command composes and validates into the whole
+    dense_3b (every layer, the 64k vocabulary, 2.95B parameters) from random weights (building world
+    foundations at this size would spend the GPU's minutes), packed 4096-token rows, 25 steps."""
+    import torch
+
+    from mmkd.config import to_run_config
+    from mmkd.model import VLM
+    from mmkd.model.flops import param_counts
+    from tests.conftest import composed
+
+    gpu_check = _module()
+    scale = gpu_check.SCALES["full"]
+    cfg = to_run_config(composed(*gpu_check.dense_overrides(scale))).validate()
+    m, t = cfg.model, cfg.train
+    assert (m.layers, m.vision_layers, m.width, m.vocab_size, m.init) == (32, 27, 2560, 64000, "scratch")
+    assert (t.engine, t.bf16, t.activation_checkpointing, t.packing, m.max_seq_len) == (
+        "fsdp2",
+        True,
+        True,
+        True,
+        4096,
+    )
+    assert t.budget_tokens // (t.global_batch * m.max_seq_len) == scale.warmup + scale.timed == 25
+    assert scale.timed >= 20
+    with torch.device("meta"):
+        model = VLM(m, image_token_id=3)
+    params = sum(p.numel() for p in model.parameters())
+    assert params == param_counts(m, m.vocab_size).total and 2.9e9 < params < 3.1e9
