@@ -554,6 +554,12 @@ class Resumable:
         return None if any(x is UNKNOWN for x in workers) else {"workers": workers, "drop": drop}
 
 
+def _as_made(batch: dict) -> dict:
+    """The DataLoader's collate function: the dataset's batches are made already. (Its default,
+    `default_convert`, walked every batch's nested resume state and metadata, element by element.)"""
+    return batch
+
+
 def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = False) -> Resumable:
     """The dataset's batches, made in `num_workers` processes (0: this one), in stream order; in
     page-locked memory with `pin_memory` (for a GPU: the copy to it can then overlap compute).
@@ -564,6 +570,7 @@ def make_loader(dataset: MixtureDataset, num_workers: int, pin_memory: bool = Fa
     loader = DataLoader(
         dataset,
         batch_size=None,
+        collate_fn=_as_made,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
