@@ -18,8 +18,8 @@ commit). The generators:
 - `decision_accuracy`: a two-scale report's share of recipe pairs both scales order alike;
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
-- `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`: the benches' figures, from the JSON records
-  they write with `--json bench/results/<bench>.json`.
+- `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`: the benches'
+  figures, from the JSON records they write with `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -123,6 +123,22 @@ def _packing(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", f"{record['samples']:,} samples; " + _where(record)])
 
 
+def _annotator_client(record: dict[str, Any]) -> str:
+    """bench/annotator_client.py's record: per server, each round's capacity, client rate and ratio."""
+    rows = ["| server | round | capacity (requests/s) | mmkd client (requests/s) | client / capacity |",
+            "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    names = {"nagle": "Nagle on (Python's default)", "nodelay": "TCP_NODELAY"}
+    for kind, got in record["servers"].items():
+        for i, r in enumerate(got["rounds"], 1):
+            rows.append(
+                f"| {names[kind]} | {i} | {r['capacity']:.0f} | {r['client']:.0f} | {r['ratio']:.2f} |"
+            )
+    medians = "; ".join(f"{names[k]}: **{v['ratio']:.2f}**" for k, v in record["servers"].items())
+    setting = f"{record['requests']} requests per loop, {record['body_bytes']:,}-byte bodies"
+    setting += f", concurrency {record['concurrency']}"
+    return "\n".join([*rows, "", f"Median ratio, {medians} ({setting}).", "", _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -140,6 +156,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "trainer_overhead": lambda folder, _: _trainer_overhead(_records(folder)["trainer_overhead"]),
     "compile_speed": lambda folder, _: _compile_speed(_records(folder)["compile_speed"]),
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
+    "annotator_client": lambda folder, _: _annotator_client(_records(folder)["annotator_client"]),
 }
 
 

@@ -58,6 +58,9 @@ class DataConfig:
     samples_per_shard: int = 2000
     # Datasets built elsewhere (real data, annotator outputs): source name -> dataset directory.
     sources: dict[str, str] = field(default_factory=dict)
+    # Loader processes per rank. On a GPU they overlap data work with the device's compute; on a
+    # CPU-only machine they compete with the compute threads, and 0 (load inline) trains faster
+    # (bench/RESULTS.md, "Trainer overhead": 0.85 of a bare loop inline, 0.73 with one worker, 2 cores).
     num_workers: int = 1
     # Samples whose image does not decode mid-run are left out and logged (source, shard, id); a rank
     # that meets more than this many stops the run naming them.
