@@ -126,7 +126,9 @@ class TrainConfig:
     bf16: bool = False  # fsdp2 / deepspeed: bf16 parameters for compute, fp32 gradient reduction
     # Recompute each block's activations in the backward pass: less memory, ~1/3 more compute.
     activation_checkpointing: bool = False
-    compile: str = ""  # a torch.compile backend per block ("inductor" on GPU); "" = eager
+    # A torch.compile backend per block ("inductor"); "" = eager. Pays once a run's steps outweigh the
+    # first compile (seconds to a minute): long GPU runs, not smoke runs (docs/scale.md).
+    compile: str = ""
     threads: int = 0  # torch intra-op threads per rank; 0 = cores / world size
     trace_samples: bool = False  # write the ids of every trained sample to <run_dir>/samples.rank<r>.txt
 
