@@ -7,6 +7,8 @@
 The baseline is what mmkd did before the cache: each new token re-runs the whole left-padded sequence
 and the vision tower. Prints tokens/s of both, their ratio, and whether both generated the same
 tokens (they must: the cache changes the cost, not the answer).
+
+    python bench/generation.py --batch 32 8 --new-tokens 40 --json bench/results/generation.json
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _record import write_record
 from omegaconf import OmegaConf
 
 from mmkd.bench_item import load_benchmark
@@ -60,7 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--layers", type=int, default=0, help="override the decoder depth (0: as named)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch sizes, measured in turn")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
@@ -85,27 +89,34 @@ def main() -> None:
         model = VLM(cfg, tok.image_id).to(dtype).eval()
     templates = Templates(tok, cfg.image_tokens, cfg.max_seq_len)
     items = load_benchmark(root / "bench" / "captioning.jsonl") + load_benchmark(root / "bench" / "ocr.jsonl")
-    items = items[: args.batch]
-    prompts = [templates.item_prompt_ids(it) for it in items]
-    pixels = item_pixels(items, cfg.image_size, device)
-    if pixels is not None:
-        pixels = pixels.to(dtype)
     never = lambda new: False  # noqa: E731 (every row generates --new-tokens tokens)
-    greedy(model, prompts, pixels, 2, tok.pad_id, never)  # warm-up
-    t_cache, cached = timed(
-        lambda: greedy(model, prompts, pixels, args.new_tokens, tok.pad_id, never), device
-    )
-    t_full, full = timed(lambda: recompute(model, prompts, pixels, args.new_tokens, tok.pad_id), device)
-    n = sum(map(len, cached))
-    print(
-        f"model={args.model} layers={cfg.layers} batch={len(prompts)} prompt_len<={max(map(len, prompts))} "
-        f"new_tokens={args.new_tokens} device={device} dtype={args.dtype}"
-    )
-    print(
-        f"| generation | tokens/s |\n| --- | ---: |\n| KV cache | {n / t_cache:.0f} |\n"
-        f"| full recompute | {n / t_full:.0f} |"
-    )
-    print(f"ratio cache / recompute: {t_full / t_cache:.2f}x; same tokens: {cached == full}")
+    rows = []
+    for batch in args.batch:
+        prompts = [templates.item_prompt_ids(it) for it in items[:batch]]
+        pixels = item_pixels(items[:batch], cfg.image_size, device)
+        if pixels is not None:
+            pixels = pixels.to(dtype)
+        greedy(model, prompts, pixels, 2, tok.pad_id, never)  # warm-up
+        cache = lambda p=prompts, x=pixels: greedy(model, p, x, args.new_tokens, tok.pad_id, never)  # noqa: E731
+        again = lambda p=prompts, x=pixels: recompute(model, p, x, args.new_tokens, tok.pad_id)  # noqa: E731
+        (t_cache, cached), (t_full, full) = timed(cache, device), timed(again, device)
+        n = sum(map(len, cached))
+        rows.append({"batch": len(prompts), "prompt_len": max(map(len, prompts)), "cache": n / t_cache,
+                     "recompute": n / t_full, "same_tokens": cached == full})  # fmt: skip
+    setting = f"new_tokens={args.new_tokens} device={device} dtype={args.dtype}"
+    print(f"model={args.model} layers={cfg.layers} {setting}")
+    print("| batch | KV cache tokens/s | full recompute tokens/s | ratio | same tokens |")
+    print("| ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        ratio = r["cache"] / r["recompute"]
+        print(
+            f"| {r['batch']} | {r['cache']:.0f} | {r['recompute']:.0f} | {ratio:.2f}x | {r['same_tokens']} |"
+        )
+    if args.json:
+        command = f"python bench/generation.py --batch {' '.join(map(str, args.batch))}"
+        write_record(args.json, {"command": command, "model": args.model, "layers": cfg.layers,
+                                 "new_tokens": args.new_tokens, "device": str(device), "dtype": args.dtype,
+                                 "rows": rows})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
 """Training and loader throughput of the tiny config on the knowledge world.
 
-    python bench/throughput.py            # builds a small world under data/ on first use (~30 s)
+    python bench/throughput.py            # the default world under data/ (built on first use)
+    python bench/throughput.py --json bench/results/throughput.json
 
 Prints loader samples/s and training samples/s and tokens/s, each for length-bucketed batches
-(what the trainer uses) and for plain padded batches (bucket=1) measured in the same run, and the
-ratio between them. Tokens are non-padding tokens, images included.
+(what the trainer uses) and for plain padded batches (bucket=1), the two taking turns for `--rounds`
+rounds in one run, medians over rounds, and the ratio between them. Tokens are non-padding tokens,
+images included. `--json PATH` also writes the figures (bench/RESULTS.md's source).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from pathlib import Path
 
 import torch
+from _record import write_record
 from quickstart import quickstart_config
 
 from mmkd.config import RunConfig, micro_batch_for
@@ -67,18 +72,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = quickstart_config()
     data, model = cfg.data, cfg.model
     root = prepare_world(data, model.patch_size)
     tok = Tokenizer.load(root / "tokenizer.json")
-    plain = measure(cfg, root, tok, bucket=1, steps=args.steps)
-    bucketed = measure(cfg, root, tok, bucket=8, steps=args.steps)
-    print(f"tiny model, recipe=baseline, micro_batch={micro_batch_for(cfg.train, 1)}, threads={args.threads}")
+    rounds = [
+        {"plain": measure(cfg, root, tok, bucket=1, steps=args.steps),
+         "bucketed": measure(cfg, root, tok, bucket=8, steps=args.steps)}
+        for _ in range(args.rounds)
+    ]  # fmt: skip
+    median = {
+        way: {key: statistics.median(r[way][key] for r in rounds) for key in rounds[0][way]}
+        for way in ("bucketed", "plain")
+    }
+    bucketed, plain = median["bucketed"], median["plain"]
+    micro = micro_batch_for(cfg.train, 1)
+    setting = f"micro_batch={micro}, threads={args.threads}, medians of {args.rounds} rounds"
+    print(f"tiny model, recipe=baseline, {setting}")
     print(f"{'':24}{'bucketed':>12}{'plain':>12}{'ratio':>8}")
     for key in bucketed:
         print(f"{key:24}{bucketed[key]:12.0f}{plain[key]:12.0f}{bucketed[key] / plain[key]:8.2f}")
+    if args.json:
+        write_record(args.json, {"command": "python bench/throughput.py", "steps": args.steps,
+                                 "threads": args.threads, "rounds": rounds, "median": median})  # fmt: skip
 
 
 if __name__ == "__main__":

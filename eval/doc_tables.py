@@ -18,8 +18,9 @@ commit). The generators:
 - `decision_accuracy`: a two-scale report's share of recipe pairs both scales order alike;
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
-- `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`: the benches'
-  figures, from the JSON records they write with `--json bench/results/<bench>.json`.
+- `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`, `throughput`,
+  `generation`: the benches' figures, from the JSON records they write with
+  `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -139,6 +140,35 @@ def _annotator_client(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", f"Median ratio, {medians} ({setting}).", "", _where(record)])
 
 
+def _throughput(record: dict[str, Any]) -> str:
+    """bench/throughput.py's record: loader and training rates, bucketed against plain, medians."""
+    bucketed, plain = record["median"]["bucketed"], record["median"]["plain"]
+    names = {"loader_samples_per_s": "loader samples/s", "train_samples_per_s": "train samples/s",
+             "train_tokens_per_s": "train tokens/s (non-padding)"}  # fmt: skip
+    rows = ["| figure | bucketed | plain | ratio |", "| --- | ---: | ---: | ---: |"]
+    rows += [
+        f"| {names[k]} | {bucketed[k]:.0f} | {plain[k]:.0f} | {bucketed[k] / plain[k]:.2f} |" for k in names
+    ]
+    rounds = f"Medians of {len(record['rounds'])} rounds of {record['steps']} batches"
+    rounds += f", {record['threads']} threads."
+    return "\n".join([*rows, "", rounds, "", _where(record)])
+
+
+def _generation(record: dict[str, Any]) -> str:
+    """bench/generation.py's record: KV-cache against full-recompute tokens/s per batch size."""
+    rows = ["| batch | KV cache tokens/s | full recompute tokens/s | ratio | same tokens |",
+            "| ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for r in record["rows"]:
+        ratio = r["cache"] / r["recompute"]
+        rows.append(
+            f"| {r['batch']} | {r['cache']:.0f} | {r['recompute']:.0f} | {ratio:.2f}x | {r['same_tokens']} |"
+        )
+    setting = (
+        f"{record['model']} model, {record['new_tokens']} new tokens, {record['dtype']} on {record['device']}"
+    )
+    return "\n".join([*rows, "", setting + "; " + _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -156,6 +186,8 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "trainer_overhead": lambda folder, _: _trainer_overhead(_records(folder)["trainer_overhead"]),
     "compile_speed": lambda folder, _: _compile_speed(_records(folder)["compile_speed"]),
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
+    "throughput": lambda folder, _: _throughput(_records(folder)["throughput"]),
+    "generation": lambda folder, _: _generation(_records(folder)["generation"]),
     "annotator_client": lambda folder, _: _annotator_client(_records(folder)["annotator_client"]),
 }
 
