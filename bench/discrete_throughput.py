@@ -2,6 +2,7 @@
 
     python bench/discrete_throughput.py      # first use: the world (~1 min) and its tokenizer (~4 min)
     python bench/discrete_throughput.py --data-root /path/to/data   # a world already built there
+    python bench/discrete_throughput.py --json bench/results/discrete_throughput.json   # RESULTS.md's source
 
 Both run the trainer's own step (`accumulate_gradients` with each model's objective, Adam) on the
 quickstart recipe (baseline mixture, micro-batch 32) in the same process, taking turns so that the
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _record import write_record
 from quickstart import RECIPES, quickstart_config
 
 from mmkd.config import RunConfig, load_group, micro_batch_for
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=4, help="steps per model per round")
     parser.add_argument("--data-root", default=None, help="where the world is (default: recipes' data.root)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dense = quickstart_config()
@@ -122,6 +125,13 @@ def main() -> None:
     for key in results["dense"]:
         d, v = results["dense"][key], results["discrete"][key]
         print(f"{key:20}{d:10.0f}{v:10.0f}{v / d:8.2f}")
+    if args.json:
+        shape = {
+            k: getattr(discrete.model, k) for k in ("layers", "codebook_size", "visual_grid", "max_seq_len")
+        }
+        write_record(args.json, {"command": "python bench/discrete_throughput.py", "rounds": args.rounds,
+                                 "block": args.block, "threads": args.threads, "discrete_tiny": shape,
+                                 "results": results})  # fmt: skip
 
 
 if __name__ == "__main__":

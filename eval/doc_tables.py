@@ -19,7 +19,7 @@ commit). The generators:
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
 - `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`, `throughput`,
-  `generation`: the benches' figures, from the JSON records they write with
+  `generation`, `discrete_throughput`: the benches' figures, from the JSON records they write with
   `--json bench/results/<bench>.json`.
 """
 
@@ -169,6 +169,22 @@ def _generation(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", setting + "; " + _where(record)])
 
 
+def _discrete_throughput(record: dict[str, Any]) -> str:
+    """bench/discrete_throughput.py's record: the dense and discrete models' rates, medians of rounds."""
+    dense, discrete = record["results"]["dense"], record["results"]["discrete"]
+    names = {"samples_per_s": "samples/s", "tokens_per_s": "tokens/s (non-padding positions, images as the "
+             "model sees them)", "tokens_per_sample": "tokens per sample"}  # fmt: skip
+    rows = ["| | dense | discrete | discrete / dense |", "| --- | ---: | ---: | ---: |"]
+    rows += [
+        f"| {names[k]} | {dense[k]:,.0f} | {discrete[k]:,.0f} | {discrete[k] / dense[k]:.2f} |" for k in names
+    ]
+    shape = ", ".join(f"{k} {v}" for k, v in record["discrete_tiny"].items())
+    turns = (
+        f"Medians of {record['rounds']} rounds of {record['block']} steps each, {record['threads']} threads"
+    )
+    return "\n".join([*rows, "", f"{turns}; discrete_tiny: {shape}.", "", _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -188,6 +204,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
     "throughput": lambda folder, _: _throughput(_records(folder)["throughput"]),
     "generation": lambda folder, _: _generation(_records(folder)["generation"]),
+    "discrete_throughput": lambda folder, _: _discrete_throughput(_records(folder)["discrete_throughput"]),
     "annotator_client": lambda folder, _: _annotator_client(_records(folder)["annotator_client"]),
 }
 
