@@ -19,8 +19,8 @@ commit). The generators:
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
 - `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`, `throughput`,
-  `generation`, `discrete_throughput`: the benches' figures, from the JSON records they write with
-  `--json bench/results/<bench>.json`.
+  `generation`, `discrete_throughput`, `peer_llava`: the benches' figures, from the JSON records they
+  write with `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -185,6 +185,23 @@ def _discrete_throughput(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", f"{turns}; discrete_tiny: {shape}.", "", _where(record)])
 
 
+def _peer_llava(record: dict[str, Any]) -> str:
+    """bench/peer_llava.py's record: mmkd's step against transformers' LLaVA, round by round."""
+    head = (
+        "| round | mmkd VLM samples/s | transformers LlavaForConditionalGeneration samples/s | mmkd / LLaVA |"
+    )
+    rows = [head, "| ---: | ---: | ---: | ---: |"]
+    rows += [
+        f"| {i} | {r['mmkd']:.0f} | {r['llava']:.0f} | {r['ratio']:.2f} |"
+        for i, r in enumerate(record["rounds"], 1)
+    ]
+    first = record["first_loss"]
+    check = f"First loss: mmkd {first['mmkd']:.4f}, LLaVA {first['llava']:.4f}"
+    share = f"supervised positions {record['supervised_share']:.1%}"
+    median = f"Median ratio: **{record['ratio']:.2f}** ({record['steps']} steps per round; {check}; {share})."
+    return "\n".join([*rows, "", median, "", _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -204,6 +221,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
     "throughput": lambda folder, _: _throughput(_records(folder)["throughput"]),
     "generation": lambda folder, _: _generation(_records(folder)["generation"]),
+    "peer_llava": lambda folder, _: _peer_llava(_records(folder)["peer_llava"]),
     "discrete_throughput": lambda folder, _: _discrete_throughput(_records(folder)["discrete_throughput"]),
     "annotator_client": lambda folder, _: _annotator_client(_records(folder)["annotator_client"]),
 }
