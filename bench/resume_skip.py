@@ -4,6 +4,7 @@ through the N batches (the fallback, and the only way before).
 
     python bench/resume_skip.py                          # N = 100, 1,000, 10,000: 2,000 samples of 128 px
     python bench/resume_skip.py --steps 100 1000 10000 --size 384
+    python bench/resume_skip.py --json bench/results/resume_skip.json   # bench/RESULTS.md's source
 
 The dataset holds `--samples` caption samples with `--size`-pixel PNG images of smooth noise (about
 the decode cost of a photo), written once to a temporary folder. For each N the state after batch N is
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import write_record
 from PIL import Image, ImageFilter
 
 from mmkd.loader import MixtureDataset, make_loader
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000], help="micro-batches trained")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -90,14 +93,21 @@ def main() -> None:
         )
         print("| trained micro-batches | samples | saved state | fast-forward | ratio |")
         print("| ---: | ---: | ---: | ---: | ---: |")
+        rows = []
         for n in args.steps:
             state = state_after(source, templates, args.size, n)
-            restored = first_batch_seconds(dataset(source, templates, args.size, state=state), 5) - fresh
+            restored = max(
+                first_batch_seconds(dataset(source, templates, args.size, state=state), 5) - fresh, 0
+            )
             skipped = first_batch_seconds(dataset(source, templates, args.size, skip=n)) - fresh
+            rows.append({"batches": n, "samples": n * MICRO_BATCH, "state_s": restored, "skip_s": skipped})
             print(
-                f"| {n:,} | {n * MICRO_BATCH:,} | {max(restored, 0):.3f} s | {skipped:.2f} s "
+                f"| {n:,} | {n * MICRO_BATCH:,} | {restored:.3f} s | {skipped:.2f} s "
                 f"| {skipped / max(restored, 1e-3):.0f}x |"
             )
+    if args.json:
+        setting = {"samples": args.samples, "size": args.size, "micro_batch": MICRO_BATCH, "fresh_s": fresh}
+        write_record(args.json, {"command": "python bench/resume_skip.py", **setting, "rows": rows})
 
 
 if __name__ == "__main__":

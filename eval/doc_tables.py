@@ -19,8 +19,8 @@ commit). The generators:
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
 - `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`, `throughput`,
-  `generation`, `discrete_throughput`, `peer_llava`: the benches' figures, from the JSON records they
-  write with `--json bench/results/<bench>.json`.
+  `generation`, `discrete_throughput`, `peer_llava`, `resume_skip`: the benches' figures, from the JSON
+  records they write with `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -202,6 +202,20 @@ def _peer_llava(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", median, "", _where(record)])
 
 
+def _resume_skip(record: dict[str, Any]) -> str:
+    """bench/resume_skip.py's record: a resumed loader's first-batch cost, saved state against skipping."""
+    rows = ["| trained micro-batches | samples | saved state | fast-forward | ratio |", "| ---: " * 5 + "|"]
+    for r in record["rows"]:
+        ratio = r["skip_s"] / max(r["state_s"], 1e-3)
+        seconds = f"{r['state_s']:.3f} s | {r['skip_s']:.2f} s"
+        rows.append(f"| {r['batches']:,} | {r['samples']:,} | {seconds} | {ratio:.0f}x |")
+    setting = (
+        f"{record['samples']:,} samples of {record['size']} px, micro-batches of {record['micro_batch']}"
+    )
+    fresh = f"the first batch of a fresh loader: {record['fresh_s']:.3f} s"
+    return "\n".join([*rows, "", f"{setting}; {fresh}.", "", _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -221,6 +235,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
     "throughput": lambda folder, _: _throughput(_records(folder)["throughput"]),
     "generation": lambda folder, _: _generation(_records(folder)["generation"]),
+    "resume_skip": lambda folder, _: _resume_skip(_records(folder)["resume_skip"]),
     "peer_llava": lambda folder, _: _peer_llava(_records(folder)["peer_llava"]),
     "discrete_throughput": lambda folder, _: _discrete_throughput(_records(folder)["discrete_throughput"]),
     "annotator_client": lambda folder, _: _annotator_client(_records(folder)["annotator_client"]),
