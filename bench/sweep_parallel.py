@@ -2,11 +2,13 @@
 
     python bench/sweep_parallel.py                    # two seeds of the tiny model, 300 steps each
     python bench/sweep_parallel.py --jobs 2 --steps 100
+    python bench/sweep_parallel.py --data-root data --json bench/results/sweep_parallel.json   # a built world
 
 Sequential: Hydra's basic launcher, each run with every core (`train.threads` = cores). Parallel:
 `hydra/launcher=local_parallel` (joblib), `--jobs` runs at once with cores / jobs threads each and no
-loader workers. Same seeds, steps and data (a world built before either is timed); evaluation off.
-Prints both wall times and the ratio.
+loader workers. Same seeds, steps and data (a world and its foundations built before either is
+timed: in a temporary folder, or found built under `--data-root`); evaluation off. Prints both wall
+times and the ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _record import write_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +47,16 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--data-root", type=Path, help="a data root holding the built world (default: a new one)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     seeds = ",".join(str(s) for s in range(args.jobs))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = tmp / "data"
+        data = args.data_root.resolve() if args.data_root else tmp / "data"
         sweep(tmp / "warm", data, "0", 1, [], cores)  # builds the world: not part of either figure
         sequential = sweep(tmp / "seq", data, seeds, args.steps, [], cores)
         one_each = [
@@ -61,6 +69,9 @@ def main() -> None:
     print(f"one after the other, {cores} threads each: {sequential:.0f} s")
     print(f"side by side, {max(1, cores // args.jobs)} thread(s) each: {parallel:.0f} s")
     print(f"ratio: {sequential / parallel:.2f}x")
+    if args.json:
+        figures = {"jobs": args.jobs, "steps": args.steps, "sequential_s": sequential, "parallel_s": parallel}
+        write_record(args.json, {"command": "python bench/sweep_parallel.py", **figures})
 
 
 if __name__ == "__main__":

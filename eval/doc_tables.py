@@ -19,8 +19,8 @@ commit). The generators:
 - `selection_truth`: seed 004's selections against the world pool's planted defects, from the
   truth.json that `launch/build.py recipe=scale_top10 +selection=true` writes (eval/selection_truth.py);
 - `smoke_run`, `trainer_overhead`, `compile_speed`, `packing`, `annotator_client`, `throughput`,
-  `generation`, `discrete_throughput`, `peer_llava`, `resume_skip`: the benches' figures, from the JSON
-  records they write with `--json bench/results/<bench>.json`.
+  `generation`, `discrete_throughput`, `peer_llava`, `resume_skip`, `sweep_parallel`: the benches'
+  figures, from the JSON records they write with `--json bench/results/<bench>.json`.
 """
 
 from __future__ import annotations
@@ -216,6 +216,17 @@ def _resume_skip(record: dict[str, Any]) -> str:
     return "\n".join([*rows, "", f"{setting}; {fresh}.", "", _where(record)])
 
 
+def _sweep_parallel(record: dict[str, Any]) -> str:
+    """bench/sweep_parallel.py's record: a local sweep one job after the other against side by side."""
+    cores, jobs = record["cpus"], record["jobs"]
+    rows = ["| launcher | threads per job | wall |", "| --- | ---: | ---: |",
+            f"| basic (one job after the other) | {cores} | {record['sequential_s']:.0f} s |",
+            f"| `hydra/launcher=local_parallel` ({jobs} jobs at once, `data.num_workers=0`) | "
+            f"{max(1, cores // jobs)} | {record['parallel_s']:.0f} s |"]  # fmt: skip
+    ratio = f"Ratio: **{record['sequential_s'] / record['parallel_s']:.2f}x** for the side-by-side sweep"
+    return "\n".join([*rows, "", f"{ratio} ({jobs} runs of {record['steps']} steps).", "", _where(record)])
+
+
 # generator -> (folder under the repository, the folder as the doc names it) -> markdown
 GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "foundations": lambda folder, _: foundations_table(_records(folder)),
@@ -235,6 +246,7 @@ GENERATORS: dict[str, Callable[[Path, str], str]] = {
     "packing": lambda folder, _: _packing(_records(folder)["packing"]),
     "throughput": lambda folder, _: _throughput(_records(folder)["throughput"]),
     "generation": lambda folder, _: _generation(_records(folder)["generation"]),
+    "sweep_parallel": lambda folder, _: _sweep_parallel(_records(folder)["sweep_parallel"]),
     "resume_skip": lambda folder, _: _resume_skip(_records(folder)["resume_skip"]),
     "peer_llava": lambda folder, _: _peer_llava(_records(folder)["peer_llava"]),
     "discrete_throughput": lambda folder, _: _discrete_throughput(_records(folder)["discrete_throughput"]),
