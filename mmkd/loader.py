@@ -483,7 +483,9 @@ def flatten(batch: dict) -> dict:
         at = -(-end // ALIGN) * ALIGN
         layout.append((k, v.dtype, tuple(v.shape), at))
         end = at + v.numel() * v.element_size()
-    buffer = torch.empty(end, dtype=torch.uint8)
+    # Host memory on purpose: it crosses from the worker in shared memory, is pinned there on a GPU
+    # run, and `to_device` moves the views to the training device.
+    buffer = torch.empty(end, dtype=torch.uint8, device="cpu")
     for (_, _, _, at), v in zip(layout, tensors.values(), strict=True):
         buffer[at : at + v.numel() * v.element_size()] = v.contiguous().view(-1).view(torch.uint8)
     return {k: v for k, v in batch.items() if k not in tensors} | {FLAT: (buffer, layout)}
